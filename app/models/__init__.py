@@ -1,0 +1,21 @@
+"""ORM tables, one module per table; import from here so every table is registered."""
+
+from app.models.api_key import APIKey
+from app.models.audit_entry import AuditChainHead, AuditEntry
+from app.models.authz import AuthzRevision, CasbinRule
+from app.models.base import Base
+from app.models.membership import Membership
+from app.models.tenant import Tenant
+from app.models.user import User
+
+__all__ = [
+    "APIKey",
+    "AuditChainHead",
+    "AuditEntry",
+    "AuthzRevision",
+    "Base",
+    "CasbinRule",
+    "Membership",
+    "Tenant",
+    "User",
+]

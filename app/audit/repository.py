@@ -1,0 +1,94 @@
+"""Audit queries: the only code that touches audit_entries and audit_chain_heads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import AuditChainHead, AuditEntry
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    action: str | None = None
+    actor_id: int | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditRepository:
+    async def lock_head(self, session: AsyncSession, chain: str) -> AuditChainHead | None:
+        # FOR UPDATE serialises appends to one chain on PostgreSQL; SQLite transactions are
+        # already serialised by BEGIN IMMEDIATE (app/kit/db.py).
+        return await session.scalar(
+            select(AuditChainHead).where(AuditChainHead.chain == chain).with_for_update()
+        )
+
+    def add_head(self, session: AsyncSession, head: AuditChainHead) -> None:
+        session.add(head)
+
+    def add(self, session: AsyncSession, entry: AuditEntry) -> None:
+        session.add(entry)
+
+    def _tenant_statement(self, tenant_id: int, flt: AuditFilter) -> Select[AuditEntry]:
+        stmt = select(AuditEntry).where(AuditEntry.tenant_id == tenant_id)
+        if flt.action:
+            stmt = stmt.where(AuditEntry.action == flt.action)
+        if flt.actor_id is not None:
+            stmt = stmt.where(AuditEntry.actor_id == flt.actor_id)
+        if flt.target_type:
+            stmt = stmt.where(AuditEntry.target_type == flt.target_type)
+        if flt.target_id:
+            stmt = stmt.where(AuditEntry.target_id == flt.target_id)
+        if flt.since:
+            stmt = stmt.where(AuditEntry.created_at >= flt.since)
+        if flt.until:
+            stmt = stmt.where(AuditEntry.created_at < flt.until)
+        return stmt
+
+    async def list_for_tenant(
+        self, session: AsyncSession, tenant_id: int, flt: AuditFilter, *, limit: int, offset: int
+    ) -> tuple[Sequence[AuditEntry], int]:
+        stmt = self._tenant_statement(tenant_id, flt)
+        total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = await session.scalars(
+            stmt.order_by(AuditEntry.seq.desc()).limit(limit).offset(offset)
+        )
+        return list(rows), int(total or 0)
+
+    async def chain_names(self, session: AsyncSession) -> list[str]:
+        heads = await session.scalars(select(AuditChainHead.chain).order_by(AuditChainHead.chain))
+        return list(heads)
+
+    async def head(self, session: AsyncSession, chain: str) -> AuditChainHead | None:
+        return await session.get(AuditChainHead, chain)
+
+    async def iter_chain(
+        self, session: AsyncSession, chain: str, batch: int = 1000
+    ) -> AsyncIterator[Sequence[AuditEntry]]:
+        """The chain's entries in seq order, in batches (keyset pagination, bounded memory)."""
+        after = 0
+        while True:
+            rows = (
+                await session.scalars(
+                    select(AuditEntry)
+                    .where(AuditEntry.chain == chain, AuditEntry.seq > after)
+                    .order_by(AuditEntry.seq)
+                    .limit(batch)
+                )
+            ).all()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].seq
+            for row in rows:  # keep the identity map (and memory) flat on long chains
+                session.expunge(row)
+
+
+audit_repository = AuditRepository()

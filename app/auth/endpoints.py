@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form
+from pydantic import BaseModel
+
+from app.auth.service import auth_service
+from app.kit.auth import AppSettings
+from app.kit.db import Session
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+@router.post("/token", response_model=Token)
+async def issue_token(
+    username: Annotated[str, Form(max_length=256)],
+    password: Annotated[str, Form(max_length=1024)],
+    session: Session,
+    settings: AppSettings,
+) -> Token:
+    token = await auth_service.login(session, settings, username=username, password=password)
+    return Token(access_token=token, expires_in=settings.jwt_ttl_minutes * 60)

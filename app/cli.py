@@ -1,0 +1,202 @@
+"""The `cairn` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.errors import CairnError
+from app.kit.settings import Settings, get_settings
+
+app = typer.Typer(help="Cairn knowledge-base server.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+members_app = typer.Typer(help="Manage tenant memberships.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(members_app, name="members")
+app.add_typer(audit_app, name="audit")
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one committed transaction against the configured database."""
+    from app.kit.authz import sync_role_permissions
+    from app.main import database_for
+
+    async def runner() -> T:
+        database = database_for(_settings())
+        try:
+            async with database.sessionmaker() as session, session.begin():
+                await sync_role_permissions(session)
+                return await work(session)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(runner())
+    except CairnError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from exc
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to head."""
+    from app.kit.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    typer.echo("database is at head")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    migrate_first: Annotated[
+        bool | None,
+        typer.Option("--migrate/--no-migrate", help="apply migrations first (default: on SQLite)"),
+    ] = None,
+) -> None:
+    """Run the HTTP server."""
+    import uvicorn
+
+    from app.kit.db import is_sqlite
+    from app.kit.migrate import upgrade
+    from app.main import create_app
+
+    settings = _settings()
+    url = settings.resolved_database_url
+    # Embedded default: migrate on start. Scaled out, several replicas would race, so run
+    # `cairn migrate` once per deploy instead (or pass --migrate).
+    if migrate_first if migrate_first is not None else is_sqlite(url):
+        upgrade(url)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option(help="login name")],
+    password: Annotated[str, typer.Option(help="password (min 8 characters)")],
+    email: Annotated[str | None, typer.Option(help="e-mail address")] = None,
+    platform_admin: Annotated[bool, typer.Option("--platform-admin")] = False,
+) -> None:
+    """Create a user."""
+    from pydantic import ValidationError
+
+    from app.users.schemas import UserCreate
+    from app.users.service import user_service
+
+    try:
+        data = UserCreate(
+            username=username, password=password, email=email, is_platform_admin=platform_admin
+        )
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(code=2) from exc
+
+    async def work(session: AsyncSession) -> int:
+        user = await user_service.create(session, None, data)
+        return user.id
+
+    user_id = _run_in_session(work)
+    typer.echo(f"created user {data.username} (id {user_id})")
+
+
+@tenants_app.command("create")
+def tenants_create(
+    slug: Annotated[str, typer.Argument(help="URL name, e.g. hr")],
+    name: Annotated[str, typer.Option(help="display name")],
+) -> None:
+    """Create a tenant (department)."""
+    from pydantic import ValidationError
+
+    from app.tenants.schemas import TenantCreate
+    from app.tenants.service import tenant_service
+
+    try:
+        data = TenantCreate(slug=slug, name=name)
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(code=2) from exc
+
+    async def work(session: AsyncSession) -> int:
+        return (await tenant_service.create(session, None, data)).id
+
+    tenant_id = _run_in_session(work)
+    typer.echo(f"created tenant {slug} (id {tenant_id})")
+
+
+@members_app.command("set")
+def members_set(
+    slug: Annotated[str, typer.Argument(help="tenant slug")],
+    username: Annotated[str, typer.Argument()],
+    role: Annotated[
+        str, typer.Argument(help="admin|editor|viewer|restricted_viewer|guest|auditor")
+    ],
+) -> None:
+    """Give a user a role in a tenant."""
+    from app.kit.authz import TENANT_ROLES
+    from app.kit.errors import ResourceNotFound
+    from app.tenants.repository import tenant_repository
+    from app.tenants.service import tenant_service
+
+    if role not in TENANT_ROLES:
+        typer.echo(f"error: role must be one of {', '.join(TENANT_ROLES)}", err=True)
+        raise typer.Exit(code=2)
+
+    async def work(session: AsyncSession) -> None:
+        tenant = await tenant_repository.get_by_slug(session, slug)
+        if tenant is None:
+            raise ResourceNotFound("Tenant not found")
+        await tenant_service.set_member(
+            session, tenant=tenant, username=username, role=role, actor=None
+        )
+
+    _run_in_session(work)
+    typer.echo(f"{username} is now {role} in {slug}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Verify every audit hash chain; exits 1 if any entry was edited, removed or reordered."""
+    from app.audit.schemas import VerifyRead
+    from app.audit.service import audit_service
+
+    async def work(session: AsyncSession) -> VerifyRead:
+        return VerifyRead.of(await audit_service.verify(session))
+
+    report = _run_in_session(work)
+    typer.echo(json.dumps(report.model_dump(), indent=2))
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="cairn")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Database engine and sessions. SQLite (embedded default) and PostgreSQL (scaled out)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether the URL names a SQLite database."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, foreign keys, a busy timeout and, for writers
+    (`immediate`), transactions that take the write lock when they begin."""
+    if not is_sqlite(url):
+        return create_async_engine(url, pool_pre_ping=True, **kwargs)
+
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        # Take over BEGIN from the driver (SQLAlchemy's documented aiosqlite recipe) so that
+        # every transaction is BEGIN IMMEDIATE: SQLite otherwise upgrades a read lock to a write
+        # lock mid-transaction, and two such upgrades fail at once with "database is locked"
+        # instead of waiting. Serialising writers is what keeps the audit hash chain linear.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Readers never need the write lock: under WAL they read a snapshot and block no one.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One engine and its session factory, owned by the app (or a worker, or the CLI)."""
+
+    def __init__(self, url: str, *, session_info: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        # On SQLite, a second engine for read-only work, so a request that only reads (or the
+        # authorisation lookups of one that writes) does not queue behind writers.
+        self.read_engine = create_engine(url, immediate=False) if is_sqlite(url) else self.engine
+        # session_info travels with every session (session.info): it carries per-deployment
+        # values that services need wherever they run (API, worker, CLI), e.g. the audit key.
+        info = dict(session_info or {})
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self.read_sessionmaker = async_sessionmaker(
+            self.read_engine, expire_on_commit=False, info=info
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.url)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.database
+    async with database.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+# A request's session commits once when the endpoint function returns and before the response is
+# sent (scope="function"), so a client never sees a 2xx for a write that later fails to commit.
+# An error rolls everything back, the audit entry included: the log never records an action that
+# did not happen.
+Session = Annotated[AsyncSession, Depends(_session, scope="function")]
+
+
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.database
+    async with database.read_sessionmaker() as session:
+        try:
+            yield session
+        finally:
+            # Nothing written here is kept: read sessions never commit.
+            await session.rollback()
+
+
+# For lookups that never write: authentication, authorisation, listings, search.
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]

@@ -1,0 +1,165 @@
+"""The one error hierarchy and the handlers that render it as SPEC.md's JSON error shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class CairnError(Exception):
+    status_code = 500
+    code = "internal_error"
+    message = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.status_code = status_code or self.status_code
+        self.code = code or self.code
+        self.headers = headers
+        super().__init__(self.message)
+
+
+class BadRequest(CairnError):
+    status_code = 400
+    code = "bad_request"
+    message = "Bad request"
+
+
+class NotAuthenticated(CairnError):
+    status_code = 401
+    code = "not_authenticated"
+    message = "Missing or invalid credentials"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotPermitted(CairnError):
+    status_code = 403
+    code = "forbidden"
+    message = "You are not allowed to do this"
+
+
+class ResourceNotFound(CairnError):
+    status_code = 404
+    code = "not_found"
+    message = "Not found"
+
+
+class Conflict(CairnError):
+    status_code = 409
+    code = "conflict"
+    message = "Conflict"
+
+
+class PayloadTooLarge(CairnError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "Payload too large"
+
+
+class UnsupportedMediaType(CairnError):
+    status_code = 415
+    code = "unsupported_media_type"
+    message = "Unsupported media type"
+
+
+class ValidationFailed(CairnError):
+    status_code = 422
+    code = "validation_error"
+    message = "Validation failed"
+
+
+class RateLimited(CairnError):
+    status_code = 429
+    code = "rate_limited"
+    message = "Too many requests"
+
+
+class ServiceUnavailable(CairnError):
+    status_code = 503
+    code = "unavailable"
+    message = "Service unavailable"
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """SPEC.md's error shape."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only location, message and type: echoing "input" could reflect passwords back.
+    return [
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": err.get("msg"),
+            "type": err.get("type"),
+        }
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error, including framework ones, in the JSON error shape."""
+
+    async def cairn_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, CairnError)
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse(
+            error_body("validation_error", "Request validation failed", _validation_details(exc)),
+            status_code=422,
+        )
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return JSONResponse(
+            error_body(code, message), status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def unhandled(_: Request, exc: Exception) -> JSONResponse:
+        # The trace goes to the server log, never to the client.
+        logger.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)
+
+    app.add_exception_handler(CairnError, cairn_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unhandled)

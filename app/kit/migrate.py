@@ -1,0 +1,26 @@
+"""Apply Alembic migrations from code (cairn migrate, cairn serve, tests)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+
+from app.kit.settings import PROJECT_ROOT
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic config pointing at migrations/ and the given database."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Upgrade the database to `revision` (blocking; runs its own event loop)."""
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str = "base") -> None:
+    """Downgrade the database to `revision`."""
+    command.downgrade(alembic_config(database_url), revision)

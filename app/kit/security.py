@@ -1,0 +1,95 @@
+"""Password hashing (argon2), JWTs (PyJWT) and API-key material."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+# Verifying against this keeps a login for an unknown user as slow as one with a wrong password,
+# so response time does not reveal which usernames exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+API_KEY_PREFIX = "cairn_"
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of the password."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether the password matches; constant work whether or not the user exists."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    expires_at: datetime
+
+
+class InvalidToken(Exception):
+    """The token is malformed, tampered with or expired."""
+
+
+def create_access_token(
+    user_id: int, *, secret: str, algorithm: str, ttl: timedelta, now: datetime | None = None
+) -> str:
+    """A signed JWT for the user, expiring after `ttl`."""
+    issued = now or datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+        "typ": "access",
+    }
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def decode_access_token(token: str, *, secret: str, algorithm: str) -> TokenClaims:
+    """The token's claims; raises InvalidToken for anything but a valid, unexpired access token."""
+    try:
+        # Pinning the algorithm list blocks "alg: none" and key-confusion attacks.
+        payload = jwt.decode(
+            token, secret, algorithms=[algorithm], options={"require": ["exp", "sub", "iat"]}
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    if payload.get("typ") != "access":
+        raise InvalidToken("not an access token")
+    try:
+        user_id = int(payload["sub"])
+    except (TypeError, ValueError) as exc:
+        raise InvalidToken("bad subject") from exc
+    return TokenClaims(user_id=user_id, expires_at=datetime.fromtimestamp(payload["exp"], UTC))
+
+
+def generate_api_key() -> str:
+    """A new random API key (256 bits)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """SHA-256 of the key. Keys are 256-bit random, so a fast hash is safe and lookup stays O(1)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def looks_like_api_key(token: str) -> bool:
+    """Whether a bearer token is an API key rather than a JWT."""
+    return token.startswith(API_KEY_PREFIX)
+
+
+def keyed_digest(secret: str, message: str) -> str:
+    """HMAC-SHA256 hex digest."""
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()

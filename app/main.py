@@ -1,0 +1,77 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api_keys.endpoints import router as api_keys_router
+from app.audit.endpoints import router as audit_router
+from app.auth.endpoints import router as auth_router
+from app.health.endpoints import router as health_router
+from app.kit.authz import Enforcer, sync_role_permissions
+from app.kit.db import Database
+from app.kit.errors import install_error_handlers
+from app.kit.metrics import metrics_middleware
+from app.kit.settings import Settings, get_settings
+from app.tenants.endpoints import router as tenants_router
+from app.users.endpoints import router as users_router
+from app.users.service import user_service
+
+logger = logging.getLogger("cairn")
+
+
+def database_for(settings: Settings) -> Database:
+    """The Database for these settings, carrying the audit key to every session."""
+    return Database(
+        settings.resolved_database_url,
+        session_info={"audit_secret": settings.secret("audit_secret")},
+    )
+
+
+async def bootstrap(database: Database, settings: Settings) -> tuple[str, str] | None:
+    """Sync role permissions; on an empty database create the first platform admin."""
+    async with database.sessionmaker() as session, session.begin():
+        await sync_role_permissions(session)
+        return await user_service.ensure_initial_admin(session, settings.admin_password)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. The database must already be migrated (cairn serve does that)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = database_for(settings)
+        app.state.database = database
+        app.state.enforcer = Enforcer(database.engine)
+        created = await bootstrap(database, settings)
+        if created is not None:
+            # Printed once, to the operator's console; it is never stored in clear.
+            print(  # noqa: T201
+                f"\n  Created platform admin '{created[0]}' with password: {created[1]}\n"
+                "  Log in and change it; it will not be shown again.\n",
+                flush=True,
+            )
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.middleware("http")(metrics_middleware)
+    for router in (
+        health_router,
+        auth_router,
+        users_router,
+        api_keys_router,
+        tenants_router,
+        audit_router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from app.kit.auth import CurrentPrincipal
+from app.kit.authz import Authorizer, PlatformAuthorizer, TenantAccess
+from app.kit.db import ReadSession, Session
+from app.kit.pagination import Page, Pagination
+from app.kit.principal import Principal
+from app.tenants.repository import tenant_repository
+from app.tenants.schemas import MemberRead, MemberSet, TenantCreate, TenantRead
+from app.tenants.service import tenant_service
+
+router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
+
+TenantsCreate = Annotated[Principal, Depends(PlatformAuthorizer("tenants", "create"))]
+TenantRead_ = Annotated[TenantAccess, Depends(Authorizer("tenants", "read"))]
+MembersRead = Annotated[TenantAccess, Depends(Authorizer("members", "read"))]
+MembersWrite = Annotated[TenantAccess, Depends(Authorizer("members", "write"))]
+
+
+@router.post("", status_code=201, response_model=TenantRead)
+async def create_tenant(
+    data: TenantCreate, principal: TenantsCreate, session: Session
+) -> TenantRead:
+    tenant = await tenant_service.create(session, principal, data)
+    return TenantRead(
+        id=tenant.id, slug=tenant.slug, name=tenant.name, created_at=tenant.created_at
+    )
+
+
+@router.get("", response_model=Page[TenantRead])
+async def list_tenants(
+    principal: CurrentPrincipal, session: ReadSession, page: Pagination
+) -> Page[TenantRead]:
+    rows, total = await tenant_repository.list_readable(
+        session, principal, limit=page.limit, offset=page.offset
+    )
+    items = [
+        TenantRead(id=t.id, slug=t.slug, name=t.name, created_at=t.created_at, role=role)
+        for t, role in rows
+    ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{tenant}", response_model=TenantRead)
+async def get_tenant(access: TenantRead_) -> TenantRead:
+    t = access.tenant
+    return TenantRead(id=t.id, slug=t.slug, name=t.name, created_at=t.created_at, role=access.role)
+
+
+@router.get("/{tenant}/members", response_model=Page[MemberRead])
+async def list_members(
+    access: MembersRead, session: ReadSession, page: Pagination
+) -> Page[MemberRead]:
+    rows, total = await tenant_repository.list_members(
+        session, access.tenant_id, limit=page.limit, offset=page.offset
+    )
+    items = [MemberRead(username=u.username, role=m.role, since=m.created_at) for u, m in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.put("/{tenant}/members/{username}", response_model=MemberRead)
+async def set_member(
+    username: str, data: MemberSet, access: MembersWrite, session: Session
+) -> MemberRead:
+    membership = await tenant_service.set_member(
+        session, tenant=access.tenant, username=username, role=data.role, actor=access.principal
+    )
+    return MemberRead(username=username.lower(), role=membership.role, since=membership.created_at)
+
+
+@router.delete("/{tenant}/members/{username}", status_code=204)
+async def remove_member(username: str, access: MembersWrite, session: Session) -> Response:
+    await tenant_service.remove_member(
+        session, tenant=access.tenant, username=username, actor=access.principal
+    )
+    return Response(status_code=204)

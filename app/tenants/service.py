@@ -1,0 +1,115 @@
+"""Tenants (departments) and their memberships."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import audit_service
+from app.kit import authz
+from app.kit.errors import Conflict, ResourceNotFound
+from app.kit.principal import Principal
+from app.models import Membership, Tenant
+from app.models.base import utcnow
+from app.tenants.repository import tenant_repository
+from app.tenants.schemas import TenantCreate
+from app.users.repository import user_repository
+
+
+class TenantService:
+    async def create(
+        self, session: AsyncSession, actor: Principal | None, data: TenantCreate
+    ) -> Tenant:
+        """Create a tenant and start its audit chain."""
+        if await tenant_repository.get_by_slug(session, data.slug) is not None:
+            raise Conflict("A tenant with this slug already exists")
+        tenant = tenant_repository.add(session, Tenant(slug=data.slug, name=data.name))
+        await session.flush()
+        await audit_service.create_chain(session, tenant.id)
+        await audit_service.record(
+            session, action="tenant.create", actor=actor, target_type="tenant", target_id=tenant.id
+        )
+        await audit_service.record(
+            session,
+            action="tenant.create",
+            actor=actor,
+            tenant_id=tenant.id,
+            target_type="tenant",
+            target_id=tenant.id,
+        )
+        return tenant
+
+    async def set_member(
+        self,
+        session: AsyncSession,
+        *,
+        tenant: Tenant,
+        username: str,
+        role: str,
+        actor: Principal | None,
+    ) -> Membership:
+        """Give a user a role in the tenant (replacing any previous role)."""
+        user = await user_repository.get_by_username(session, username.lower())
+        if user is None or not user.is_active:
+            raise ResourceNotFound("User not found")
+        membership = await tenant_repository.membership(session, tenant.id, user.id)
+        previous = membership.role if membership else None
+        if previous == "admin" and role != "admin":
+            await self._keep_an_admin(session, tenant, actor)
+        if membership is None:
+            membership = tenant_repository.add_membership(
+                session, Membership(tenant_id=tenant.id, user_id=user.id, role=role)
+            )
+        else:
+            membership.role = role
+            membership.updated_at = utcnow()
+        await authz.assign_role(
+            session, user_id=user.id, domain=authz.domain_of(tenant.id), role=role
+        )
+        await audit_service.record(
+            session,
+            action="member.set",
+            actor=actor,
+            tenant_id=tenant.id,
+            target_type="user",
+            target_id=user.id,
+            details={"role": role, "previous_role": previous},
+        )
+        await session.flush()
+        return membership
+
+    async def remove_member(
+        self, session: AsyncSession, *, tenant: Tenant, username: str, actor: Principal | None
+    ) -> None:
+        """Remove a user's role in the tenant."""
+        user = await user_repository.get_by_username(session, username.lower())
+        membership = (
+            await tenant_repository.membership(session, tenant.id, user.id) if user else None
+        )
+        if user is None or membership is None:
+            raise ResourceNotFound("Member not found")
+        if membership.role == "admin":
+            await self._keep_an_admin(session, tenant, actor)
+        await tenant_repository.delete_membership(session, membership)
+        await authz.revoke_roles(session, user_id=user.id, domain=authz.domain_of(tenant.id))
+        await audit_service.record(
+            session,
+            action="member.remove",
+            actor=actor,
+            tenant_id=tenant.id,
+            target_type="user",
+            target_id=user.id,
+            details={"previous_role": membership.role},
+        )
+
+    async def _keep_an_admin(
+        self, session: AsyncSession, tenant: Tenant, actor: Principal | None
+    ) -> None:
+        # A tenant admin may not remove the last admin (a platform admin or the CLI may):
+        # otherwise nobody could manage the tenant's members any more.
+        if actor is None or actor.is_platform_admin:
+            return
+        if await tenant_repository.count_role(session, tenant.id, "admin") <= 1:
+            raise Conflict("A tenant must keep at least one admin")
+
+
+tenant_service = TenantService()
