@@ -37,10 +37,16 @@ def _settings() -> Settings:
 def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `work` in one committed transaction against the configured database."""
     from app.kit.authz import sync_role_permissions
+    from app.kit.security import configure_password_hashing
     from app.main import database_for
 
+    settings = _settings()
+    configure_password_hashing(
+        time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
+    )
+
     async def runner() -> T:
-        database = database_for(_settings())
+        database = database_for(settings)
         try:
             async with database.sessionmaker() as session, session.begin():
                 await sync_role_permissions(session)

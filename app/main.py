@@ -16,6 +16,7 @@ from app.kit.authz import Enforcer, sync_role_permissions
 from app.kit.db import Database
 from app.kit.errors import install_error_handlers
 from app.kit.metrics import metrics_middleware
+from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
@@ -42,6 +43,9 @@ async def bootstrap(database: Database, settings: Settings) -> tuple[str, str] |
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The database must already be migrated (cairn serve does that)."""
     settings = settings or get_settings()
+    configure_password_hashing(
+        time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -86,7 +86,9 @@ class ChainVerifier:
                 continue
             reason = self._problem(entry)
             if reason is not None:
-                self.first_bad = BadEntry(self.chain, entry.seq, entry.id, reason)
+                # A gap is reported at the missing position, anything else at the entry itself.
+                seq = min(entry.seq, self.expected_seq)
+                self.first_bad = BadEntry(self.chain, seq, entry.id, reason)
             self.expected_seq = entry.seq + 1
             self.prev_hash = entry.entry_hash
 

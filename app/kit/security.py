@@ -15,7 +15,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _hasher = PasswordHasher()
 # Verifying against this keeps a login for an unknown user as slow as one with a wrong password,
 # so response time does not reveal which usernames exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def configure_password_hashing(*, time_cost: int, memory_kib: int) -> None:
+    """Set the argon2id cost for new hashes (existing hashes carry their own parameters)."""
+    global _hasher, _dummy_hash
+    if (_hasher.time_cost, _hasher.memory_cost) == (time_cost, memory_kib):
+        return
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+
 
 API_KEY_PREFIX = "cairn_"
 
@@ -28,7 +38,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Whether the password matches; constant work whether or not the user exists."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

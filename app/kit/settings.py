@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Key of the HMAC that commits audit entries to their actor (see app/audit/chain.py).
     audit_secret: str | None = Field(default=None, repr=False)
     admin_password: str | None = Field(default=None, repr=False)
+    # argon2id cost for new password hashes (OWASP's baseline by default).
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=1024)
 
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     retention_days: int = Field(default=30, ge=0)

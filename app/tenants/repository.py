@@ -26,7 +26,7 @@ class TenantRepository:
         stmt = self.readable_statement(principal)
         total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = await session.execute(stmt.order_by(Tenant.slug).limit(limit).offset(offset))
-        return [(t, r) for t, r in rows.tuples()], int(total or 0)
+        return [(t, r) for t, r in rows], int(total or 0)
 
     async def get_by_slug(self, session: AsyncSession, slug: str) -> Tenant | None:
         return await session.scalar(select(Tenant).where(Tenant.slug == slug))
@@ -71,7 +71,7 @@ class TenantRepository:
         )
         total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = await session.execute(stmt.order_by(User.username).limit(limit).offset(offset))
-        return list(rows.tuples()), int(total or 0)
+        return [(u, m) for u, m in rows], int(total or 0)
 
 
 tenant_repository = TenantRepository()

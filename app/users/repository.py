@@ -33,7 +33,7 @@ class UserRepository:
             .where(Membership.user_id == user_id)
             .order_by(Tenant.slug)
         )
-        return [(tenant, role) for tenant, role in result.tuples()]
+        return [(tenant, role) for tenant, role in result]
 
     def add(self, session: AsyncSession, user: User) -> User:
         session.add(user)
