@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -19,6 +21,8 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 members_app = typer.Typer(help="Manage tenant memberships.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+index_app = typer.Typer(help="Search indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 app.add_typer(users_app, name="users")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(members_app, name="members")
@@ -197,6 +201,87 @@ def audit_verify() -> None:
     typer.echo(json.dumps(report.model_dump(), indent=2))
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def worker() -> None:
+    """Run background workers: Celery on CAIRN_BROKER_URL, else the in-process pool."""
+    settings = _settings()
+    if settings.broker_url:
+        import threading
+
+        from ingest.tasks import celery_app_for, sweep_forever
+
+        stop = threading.Event()
+        sweeper = threading.Thread(target=sweep_forever, args=(settings, stop), daemon=True)
+        sweeper.start()
+        try:
+            celery_app_for(settings.broker_url).worker_main(
+                [
+                    "worker",
+                    f"--concurrency={settings.worker.concurrency}",
+                    "--loglevel=INFO",
+                    "--queues=cairn",
+                ]
+            )
+        finally:
+            stop.set()
+        return
+
+    from app.main import database_for
+    from ingest.worker import WorkerPool
+
+    async def run() -> None:
+        database = database_for(settings)
+        pool = WorkerPool(database, settings)
+        await pool.start()
+        typer.echo(f"in-process workers running (concurrency {settings.worker.concurrency})")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await pool.stop()
+            await database.dispose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (recursed)")],
+    tenant: Annotated[str, typer.Option(help="tenant slug")],
+    sensitivity: Annotated[str, typer.Option(help="public|internal|confidential")] = "internal",
+    tags: Annotated[str | None, typer.Option(help="comma-separated tags")] = None,
+    wait: Annotated[bool, typer.Option(help="process the queue here and wait")] = True,
+) -> None:
+    """Bulk-load documents into a tenant, with a progress bar."""
+    from app.ingest_cli import bulk_ingest
+
+    settings = _settings()
+    try:
+        summary = asyncio.run(
+            bulk_ingest(
+                settings, paths, tenant=tenant, sensitivity=sensitivity, tags=tags, wait=wait
+            )
+        )
+    except CairnError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(summary)
+
+
+@index_app.command("rebuild")
+def index_rebuild(tenant: Annotated[str, typer.Option(help="tenant slug")]) -> None:
+    """Rewrite a tenant's shards from the chunks and vectors stored in the database."""
+    from app.ingest_cli import rebuild_index
+
+    settings = _settings()
+    try:
+        count = asyncio.run(rebuild_index(settings, tenant))
+    except CairnError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"rebuilt {tenant}: {count} chunks indexed")
 
 
 def main() -> None:

@@ -11,16 +11,20 @@ from fastapi import FastAPI
 from app.api_keys.endpoints import router as api_keys_router
 from app.audit.endpoints import router as audit_router
 from app.auth.endpoints import router as auth_router
+from app.documents.endpoints import router as documents_router
 from app.health.endpoints import router as health_router
 from app.kit.authz import Enforcer, sync_role_permissions
 from app.kit.db import Database
 from app.kit.errors import install_error_handlers
+from app.kit.limits import BodySizeLimit
 from app.kit.metrics import metrics_middleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
+from app.kit.storage import ContentStore
 from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
 from app.users.service import user_service
+from ingest.worker import CeleryDispatcher, PollingDispatcher, WorkerPool
 
 logger = logging.getLogger("cairn")
 
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = database_for(settings)
         app.state.database = database
         app.state.enforcer = Enforcer(database.engine)
+        app.state.content_store = ContentStore(settings.files_dir)
         created = await bootstrap(database, settings)
         if created is not None:
             # Printed once, to the operator's console; it is never stored in clear.
@@ -60,21 +65,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "  Log in and change it; it will not be shown again.\n",
                 flush=True,
             )
+        pool: WorkerPool | None = None
+        if settings.broker_url:
+            app.state.dispatcher = CeleryDispatcher(settings.broker_url)
+        else:
+            app.state.dispatcher = PollingDispatcher()
+            if settings.embedded_workers:
+                pool = WorkerPool(database, settings, app.state.dispatcher)
+                await pool.start()
+        app.state.worker_pool = pool
         try:
             yield
         finally:
+            if pool is not None:
+                await pool.stop()
             await database.dispose()
 
     app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     app.middleware("http")(metrics_middleware)
+    # Multipart framing adds a little on top of the file itself.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
     for router in (
         health_router,
         auth_router,
         users_router,
         api_keys_router,
         tenants_router,
+        documents_router,
         audit_router,
     ):
         app.include_router(router)

@@ -153,10 +153,15 @@ class TenantAccess:
     tenant: Tenant
     role: str | None
     sensitivity: tuple[str, ...]
+    enforcer: Enforcer
 
     @property
     def tenant_id(self) -> int:
         return self.tenant.id
+
+    def can(self, obj: str, act: str) -> bool:
+        """Whether the principal may also do `act` on `obj` in this tenant."""
+        return self.enforcer.allowed(self.principal.user_id, domain_of(self.tenant.id), obj, act)
 
 
 async def _visible_tenant(
@@ -201,6 +206,7 @@ class Authorizer:
             tenant=found,
             role=role,
             sensitivity=enforcer.sensitivity_levels(principal.user_id, found.id),
+            enforcer=enforcer,
         )
 
 

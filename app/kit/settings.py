@@ -8,13 +8,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from ingest.chunking import ChunkingConfig
+from ingest.embedding import EmbeddingConfig
+from ingest.parsers import ParseLimits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -26,6 +30,31 @@ MIN_SECRET_LENGTH = 32
 
 class InsecureConfiguration(RuntimeError):
     """Raised at start-up when production settings would be unsafe."""
+
+
+class IndexSettings(BaseModel):
+    """How a tenant's chunks are laid out in shards."""
+
+    shard_capacity: int = Field(default=250_000, ge=1)
+    # Shards at or above this size switch from exact flat search to IVF (with an id map, so
+    # hard deletion can remove vectors).
+    approximate_threshold: int = Field(default=50_000, ge=1)
+    nprobe: int = Field(default=16, ge=1)
+    # Chunks written per flush step; bounds the memory of one index update.
+    flush_batch: int = Field(default=50_000, ge=1)
+
+
+class WorkerSettings(BaseModel):
+    """Background job execution (in-process pool or Celery)."""
+
+    concurrency: int = Field(default=2, ge=1, le=64)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_seconds: float = Field(default=5.0, ge=0)
+    embed_batch: int = Field(default=32, ge=1)
+    # Stale-job sweep of `cairn worker` in Celery mode.
+    sweep_seconds: float = Field(default=15.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -55,6 +84,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     retention_days: int = Field(default=30, ge=0)
     broker_url: str | None = None
+    # Run the in-process worker pool inside `cairn serve` (embedded default, no broker).
+    embedded_workers: bool = True
+
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    parse_limits: ParseLimits = Field(default_factory=ParseLimits)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -88,6 +125,14 @@ class Settings(BaseSettings):
                     f"{MIN_SECRET_LENGTH} characters when CAIRN_ENVIRONMENT=production"
                 )
         return self
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
 
     @property
     def resolved_database_url(self) -> str:

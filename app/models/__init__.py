@@ -4,6 +4,10 @@ from app.models.api_key import APIKey
 from app.models.audit_entry import AuditChainHead, AuditEntry
 from app.models.authz import AuthzRevision, CasbinRule
 from app.models.base import Base
+from app.models.chunk import Chunk
+from app.models.document import Document, DocumentTag
+from app.models.index_shard import IndexShard
+from app.models.job import Job
 from app.models.membership import Membership
 from app.models.tenant import Tenant
 from app.models.user import User
@@ -15,6 +19,11 @@ __all__ = [
     "AuthzRevision",
     "Base",
     "CasbinRule",
+    "Chunk",
+    "Document",
+    "DocumentTag",
+    "IndexShard",
+    "Job",
     "Membership",
     "Tenant",
     "User",

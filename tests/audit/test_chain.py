@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -195,10 +196,15 @@ async def test_cli_verify_exits_nonzero_after_tampering(
         "CAIRN_DATA_DIR": str(settings.data_dir),
     }
     command = [sys.executable, "-m", "app.cli", "audit", "verify"]
-    ok = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    # In a thread: blocking the event loop would freeze the app's worker pool mid-transaction.
+    ok = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0, ok.stderr
     assert '"ok": true' in ok.stdout
     await _sql(app, "UPDATE audit_entries SET outcome = 'failure' WHERE seq = 2")
-    bad = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    bad = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 1
     assert '"ok": false' in bad.stdout

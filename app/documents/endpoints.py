@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
+
+from app.documents.schemas import (
+    DocumentAccepted,
+    DocumentRead,
+    DocumentStatus,
+    DocumentUpdate,
+    Sensitivity,
+    clean_tags,
+)
+from app.documents.service import document_service
+from app.kit.auth import AppSettings
+from app.kit.authz import Authorizer, TenantAccess
+from app.kit.db import ReadSession, Session
+from app.kit.errors import ResourceNotFound, ValidationFailed
+from app.kit.pagination import Page, Pagination
+from app.kit.storage import ContentStore
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant}/documents", tags=["documents"])
+
+DocumentsRead = Annotated[TenantAccess, Depends(Authorizer("documents", "read"))]
+DocumentsWrite = Annotated[TenantAccess, Depends(Authorizer("documents", "write"))]
+
+
+def _store(request: Request) -> ContentStore:
+    store: ContentStore = request.app.state.content_store
+    return store
+
+
+Store = Annotated[ContentStore, Depends(_store)]
+
+
+@router.post("", status_code=202, response_model=DocumentAccepted)
+async def upload_document(
+    request: Request,
+    access: DocumentsWrite,
+    session: Session,
+    settings: AppSettings,
+    store: Store,
+    background: BackgroundTasks,
+    file: Annotated[UploadFile, File()],
+    title: Annotated[str | None, Form(max_length=500)] = None,
+    tags: Annotated[str | None, Form(max_length=4000, description="comma-separated")] = None,
+    sensitivity: Annotated[Sensitivity, Form()] = "internal",
+) -> DocumentAccepted:
+    try:
+        tag_list = clean_tags(tags.split(",")) if tags else []
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    document, job = await document_service.upload(
+        session,
+        access,
+        stream=file.file,
+        filename=file.filename,
+        title=title,
+        tags=tag_list,
+        sensitivity=sensitivity,
+        store=store,
+        max_bytes=settings.max_upload_bytes,
+    )
+    # Runs after the commit: a worker must never look for a job that is not visible yet.
+    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    return DocumentAccepted(id=document.id, status="queued")
+
+
+@router.get("", response_model=Page[DocumentRead])
+async def list_documents(
+    access: DocumentsRead,
+    session: ReadSession,
+    page: Pagination,
+    status: Annotated[DocumentStatus | None, Query()] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[DocumentRead]:
+    documents, total = await document_service.list_visible(
+        session, access, status=status, tag=tag, limit=page.limit, offset=page.offset
+    )
+    items = await document_service.read_models(session, documents)
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{document_id}", response_model=DocumentRead)
+async def get_document(
+    document_id: int, access: DocumentsRead, session: ReadSession
+) -> DocumentRead:
+    document = await document_service.get(session, access, document_id)
+    if document is None:
+        raise ResourceNotFound("Document not found")
+    return (await document_service.read_models(session, [document]))[0]
+
+
+@router.patch("/{document_id}", response_model=DocumentRead)
+async def update_document(
+    document_id: int, data: DocumentUpdate, access: DocumentsWrite, session: Session
+) -> DocumentRead:
+    document = await document_service.update(session, access, document_id, data)
+    return (await document_service.read_models(session, [document]))[0]
+
+
+@router.delete("/{document_id}", status_code=202, response_model=DocumentAccepted)
+async def delete_document(
+    document_id: int,
+    access: DocumentsWrite,
+    session: Session,
+    purge: Annotated[Literal[False], Query(description="hard delete: not available yet")] = False,
+) -> DocumentAccepted:
+    await document_service.soft_delete(session, access, document_id)
+    return DocumentAccepted(id=document_id, status="deleted")
+
+
+@router.post("/{document_id}/restore", response_model=DocumentRead)
+async def restore_document(
+    document_id: int, access: DocumentsWrite, session: Session
+) -> DocumentRead:
+    document = await document_service.restore(session, access, document_id)
+    return (await document_service.read_models(session, [document]))[0]

@@ -1,0 +1,100 @@
+"""Document queries. `readable_statement` is the one place document visibility lives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.authz import TenantAccess
+from app.models import Document, DocumentTag
+
+
+class DocumentRepository:
+    def readable_statement(
+        self, access: TenantAccess, *, include_deleted: bool = False
+    ) -> Select[Document]:
+        """Documents of the access's tenant at sensitivities the caller may see."""
+        stmt = select(Document).where(
+            Document.tenant_id == access.tenant_id,
+            Document.sensitivity.in_(access.sensitivity),
+        )
+        if not include_deleted:
+            stmt = stmt.where(Document.deleted_at.is_(None))
+        return stmt
+
+    async def get_readable(
+        self,
+        session: AsyncSession,
+        access: TenantAccess,
+        document_id: int,
+        *,
+        include_deleted: bool,
+    ) -> Document | None:
+        stmt = self.readable_statement(access, include_deleted=include_deleted).where(
+            Document.id == document_id
+        )
+        return await session.scalar(stmt)
+
+    async def list_readable(
+        self,
+        session: AsyncSession,
+        access: TenantAccess,
+        *,
+        include_deleted: bool,
+        status: str | None,
+        tag: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[Sequence[Document], int]:
+        stmt = self.readable_statement(access, include_deleted=include_deleted)
+        if status == "deleted":
+            stmt = stmt.where(Document.deleted_at.is_not(None))
+        elif status is not None:
+            stmt = stmt.where(Document.status == status, Document.deleted_at.is_(None))
+        if tag is not None:
+            stmt = stmt.where(
+                Document.id.in_(select(DocumentTag.document_id).where(DocumentTag.tag == tag))
+            )
+        total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = await session.scalars(stmt.order_by(Document.id.desc()).limit(limit).offset(offset))
+        return rows.all(), int(total or 0)
+
+    async def find_by_content(
+        self, session: AsyncSession, tenant_id: int, sha256: str
+    ) -> Document | None:
+        return await session.scalar(
+            select(Document).where(
+                Document.tenant_id == tenant_id, Document.content_sha256 == sha256
+            )
+        )
+
+    async def tags(
+        self, session: AsyncSession, document_ids: Sequence[int]
+    ) -> dict[int, list[str]]:
+        if not document_ids:
+            return {}
+        rows = await session.execute(
+            select(DocumentTag.document_id, DocumentTag.tag)
+            .where(DocumentTag.document_id.in_(document_ids))
+            .order_by(DocumentTag.tag)
+        )
+        tags: dict[int, list[str]] = {i: [] for i in document_ids}
+        for document_id, tag in rows:
+            tags[document_id].append(tag)
+        return tags
+
+    async def set_tags(self, session: AsyncSession, document_id: int, tags: Sequence[str]) -> None:
+        await session.execute(delete(DocumentTag).where(DocumentTag.document_id == document_id))
+        session.add_all(DocumentTag(document_id=document_id, tag=t) for t in tags)
+
+    def add(self, session: AsyncSession, document: Document) -> Document:
+        session.add(document)
+        return document
+
+    async def get(self, session: AsyncSession, document_id: int) -> Document | None:
+        return await session.get(Document, document_id)
+
+
+document_repository = DocumentRepository()

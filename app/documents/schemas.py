@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Sensitivity = Literal["public", "internal", "confidential"]
+DocumentStatus = Literal["queued", "processing", "ready", "failed", "deleted"]
+TAG_PATTERN = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
+MAX_TAGS = 32
+
+
+def clean_tags(values: list[str]) -> list[str]:
+    """Trimmed, de-duplicated, validated tags (ValueError when one is invalid)."""
+    tags: list[str] = []
+    for raw in values:
+        tag = raw.strip()
+        if not tag:
+            continue
+        if not TAG_PATTERN.match(tag):
+            raise ValueError(f"invalid tag {tag[:70]!r}: letters, digits, ' .:/-_', max 64")
+        if tag not in tags:
+            tags.append(tag)
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    return tags
+
+
+class DocumentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=500)
+    tags: list[str] | None = None
+    sensitivity: Sensitivity | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else clean_tags(value)
+
+
+class DocumentAccepted(BaseModel):
+    id: int
+    status: DocumentStatus
+
+
+class DocumentRead(BaseModel):
+    id: int
+    title: str
+    filename: str | None
+    media_type: str
+    size_bytes: int
+    sha256: str
+    sensitivity: Sensitivity
+    tags: list[str]
+    status: DocumentStatus
+    error: str | None
+    error_code: str | None
+    progress: float
+    chunk_count: int
+    page_count: int | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None

@@ -1,0 +1,162 @@
+"""The work behind `cairn ingest` and `cairn index rebuild` (kept out of cli.py's arg parsing)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import func, select
+
+from app.documents.schemas import clean_tags
+from app.documents.service import document_service
+from app.kit import authz
+from app.kit.authz import Enforcer, TenantAccess
+from app.kit.errors import CairnError, ResourceNotFound, ValidationFailed
+from app.kit.principal import Principal
+from app.kit.settings import Settings
+from app.kit.storage import ContentStore
+from app.main import database_for
+from app.models import Document, Job
+from app.tenants.repository import tenant_repository
+from ingest.embedding import load_embedder
+from ingest.indexer import Indexer
+from ingest.worker import WorkerPool
+
+# The CLI acts as the operator (user id 0 = no user): uploads and audit entries record no
+# user, and the access it uses may see and write every sensitivity level of the tenant.
+_OPERATOR = Principal(user_id=0, username="cli", is_platform_admin=True)
+
+
+def _files(paths: Sequence[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        elif path.is_file():
+            yield path
+        else:
+            raise ResourceNotFound(f"No such file or folder: {path}")
+
+
+async def bulk_ingest(
+    settings: Settings,
+    paths: Sequence[Path],
+    *,
+    tenant: str,
+    sensitivity: str,
+    tags: str | None,
+    wait: bool,
+) -> str:
+    """Queue every file, then (with `wait`) run the pool until they are all processed."""
+    if sensitivity not in authz.SENSITIVITY_LEVELS:
+        raise ValidationFailed(f"sensitivity must be one of {', '.join(authz.SENSITIVITY_LEVELS)}")
+    try:
+        tag_list = clean_tags(tags.split(",")) if tags else []
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    database = database_for(settings)
+    store = ContentStore(settings.files_dir)
+    files = list(_files(paths))
+    queued: list[int] = []
+    skipped: list[str] = []
+    try:
+        async with database.sessionmaker() as session:
+            found = await tenant_repository.get_by_slug(session, tenant)
+            if found is None:
+                raise ResourceNotFound(f"Tenant {tenant!r} not found")
+            access = TenantAccess(
+                principal=_OPERATOR,
+                tenant=found,
+                role="admin",
+                sensitivity=authz.SENSITIVITY_LEVELS,
+                enforcer=Enforcer(database.engine),
+            )
+        with _progress() as progress:
+            task = progress.add_task("queue", total=len(files))
+            for path in files:
+                try:
+                    async with database.sessionmaker() as session, session.begin():
+                        with path.open("rb") as handle:
+                            document, _ = await document_service.upload(
+                                session,
+                                access,
+                                stream=handle,
+                                filename=path.name,
+                                title=None,
+                                tags=tag_list,
+                                sensitivity=sensitivity,
+                                store=store,
+                                max_bytes=settings.max_upload_bytes,
+                            )
+                        queued.append(document.id)
+                except CairnError as exc:
+                    skipped.append(f"{path}: {exc.message}")
+                progress.advance(task)
+            if wait and queued:
+                await _process(database, settings, queued, progress)
+        async with database.read_sessionmaker() as session:
+            rows = await session.execute(
+                select(Document.status, func.count())
+                .where(Document.id.in_(queued))
+                .group_by(Document.status)
+            )
+            counts = {status: n for status, n in rows}
+    finally:
+        await database.dispose()
+    lines = [f"queued {len(queued)} of {len(files)} files; status: {counts}"]
+    lines += [f"skipped {s}" for s in skipped]
+    return "\n".join(lines)
+
+
+async def _process(
+    database: object, settings: Settings, ids: list[int], progress: Progress
+) -> None:
+    from app.kit.db import Database
+
+    assert isinstance(database, Database)
+    pool = WorkerPool(database, settings)
+    await pool.start()
+    task = progress.add_task("ingest", total=len(ids))
+    try:
+        while True:
+            async with database.read_sessionmaker() as session:
+                open_jobs = await session.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.document_id.in_(ids), Job.status.in_(("queued", "running")))
+                )
+                processing = await session.scalar(
+                    select(func.count())
+                    .select_from(Document)
+                    .where(Document.id.in_(ids), Document.status.in_(("queued", "processing")))
+                )
+            progress.update(task, completed=len(ids) - int(processing or 0))
+            if not open_jobs and not processing:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await pool.stop()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+
+
+async def rebuild_index(settings: Settings, tenant: str) -> int:
+    """Rewrite a tenant's shards from the database."""
+    database = database_for(settings)
+    try:
+        async with database.read_sessionmaker() as session:
+            found = await tenant_repository.get_by_slug(session, tenant)
+        if found is None:
+            raise ResourceNotFound(f"Tenant {tenant!r} not found")
+        embedder = await asyncio.to_thread(load_embedder, settings.embedding)
+        indexer = Indexer(database, settings.index_dir, settings.index)
+        return await indexer.rebuild_tenant(found.id, embedder=embedder.name, dim=embedder.dim)
+    finally:
+        await database.dispose()

@@ -1,0 +1,89 @@
+"""BM25 tokenizer for mixed English / Chinese text.
+
+Text is NFKC-normalised (full-width letters and digits become ASCII) and lower-cased, then
+split into runs: CJK ideograph runs are segmented with jieba, every other run of letters or
+digits is one token. Punctuation and whitespace separate runs and never become tokens.
+English and Chinese stop words are dropped.
+
+Chinese runs use ``jieba.cut_for_search`` rather than ``jieba.lcut``: besides the precise
+segmentation it also emits the shorter dictionary words inside long words (中华人民共和国
+→ 中华, 华人, 人民, 共和, 共和国, 中华人民共和国), so a query for 人民 matches a document
+that only says 中华人民共和国. Documents and queries go through the same function, so the
+extra overlapping tokens are symmetric; the cost is somewhat longer Chinese documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from typing import Any
+
+__all__ = ["CHINESE_STOP_WORDS", "ENGLISH_STOP_WORDS", "tokenize"]
+
+#: the classic English stop-word list (NLTK's, 179 words)
+ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
+    """
+    i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself
+    yourselves he him his himself she she's her hers herself it it's its itself they them
+    their theirs themselves what which who whom this that that'll these those am is are was
+    were be been being have has had having do does did doing a an the and but if or because
+    as until while of at by for with about against between into through during before after
+    above below to from up down in out on off over under again further then once here there
+    when where why how all any both each few more most other some such no nor not only own
+    same so than too very s t can will just don don't should should've now d ll m o re ve y
+    ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven
+    haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn
+    shouldn't wasn wasn't weren weren't won won't wouldn wouldn't
+    """.split()
+)
+
+#: frequent Chinese function words that carry no search meaning
+CHINESE_STOP_WORDS: frozenset[str] = frozenset(
+    """
+    的 了 是 在 和 与 及 或 也 都 就 而 被 把 让 向 从 对 于 以 之 其 这 那 这个 那个 这些 那些
+    一个 一些 有 没有 我 你 他 她 它 我们 你们 他们 她们 它们 吗 呢 吧 啊 呀 着 过 给 等 并
+    但 但是 如果 因为 所以 还 又 很 个
+    """.split()
+)
+
+# CJK Unified Ideographs + Extension A + Compatibility Ideographs + Extensions B-F (astral).
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+# Group 1: a run of ideographs. Group 2: a run of any other letters/digits (\w minus "_"
+# minus ideographs), which covers Latin words, numbers, kana, hangul, Cyrillic, ...
+_RUN = re.compile(f"([{_CJK}]+)|([^\\W_{_CJK}]+)")
+
+_jieba_lock = threading.Lock()
+_jieba_tokenizer: Any = None
+
+
+def _jieba() -> Any:
+    """The process-wide jieba tokenizer, loaded on first use (about a second)."""
+    global _jieba_tokenizer
+    if _jieba_tokenizer is None:
+        with _jieba_lock:
+            if _jieba_tokenizer is None:
+                import jieba
+
+                # jieba logs "Building prefix dict..." to stderr at DEBUG on load.
+                jieba.setLogLevel(logging.WARNING)
+                jieba.initialize()
+                _jieba_tokenizer = jieba.dt
+    return _jieba_tokenizer
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased search tokens of ``text`` without punctuation and stop words."""
+    normalised = unicodedata.normalize("NFKC", text).lower()
+    tokens: list[str] = []
+    for match in _RUN.finditer(normalised):
+        cjk_run, word = match.group(1), match.group(2)
+        if word is not None:
+            if word not in ENGLISH_STOP_WORDS:
+                tokens.append(word)
+            continue
+        for piece in _jieba().cut_for_search(cjk_run, HMM=True):
+            if piece and piece not in CHINESE_STOP_WORDS:
+                tokens.append(piece)
+    return tokens

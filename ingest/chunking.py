@@ -1,0 +1,296 @@
+"""Structure-aware chunking: sections never mix, sentences stay whole where they fit.
+
+Pipeline per section (a run of consecutive blocks with the same heading_path):
+blocks -> units (sentences; oversized sentences split on lines, then on token boundaries
+into balanced pieces) -> a trailing unit under ``min_tokens`` joins its predecessor ->
+greedy packing up to ``max_tokens`` -> each new chunk starts with the trailing whole
+sentences of the previous one (at most ``overlap_tokens``; when even the last sentence is
+longer, its final tokens) so context carries across the cut.
+
+Because packing is greedy, a chunk is only closed when the next unit does not fit, so
+``min_tokens`` acts on units, not on finished chunks. Budgets are upper bounds: every
+chunk's ``count_tokens`` is at most ``max_tokens``, over-long words included.
+
+Heading blocks contribute through ``heading_path`` rather than chunk text, except when a
+heading has neither body text nor subsections: then its text is the chunk, so nothing a
+parser produced is silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_validator
+
+from ingest.parsers.base import Block, BlockKind, ParsedDocument
+
+# Han, kana, bopomofo, hangul and the CJK compatibility / extension planes.
+_CJK = (
+    "\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"
+)
+_TOKEN = re.compile(rf"(?P<cjk>[{_CJK}])|(?P<word>[^\W_{_CJK}]+)|\S")
+_CHARS_PER_WORD_TOKEN = 6
+
+_CLOSERS = "\"'”’)\\]»）」』》】"
+_SENTENCE_END = re.compile(
+    # Western terminators need following whitespace ("3.14", "e.g.x" are not ends);
+    # Chinese ones end a sentence wherever they stand.
+    rf"[.!?]+[{_CLOSERS}]*(?=\s)|[。！？；…]+[{_CLOSERS}]*"
+)
+_LINE_BREAK = re.compile(r"\n+")
+
+# Blocks of these kinds are lines of one list or table; a single newline joins them.
+_LINE_KINDS: frozenset[BlockKind] = frozenset({"list", "table"})
+
+
+class ChunkingConfig(BaseModel):
+    """Token budgets for chunks, in ``count_tokens`` units."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: PositiveInt = 256
+    overlap_tokens: NonNegativeInt = 32
+    min_tokens: NonNegativeInt = 16
+
+    @model_validator(mode="after")
+    def _check_budgets(self) -> Self:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens must not exceed max_tokens")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of one section's text, ready to embed and index."""
+
+    text: str
+    position: int
+    heading_path: tuple[str, ...]
+    token_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """An indivisible run of text; ``sep`` is the whitespace that preceded it in the source."""
+
+    text: str
+    tokens: int
+    sep: str
+
+
+def count_tokens(text: str) -> int:
+    """Estimate tokens: one per CJK character or symbol, ceil(len/6) per run of letters/digits."""
+    total = 0
+    for match in _TOKEN.finditer(text):
+        word = match.group("word")
+        total += math.ceil(len(word) / _CHARS_PER_WORD_TOKEN) if word else 1
+    return total
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text after .!? followed by whitespace and after 。！？；… ; pieces are stripped."""
+    return [piece for _, piece in _split_at(text, _sentence_spans(text))]
+
+
+def chunk_document(doc: ParsedDocument, config: ChunkingConfig) -> list[Chunk]:
+    """Cut a parsed document into ordered chunks that respect sections and token budgets."""
+    sections = [
+        (path, list(blocks))
+        for path, blocks in groupby(
+            (block for block in doc.blocks if block.text.strip()), key=lambda b: b.heading_path
+        )
+    ]
+    chunks: list[Chunk] = []
+    for index, (path, blocks) in enumerate(sections):
+        body = [block for block in blocks if block.kind != "heading"]
+        if not body:
+            following = sections[index + 1][0] if index + 1 < len(sections) else ()
+            if following[: len(path)] == path and len(following) > len(path):
+                continue  # the subsection's chunks carry this heading in their path
+            body = blocks
+        for text in _pack(_section_units(body, config), config):
+            chunks.append(Chunk(text, len(chunks), path, count_tokens(text)))
+    return chunks
+
+
+def _section_units(blocks: Sequence[Block], config: ChunkingConfig) -> list[_Unit]:
+    units: list[_Unit] = []
+    previous_kind: BlockKind | None = None
+    for block in blocks:
+        joiner = "\n" if block.kind == previous_kind and block.kind in _LINE_KINDS else "\n\n"
+        block_units = _block_units(block.text, config.max_tokens)
+        if block_units:
+            first = block_units[0]
+            units.append(_Unit(first.text, first.tokens, joiner))
+            units.extend(block_units[1:])
+        previous_kind = block.kind
+    if (
+        len(units) >= 2
+        and units[-1].tokens < config.min_tokens
+        and units[-2].tokens + units[-1].tokens <= config.max_tokens
+    ):
+        # A tiny trailing piece ("Thanks.", a last short line) travels with its predecessor,
+        # so the section cannot end in a chunk that is all overlap and a scrap of new text.
+        tail, before = units.pop(), units.pop()
+        units.append(
+            _Unit(before.text + tail.sep + tail.text, before.tokens + tail.tokens, before.sep)
+        )
+    return units
+
+
+def _block_units(text: str, limit: int) -> list[_Unit]:
+    units: list[_Unit] = []
+    for sep, sentence in _split_at(text, _sentence_spans(text)):
+        tokens = count_tokens(sentence)
+        if tokens <= limit:
+            units.append(_Unit(sentence, tokens, sep))
+            continue
+        for line_index, (line_sep, line) in enumerate(_split_at(sentence, _line_spans(sentence))):
+            line_tokens = count_tokens(line)
+            first_sep = sep if line_index == 0 else line_sep
+            if line_tokens <= limit:
+                units.append(_Unit(line, line_tokens, first_sep))
+                continue
+            for piece_index, (piece_sep, piece) in enumerate(_split_tokens(line, limit)):
+                units.append(
+                    _Unit(piece, count_tokens(piece), first_sep if piece_index == 0 else piece_sep)
+                )
+    return units
+
+
+def _pack(units: list[_Unit], config: ChunkingConfig) -> Iterator[str]:
+    current: list[_Unit] = []
+    current_tokens = 0
+    for unit in units:
+        if current and current_tokens + unit.tokens > config.max_tokens:
+            yield _join(current)
+            budget = min(config.overlap_tokens, config.max_tokens - unit.tokens)
+            current = _overlap(current, budget)
+            current_tokens = sum(u.tokens for u in current)
+        current.append(unit)
+        current_tokens += unit.tokens
+    if current:
+        yield _join(current)
+
+
+def _join(units: list[_Unit]) -> str:
+    return (units[0].text + "".join(u.sep + u.text for u in units[1:])).strip()
+
+
+def _overlap(previous: list[_Unit], budget: int) -> list[_Unit]:
+    if budget <= 0 or not previous:
+        return []
+    taken: list[_Unit] = []
+    total = 0
+    for unit in reversed(previous):
+        if total + unit.tokens > budget:
+            break
+        taken.append(unit)
+        total += unit.tokens
+    if taken:
+        return taken[::-1]
+    # Even the last sentence is longer than the budget: repeat its final tokens instead.
+    tail = _tail(previous[-1].text, budget)
+    return [_Unit(tail, count_tokens(tail), "")] if tail else []
+
+
+def _tail(text: str, budget: int) -> str:
+    start = len(text)
+    remaining = budget
+    for match in reversed(list(_TOKEN.finditer(text))):
+        word = match.group("word")
+        weight = math.ceil(len(word) / _CHARS_PER_WORD_TOKEN) if word else 1
+        if weight > remaining:
+            if start == len(text) and word:
+                # A single over-long word: keep as many of its last characters as fit.
+                start = match.end() - remaining * _CHARS_PER_WORD_TOKEN
+            break
+        remaining -= weight
+        start = match.start()
+    return text[start:].strip()
+
+
+def _split_tokens(text: str, limit: int) -> list[tuple[str, str]]:
+    """Cut ``text`` on token boundaries into near-equal pieces of at most ``limit`` tokens.
+
+    Pieces are balanced rather than filled greedily so the last one is never a tiny scrap.
+    """
+    tokens: list[tuple[int, int, int]] = []
+    for match in _TOKEN.finditer(text):
+        word = match.group("word")
+        weight = math.ceil(len(word) / _CHARS_PER_WORD_TOKEN) if word else 1
+        tokens.append((match.start(), match.end(), weight))
+    total = sum(weight for _, _, weight in tokens)
+    target = math.ceil(total / math.ceil(total / limit)) if total else limit
+    spans: list[tuple[int, int]] = []
+    start = end = -1
+    accumulated = 0
+    for token_start, token_end, weight in tokens:
+        if weight > target:
+            # A word longer than a whole piece is sliced into fixed-size character runs.
+            if accumulated:
+                spans.append((start, end))
+                accumulated = 0
+            step = target * _CHARS_PER_WORD_TOKEN
+            spans.extend(
+                (at, min(at + step, token_end)) for at in range(token_start, token_end, step)
+            )
+            continue
+        if accumulated and accumulated + weight > target:
+            spans.append((start, end))
+            accumulated = 0
+        if not accumulated:
+            start = token_start
+        end = token_end
+        accumulated += weight
+    if accumulated:
+        spans.append((start, end))
+    return _split_at(text, spans)
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        spans.append((start, match.end()))
+        start = match.end()
+    spans.append((start, len(text)))
+    return spans
+
+
+def _line_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    start = 0
+    for match in _LINE_BREAK.finditer(text):
+        spans.append((start, match.start()))
+        start = match.end()
+    spans.append((start, len(text)))
+    return spans
+
+
+def _split_at(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, str]]:
+    """Turn spans into ``(separator, stripped piece)`` pairs, dropping blank pieces.
+
+    The separator is the source text between the previous piece and this one (whitespace,
+    or nothing inside CJK text or a sliced word), so joining ``sep + piece`` reproduces the
+    original text minus its leading and trailing whitespace.
+    """
+    pieces: list[tuple[str, str]] = []
+    previous_end = 0
+    for start, end in spans:
+        raw = text[start:end]
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        piece_start = start + (len(raw) - len(raw.lstrip()))
+        pieces.append((text[previous_end:piece_start] if pieces else "", stripped))
+        previous_end = piece_start + len(stripped)
+    return pieces

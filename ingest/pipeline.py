@@ -1,0 +1,237 @@
+"""One ingestion job, start to finish: claim → parse → chunk → embed → store chunks → index.
+
+Runner-agnostic: the in-process pool and the Celery task both call `IngestPipeline.run`.
+The job row is the source of truth. A job is claimed with a lease that the runner renews
+while it works; a killed worker stops renewing, and the job becomes claimable again. Chunks
+are written in the same transaction that marks the job done, after the old chunks of the
+document are deleted, so a retried job never duplicates chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.jobs.repository import job_repository
+from app.kit.db import Database
+from app.kit.settings import Settings
+from app.kit.storage import ContentStore
+from app.models import Chunk, Document, Job
+from app.models.base import utcnow
+from ingest.chunking import Chunk as TextChunk
+from ingest.chunking import chunk_document
+from ingest.embedding import Embedder
+from ingest.indexer import Indexer, heading_path_json
+from ingest.parsers import EmptyDocument, ParseError, parse
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; drop this attempt without writing anything."""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: int
+    tenant_id: int
+    status: str  # done | failed | retry | lost
+
+
+class IngestPipeline:
+    def __init__(
+        self, database: Database, settings: Settings, embedder: Embedder, *, worker_id: str
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.embedder = embedder
+        self.worker_id = worker_id
+        self.store = ContentStore(settings.files_dir)
+        self.indexer = Indexer(database, settings.index_dir, settings.index)
+        self.lease = timedelta(seconds=settings.worker.lease_seconds)
+
+    async def claim(self, job_id: int | None = None) -> Job | None:
+        """Lease the next runnable job (or the given one)."""
+        if job_id is None:
+            async with self.database.read_sessionmaker() as session:
+                if not await job_repository.any_claimable(session):
+                    return None
+        async with self.database.sessionmaker() as session, session.begin():
+            return await job_repository.claim(
+                session,
+                worker=self.worker_id,
+                lease=self.lease,
+                job_id=job_id,
+                skip_locked=not self.database.is_sqlite,
+            )
+
+    async def run(self, job: Job) -> JobOutcome:
+        """Process a claimed job; never raises for a bad document."""
+        try:
+            await self._process(job)
+        except LeaseLost:
+            logger.warning("job %s: lease lost to another worker; attempt dropped", job.id)
+            return JobOutcome(job.id, job.tenant_id, "lost")
+        except ParseError as exc:
+            await self._fail(job, code=exc.code, message=exc.reason)
+            return JobOutcome(job.id, job.tenant_id, "failed")
+        except Exception as exc:  # noqa: BLE001 - any other failure is retried, then reported
+            logger.exception("job %s failed (attempt %s)", job.id, job.attempts)
+            return await self._retry_or_fail(job, exc)
+        return JobOutcome(job.id, job.tenant_id, "done")
+
+    async def _process(self, job: Job) -> None:
+        document = await self._start(job)
+        if document is None:
+            return
+        data = await asyncio.to_thread(self.store.read, document.content_sha256)
+        parsed = await asyncio.to_thread(parse, data, document.filename, self.settings.parse_limits)
+        chunks = await asyncio.to_thread(chunk_document, parsed, self.settings.chunking)
+        if not chunks:
+            raise EmptyDocument("The document contains no text that could be indexed")
+        vectors = await self._embed(job, document.id, chunks)
+        await self._store_chunks(job, document.id, chunks, vectors, parsed.page_count)
+        await self.flush(job.tenant_id)
+
+    async def flush(self, tenant_id: int) -> int:
+        """Index the tenant's pending chunks."""
+        return await self.indexer.flush_tenant(
+            tenant_id, embedder=self.embedder.name, dim=self.embedder.dim
+        )
+
+    async def _start(self, job: Job) -> Document | None:
+        async with self.database.sessionmaker() as session, session.begin():
+            document = await session.get(Document, job.document_id) if job.document_id else None
+            if document is None:
+                # The document was purged meanwhile: nothing left to do.
+                await self._finish(session, job, status="done")
+                return None
+            document.status = "processing"
+            document.progress = 0.0
+            document.error = document.error_code = None
+            return document
+
+    async def _embed(self, job: Job, document_id: int, chunks: list[TextChunk]) -> np.ndarray:
+        batch = self.settings.worker.embed_batch
+        parts: list[np.ndarray] = []
+        renewed = time.monotonic()
+        reported = 0.0
+        for start in range(0, len(chunks), batch):
+            texts = [c.text for c in chunks[start : start + batch]]
+            parts.append(await asyncio.to_thread(self.embedder.embed_passages, texts))
+            done = min(1.0, (start + len(texts)) / len(chunks))
+            now = time.monotonic()
+            # Renew the lease (and report progress) a few times per lease period, not per batch.
+            if now - renewed > self.settings.worker.lease_seconds / 4 or done - reported >= 0.1:
+                await self._heartbeat(job, document_id, progress=round(0.95 * done, 3))
+                renewed, reported = now, done
+        return np.vstack(parts).astype(np.float32, copy=False)
+
+    async def _heartbeat(self, job: Job, document_id: int, *, progress: float) -> None:
+        async with self.database.sessionmaker() as session, session.begin():
+            if not await job_repository.renew(
+                session, job.id, worker=self.worker_id, lease=self.lease
+            ):
+                raise LeaseLost()
+            document = await session.get(Document, document_id)
+            if document is not None:
+                document.progress = progress
+
+    async def _store_chunks(
+        self,
+        job: Job,
+        document_id: int,
+        chunks: list[TextChunk],
+        vectors: np.ndarray,
+        page_count: int | None,
+    ) -> None:
+        async with self.database.sessionmaker() as session, session.begin():
+            current = await session.get(Job, job.id, with_for_update=True)
+            if (
+                current is None
+                or current.locked_by != self.worker_id
+                or current.status != "running"
+            ):
+                raise LeaseLost()
+            await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+            rows = [
+                {
+                    "document_id": document_id,
+                    "tenant_id": job.tenant_id,
+                    "position": c.position,
+                    "text": c.text,
+                    "heading_path": heading_path_json(c.heading_path),
+                    "token_count": c.token_count,
+                    "embedding": vectors[i].astype("<f4").tobytes(),
+                    "shard_no": None,
+                }
+                for i, c in enumerate(chunks)
+            ]
+            for start in range(0, len(rows), 1000):
+                await session.execute(insert(Chunk), rows[start : start + 1000])
+            document = await session.get(Document, document_id)
+            if document is not None:
+                document.chunk_count = len(chunks)
+                document.page_count = page_count
+                document.progress = 0.95
+            await self._finish(session, current, status="done")
+
+    async def _finish(
+        self, session: AsyncSession, job: Job, *, status: str, error: str | None = None
+    ) -> None:
+        current = await session.get(Job, job.id)
+        if current is None:
+            return
+        current.status = status
+        current.error = error
+        current.lease_until = None
+        current.finished_at = utcnow()
+
+    async def _fail(self, job: Job, *, code: str, message: str) -> None:
+        async with self.database.sessionmaker() as session, session.begin():
+            await self._finish(session, job, status="failed", error=message)
+            if job.document_id is not None:
+                document = await session.get(Document, job.document_id)
+                if document is not None:
+                    document.status = "failed"
+                    document.error_code = code
+                    document.error = message
+                    await session.execute(delete(Chunk).where(Chunk.document_id == document.id))
+
+    async def _retry_or_fail(self, job: Job, exc: Exception) -> JobOutcome:
+        attempts = job.attempts
+        if attempts >= self.settings.worker.max_attempts:
+            await self._fail(
+                job,
+                code="processing_error",
+                message=(
+                    f"Processing failed after {attempts} attempts "
+                    f"({type(exc).__name__}); see the worker log"
+                ),
+            )
+            return JobOutcome(job.id, job.tenant_id, "failed")
+        delay = self.settings.worker.backoff_seconds * (2 ** (attempts - 1))
+        async with self.database.sessionmaker() as session, session.begin():
+            current = await session.get(Job, job.id)
+            if current is not None and current.locked_by == self.worker_id:
+                current.status = "queued"
+                current.error = f"attempt {attempts}: {type(exc).__name__}"
+                current.lease_until = None
+                current.locked_by = None
+                current.run_after = utcnow() + timedelta(seconds=delay)
+        return JobOutcome(job.id, job.tenant_id, "retry")
+
+    async def pending_tenants(self) -> list[int]:
+        """Tenants with chunks stored but not yet indexed (e.g. after a crash between steps)."""
+        async with self.database.read_sessionmaker() as session:
+            rows = await session.scalars(
+                select(Chunk.tenant_id).where(Chunk.shard_no.is_(None)).distinct()
+            )
+            return list(rows)

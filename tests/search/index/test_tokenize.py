@@ -1,0 +1,121 @@
+"""BM25 tokenizer: lower-case words, jieba for Chinese, no punctuation, no stop words."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from app.search.index.tokenize import CHINESE_STOP_WORDS, ENGLISH_STOP_WORDS, tokenize
+
+# The package re-exports the function `tokenize`, which shadows the submodule attribute.
+tokenize_module = importlib.import_module("app.search.index.tokenize")
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_english_lower_case_without_punctuation_and_stop_words() -> None:
+    assert tokenize("The QUICK brown fox -- jumped over the lazy dog's back!") == [
+        "quick",
+        "brown",
+        "fox",
+        "jumped",
+        "lazy",
+        "dog",
+        "back",
+    ]
+
+
+def test_digits_and_full_width_characters() -> None:
+    assert tokenize("Error 429: ＡＰＩ rate-limit ｖ２ at 10:30") == [
+        "error",
+        "429",
+        "api",
+        "rate",
+        "limit",
+        "v2",
+        "10",
+        "30",
+    ]
+
+
+def test_non_ascii_letters_stay_inside_words() -> None:
+    assert tokenize("Café naïve Größe") == ["café", "naïve", "größe"]
+
+
+def test_chinese_is_segmented_with_search_mode() -> None:
+    tokens = tokenize("我来到北京清华大学")
+    assert "北京" in tokens
+    assert "清华大学" in tokens
+    assert "清华" in tokens
+    assert "大学" in tokens
+    assert "我" not in tokens  # stop word
+
+
+def test_chinese_punctuation_and_stop_words_dropped() -> None:
+    tokens = tokenize("这是一个测试的文档，了解了吗？“索引”是关键！")
+    assert tokens  # meaningful words survive
+    assert not set(tokens) & CHINESE_STOP_WORDS
+    assert not any(ch in "，？“”！。" for token in tokens for ch in token)
+    assert "测试" in tokens
+    assert "索引" in tokens
+    assert "文档" in tokens
+
+
+def test_mixed_text() -> None:
+    tokens = tokenize("Cairn支持PDF和DOCX文档上传，使用FAISS向量索引。")
+    for expected in ("cairn", "支持", "pdf", "docx", "文档", "上传", "faiss", "向量", "索引"):
+        assert expected in tokens
+    assert "和" not in tokens
+
+
+def test_only_punctuation_or_stop_words_gives_nothing() -> None:
+    assert tokenize("... !!! ，。？ — the of and 的 了 是") == []
+    assert tokenize("") == []
+
+
+def test_stop_word_lists_are_sane() -> None:
+    assert len(ENGLISH_STOP_WORDS) >= 170
+    assert {"the", "and", "is", "of"} <= ENGLISH_STOP_WORDS
+    assert {"的", "了", "是"} <= CHINESE_STOP_WORDS
+    assert all(word == word.lower() for word in ENGLISH_STOP_WORDS)
+
+
+def test_deterministic_and_thread_safe_lazy_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "中华人民共和国的首都是北京 and Cairn indexes it"
+    expected = tokenize(text)
+    monkeypatch.setattr(tokenize_module, "_jieba_tokenizer", None)  # force a fresh lazy init
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(tokenize(text))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results == [expected] * 8
+
+
+def test_jieba_initialises_quietly() -> None:
+    code = "from app.search.index.tokenize import tokenize; print(tokenize('北京大学'))"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "北京" in done.stdout
+    assert done.stderr == ""
