@@ -14,6 +14,7 @@ from ingest.embedding import load_embedder
 from tests.conftest import Api, assert_error
 from tests.documents.helpers import bm25_hits, vector_hits, wait_for
 from tests.ingest.pdf_fixtures import build_pdf, encrypt_pdf
+from tests.ingest.zip_fixtures import docx_zip_bomb
 
 BASE = "/api/v1/tenants/{t}/documents"
 
@@ -182,6 +183,8 @@ async def test_oversized_upload_is_413(api: Api, app: FastAPI, client: httpx.Asy
             "malformed_document",
         ),
         ("blank.txt", b"   \n\n\t  \n", "empty_document"),
+        # 64 MB of text deflated into ~64 kB: stopped by the compression-ratio bound.
+        ("bomb.docx", docx_zip_bomb(64 * 1024 * 1024), "decompression_limit"),
         ("blank.pdf", build_pdf([[""]]), "empty_document"),
     ],
 )

@@ -28,6 +28,7 @@ from ingest.parsers import (
 from ingest.parsers.docx import parse_docx
 from ingest.parsers.text import decode_text
 from tests.ingest.pdf_fixtures import build_pdf, encrypt_pdf
+from tests.ingest.zip_fixtures import CONTENT_TYPES, docx_zip_bomb
 
 LIMITS = ParseLimits()
 SECRET = "SECRET-CONTENT-7f3a"
@@ -65,27 +66,6 @@ def _sample_docx() -> bytes:
     document.add_paragraph("Closing words.")
     buffer = io.BytesIO()
     document.save(buffer)
-    return buffer.getvalue()
-
-
-CONTENT_TYPES = (
-    b'<?xml version="1.0" encoding="UTF-8"?>'
-    b'<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    b'<Default Extension="xml" ContentType="application/xml"/>'
-    b'<Override PartName="/word/document.xml" ContentType="application/'
-    b'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
-)
-
-
-def _docx_zip_bomb(size: int) -> bytes:
-    """A zip with a real [Content_Types].xml and a huge, trivially compressible document.xml."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", CONTENT_TYPES)
-        chunk = b"A" * MB
-        with archive.open("word/document.xml", "w", force_zip64=True) as entry:
-            for _ in range(size // MB):
-                entry.write(chunk)
     return buffer.getvalue()
 
 
@@ -400,7 +380,7 @@ class TestDocx:
         assert parse(buffer.getvalue(), None, LIMITS).title == "From properties"
 
     def test_zip_bomb_total_size(self) -> None:
-        bomb = _docx_zip_bomb(50 * MB)
+        bomb = docx_zip_bomb(50 * MB)
         assert len(bomb) < MB
         with pytest.raises(DecompressionLimitExceeded) as caught:
             parse(bomb, "bomb.docx", ParseLimits(max_decompressed_bytes=10 * MB))
@@ -408,14 +388,14 @@ class TestDocx:
 
     def test_zip_bomb_ratio_with_default_limits(self) -> None:
         with pytest.raises(DecompressionLimitExceeded):
-            parse(_docx_zip_bomb(4 * MB), "bomb.docx", ParseLimits())
+            parse(docx_zip_bomb(4 * MB), "bomb.docx", ParseLimits())
 
     def test_entry_count(self) -> None:
         with pytest.raises(DecompressionLimitExceeded):
             parse(_sample_docx(), None, ParseLimits(max_zip_entries=5))
 
     def test_lying_declared_size_is_caught(self) -> None:
-        bomb = _docx_zip_bomb(4 * MB)
+        bomb = docx_zip_bomb(4 * MB)
         liar = _with_declared_size(bomb, "word/document.xml", 1000)
         with pytest.raises((MalformedDocument, DecompressionLimitExceeded)):
             parse(liar, "liar.docx", LIMITS)
