@@ -13,6 +13,7 @@ from app.documents.schemas import clean_tags
 from app.documents.service import document_service
 from app.kit import authz
 from app.kit.authz import Enforcer, TenantAccess
+from app.kit.db import Database
 from app.kit.errors import CairnError, ResourceNotFound, ValidationFailed
 from app.kit.principal import Principal
 from app.kit.settings import Settings
@@ -112,11 +113,8 @@ async def bulk_ingest(
 
 
 async def _process(
-    database: object, settings: Settings, ids: list[int], progress: Progress
+    database: Database, settings: Settings, ids: list[int], progress: Progress
 ) -> None:
-    from app.kit.db import Database
-
-    assert isinstance(database, Database)
     pool = WorkerPool(database, settings)
     await pool.start()
     task = progress.add_task("ingest", total=len(ids))

@@ -89,6 +89,7 @@ class _MarkdownReader:
         self._skip_front_matter()
         while self.index < len(self.lines):
             self._step(self.lines[self.index])
+        self._flush()  # a last paragraph with no newline after it
 
     def _step(self, line: str) -> None:
         fence = _FENCE_OPEN.match(line)

@@ -191,6 +191,12 @@ class TestMarkdown:
         assert by_text["a | 1"].kind == "table"
         assert by_text["Run it."].heading_path == ("Guide", "Usage")
 
+    def test_last_paragraph_without_trailing_newline_is_kept(self) -> None:
+        doc = parse(b"# Valves\n\nTurn the brass valve clockwise.", "a.md", LIMITS)
+        assert [b.text for b in doc.blocks] == ["Valves", "Turn the brass valve clockwise."]
+        listed = parse(b"# Steps\n\n- one\n- two", "b.md", LIMITS)
+        assert listed.blocks[-1].text == "- one\n- two"
+
     def test_no_heading_comes_from_inside_a_fence(self) -> None:
         doc = parse(MARKDOWN.encode(), "guide.md", LIMITS)
         headings = [b.text for b in doc.blocks if b.kind == "heading"]

@@ -1,0 +1,67 @@
+"""`cairn ingest` bulk-loads a folder; `cairn index rebuild` rewrites shards from the database."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.kit.settings import Settings
+from tests.conftest import Api
+from tests.documents.helpers import bm25_hits
+from tests.ingest.worker_process import REPO, assert_indexed_exactly_once, upload_app, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+def cairn(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_bulk_ingest_then_rebuild(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "pumps.txt").write_text("Hydraulic pumps are serviced every May.")
+    (folder / "sub" / "guide.md").write_text("# Valves\n\nTurn the brass valve clockwise.")
+    (folder / "sub" / "same.txt").write_text("Hydraulic pumps are serviced every May.")
+    (folder / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    (folder / ".hidden.txt").write_text("never loaded")
+    env = worker_env(settings)
+    async with upload_app(settings) as (app, client):
+        tenant_id = (await Api(client).tenant("ops"))["id"]
+        boss = await Api(client).user("boss", ops="admin")
+
+        result = cairn(env, "ingest", str(folder), "--tenant", "ops", "--tags", "plant")
+        assert result.returncode == 0, result.stderr
+        assert "queued 2 of 4 files" in result.stdout
+        assert "{'ready': 2}" in result.stdout
+        assert "photo.png" in result.stdout  # unsupported type, reported and skipped
+        assert "same.txt" in result.stdout  # duplicate content, reported and skipped
+        assert "brass valve" in (await bm25_hits(app, tenant_id, "brass valve"))[0].lower()
+        documents = (await client.get("/api/v1/tenants/ops/documents", headers=boss)).json()
+        assert {d["filename"] for d in documents["items"]} == {"pumps.txt", "guide.md"}
+        assert all(d["tags"] == ["plant"] for d in documents["items"])
+
+        # Lose every shard file: the database holds the chunks and vectors to rebuild from.
+        shutil.rmtree(settings.index_dir)
+        rebuilt = cairn(env, "index", "rebuild", "--tenant", "ops")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert "2 chunks indexed" in rebuilt.stdout
+        for document in documents["items"]:
+            await assert_indexed_exactly_once(app, document["id"])
+        assert "hydraulic" in (await bm25_hits(app, tenant_id, "hydraulic pumps"))[0].lower()
+
+        missing = cairn(env, "ingest", str(folder), "--tenant", "nope")
+        assert missing.returncode == 1
+        assert "not found" in missing.stderr
