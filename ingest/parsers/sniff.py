@@ -41,8 +41,11 @@ _OTHER_OFFICE_PARTS: tuple[tuple[str, str], ...] = (
     ("content.xml", "an OpenDocument file"),
 )
 
+# The leading tags of the WHATWG MIME sniffing standard (section 7.1), so HTML fragments
+# ("<p>...", "<div>...") are read as HTML rather than indexed with their markup.
 _HTML_START = re.compile(
-    r"(?:\s|<!--.*?-->|<\?xml[^>]*>)*<(?:!doctype\s+html|html|head|body)[\s>/]",
+    r"(?:\s|<!--.*?-->|<\?xml[^>]*>)*<(?:!doctype\s+html|html|head|body|script|iframe|h[1-6]"
+    r"|div|font|table|a|style|title|b|br|p|section|article|main|ul|ol|meta)[\s>/]",
     re.IGNORECASE | re.DOTALL,
 )
 _HTML_SNIFF_CHARS = 4096

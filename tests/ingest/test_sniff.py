@@ -92,6 +92,9 @@ class TestTextFormats:
             b"<?xml version='1.0'?>\n<!DOCTYPE html><html/>",
             b"<head><title>t</title></head>",
             b"<body>\n<p>x</p>",
+            b"<p>one</p><p>a fragment, as CMS exports often are",
+            b"<div class='post'><h2>News</h2></div>",
+            b"<h1>Title</h1>",
         ],
     )
     def test_html_by_leading_markup(self, data: bytes) -> None:
@@ -103,6 +106,7 @@ class TestTextFormats:
 
     def test_markup_later_in_text_is_not_html(self) -> None:
         assert sniff_media_type(b"Use <html> tags like this.", None) == MEDIA_PLAIN
+        assert sniff_media_type(b"<pre-release notes> follow", None) == MEDIA_PLAIN
 
     @pytest.mark.parametrize("name", ["notes.md", "NOTES.MARKDOWN", "dir\\x.md"])
     def test_markdown_by_extension(self, name: str) -> None:
