@@ -210,13 +210,9 @@ def worker() -> None:
     """Run background workers: Celery on CAIRN_BROKER_URL, else the in-process pool."""
     settings = _settings()
     if settings.broker_url:
-        import threading
+        from ingest.tasks import celery_app_for, start_sweeper
 
-        from ingest.tasks import celery_app_for, sweep_forever
-
-        stop = threading.Event()
-        sweeper = threading.Thread(target=sweep_forever, args=(settings, stop), daemon=True)
-        sweeper.start()
+        sweeper = start_sweeper(settings)
         try:
             celery_app_for(settings.broker_url).worker_main(
                 [
@@ -227,7 +223,7 @@ def worker() -> None:
                 ]
             )
         finally:
-            stop.set()
+            sweeper.terminate()
         return
 
     from app.main import database_for
@@ -273,13 +269,18 @@ def ingest(
 
 
 @index_app.command("rebuild")
-def index_rebuild(tenant: Annotated[str, typer.Option(help="tenant slug")]) -> None:
+def index_rebuild(
+    tenant: Annotated[str, typer.Option(help="tenant slug")],
+    reembed: Annotated[
+        bool, typer.Option(help="re-embed every chunk with the configured model first")
+    ] = False,
+) -> None:
     """Rewrite a tenant's shards from the chunks and vectors stored in the database."""
     from app.ingest_cli import rebuild_index
 
     settings = _settings()
     try:
-        count = asyncio.run(rebuild_index(settings, tenant))
+        count = asyncio.run(rebuild_index(settings, tenant, reembed=reembed))
     except CairnError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=1) from exc

@@ -14,14 +14,14 @@ from app.documents.service import document_service
 from app.kit import authz
 from app.kit.authz import Enforcer, TenantAccess
 from app.kit.db import Database
-from app.kit.errors import CairnError, ResourceNotFound, ValidationFailed
+from app.kit.errors import CairnError, Conflict, ResourceNotFound, ValidationFailed
 from app.kit.principal import Principal
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.main import database_for
 from app.models import Document, Job
 from app.tenants.repository import tenant_repository
-from ingest.embedding import load_embedder
+from ingest.embedding import EmbedderMismatch, load_embedder
 from ingest.indexer import Indexer
 from ingest.worker import WorkerPool
 
@@ -174,8 +174,8 @@ def _progress() -> Progress:
     )
 
 
-async def rebuild_index(settings: Settings, tenant: str) -> int:
-    """Rewrite a tenant's shards from the database."""
+async def rebuild_index(settings: Settings, tenant: str, *, reembed: bool = False) -> int:
+    """Rewrite a tenant's shards from the database (re-embedding every chunk on request)."""
     database = database_for(settings)
     try:
         async with database.read_sessionmaker() as session:
@@ -184,6 +184,9 @@ async def rebuild_index(settings: Settings, tenant: str) -> int:
             raise ResourceNotFound(f"Tenant {tenant!r} not found")
         embedder = await asyncio.to_thread(load_embedder, settings.embedding)
         indexer = Indexer(database, settings.index_dir, settings.index)
-        return await indexer.rebuild_tenant(found.id, embedder=embedder.name, dim=embedder.dim)
+        try:
+            return await indexer.rebuild_tenant(found.id, embedder=embedder, reembed=reembed)
+        except EmbedderMismatch as exc:
+            raise Conflict(str(exc), code="embedder_mismatch") from exc
     finally:
         await database.dispose()

@@ -151,10 +151,18 @@ def load_embedder(config: EmbeddingConfig) -> Embedder:
         return _cache[config]
 
 
-def check_compatible(recorded_name: str, recorded_dim: int, embedder: Embedder) -> None:
+def check_compatible(recorded_name: str, recorded_dim: int, name: str, dim: int) -> None:
     """Refuse to mix vectors of different models in one index."""
-    if recorded_name != embedder.name or recorded_dim != embedder.dim:
+    if recorded_name != name or recorded_dim != dim:
         raise EmbedderMismatch(
-            f"index was built with {recorded_name} ({recorded_dim}-d), "
-            f"configured embedder is {embedder.name} ({embedder.dim}-d)"
+            f"This tenant's index was built with {recorded_name} ({recorded_dim}-d) but the "
+            f"configured embedding model is {name} ({dim}-d). Configure the old model again, "
+            "or re-embed the tenant with `cairn index rebuild --tenant SLUG --reembed`."
         )
+
+
+def decode_vectors(blobs: list[bytes], dim: int) -> Vectors:
+    """Stacked float32 vectors from their stored bytes."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)

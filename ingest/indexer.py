@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,13 +38,10 @@ from app.search.index import (
     tokenize,
 )
 from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
+from ingest.embedding import Embedder, check_compatible, decode_vectors
 from ingest.locks import tenant_index_lock
 
 logger = logging.getLogger(__name__)
-
-
-class EmbedderMismatchError(RuntimeError):
-    """A tenant's index was built with another embedding model or dimension."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +50,6 @@ class PendingChunk:
     document_id: int
     text: str
     embedding: bytes
-
-
-def decode_vectors(blobs: list[bytes], dim: int) -> npt.NDArray[np.float32]:
-    """Stacked float32 vectors from their stored bytes."""
-    if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
 
 
 def _write_shards(
@@ -223,16 +212,53 @@ class Indexer:
 
     def _check_embedder(self, shards: list[IndexShard], embedder: str, dim: int) -> None:
         for shard in shards:
-            if shard.embedder and (shard.embedder != embedder or shard.dim != dim):
-                raise EmbedderMismatchError(
-                    f"tenant index was built with {shard.embedder} ({shard.dim}-d); the "
-                    f"configured embedder is {embedder} ({dim}-d). Rebuild the index with "
-                    "`cairn index rebuild --tenant T --reembed` or restore the old model."
-                )
+            if shard.embedder and shard.dim:
+                check_compatible(shard.embedder, shard.dim, embedder, dim)
 
-    async def rebuild_tenant(self, tenant_id: int, *, embedder: str, dim: int) -> int:
-        """Rewrite the tenant's shards from the chunks (and vectors) stored in the database."""
+    async def check_embedder(self, tenant_id: int, embedder: Embedder) -> None:
+        """Raise EmbedderMismatch when the tenant's vectors come from another model."""
+        async with self.database.read_sessionmaker() as session:
+            self._check_embedder(
+                await self._vector_shards(session, tenant_id), embedder.name, embedder.dim
+            )
+
+    async def _reembed(self, tenant_id: int, embedder: Embedder, batch: int = 64) -> None:
+        """Replace every stored vector of the tenant with one from `embedder`."""
+        last_id = 0
+        while True:
+            async with self.database.read_sessionmaker() as session:
+                rows = (
+                    await session.execute(
+                        select(Chunk.id, Chunk.text)
+                        .where(Chunk.tenant_id == tenant_id, Chunk.id > last_id)
+                        .order_by(Chunk.id)
+                        .limit(batch)
+                    )
+                ).all()
+            if not rows:
+                return
+            vectors = await asyncio.to_thread(embedder.embed_passages, [text for _, text in rows])
+            async with self.database.sessionmaker() as session, session.begin():
+                for (chunk_id, _), vector in zip(rows, vectors, strict=True):
+                    await session.execute(
+                        update(Chunk)
+                        .where(Chunk.id == chunk_id)
+                        .values(embedding=vector.astype("<f4").tobytes())
+                    )
+            last_id = rows[-1][0]
+
+    async def rebuild_tenant(
+        self, tenant_id: int, *, embedder: Embedder, reembed: bool = False
+    ) -> int:
+        """Rewrite the tenant's shards from the chunks stored in the database: with their
+        stored vectors, or (`reembed`) with new vectors from `embedder`."""
         async with tenant_index_lock(self.database, self.index_root, tenant_id):
+            if reembed:
+                await self._reembed(tenant_id, embedder)
+            else:
+                # Stored vectors come from the model the shards record; refuse to relabel them.
+                await self.check_embedder(tenant_id, embedder)
+            name, dim = embedder.name, embedder.dim
             async with self.database.sessionmaker() as session, session.begin():
                 floor = await session.scalar(
                     select(func.max(IndexShard.version)).where(IndexShard.tenant_id == tenant_id)
@@ -244,7 +270,7 @@ class Indexer:
             total = 0
             while True:
                 written = await self._flush_step(
-                    tenant_id, embedder=embedder, dim=dim, version_floor=floor or 0
+                    tenant_id, embedder=name, dim=dim, version_floor=floor or 0
                 )
                 if written == 0:
                     break

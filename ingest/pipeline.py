@@ -27,7 +27,7 @@ from app.models import Chunk, Document, Job
 from app.models.base import utcnow
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import chunk_document
-from ingest.embedding import Embedder
+from ingest.embedding import Embedder, EmbedderMismatch
 from ingest.indexer import Indexer, heading_path_json
 from ingest.parsers import EmptyDocument, ParseError, parse
 
@@ -82,6 +82,10 @@ class IngestPipeline:
         except ParseError as exc:
             await self._fail(job, code=exc.code, message=exc.reason)
             return JobOutcome(job.id, job.tenant_id, "failed")
+        except EmbedderMismatch as exc:
+            # Retrying cannot help: an operator has to pick the model or re-embed the tenant.
+            await self._fail(job, code="embedder_mismatch", message=str(exc))
+            return JobOutcome(job.id, job.tenant_id, "failed")
         except Exception as exc:  # noqa: BLE001 - any other failure is retried, then reported
             logger.exception("job %s failed (attempt %s)", job.id, job.attempts)
             return await self._retry_or_fail(job, exc)
@@ -91,6 +95,7 @@ class IngestPipeline:
         document = await self._start(job)
         if document is None:
             return
+        await self.indexer.check_embedder(job.tenant_id, self.embedder)
         data = await asyncio.to_thread(self.store.read, document.content_sha256)
         parsed = await asyncio.to_thread(parse, data, document.filename, self.settings.parse_limits)
         chunks = await asyncio.to_thread(chunk_document, parsed, self.settings.chunking)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.process
+import os
 import threading
+import time
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -85,28 +89,48 @@ def _flush_task(tenant_id: int) -> int:
     return int(rt.run(rt.pipeline.flush(tenant_id)))
 
 
-async def stale_job_ids(settings: Settings) -> list[int]:
-    """Jobs to send again: queued longer than a sweep period, or with an expired lease."""
+async def _resend_stale(settings: Settings, app: Celery) -> None:
     from app.main import database_for
 
     database = database_for(settings)
     try:
-        async with database.read_sessionmaker() as session:
-            return await job_repository.stale_ids(
+        async with database.sessionmaker() as session, session.begin():
+            ids = await job_repository.stale_ids(
                 session, older_than=timedelta(seconds=settings.worker.sweep_seconds)
             )
+            for job_id in ids:
+                app.send_task("cairn.ingest", args=[job_id])
+                logger.info("re-sent stale job %s", job_id)
+            await job_repository.mark_resent(session, ids)
     finally:
         await database.dispose()
 
 
-def sweep_forever(settings: Settings, stop: threading.Event) -> None:
-    """Re-send stale jobs every `sweep_seconds` until `stop` is set."""
+def sweep_forever(settings: Settings) -> None:
+    """Re-send stale jobs every `sweep_seconds` while the parent `cairn worker` lives.
+
+    Runs in its own spawned process, not a thread of the Celery main process: the prefork
+    pool forks that process, and a fork taken while a thread holds a lock (logging, the
+    database driver, OpenMP) can leave the child hung for good.
+    """
     assert settings.broker_url is not None
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s: %(levelname)s/sweeper] %(message)s"
+    )
+    parent = os.getppid()
     app = celery_app_for(settings.broker_url)
-    while not stop.wait(settings.worker.sweep_seconds):
+    while os.getppid() == parent:
+        time.sleep(settings.worker.sweep_seconds)
         try:
-            for job_id in asyncio.run(stale_job_ids(settings)):
-                app.send_task("cairn.ingest", args=[job_id])
-                logger.info("re-sent stale job %s", job_id)
+            asyncio.run(_resend_stale(settings, app))
         except Exception:  # noqa: BLE001 - keep sweeping through transient errors
             logger.exception("stale-job sweep failed")
+
+
+def start_sweeper(settings: Settings) -> multiprocessing.process.BaseProcess:
+    """Start the stale-job sweeper process (it exits when its parent does)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=sweep_forever, args=(settings,), name="cairn-sweeper", daemon=True
+    )
+    process.start()
+    return process

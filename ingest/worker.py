@@ -11,7 +11,7 @@ from typing import Protocol
 
 from app.kit.db import Database
 from app.kit.settings import Settings
-from ingest.embedding import load_embedder
+from ingest.embedding import EmbedderMismatch, load_embedder
 from ingest.pipeline import IngestPipeline
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ class WorkerPool:
             self.database, self.settings, embedder, worker_id=worker_id()
         )
         for tenant_id in await self.pipeline.pending_tenants():
-            await self.pipeline.flush(tenant_id)
+            try:
+                await self.pipeline.flush(tenant_id)
+            except EmbedderMismatch as exc:
+                logger.error("tenant %s: pending chunks not indexed: %s", tenant_id, exc)
         self._tasks = [
             asyncio.create_task(self._loop(n), name=f"cairn-worker-{n}")
             for n in range(self.settings.worker.concurrency)

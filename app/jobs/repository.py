@@ -82,6 +82,15 @@ class JobRepository:
         )
         return list(rows)
 
+    async def mark_resent(self, session: AsyncSession, job_ids: list[int]) -> None:
+        """Restart the clock of re-sent queued jobs, so one sweep does not resend them again."""
+        if job_ids:
+            await session.execute(
+                update(Job)
+                .where(Job.id.in_(job_ids), Job.status == "queued")
+                .values(run_after=utcnow())
+            )
+
     async def counts(self, session: AsyncSession) -> dict[str, int]:
         rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
         return {status: int(n) for status, n in rows}
