@@ -106,13 +106,3 @@ class WorkerPool:
                 continue
             outcome = await self.pipeline.run(job)
             logger.info("job %s: %s", outcome.job_id, outcome.status)
-
-    async def run_until_idle(self, timeout: float = 600.0) -> None:
-        """Process jobs until none is runnable (bulk loading, tests)."""
-        assert self.pipeline is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                job = await self.pipeline.claim()
-                if job is None:
-                    return
-                await self.pipeline.run(job)

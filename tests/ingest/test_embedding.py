@@ -19,7 +19,7 @@ from ingest.embedding import (
     check_compatible,
     load_embedder,
 )
-from ingest.worker import WorkerPool
+from ingest.pipeline import IngestPipeline
 from tests.conftest import Api
 from tests.documents.helpers import vector_hits
 from tests.ingest.worker_process import upload_app
@@ -112,12 +112,11 @@ async def test_index_refuses_another_model_until_reembedded(settings: Settings) 
                 "/api/v1/tenants/ops/documents", files={"file": (name, text)}, headers=headers
             )
             assert response.status_code == 202
-            pool = WorkerPool(app.state.database, config)
-            await pool.start()
-            try:
-                await pool.run_until_idle(timeout=120)
-            finally:
-                await pool.stop()
+            pipeline = IngestPipeline(
+                app.state.database, config, load_embedder(config.embedding), worker_id="test"
+            )
+            while (job := await pipeline.claim()) is not None:
+                await pipeline.run(job)
             doc = await client.get(
                 f"/api/v1/tenants/ops/documents/{response.json()['id']}", headers=headers
             )
