@@ -14,8 +14,10 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bench.cli import bench_app
+from app.evaluation.cli import eval_command
 from app.kit.errors import CairnError
 from app.kit.settings import Settings, get_settings
+from app.search.cli import search_command
 
 app = typer.Typer(help="Cairn knowledge-base server.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -28,7 +30,9 @@ app.add_typer(users_app, name="users")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(members_app, name="members")
 app.add_typer(audit_app, name="audit")
+app.command("search")(search_command)
 app.add_typer(bench_app, name="bench")
+app.command("eval")(eval_command)
 
 T = TypeVar("T")
 

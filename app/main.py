@@ -21,6 +21,8 @@ from app.kit.metrics import metrics_middleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.kit.storage import ContentStore
+from app.search.endpoints import router as search_router
+from app.search.retriever import Retriever
 from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
 from app.users.service import user_service
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.database = database
         app.state.enforcer = Enforcer(database.engine)
         app.state.content_store = ContentStore(settings.files_dir)
+        app.state.retriever = Retriever.create(database, settings)
         created = await bootstrap(database, settings)
         if created is not None:
             # Printed once, to the operator's console; it is never stored in clear.
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys_router,
         tenants_router,
         documents_router,
+        search_router,
         audit_router,
     ):
         app.include_router(router)

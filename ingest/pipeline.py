@@ -47,9 +47,20 @@ class JobOutcome:
 
 class IngestPipeline:
     def __init__(
-        self, database: Database, settings: Settings, embedder: Embedder, *, worker_id: str
+        self,
+        database: Database,
+        settings: Settings,
+        embedder: Embedder,
+        *,
+        worker_id: str,
+        defer_index: bool = False,
     ) -> None:
         self.database = database
+        # Deferred: a job only stores its chunks and names its tenant in `dirty`; the caller
+        # indexes dirty tenants in batches, so a shard is rewritten once per batch, not once
+        # per document.
+        self.defer_index = defer_index
+        self.dirty: set[int] = set()
         self.settings = settings
         self.embedder = embedder
         self.worker_id = worker_id
@@ -103,7 +114,10 @@ class IngestPipeline:
             raise EmptyDocument("The document contains no text that could be indexed")
         vectors = await self._embed(job, document.id, chunks)
         await self._store_chunks(job, document.id, chunks, vectors, parsed.page_count)
-        await self.flush(job.tenant_id)
+        if self.defer_index:
+            self.dirty.add(job.tenant_id)
+        else:
+            await self.flush(job.tenant_id)
 
     async def flush(self, tenant_id: int) -> int:
         """Index the tenant's pending chunks."""

@@ -67,17 +67,15 @@ class WorkerPool:
         """Load the embedder, index anything left pending by a crash, start the loops."""
         embedder = await asyncio.to_thread(load_embedder, self.settings.embedding)
         self.pipeline = IngestPipeline(
-            self.database, self.settings, embedder, worker_id=worker_id()
+            self.database, self.settings, embedder, worker_id=worker_id(), defer_index=True
         )
-        for tenant_id in await self.pipeline.pending_tenants():
-            try:
-                await self.pipeline.flush(tenant_id)
-            except EmbedderMismatch as exc:
-                logger.error("tenant %s: pending chunks not indexed: %s", tenant_id, exc)
+        self.pipeline.dirty.update(await self.pipeline.pending_tenants())
+        await self._flush_dirty()
         self._tasks = [
             asyncio.create_task(self._loop(n), name=f"cairn-worker-{n}")
             for n in range(self.settings.worker.concurrency)
         ]
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="cairn-indexer"))
 
     async def stop(self) -> None:
         """Stop claiming; cancel running work (its lease expires and another worker retries)."""
@@ -88,6 +86,30 @@ class WorkerPool:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.pipeline is not None:
+            # Chunks stored by finished jobs become searchable before the process exits.
+            with contextlib.suppress(Exception):
+                await self._flush_dirty()
+
+    async def _flush_loop(self) -> None:
+        """Index what the jobs stored, tenant by tenant, every `flush_interval_seconds`:
+        embedding goes on meanwhile, and a shard is rewritten once per round."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.settings.index.flush_interval_seconds)
+            await self._flush_dirty()
+
+    async def _flush_dirty(self) -> None:
+        assert self.pipeline is not None
+        tenants = sorted(self.pipeline.dirty)
+        self.pipeline.dirty.clear()
+        for tenant_id in tenants:
+            try:
+                await self.pipeline.flush(tenant_id)
+            except EmbedderMismatch as exc:
+                logger.error("tenant %s: pending chunks not indexed: %s", tenant_id, exc)
+            except Exception:  # noqa: BLE001 - try again next round
+                logger.exception("tenant %s: indexing failed; retrying", tenant_id)
+                self.pipeline.dirty.add(tenant_id)
 
     async def _loop(self, n: int) -> None:
         assert self.pipeline is not None

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +42,9 @@ class IndexSettings(BaseModel):
     nprobe: int = Field(default=16, ge=1)
     # Chunks written per flush step; bounds the memory of one index update.
     flush_batch: int = Field(default=50_000, ge=1)
+    # In-process workers index stored chunks in rounds this far apart (one shard rewrite
+    # per round instead of per document).
+    flush_interval_seconds: float = Field(default=1.0, gt=0)
 
 
 class WorkerSettings(BaseModel):
@@ -55,6 +58,125 @@ class WorkerSettings(BaseModel):
     embed_batch: int = Field(default=32, ge=1)
     # Stale-job sweep of `cairn worker` in Celery mode.
     sweep_seconds: float = Field(default=15.0, gt=0)
+
+
+class RerankSettings(BaseModel):
+    """An optional cross-encoder that re-scores the best fused candidates (none by default)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: Literal["none", "cross-encoder"] = "none"
+    # cross-encoder: a local sentence-transformers CrossEncoder directory (never downloaded).
+    model_path: str | None = None
+    # How many de-duplicated candidates are re-scored; the best top_k of them are returned.
+    depth: int = Field(default=30, ge=1, le=1000)
+    batch_size: int = Field(default=16, ge=1)
+    device: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_model(self) -> RerankSettings:
+        if self.backend == "cross-encoder" and not self.model_path:
+            raise ValueError("search.rerank.model_path is required for the cross-encoder backend")
+        return self
+
+
+class SearchSettings(BaseModel):
+    """Hybrid retrieval: candidate depth, fusion, de-duplication, shard cache, reranking."""
+
+    # Candidates taken from each retriever (BM25, vector) before fusion; at least top_k.
+    candidates: int = Field(default=100, ge=1, le=100_000)
+    # When de-duplication leaves fewer than top_k hits, the depth grows up to this bound.
+    max_candidates: int = Field(default=1000, ge=1, le=1_000_000)
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    # Reciprocal rank fusion: score = sum of weight / (rrf_k + rank), rank starting at 1.
+    rrf_k: float = Field(default=60.0, gt=0)
+    # Weights of each retriever in either fusion (weighted fusion min-max-normalises scores).
+    bm25_weight: float = Field(default=1.0, ge=0)
+    vector_weight: float = Field(default=1.0, ge=0)
+    # At most this many chunks of one document (0 = no cap); chunks over the cap only come
+    # back when nothing else visible is left to fill top_k.
+    max_chunks_per_document: int = Field(default=3, ge=0)
+    # Token-set Jaccard similarity at or above which a chunk is a near-duplicate of a better
+    # ranked one and is dropped (1 = identical token sets only; 0 = keep near-duplicates).
+    near_duplicate_threshold: float = Field(default=0.9, ge=0, le=1)
+    # Memory budget of the per-process shard cache (least recently used tenants go first).
+    cache_max_mb: int = Field(default=2048, ge=1)
+    # How often (at most) a process checks whether a tenant's shards have a new version.
+    version_poll_seconds: float = Field(default=2.0, ge=0)
+    # Record one audit entry per search (ids and counts only, never the query text).
+    audit: bool = True
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSettings:
+        if self.bm25_weight == 0 and self.vector_weight == 0:
+            raise ValueError("search.bm25_weight and search.vector_weight cannot both be 0")
+        if self.max_candidates < self.candidates:
+            raise ValueError("search.max_candidates must be at least search.candidates")
+        return self
+
+
+class OpenAIEndpointSettings(BaseModel):
+    """A remote OpenAI-compatible server (vLLM, SGLang, Ollama, DeepSeek's API)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # e.g. "http://127.0.0.1:8001/v1"; requests go to {base_url}/chat/completions.
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    model: str | None = None
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class GeneratorSettings(BaseModel):
+    """The answer generator: which backend, which model, how it is quantized, and its limits."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: Literal["transformers", "llamacpp", "openai"] = "transformers"
+    # A Hugging Face model directory or a .gguf file; None = the bundled Qwen2.5-Coder-0.5B GGUF.
+    model_path: str | None = None
+    # int8: dynamic int8 Linear layers on CPU; bnb8/bnb4: bitsandbytes on CUDA; fp16/bf16: half
+    # precision (meant for a GPU); none: float32.
+    quantization: Literal["int8", "none", "bnb8", "bnb4", "fp16", "bf16"] = "int8"
+    # "cpu", "cuda", "cuda:N" or "auto" (CUDA when present).
+    device: str = "cpu"
+    # Compute threads (torch or llama.cpp); None = the library default (every core).
+    threads: int | None = Field(default=None, ge=1)
+    # llama.cpp context window in tokens (prompt + answer).
+    context_length: int = Field(default=4096, ge=256)
+    max_new_tokens: int = Field(default=512, ge=1, le=32_768)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    # Generations running at once in this process; in-process CPU generation already uses
+    # every core, so more than one only slows each down.
+    max_concurrent: int = Field(default=1, ge=1, le=1024)
+    # How long a generation waits for a free slot before it is refused (429).
+    queue_timeout_seconds: float = Field(default=30.0, ge=0)
+    # 0 = greedy decoding (deterministic answers).
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    openai: OpenAIEndpointSettings = Field(default_factory=OpenAIEndpointSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneratorSettings:
+        on_cuda = self.device.startswith("cuda")
+        if self.backend == "transformers":
+            if self.quantization == "int8" and on_cuda:
+                raise ValueError(
+                    "generator.quantization = int8 is CPU-only dynamic quantization; "
+                    "use bnb8, bnb4, fp16 or bf16 on CUDA"
+                )
+            if self.quantization in ("bnb8", "bnb4") and self.device == "cpu":
+                raise ValueError(
+                    f"generator.quantization = {self.quantization} needs a CUDA device "
+                    "(generator.device = cuda)"
+                )
+        if self.backend == "openai" and not (self.openai.base_url and self.openai.model):
+            raise ValueError(
+                "generator.openai.base_url and generator.openai.model are required for the "
+                "openai backend"
+            )
+        return self
 
 
 class Settings(BaseSettings):
@@ -92,6 +214,8 @@ class Settings(BaseSettings):
     parse_limits: ParseLimits = Field(default_factory=ParseLimits)
     index: IndexSettings = Field(default_factory=IndexSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -133,6 +257,11 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def models_dir(self) -> Path:
+        """The bundled GGUF and converted checkpoints (a cache: safe to delete)."""
+        return self.data_dir / "models"
 
     @property
     def resolved_database_url(self) -> str:

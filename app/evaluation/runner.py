@@ -1,0 +1,198 @@
+"""`cairn eval`: load a BEIR dataset into a tenant through the real pipeline, run every query
+through the real retriever in each mode, and report nDCG@10, Recall@100 and MRR@10."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.progress import Progress
+from sqlalchemy import select
+
+from app.evaluation.beir import BeirDataset
+from app.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k
+from app.ingest_cli import operator_access, process_until_done, queue_files
+from app.kit.db import Database
+from app.kit.settings import Settings
+from app.main import database_for
+from app.models import Document
+from app.search.retriever import Retriever, SearchQuery
+from app.search.schemas import SearchMode
+from app.search.visibility import Visibility
+from app.tenants.repository import tenant_repository
+from app.tenants.schemas import TenantCreate
+from app.tenants.service import tenant_service
+from ingest.embedding import load_embedder
+
+MODES: tuple[SearchMode, ...] = ("bm25", "vector", "hybrid")
+# Documents per query ranking: Recall@100 needs a hundred distinct documents.
+DEPTH = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class ModeScores:
+    mode: SearchMode
+    ndcg_10: float
+    recall_100: float
+    mrr_10: float
+    ms_per_query: float
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    documents: int
+    queries: int
+    embedder: str
+    ingest_seconds: float
+    scores: list[ModeScores] = field(default_factory=list)
+
+    def markdown(self, published: dict[str, tuple[str, str, str]] | None = None) -> str:
+        head = "| mode | nDCG@10 | Recall@100 | MRR@10 | ms/query |\n|---|---|---|---|---|\n"
+        rows = [
+            f"| {s.mode} | {s.ndcg_10:.4f} | {s.recall_100:.4f} | {s.mrr_10:.4f} "
+            f"| {s.ms_per_query:.1f} |"
+            for s in self.scores
+        ]
+        for label, (ndcg, recall, mrr) in (published or {}).items():
+            rows.append(f"| {label} | {ndcg} | {recall} | {mrr} | |")
+        return head + "\n".join(rows)
+
+
+def document_filename(doc_id: str) -> str:
+    """The file a BEIR document is loaded as; its name maps hits back to the BEIR id."""
+    return f"beir-{_UNSAFE.sub('_', doc_id)}.md"
+
+
+async def _tenant_id(database: Database, slug: str) -> int:
+    async with database.sessionmaker() as session, session.begin():
+        tenant = await tenant_repository.get_by_slug(session, slug)
+        if tenant is None:
+            tenant = await tenant_service.create(
+                session, None, TenantCreate(slug=slug, name=f"Evaluation {slug}")
+            )
+        return tenant.id
+
+
+async def load_dataset(
+    database: Database, settings: Settings, dataset: BeirDataset, tenant: str, progress: Progress
+) -> float:
+    """Ingest every corpus document not yet in the tenant; returns the seconds it took."""
+    await _tenant_id(database, tenant)
+    access = await operator_access(database, tenant)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cairn-eval-") as scratch:
+        paths = []
+        for doc_id, (title, text) in dataset.corpus.items():
+            path = Path(scratch) / document_filename(doc_id)
+            path.write_text(f"# {title or doc_id}\n\n{text}\n", encoding="utf-8")
+            paths.append(path)
+        # Content already in the tenant is refused as a duplicate: re-running skips it.
+        queued, _ = await queue_files(
+            database,
+            settings,
+            access,
+            paths,
+            tags=["eval"],
+            sensitivity="internal",
+            progress=progress,
+        )
+        if queued:
+            await process_until_done(database, settings, queued, progress)
+    return time.perf_counter() - started
+
+
+async def rank_documents(
+    database: Database,
+    retriever: Retriever,
+    visibility: Visibility,
+    text: str,
+    mode: SearchMode,
+) -> list[int]:
+    """Cairn document ids in rank order (one hit per document)."""
+    vector = await retriever.embed_query(text) if mode != "bm25" else None
+    async with database.read_sessionmaker() as session:
+        hits = await retriever.retrieve(
+            session, visibility, SearchQuery(text=text, mode=mode, top_k=DEPTH, vector=vector)
+        )
+    seen: dict[int, None] = {}
+    for hit in hits:
+        seen.setdefault(hit.document_id, None)
+    return list(seen)
+
+
+async def evaluate(
+    settings: Settings,
+    dataset: BeirDataset,
+    *,
+    tenant: str,
+    modes: Sequence[SearchMode] = MODES,
+    progress: Progress | None = None,
+    ingest: bool = True,
+) -> EvalReport:
+    """Load (unless `ingest` is off) and score the dataset in each mode."""
+    progress = progress or Progress(disable=True)
+    # One chunk per document in the ranking, so a hundred hits are a hundred documents.
+    settings = settings.model_copy(
+        update={"search": settings.search.model_copy(update={"max_chunks_per_document": 1})}
+    )
+    database = database_for(settings)
+    try:
+        seconds = (
+            await load_dataset(database, settings, dataset, tenant, progress) if ingest else 0.0
+        )
+        tenant_id = await _tenant_id(database, tenant)
+        wanted = {document_filename(doc_id): doc_id for doc_id in dataset.corpus}
+        async with database.read_sessionmaker() as session:
+            rows = await session.execute(
+                select(Document.id, Document.filename).where(
+                    Document.tenant_id == tenant_id, Document.status == "ready"
+                )
+            )
+            beir_id = {doc: wanted[name] for doc, name in rows if name in wanted}
+        retriever = Retriever.create(database, settings)
+        visibility = Visibility.for_tenant(tenant_id)
+        embedder = load_embedder(settings.embedding)
+        report = EvalReport(
+            dataset.name, len(beir_id), len(dataset.queries), embedder.name, seconds
+        )
+        for mode in modes:
+            task = progress.add_task(f"queries ({mode})", total=len(dataset.queries))
+            ndcg, recall, mrr = [], [], []
+            started = time.perf_counter()
+            for query_id, text in dataset.queries.items():
+                ranked_docs = await rank_documents(database, retriever, visibility, text, mode)
+                ranked = [beir_id[d] for d in ranked_docs if d in beir_id]
+                relevant = dataset.qrels[query_id]
+                ndcg.append(ndcg_at_k(ranked, relevant, 10))
+                recall.append(recall_at_k(ranked, relevant, 100))
+                mrr.append(mrr_at_k(ranked, relevant, 10))
+                progress.advance(task)
+            elapsed = time.perf_counter() - started
+            report.scores.append(
+                ModeScores(
+                    mode,
+                    mean(ndcg),
+                    mean(recall),
+                    mean(mrr),
+                    1000 * elapsed / max(1, len(dataset.queries)),
+                )
+            )
+        return report
+    finally:
+        await database.dispose()
+
+
+def run_eval(
+    settings: Settings, dataset: BeirDataset, *, tenant: str, modes: Sequence[SearchMode]
+) -> EvalReport:
+    with Progress() as progress:
+        return asyncio.run(
+            evaluate(settings, dataset, tenant=tenant, modes=modes, progress=progress)
+        )

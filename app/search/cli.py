@@ -1,0 +1,133 @@
+"""`cairn search "query" --tenant T`: ranked hits on the console (registered in app/cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from app.kit.errors import CairnError, NotPermitted, ResourceNotFound
+from app.kit.principal import Principal
+from app.kit.settings import Settings, get_settings
+from app.search.schemas import SearchRequest, SearchResponse
+from app.search.visibility import Visibility
+
+_SNIPPET_CHARS = 300
+
+
+async def run_search(
+    settings: Settings, request: SearchRequest, *, tenant: str, as_user: str | None
+) -> SearchResponse:
+    """Search a tenant as the operator (every sensitivity) or with a user's role in it."""
+    from app.kit.authz import Enforcer, domain_of
+    from app.main import database_for
+    from app.search.retriever import Retriever
+    from app.search.service import search_service
+    from app.tenants.repository import tenant_repository
+    from app.users.repository import user_repository
+
+    database = database_for(settings)
+    try:
+        async with database.read_sessionmaker() as session:
+            found = await tenant_repository.get_by_slug(session, tenant)
+            if found is None:
+                raise ResourceNotFound(f"Tenant {tenant!r} not found")
+            actor: Principal | None = None
+            visibility = Visibility.for_tenant(found.id, filters=request.filters)
+            if as_user is not None:
+                user = await user_repository.get_by_username(session, as_user.lower())
+                if user is None or not user.is_active:
+                    raise ResourceNotFound(f"User {as_user!r} not found")
+                enforcer = Enforcer(database.engine)
+                await enforcer.refresh(session)
+                if not enforcer.allowed(user.id, domain_of(found.id), "search", "query"):
+                    raise NotPermitted(f"{as_user} may not search {tenant}")
+                actor = Principal(user.id, user.username, user.is_platform_admin)
+                visibility = Visibility.for_tenant(
+                    found.id, enforcer.sensitivity_levels(user.id, found.id), request.filters
+                )
+            retriever = Retriever.create(database, settings)
+            response = await search_service.search(
+                session,
+                visibility,
+                query=request.query,
+                top_k=request.top_k,
+                mode=request.mode,
+                retriever=retriever,
+            )
+        if settings.search.audit:
+            async with database.sessionmaker() as session, session.begin():
+                await search_service.audit(
+                    session,
+                    actor=actor,
+                    visibility=visibility,
+                    mode=request.mode,
+                    top_k=request.top_k,
+                    response=response,
+                )
+        return response
+    finally:
+        await database.dispose()
+
+
+def format_hits(response: SearchResponse) -> str:
+    """Ranked hits as readable lines: rank, score, title › headings, ids, then a snippet."""
+    lines: list[str] = []
+    for rank, hit in enumerate(response.hits, start=1):
+        where = " › ".join([hit.title, *hit.heading_path])
+        lines.append(
+            f"{rank:>3}. {hit.score:.4f}  {where}  [document {hit.document_id}, "
+            f"chunk {hit.chunk_id}]"
+        )
+        snippet = " ".join(hit.text.split())
+        if len(snippet) > _SNIPPET_CHARS:
+            snippet = snippet[: _SNIPPET_CHARS - 1] + "…"
+        lines.append(f"     {snippet}")
+    lines.append(f"{len(response.hits)} hits in {response.took_ms:.1f} ms")
+    return "\n".join(lines)
+
+
+def search_command(
+    query: Annotated[str, typer.Argument(help="what to search for")],
+    tenant: Annotated[str, typer.Option(help="tenant slug")],
+    mode: Annotated[str, typer.Option(help="hybrid | bm25 | vector")] = "hybrid",
+    top_k: Annotated[int, typer.Option("--top-k", help="number of hits (1-100)")] = 10,
+    as_user: Annotated[
+        str | None,
+        typer.Option(
+            "--as-user", help="search with this user's role (default: operator, all levels)"
+        ),
+    ] = None,
+    tags: Annotated[str | None, typer.Option(help="comma-separated; any of them")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON")] = False,
+) -> None:
+    """Search a tenant and print the ranked hits."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        request = SearchRequest.model_validate(
+            {
+                "query": query,
+                "top_k": top_k,
+                "mode": mode,
+                "filters": {"tags": tags.split(",")} if tags else None,
+            }
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        typer.echo(f"error: {where}: {error['msg']}", err=True)
+        raise typer.Exit(code=2) from exc
+    settings = get_settings()
+    try:
+        response = asyncio.run(run_search(settings, request, tenant=tenant, as_user=as_user))
+    except CairnError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from exc
+    if as_json:
+        typer.echo(json.dumps(response.model_dump(), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(format_hits(response))

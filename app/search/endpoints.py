@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from app.kit.authz import Authorizer, TenantAccess
+from app.kit.db import ReadSession, Session
+from app.search.retriever import Retriever
+from app.search.schemas import SearchRequest, SearchResponse
+from app.search.service import search_service
+from app.search.visibility import Visibility
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant}/search", tags=["search"])
+
+SearchAccess = Annotated[TenantAccess, Depends(Authorizer("search", "query"))]
+
+
+def _retriever(request: Request) -> Retriever:
+    retriever: Retriever = request.app.state.retriever
+    return retriever
+
+
+CurrentRetriever = Annotated[Retriever, Depends(_retriever)]
+
+
+@router.post("", response_model=SearchResponse)
+async def search(
+    data: SearchRequest,
+    access: SearchAccess,
+    session: ReadSession,
+    audit_session: Session,
+    retriever: CurrentRetriever,
+) -> SearchResponse:
+    visibility = Visibility.of(access, data.filters)
+    response = await search_service.search(
+        session,
+        visibility,
+        query=data.query,
+        top_k=data.top_k,
+        mode=data.mode,
+        retriever=retriever,
+    )
+    if retriever.settings.audit:
+        await search_service.audit(
+            audit_session,
+            actor=access.principal,
+            visibility=visibility,
+            mode=data.mode,
+            top_k=data.top_k,
+            response=response,
+        )
+    return response

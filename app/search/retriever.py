@@ -1,0 +1,320 @@
+"""Hybrid retrieval over one tenant's shards: visibility mask → BM25 and vector candidates →
+fusion → de-duplication → optional reranking.
+
+``Retriever.retrieve`` is the whole search without HTTP: it takes a tenant's ``Visibility``
+and a query (text, and a vector for the vector and hybrid modes) and returns ranked hits. The
+query embedding is a separate step (``embed_query``) so evaluation and benchmarks can time it
+apart or pass vectors they computed in bulk.
+
+Ordering rules that keep it correct:
+
+* The visible documents are read from the database first, on every call, and turned into
+  allowed chunk ids per shard; FAISS (``IDSelector``) and BM25 skip every other chunk while
+  they score, so the candidate lists are filled from visible chunks only and no count or
+  ranking cut ever involves an invisible one.
+* Hit texts and titles are fetched through the same visibility statement again, so a
+  document deleted during the search is dropped rather than shown.
+* Results are deterministic for a fixed index: every ranking breaks ties by chunk id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.db import Database
+from app.kit.errors import ServiceUnavailable
+from app.kit.settings import SearchSettings, Settings
+from app.search.dedupe import Candidate, Deduplicator
+from app.search.fusion import Ranking, fuse
+from app.search.index import merge_results, search_bm25, search_shard, tokenize
+from app.search.repository import search_repository
+from app.search.rerank import Reranker, load_reranker
+from app.search.schemas import SearchMode
+from app.search.shard_cache import LoadedShard, ShardCache, TenantIndex
+from app.search.visibility import IdArray, Visibility, allowed_ids
+from ingest.embedding import EmbeddingConfig, load_embedder
+
+FloatVector = npt.NDArray[np.float32]
+
+_EMPTY: tuple[npt.NDArray[np.float64], IdArray] = (
+    np.empty(0, dtype=np.float64),
+    np.empty(0, dtype=np.int64),
+)
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    """An embedded query and the model that produced it (checked against the index)."""
+
+    vector: FloatVector
+    embedder: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str
+    mode: SearchMode = "hybrid"
+    top_k: int = 10
+    # Needed by the vector and hybrid modes; see Retriever.embed_query.
+    vector: QueryVector | None = None
+
+    @property
+    def uses_vectors(self) -> bool:
+        return self.mode != "bm25"
+
+    @property
+    def uses_bm25(self) -> bool:
+        return self.mode != "vector"
+
+
+@dataclass(frozen=True)
+class _Masked:
+    shard: LoadedShard
+    allowed: IdArray | None  # None: every chunk of the shard is visible
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    rankings: list[Ranking]
+    weights: list[float]
+    # No retriever could have returned more than it did at this depth.
+    exhausted: bool
+
+
+class Retriever:
+    """One per process: the shard cache, the configured fusion and the optional reranker."""
+
+    def __init__(
+        self,
+        settings: SearchSettings,
+        cache: ShardCache,
+        *,
+        embedding: EmbeddingConfig | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.embedding = embedding or EmbeddingConfig()
+        self.reranker = reranker
+
+    @classmethod
+    def create(cls, database: Database, settings: Settings) -> Retriever:
+        """The retriever for an API process, CLI command or benchmark."""
+        cache = ShardCache(
+            database,
+            settings.index_dir,
+            max_bytes=settings.search.cache_max_mb * 1024 * 1024,
+            poll_seconds=settings.search.version_poll_seconds,
+        )
+        return cls(
+            settings.search,
+            cache,
+            embedding=settings.embedding,
+            reranker=load_reranker(settings.search.rerank),
+        )
+
+    async def embed_query(self, text: str) -> QueryVector:
+        """The query's vector from the configured embedder (loaded once per process)."""
+        embedder = await asyncio.to_thread(load_embedder, self.embedding)
+        vector = await asyncio.to_thread(embedder.embed_query, text)
+        return QueryVector(np.asarray(vector, dtype=np.float32), embedder.name)
+
+    async def retrieve(
+        self, session: AsyncSession, visibility: Visibility, query: SearchQuery
+    ) -> list[Candidate]:
+        """The best ``top_k`` visible chunks for the query, best first."""
+        if query.top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        if query.uses_vectors and query.vector is None:
+            raise ValueError(f"mode {query.mode!r} needs a query vector (see embed_query)")
+        visible = await search_repository.visible_document_ids(session, visibility)
+        if visible.size == 0:
+            return []
+        index = await self.cache.get(visibility.tenant_id)
+        if query.uses_vectors:
+            self._check_vector(index, query.vector)
+        # numpy over every chunk id and jieba: off the event loop.
+        masked, tokens = await asyncio.to_thread(self._prepare, index, visible, query)
+        if not masked:
+            return []
+
+        want = query.top_k
+        if self.reranker is not None:
+            want = max(want, self.settings.rerank.depth)
+        depth = max(self.settings.candidates, want)
+        while True:
+            candidates = await asyncio.to_thread(
+                self._candidates, index, masked, query, tokens, depth
+            )
+            ids, scores = self._fuse(candidates)
+            dedupe = Deduplicator(
+                max_per_document=self.settings.max_chunks_per_document,
+                threshold=self.settings.near_duplicate_threshold,
+            )
+            await self._walk(session, visibility, ids, scores, dedupe, want)
+            if (
+                len(dedupe.kept) >= want
+                or candidates.exhausted
+                or depth >= self.settings.max_candidates
+            ):
+                break
+            # De-duplication dropped too many: look deeper.
+            depth = min(depth * 4, self.settings.max_candidates)
+        if len(dedupe.kept) < want:
+            dedupe.backfill(want - len(dedupe.kept))
+        hits = dedupe.kept[:want]
+        if self.reranker is not None and hits:
+            hits = await self._rerank(self.reranker, query.text, hits)
+        return hits[: query.top_k]
+
+    def _check_vector(self, index: TenantIndex, vector: QueryVector | None) -> None:
+        assert vector is not None
+        if index.embedder and vector.embedder and index.embedder != vector.embedder:
+            raise ServiceUnavailable(
+                f"This tenant's index was built with {index.embedder}; the configured embedder "
+                f"is {vector.embedder}. Configure the old model again, or re-embed the tenant "
+                "with `cairn index rebuild --tenant SLUG --reembed`.",
+                code="embedder_mismatch",
+            )
+        if vector.vector.ndim != 1 or (index.dim and vector.vector.shape[0] != index.dim):
+            raise ServiceUnavailable(
+                f"The query vector has shape {vector.vector.shape}; the index expects "
+                f"{index.dim} dimensions",
+                code="embedder_mismatch",
+            )
+
+    @staticmethod
+    def _prepare(
+        index: TenantIndex, visible: IdArray, query: SearchQuery
+    ) -> tuple[list[_Masked], list[str]]:
+        """Each shard with its allowed ids (shards with none dropped), and the BM25 tokens."""
+        masked = [
+            _Masked(shard, allowed)
+            for shard in index.shards
+            if (allowed := allowed_ids(shard.chunk_ids, shard.document_of, visible)) is None
+            or allowed.size
+        ]
+        return masked, tokenize(query.text) if query.uses_bm25 else []
+
+    def _candidates(
+        self,
+        index: TenantIndex,
+        masked: Sequence[_Masked],
+        query: SearchQuery,
+        tokens: list[str],
+        depth: int,
+    ) -> _Candidates:
+        """Top-``depth`` BM25 and vector candidates over every shard (blocking: in a thread)."""
+        rankings: list[Ranking] = []
+        weights: list[float] = []
+        exhausted = True
+        if query.uses_bm25:
+            ranking = self._bm25(index, masked, tokens, depth)
+            rankings.append(ranking)
+            weights.append(self.settings.bm25_weight)
+            exhausted &= ranking[1].size < depth
+        if query.uses_vectors:
+            assert query.vector is not None
+            ranking = self._vectors(masked, query.vector.vector, depth)
+            rankings.append(ranking)
+            weights.append(self.settings.vector_weight)
+            exhausted &= ranking[1].size < depth
+        return _Candidates(rankings, weights, exhausted)
+
+    @staticmethod
+    def _bm25(index: TenantIndex, masked: Sequence[_Masked], tokens: list[str], k: int) -> Ranking:
+        if not tokens or index.stats is None:
+            return _EMPTY
+        per_shard: list[Ranking] = []
+        for m in masked:
+            if m.shard.bm25 is not None:
+                per_shard.append(search_bm25(m.shard.bm25, index.stats, tokens, k, m.allowed))
+        return merge_results(per_shard, k) if per_shard else _EMPTY
+
+    @staticmethod
+    def _vectors(masked: Sequence[_Masked], vector: FloatVector, k: int) -> Ranking:
+        per_shard: list[Ranking] = []
+        query = vector.reshape(1, -1)
+        for m in masked:
+            if m.shard.vector is None:
+                continue
+            scores, ids = search_shard(m.shard.vector, query, k, m.allowed)
+            found = ids[0] >= 0
+            per_shard.append((scores[0][found], ids[0][found]))
+        return merge_results(per_shard, k) if per_shard else _EMPTY
+
+    def _fuse(self, candidates: _Candidates) -> tuple[IdArray, npt.NDArray[np.float64]]:
+        if len(candidates.rankings) == 1:
+            # One retriever: its own scores (BM25, or cosine similarity) are the scores.
+            scores, ids = candidates.rankings[0]
+            return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+        return fuse(
+            candidates.rankings,
+            candidates.weights,
+            method=self.settings.fusion,
+            rrf_k=self.settings.rrf_k,
+        )
+
+    async def _walk(
+        self,
+        session: AsyncSession,
+        visibility: Visibility,
+        ids: IdArray,
+        scores: npt.NDArray[np.float64],
+        dedupe: Deduplicator,
+        want: int,
+    ) -> None:
+        """Offer fused candidates best first, fetching their text in batches, until filled."""
+        batch = max(2 * want, 20)
+        id_list = ids.tolist()
+        score_list = scores.tolist()
+        for start in range(0, len(id_list), batch):
+            chunk_ids = id_list[start : start + batch]
+            rows = await search_repository.hit_rows(session, visibility, chunk_ids)
+            candidates = [
+                Candidate(
+                    chunk_id=chunk_id,
+                    document_id=row.document_id,
+                    score=score,
+                    title=row.title,
+                    text=row.text,
+                    heading_path=row.heading_path,
+                )
+                for chunk_id, score in zip(
+                    chunk_ids, score_list[start : start + batch], strict=True
+                )
+                # A chunk without a row here was deleted or purged since the mask was made.
+                if (row := rows.get(chunk_id)) is not None
+            ]
+            # Tokenizing texts for near-duplicate checks is CPU work: off the event loop.
+            if await asyncio.to_thread(_offer_all, dedupe, candidates, want):
+                return
+
+    async def _rerank(
+        self, reranker: Reranker, query: str, hits: list[Candidate]
+    ) -> list[Candidate]:
+        scores = await asyncio.to_thread(reranker.rerank, query, [h.text for h in hits])
+        if len(scores) != len(hits):
+            raise RuntimeError(f"reranker {reranker.name} returned {len(scores)} scores")
+        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
+        return [_rescored(hits[i], scores[i]) for i in order]
+
+
+def _offer_all(dedupe: Deduplicator, candidates: list[Candidate], want: int) -> bool:
+    """Offer candidates in order until ``want`` are kept; whether that many are."""
+    for candidate in candidates:
+        dedupe.offer(candidate)
+        if len(dedupe.kept) >= want:
+            return True
+    return False
+
+
+def _rescored(hit: Candidate, score: float) -> Candidate:
+    return dataclasses.replace(hit, score=float(score))

@@ -1,0 +1,78 @@
+"""Search: embed the query, retrieve within the caller's visibility, audit who saw what."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import audit_service
+from app.kit.principal import Principal
+from app.search.dedupe import Candidate
+from app.search.retriever import Retriever, SearchQuery
+from app.search.schemas import SearchHit, SearchMode, SearchResponse
+from app.search.visibility import Visibility
+
+
+class SearchService:
+    async def search(
+        self,
+        session: AsyncSession,
+        visibility: Visibility,
+        *,
+        query: str,
+        top_k: int,
+        mode: SearchMode,
+        retriever: Retriever,
+    ) -> SearchResponse:
+        """Ranked hits of one tenant that the visibility admits; took_ms covers embedding too."""
+        started = time.perf_counter()
+        vector = await retriever.embed_query(query) if mode != "bm25" else None
+        hits = await retriever.retrieve(
+            session, visibility, SearchQuery(text=query, mode=mode, top_k=top_k, vector=vector)
+        )
+        took_ms = round((time.perf_counter() - started) * 1000, 3)
+        return SearchResponse(hits=[_hit(h) for h in hits], took_ms=took_ms)
+
+    async def audit(
+        self,
+        session: AsyncSession,
+        *,
+        actor: Principal | None,
+        visibility: Visibility,
+        mode: SearchMode,
+        top_k: int,
+        response: SearchResponse,
+    ) -> None:
+        """Record that the actor searched and which documents it was shown.
+
+        Never the query text: only the mode, sizes and the ids of the documents returned.
+        """
+        await audit_service.record(
+            session,
+            action="search.query",
+            actor=actor,
+            tenant_id=visibility.tenant_id,
+            target_type="search",
+            details={
+                "mode": mode,
+                "top_k": top_k,
+                "filtered": visibility.filtered,
+                "hit_count": len(response.hits),
+                "document_ids": sorted({h.document_id for h in response.hits}),
+            },
+        )
+
+
+def _hit(hit: Candidate) -> SearchHit:
+    return SearchHit(
+        chunk_id=hit.chunk_id,
+        document_id=hit.document_id,
+        title=hit.title,
+        text=hit.text,
+        score=hit.score,
+        heading_path=list(hit.heading_path),
+    )
+
+
+search_service = SearchService()
