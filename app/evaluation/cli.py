@@ -47,7 +47,8 @@ def eval_command(
         body = (
             f"Dataset `{dataset.name}`: {report.documents} documents, {report.queries} test "
             f"queries; embedding model `{report.embedder}`; one hit per document in the "
-            f"ranking; loading the corpus took {report.ingest_seconds:.0f} s.\n\n{table}"
+            f"ranking; loading the corpus took {report.ingest_seconds:.0f} s; query embedding "
+            f"{report.embed_ms_per_query:.0f} ms/query (not in ms/query below).\n\n{table}"
         )
         command = f"cairn eval {dataset_dir} --tenant {tenant}" + (
             "" if mode == "all" else f" --mode {mode}"

@@ -21,7 +21,7 @@ from app.kit.db import Database
 from app.kit.settings import Settings
 from app.main import database_for
 from app.models import Document
-from app.search.retriever import Retriever, SearchQuery
+from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.schemas import SearchMode
 from app.search.visibility import Visibility
 from app.tenants.repository import tenant_repository
@@ -51,6 +51,7 @@ class EvalReport:
     queries: int
     embedder: str
     ingest_seconds: float
+    embed_ms_per_query: float = 0.0
     scores: list[ModeScores] = field(default_factory=list)
 
     def markdown(self, published: dict[str, tuple[str, str, str]] | None = None) -> str:
@@ -114,9 +115,9 @@ async def rank_documents(
     visibility: Visibility,
     text: str,
     mode: SearchMode,
+    vector: QueryVector | None,
 ) -> list[int]:
     """Cairn document ids in rank order (one hit per document)."""
-    vector = await retriever.embed_query(text) if mode != "bm25" else None
     async with database.read_sessionmaker() as session:
         hits = await retriever.retrieve(
             session, visibility, SearchQuery(text=text, mode=mode, top_k=DEPTH, vector=vector)
@@ -159,15 +160,27 @@ async def evaluate(
         retriever = Retriever.create(database, settings)
         visibility = Visibility.for_tenant(tenant_id)
         embedder = load_embedder(settings.embedding)
+        # Each query is embedded once, up front, for every mode; ms/query excludes it.
+        vectors: dict[str, QueryVector] = {}
+        started = time.perf_counter()
+        if any(mode != "bm25" for mode in modes):
+            task = progress.add_task("embed queries", total=len(dataset.queries))
+            for query_id, text in dataset.queries.items():
+                vectors[query_id] = await retriever.embed_query(text)
+                progress.advance(task)
+        embed_ms = 1000 * (time.perf_counter() - started) / max(1, len(dataset.queries))
         report = EvalReport(
-            dataset.name, len(beir_id), len(dataset.queries), embedder.name, seconds
+            dataset.name, len(beir_id), len(dataset.queries), embedder.name, seconds, embed_ms
         )
         for mode in modes:
             task = progress.add_task(f"queries ({mode})", total=len(dataset.queries))
             ndcg, recall, mrr = [], [], []
             started = time.perf_counter()
             for query_id, text in dataset.queries.items():
-                ranked_docs = await rank_documents(database, retriever, visibility, text, mode)
+                vector = vectors[query_id] if mode != "bm25" else None
+                ranked_docs = await rank_documents(
+                    database, retriever, visibility, text, mode, vector
+                )
                 ranked = [beir_id[d] for d in ranked_docs if d in beir_id]
                 relevant = dataset.qrels[query_id]
                 ndcg.append(ndcg_at_k(ranked, relevant, 10))
