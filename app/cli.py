@@ -38,9 +38,13 @@ T = TypeVar("T")
 
 
 def _settings() -> Settings:
+    """Settings for a command that uses the database (migrated first on embedded SQLite)."""
+    from app.kit.migrate import ensure_embedded_schema
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_embedded_schema(settings.resolved_database_url)
     return settings
 
 

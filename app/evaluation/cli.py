@@ -31,6 +31,7 @@ def eval_command(
     from app.bench.report import section, write_section
     from app.evaluation.beir import DatasetError, load_beir
     from app.evaluation.runner import MODES, run_eval
+    from app.kit.migrate import ensure_embedded_schema
     from app.kit.settings import get_settings
 
     try:
@@ -39,7 +40,10 @@ def eval_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
     modes = MODES if mode == "all" else (mode,)
-    report = run_eval(get_settings(), dataset, tenant=tenant, modes=modes)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_embedded_schema(settings.resolved_database_url)
+    report = run_eval(settings, dataset, tenant=tenant, modes=modes)
     published = PUBLISHED.get(dataset.name.lower(), {})
     table = report.markdown(published)
     typer.echo(table)

@@ -24,3 +24,13 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def downgrade(database_url: str, revision: str = "base") -> None:
     """Downgrade the database to `revision`."""
     command.downgrade(alembic_config(database_url), revision)
+
+
+def ensure_embedded_schema(database_url: str) -> None:
+    """On the embedded SQLite default, bring the schema to head (a no-op when it is), so any
+    `cairn` command works on a fresh data folder. PostgreSQL is migrated once per deploy with
+    `cairn migrate`, never implicitly: replicas starting together would race."""
+    from app.kit.db import is_sqlite
+
+    if is_sqlite(database_url):
+        upgrade(database_url)

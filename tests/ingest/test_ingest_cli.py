@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -65,3 +66,12 @@ async def test_bulk_ingest_then_rebuild(settings: Settings, tmp_path: Path) -> N
         missing = cairn(env, "ingest", str(folder), "--tenant", "nope")
         assert missing.returncode == 1
         assert "not found" in missing.stderr
+
+
+def test_commands_work_on_a_fresh_data_folder(tmp_path: Path) -> None:
+    """The embedded default needs no `cairn migrate` first: commands bring SQLite to head."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env.update({"CAIRN_DATA_DIR": str(tmp_path / "fresh"), "CAIRN_ENVIRONMENT": "development"})
+    created = cairn(env, "tenants", "create", "ops", "--name", "Operations")
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "fresh" / "cairn.db").is_file()
