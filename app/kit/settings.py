@@ -139,6 +139,10 @@ class GeneratorSettings(BaseModel):
     # int8: dynamic int8 Linear layers on CPU; bnb8/bnb4: bitsandbytes on CUDA; fp16/bf16: half
     # precision (meant for a GPU); none: float32.
     quantization: Literal["int8", "none", "bnb8", "bnb4", "fp16", "bf16"] = "int8"
+    # int8: Linear layers whose name contains one of these stay float32. The MLP down
+    # projection takes the activations with outliers that dynamic per-tensor int8 flattens
+    # (quantizing it changed the bundled model's answers; keeping it float did not).
+    int8_skip_modules: tuple[str, ...] = ("down_proj",)
     # "cpu", "cuda", "cuda:N" or "auto" (CUDA when present).
     device: str = "cpu"
     # Compute threads (torch or llama.cpp); None = the library default (every core).

@@ -13,6 +13,9 @@ class Document(Base):
     __table_args__ = (
         Index("ix_documents_tenant_status", "tenant_id", "status"),
         Index("ix_documents_tenant_sha", "tenant_id", "content_sha256"),
+        # Search asks for the few hidden documents of a tenant rather than its many visible.
+        Index("ix_documents_tenant_deleted", "tenant_id", "deleted_at"),
+        Index("ix_documents_tenant_sensitivity", "tenant_id", "sensitivity"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

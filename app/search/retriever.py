@@ -38,7 +38,7 @@ from app.search.repository import search_repository
 from app.search.rerank import Reranker, load_reranker
 from app.search.schemas import SearchMode
 from app.search.shard_cache import LoadedShard, ShardCache, TenantIndex
-from app.search.visibility import IdArray, Visibility, allowed_ids
+from app.search.visibility import IdArray, Visibility, allowed_ids, allowed_ids_except
 from ingest.embedding import EmbeddingConfig, load_embedder
 
 FloatVector = npt.NDArray[np.float32]
@@ -134,14 +134,22 @@ class Retriever:
             raise ValueError("top_k must be >= 1")
         if query.uses_vectors and query.vector is None:
             raise ValueError(f"mode {query.mode!r} needs a query vector (see embed_query)")
-        visible = await search_repository.visible_document_ids(session, visibility)
-        if visible.size == 0:
+        if not visibility.sensitivity:
             return []
+        # Unfiltered (the common case): ask the database for the few hidden documents, not
+        # the many visible ones. Filtered: list the visible ones, the filters keep them few.
+        if visibility.filtered:
+            visible = await search_repository.visible_document_ids(session, visibility)
+            if visible.size == 0:
+                return []
+            hidden = None
+        else:
+            visible, hidden = None, await search_repository.hidden_document_ids(session, visibility)
         index = await self.cache.get(visibility.tenant_id)
         if query.uses_vectors:
             self._check_vector(index, query.vector)
         # numpy over every chunk id and jieba: off the event loop.
-        masked, tokens = await asyncio.to_thread(self._prepare, index, visible, query)
+        masked, tokens = await asyncio.to_thread(self._prepare, index, visible, hidden, query)
         if not masked:
             return []
 
@@ -192,14 +200,21 @@ class Retriever:
 
     @staticmethod
     def _prepare(
-        index: TenantIndex, visible: IdArray, query: SearchQuery
+        index: TenantIndex, visible: IdArray | None, hidden: IdArray | None, query: SearchQuery
     ) -> tuple[list[_Masked], list[str]]:
-        """Each shard with its allowed ids (shards with none dropped), and the BM25 tokens."""
+        """Each shard with its allowed ids (shards with none dropped), and the BM25 tokens.
+        Exactly one of ``visible`` (filtered searches) and ``hidden`` is given."""
+
+        def allowed_in(shard: LoadedShard) -> IdArray | None:
+            if visible is not None:
+                return allowed_ids(shard.chunk_ids, shard.document_of, visible, shard.documents)
+            assert hidden is not None
+            return allowed_ids_except(shard.chunk_ids, shard.document_of, shard.documents, hidden)
+
         masked = [
             _Masked(shard, allowed)
             for shard in index.shards
-            if (allowed := allowed_ids(shard.chunk_ids, shard.document_of, visible)) is None
-            or allowed.size
+            if (allowed := allowed_in(shard)) is None or allowed.size
         ]
         return masked, tokenize(query.text) if query.uses_bm25 else []
 

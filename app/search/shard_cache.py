@@ -66,6 +66,7 @@ class LoadedShard:
     bm25: BM25Shard | None
     chunk_ids: IdArray  # sorted: every id stored in either file
     document_of: IdArray  # aligned with chunk_ids; 0 when the chunk row no longer exists
+    documents: IdArray  # sorted distinct values of document_of (0 included when present)
     nbytes: int
 
 
@@ -272,6 +273,7 @@ class ShardCache:
             )
         self.loads += 1
         document_of = _align(chunk_ids, db_ids, db_documents)
+        documents = np.unique(document_of)
         return LoadedShard(
             shard_no=shard_no,
             key=key,
@@ -279,7 +281,8 @@ class ShardCache:
             bm25=bm25,
             chunk_ids=chunk_ids,
             document_of=document_of,
-            nbytes=nbytes + chunk_ids.nbytes + document_of.nbytes,
+            documents=documents,
+            nbytes=nbytes + chunk_ids.nbytes + document_of.nbytes + documents.nbytes,
         )
 
     def _evict(self, *, keep: int) -> None:

@@ -74,15 +74,40 @@ class Visibility:
         )
 
 
-def allowed_ids(chunk_ids: IdArray, document_of: IdArray, visible: IdArray) -> IdArray | None:
+def allowed_ids(
+    chunk_ids: IdArray,
+    document_of: IdArray,
+    visible: IdArray,
+    documents: IdArray | None = None,
+) -> IdArray | None:
     """The chunk ids of a shard whose document is visible; None when every one of them is.
 
     ``chunk_ids`` are all the ids stored in the shard and ``document_of`` their documents
     (0 for a chunk whose row is gone, e.g. purged: never visible); ``visible`` is sorted. None
     lets the shard search run without a selector, which is faster and means the same thing.
+    ``documents``, the sorted distinct values of ``document_of`` (precomputed per shard),
+    answers the common all-visible case with one lookup per document instead of per chunk.
     """
+    if documents is not None and documents.size and visible.size:
+        pos = np.minimum(np.searchsorted(visible, documents), visible.size - 1)
+        if bool((visible[pos] == documents).all()):
+            return None
     mask = np.isin(document_of, visible, assume_unique=False)
     if mask.all():
         return None
     allowed: IdArray = chunk_ids[mask]
+    return allowed
+
+
+def allowed_ids_except(
+    chunk_ids: IdArray, document_of: IdArray, documents: IdArray, hidden: IdArray
+) -> IdArray | None:
+    """Like ``allowed_ids``, from the few hidden documents instead of the many visible ones:
+    the chunk ids of a shard whose document is not hidden and still exists (0 = its row is
+    gone); None when that is every chunk of the shard. ``documents`` and ``hidden`` are
+    sorted."""
+    excluded = documents[np.isin(documents, hidden) | (documents == 0)]
+    if excluded.size == 0:
+        return None
+    allowed: IdArray = chunk_ids[~np.isin(document_of, excluded)]
     return allowed

@@ -1,0 +1,163 @@
+"""GGUF models through llama.cpp (llama-cpp-python): the fast CPU path for quantized files.
+
+Optional: `pip install 'cairn[llamacpp]'` (llama-cpp-python builds llama.cpp from source, about
+ten minutes on two cores). The import is deferred until this backend is configured, so Cairn
+runs without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.generation.base import (
+    ChatMessage,
+    Completion,
+    Emit,
+    FinishReason,
+    GenerationLimits,
+    GeneratorUnavailable,
+    StopSignal,
+    as_dicts,
+    iterate_in_thread,
+)
+from app.generation.bundled import BUNDLED_MODEL_NAME, ensure_bundled_gguf
+from app.kit.settings import GeneratorSettings
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "the llamacpp generator backend needs llama-cpp-python: pip install 'cairn[llamacpp]' "
+    "(it compiles llama.cpp from source)"
+)
+
+_thread_ids = iter(range(1, 1 << 62))
+
+
+def is_available() -> bool:
+    """Whether llama-cpp-python is installed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class LlamaCppGenerator:
+    """One llama.cpp context; it runs one generation at a time, so calls take turns."""
+
+    def __init__(self, settings: GeneratorSettings, models_dir: Path) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise GeneratorUnavailable(INSTALL_HINT) from exc
+        started = time.monotonic()
+        if settings.model_path is None:
+            path, label = ensure_bundled_gguf(models_dir), BUNDLED_MODEL_NAME
+        else:
+            path = Path(settings.model_path).expanduser()
+            label = path.name
+            if not path.is_file() or path.suffix.lower() != ".gguf":
+                raise GeneratorUnavailable(
+                    f"generator.model_path {path} is not a .gguf file (the llamacpp backend "
+                    "reads GGUF only)"
+                )
+        self._llama: Any = Llama(
+            model_path=str(path),
+            n_ctx=settings.context_length,
+            n_threads=settings.threads,
+            # Offload every layer when a GPU build of llama.cpp is asked to use CUDA.
+            n_gpu_layers=-1 if settings.device.startswith("cuda") else 0,
+            seed=0,
+            verbose=False,
+        )
+        self._lock = threading.Lock()
+        self.name = f"llamacpp:{label}"
+        self.load_seconds = time.monotonic() - started
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _run(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        signal: StopSignal,
+        emit: Emit | None = None,
+    ) -> Completion:
+        parts: list[str] = []
+        finish: FinishReason = "length"
+        chunks = 0
+        with self._lock:
+            stream = self._llama.create_chat_completion(
+                messages=as_dicts(messages),
+                max_tokens=limits.max_new_tokens,
+                temperature=limits.temperature,
+                top_p=limits.top_p,
+                stream=True,
+            )
+            try:
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        chunks += 1
+                        parts.append(content)
+                        if emit is not None:
+                            emit(content)
+                    if choice.get("finish_reason"):
+                        finish = "stop" if choice["finish_reason"] == "stop" else "length"
+                    if signal.should_stop():
+                        break
+            finally:
+                stream.close()  # stops llama.cpp's decode loop when we left early
+        text = "".join(parts)
+        signal.raise_if_timed_out(text)
+        if signal.cancelled:
+            finish = "cancelled"
+        # A stream carries no usage; chunks are roughly one per token but merge where a token
+        # ends inside a UTF-8 character, so the answer is re-tokenized instead.
+        completion_tokens = self.count_tokens(text) if text else chunks
+        return Completion(
+            text=text, finish_reason=finish, prompt_tokens=0, completion_tokens=completion_tokens
+        )
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """The whole answer; `cancel` or the timeout stops it after the current token."""
+        return self._run(messages, limits, StopSignal(limits, cancel))
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> str:
+        """The answer text."""
+        return self.complete(messages, limits, cancel).text
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Text deltas as llama.cpp samples them (decoding runs in a worker thread)."""
+        signal = StopSignal(limits, cancel)
+
+        def work(emit: Emit) -> None:
+            self._run(messages, limits, signal, emit)
+
+        name = f"cairn-llamacpp-{next(_thread_ids)}"
+        # aclosing: closing this stream closes the thread bridge at once (not whenever the
+        # garbage collector gets to it), which stops and joins the generation thread.
+        async with contextlib.aclosing(iterate_in_thread(work, signal, name=name)) as deltas:
+            async for delta in deltas:
+                yield delta
