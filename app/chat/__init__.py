@@ -1,0 +1,1 @@
+"""Grounded chat: answers from the caller's visible passages, with citations and sessions."""

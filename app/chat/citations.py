@@ -1,0 +1,96 @@
+"""Which passages an answer cites.
+
+The model is asked to write [n] after each statement. Small models often forget, so when an
+answer carries no valid marker, the passages it visibly draws on (a large share of the
+answer's words come from one passage) are cited instead. A citation can only ever name a
+passage that was in the prompt: the prompt passages are the only candidates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.chat.prompt import Passage
+from app.search.index.tokenize import tokenize
+
+# [1], [1, 3], [1][2], 【1】, [passage 2], [Passage 1, 2]
+_MARKER = re.compile(r"[\[【]\s*(?:passages?\s*)?(\d+(?:\s*[,，、;]\s*\d+)*)\s*[\]】]", re.I)
+_NUMBER = re.compile(r"\d+")
+
+# Share of the answer's distinct words found in a passage for it to count as a source.
+MIN_OVERLAP = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    ref: int
+    document_id: int
+    chunk_id: int
+    title: str
+    snippet: str
+
+
+def cited_refs(answer: str, count: int) -> list[int]:
+    """The passage numbers the answer's markers name, in order of first mention; numbers
+    outside 1..count (made up by the model) are ignored."""
+    refs: list[int] = []
+    for marker in _MARKER.finditer(answer):
+        for number in _NUMBER.findall(marker.group(1)):
+            ref = int(number)
+            if 1 <= ref <= count and ref not in refs:
+                refs.append(ref)
+    return refs
+
+
+def overlapping_refs(answer: str, passages: Sequence[Passage]) -> list[int]:
+    """Passages that share at least MIN_OVERLAP of the answer's distinct words, best first."""
+    words = set(tokenize(answer))
+    if not words:
+        return []
+    scored = []
+    for p in passages:
+        share = len(words & set(tokenize(p.text + " " + p.title))) / len(words)
+        if share >= MIN_OVERLAP:
+            scored.append((-share, p.ref))
+    return [ref for _, ref in sorted(scored)]
+
+
+def snippet(text: str, limit: int) -> str:
+    """The start of a passage, cut at a word boundary where there is one."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit * 0.6:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def citations_for(
+    answer: str, passages: Sequence[Passage], *, snippet_chars: int
+) -> list[Citation]:
+    """The citations of an answer generated from these prompt passages."""
+    refs = cited_refs(answer, len(passages)) or overlapping_refs(answer, passages)
+    by_ref = {p.ref: p for p in passages}
+    return [
+        Citation(
+            ref=ref,
+            document_id=by_ref[ref].document_id,
+            chunk_id=by_ref[ref].chunk_id,
+            title=by_ref[ref].title,
+            snippet=snippet(by_ref[ref].text, snippet_chars),
+        )
+        for ref in refs
+        if ref in by_ref
+    ]
+
+
+def sources_block(citations: Sequence[Citation], heading: str) -> str:
+    """The numbered references appended to an OpenAI-compatible answer's text."""
+    if not citations:
+        return ""
+    lines = [f"[{c.ref}] {c.title}" for c in citations]
+    return f"\n\n{heading}:\n" + "\n".join(lines)

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from sse_starlette import EventSourceResponse
+
+from app.chat.conversation import ChatContext, citation_out, conversation
+from app.chat.repository import chat_repository
+from app.chat.schemas import (
+    ChatRequest,
+    ChatResponse,
+    MessageOut,
+    SessionDetail,
+    SessionOut,
+)
+from app.chat.service import WITHHELD, chat_service
+from app.kit.auth import AppSettings
+from app.kit.authz import Authorizer, TenantAccess
+from app.kit.db import ReadSession, Session
+from app.kit.errors import ResourceNotFound
+from app.kit.pagination import Page, Pagination
+from app.search.endpoints import CurrentRetriever
+from app.search.visibility import Visibility
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant}/chat", tags=["chat"])
+
+ChatAccess = Annotated[TenantAccess, Depends(Authorizer("chat", "ask"))]
+
+STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "stream: true"}
+}
+
+
+def _context(
+    request: Request, access: ChatAccess, settings: AppSettings, retriever: CurrentRetriever
+) -> ChatContext:
+    return ChatContext.of(
+        access,
+        settings=settings,
+        retriever=retriever,
+        generators=request.app.state.generator,
+        database=request.app.state.database,
+    )
+
+
+Context = Annotated[ChatContext, Depends(_context)]
+
+
+@router.post("", response_model=ChatResponse, responses=STREAM_RESPONSE)
+async def chat(
+    data: ChatRequest, request: Request, ctx: Context, session: ReadSession, write: Session
+) -> ChatResponse | EventSourceResponse:
+    """Answer from the tenant's documents you may see, with citations; `stream: true` sends
+    Server-Sent Events: `delta` {text}, then `done` (this response) or `error`."""
+    prepared = await conversation.prepare(session, ctx, data)
+    if data.stream:
+        return EventSourceResponse(conversation.stream(ctx, prepared), ping=15)
+    return await conversation.answer(request, write, ctx, prepared)
+
+
+@router.get("/sessions", response_model=Page[SessionOut])
+async def list_sessions(
+    access: ChatAccess, session: ReadSession, page: Pagination
+) -> Page[SessionOut]:
+    """Your chat sessions in this tenant, most recently used first."""
+    rows, total = await chat_repository.list_owned(
+        session,
+        tenant_id=access.tenant_id,
+        user_id=access.principal.user_id,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items = [
+        SessionOut(
+            id=r.session.id,
+            title=r.session.title,
+            created_at=r.session.created_at,
+            updated_at=r.session.updated_at,
+            message_count=r.message_count,
+        )
+        for r in rows
+    ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/sessions/{session_id}", response_model=SessionDetail)
+async def get_session(session_id: int, access: ChatAccess, session: ReadSession) -> SessionDetail:
+    """One of your sessions with its messages. An answer that cited a document you can no
+    longer see is withheld."""
+    chat_session = await chat_repository.get_owned(
+        session, session_id, tenant_id=access.tenant_id, user_id=access.principal.user_id
+    )
+    if chat_session is None:
+        raise ResourceNotFound("Chat session not found")
+    transcript = await chat_service.transcript(session, Visibility.of(access), chat_session)
+    messages = [
+        MessageOut(
+            role="assistant" if e.message.message.role == "assistant" else "user",
+            content=WITHHELD if e.withheld else e.message.message.content,
+            created_at=e.message.message.created_at,
+            citations=[] if e.withheld else [citation_out(c) for c in e.message.citations],
+            withheld=e.withheld,
+        )
+        for e in transcript
+    ]
+    return SessionDetail(
+        id=chat_session.id,
+        title=chat_session.title,
+        created_at=chat_session.created_at,
+        updated_at=chat_session.updated_at,
+        message_count=len(transcript),
+        messages=messages,
+    )
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: int, access: ChatAccess, session: Session) -> Response:
+    """Delete one of your sessions and everything in it."""
+    chat_session = await chat_repository.get_owned(
+        session, session_id, tenant_id=access.tenant_id, user_id=access.principal.user_id
+    )
+    if chat_session is None:
+        raise ResourceNotFound("Chat session not found")
+    await chat_service.delete_session(session, actor=access.principal, chat_session=chat_session)
+    return Response(status_code=204)

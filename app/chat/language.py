@@ -1,0 +1,54 @@
+"""Which language to answer in, and the fixed sentences Cairn says itself in each."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Language = Literal["zh", "en", "other"]
+
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile("[A-Za-z]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def detect_language(text: str) -> Language:
+    """Chinese when Han characters make up a third of the letters, English when Latin letters
+    dominate, otherwise "other" (the model is told to use the question's language)."""
+    letters = len(_LETTER.findall(text))
+    if letters == 0:
+        return "en"
+    han = len(_HAN.findall(text))
+    # A Chinese question with an English product name in it is still Chinese; Han characters
+    # carry a word each where Latin letters carry a fraction of one.
+    if han * 3 >= letters:
+        return "zh"
+    if len(_LATIN.findall(text)) * 2 >= letters:
+        return "en"
+    return "other"
+
+
+ANSWER_IN: dict[Language, str] = {
+    "zh": "Answer in Simplified Chinese. 请用简体中文回答。",
+    "en": "Answer in English.",
+    "other": "Answer in the language the question is written in.",
+}
+
+NOTHING_FOUND: dict[Language, str] = {
+    "zh": "在您可以访问的文档中，没有找到与这个问题相关的内容，因此无法回答。",
+    "en": (
+        "I could not find anything about this in the documents available to you, "
+        "so I cannot answer it."
+    ),
+    "other": (
+        "I could not find anything about this in the documents available to you, "
+        "so I cannot answer it."
+    ),
+}
+
+SOURCES_HEADING: dict[Language, str] = {"zh": "来源", "en": "Sources", "other": "Sources"}
+
+
+def nothing_found(language: Language) -> str:
+    """What Cairn answers when no visible passage is relevant, instead of inventing."""
+    return NOTHING_FOUND[language]

@@ -1,0 +1,144 @@
+"""Chat sessions, messages and citations in the database. Every read is scoped to the owner:
+a session of another user, or of another tenant, does not exist for the caller."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chat.citations import Citation
+from app.models import ChatCitation, ChatMessage, ChatSession
+from app.models.base import utcnow
+from app.search.repository import search_repository
+from app.search.visibility import Visibility
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    message: ChatMessage
+    citations: list[ChatCitation]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    session: ChatSession
+    message_count: int
+
+
+class ChatRepository:
+    async def create_session(
+        self, session: AsyncSession, *, tenant_id: int, user_id: int, title: str
+    ) -> ChatSession:
+        row = ChatSession(tenant_id=tenant_id, user_id=user_id, title=title)
+        session.add(row)
+        await session.flush()
+        return row
+
+    async def get_owned(
+        self, session: AsyncSession, session_id: int, *, tenant_id: int, user_id: int
+    ) -> ChatSession | None:
+        """The session when it belongs to this user in this tenant; None otherwise."""
+        row = await session.get(ChatSession, session_id)
+        if row is None or row.tenant_id != tenant_id or row.user_id != user_id:
+            return None
+        return row
+
+    async def list_owned(
+        self, session: AsyncSession, *, tenant_id: int, user_id: int, limit: int, offset: int
+    ) -> tuple[list[SessionSummary], int]:
+        """A page of the user's sessions in the tenant, most recently used first."""
+        owned = (ChatSession.tenant_id == tenant_id, ChatSession.user_id == user_id)
+        total = await session.scalar(select(func.count()).select_from(ChatSession).where(*owned))
+        counts = (
+            select(ChatMessage.session_id, func.count().label("n"))
+            .group_by(ChatMessage.session_id)
+            .subquery()
+        )
+        rows = await session.execute(
+            select(ChatSession, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.session_id == ChatSession.id)
+            .where(*owned)
+            .order_by(ChatSession.updated_at.desc(), ChatSession.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [SessionSummary(s, int(n)) for s, n in rows.all()], int(total or 0)
+
+    async def messages(
+        self, session: AsyncSession, chat_session_id: int, *, last: int | None = None
+    ) -> list[StoredMessage]:
+        """The session's messages in order (only the `last` ones when given), each with the
+        citations of its answer."""
+        statement = select(ChatMessage).where(ChatMessage.session_id == chat_session_id)
+        if last is not None:
+            statement = statement.order_by(ChatMessage.id.desc()).limit(last)
+        else:
+            statement = statement.order_by(ChatMessage.id)
+        messages = list((await session.scalars(statement)).all())
+        messages.sort(key=lambda m: m.id)
+        if not messages:
+            return []
+        cited = await session.scalars(
+            select(ChatCitation)
+            .where(ChatCitation.message_id.in_([m.id for m in messages]))
+            .order_by(ChatCitation.message_id, ChatCitation.ref)
+        )
+        by_message: dict[int, list[ChatCitation]] = {}
+        for citation in cited:
+            by_message.setdefault(citation.message_id, []).append(citation)
+        return [StoredMessage(m, by_message.get(m.id, [])) for m in messages]
+
+    async def add_turn(
+        self,
+        session: AsyncSession,
+        chat_session: ChatSession,
+        *,
+        question: str,
+        answer: str,
+        finish_reason: str,
+        citations: Sequence[Citation],
+    ) -> None:
+        """Store a question and its answer with the answer's citations."""
+        asked = ChatMessage(session_id=chat_session.id, role="user", content=question)
+        answered = ChatMessage(
+            session_id=chat_session.id,
+            role="assistant",
+            content=answer,
+            finish_reason=finish_reason,
+        )
+        session.add_all([asked, answered])
+        await session.flush()
+        session.add_all(
+            ChatCitation(
+                message_id=answered.id,
+                ref=c.ref,
+                document_id=c.document_id,
+                chunk_id=c.chunk_id,
+                title=c.title,
+                snippet=c.snippet,
+            )
+            for c in citations
+        )
+        chat_session.updated_at = utcnow()
+        await session.flush()
+
+    async def delete_session(self, session: AsyncSession, chat_session: ChatSession) -> None:
+        """Delete the session; its messages and citations go with it (ON DELETE CASCADE)."""
+        await session.execute(delete(ChatSession).where(ChatSession.id == chat_session.id))
+
+    async def visible_documents(
+        self, session: AsyncSession, visibility: Visibility, document_ids: set[int]
+    ) -> set[int]:
+        """Which of these documents the visibility admits now (soft delete, sensitivity and
+        readiness apply to old answers exactly as to new searches)."""
+        if not document_ids:
+            return set()
+        narrowed = dataclasses.replace(visibility, document_ids=tuple(sorted(document_ids)))
+        return {int(i) for i in await search_repository.visible_document_ids(session, narrowed)}
+
+
+chat_repository = ChatRepository()

@@ -1,0 +1,72 @@
+"""Chat API models (SPEC.md: ``POST /api/v1/tenants/{t}/chat``) and the session views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The hard ceiling; `chat.max_question_chars` may set a lower one.
+MAX_QUESTION_CHARS = 32_000
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    # Continue this session (yours, in this tenant); omitted: a new session.
+    session_id: int | None = Field(default=None, ge=1)
+    # Passages retrieved into the prompt; default and ceiling from configuration.
+    top_k: int | None = Field(default=None, ge=1)
+    stream: bool = False
+    # Fewer new tokens than the configured maximum (never more).
+    max_new_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("question must not be blank")
+        return value
+
+
+class CitationOut(BaseModel):
+    # The [n] the answer uses for this passage.
+    ref: int
+    document_id: int
+    chunk_id: int
+    title: str
+    snippet: str
+
+
+class ChatResponse(BaseModel):
+    answer: str
+    citations: list[CitationOut]
+    session_id: int
+    finish_reason: Literal["stop", "length"]
+    # False when no visible passage was relevant and Cairn answered that without the model.
+    grounded: bool
+
+
+class SessionOut(BaseModel):
+    id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+class MessageOut(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+    created_at: datetime
+    citations: list[CitationOut]
+    # True when the answer is withheld because a document it cited is no longer visible to
+    # you (deleted, or above your sensitivity level now).
+    withheld: bool = False
+
+
+class SessionDetail(SessionOut):
+    messages: list[MessageOut]

@@ -1,0 +1,122 @@
+"""Generator test doubles for the chat API.
+
+`EchoGenerator` answers with its whole prompt. It is the strictest adversary for isolation
+tests: whatever reached the model comes back to the caller, so "no text of tenant eng in the
+answer" proves that none of it was in the prompt. `StallingGenerator` produces tokens until
+it is stopped and records that it was, for the disconnect tests. Real-model behaviour is
+tested with the tiny DeepSeek and the bundled Qwen.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncGenerator, Sequence
+
+from app.generation.base import (
+    ChatMessage,
+    Completion,
+    GenerationLimits,
+    StopSignal,
+    iterate_in_thread,
+)
+from app.generation.limits import GenerationSlots, LimitedGenerator
+
+
+class EchoGenerator:
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.prompts: list[list[ChatMessage]] = []
+
+    def _text(self, messages: Sequence[ChatMessage]) -> str:
+        self.calls += 1
+        self.prompts.append(list(messages))
+        return "\n".join(f"{m.role}: {m.content}" for m in messages)
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        text = self._text(messages)
+        return Completion(text, "stop", len(text.split()), len(text.split()))
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> str:
+        return self.complete(messages, limits, cancel).text
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> AsyncGenerator[str, None]:
+        for line in self._text(messages).splitlines(keepends=True):
+            yield line
+
+
+class StallingGenerator:
+    """Emits "tick " every 20 ms until stopped (or its limits end it)."""
+
+    name = "stalling"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self.emitted = 0
+
+    def _run(self, signal: StopSignal, emit: object) -> str:
+        self.started.set()
+        parts: list[str] = []
+        try:
+            while not signal.should_stop():
+                parts.append("tick ")
+                self.emitted += 1
+                if callable(emit):
+                    emit("tick ")
+                time.sleep(0.02)
+        finally:
+            self.stopped.set()
+        return "".join(parts)
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        signal = StopSignal(limits, cancel)
+        text = self._run(signal, None)
+        return Completion(text, "cancelled", 1, self.emitted)
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> str:
+        return self.complete(messages, limits, cancel).text
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> AsyncGenerator[str, None]:
+        signal = StopSignal(limits, cancel)
+        async for delta in iterate_in_thread(
+            lambda emit: self._run(signal, emit) and None, signal, name="stalling"
+        ):
+            yield delta
+
+
+def limited(backend: EchoGenerator | StallingGenerator) -> LimitedGenerator:
+    """The double behind the same concurrency limit the real loader applies."""
+    return LimitedGenerator(backend, GenerationSlots(1, queue_timeout=5.0))
