@@ -20,7 +20,7 @@ from app.kit.authz import Enforcer, sync_role_permissions
 from app.kit.db import Database
 from app.kit.errors import install_error_handlers
 from app.kit.limits import BodySizeLimit
-from app.kit.metrics import metrics_middleware
+from app.kit.metrics import MetricsMiddleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.kit.storage import ContentStore
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    app.middleware("http")(metrics_middleware)
+    app.add_middleware(MetricsMiddleware)
     # Multipart framing adds a little on top of the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
     for router in (

@@ -28,9 +28,11 @@ from sqlalchemy.engine import make_url
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from app.generation.bundled import ensure_bundled_gguf  # noqa: E402
 from app.kit.migrate import upgrade  # noqa: E402
 from app.kit.settings import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
+from tests.generation.tiny_models import build_tiny_deepseek  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
     "CAIRN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -249,3 +251,34 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     assert body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code, body
+
+
+# Generation models: tiny DeepSeek models (fast) and the bundled Qwen GGUF (assembled once per
+# run; loading it through transformers is `slow`).
+
+
+@pytest.fixture(scope="session")
+def tiny_deepseek_v3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_deepseek(tmp_path_factory.mktemp("deepseek-v3"), "v3")
+
+
+@pytest.fixture(scope="session")
+def tiny_deepseek_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_deepseek(tmp_path_factory.mktemp("deepseek-v2"), "v2")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the bundled GGUF and its converted checkpoint go. CAIRN_TEST_MODELS_DIR keeps
+    them between runs (the conversion takes a minute on two cores)."""
+    kept = os.environ.get("CAIRN_TEST_MODELS_DIR")
+    if kept:
+        path = Path(kept)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def bundled_gguf(models_dir: Path) -> Path:
+    return ensure_bundled_gguf(models_dir)

@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from app.chat.prompt import Passage
 from app.search.index.tokenize import tokenize
 
-# [1], [1, 3], [1][2], 【1】, [passage 2], [Passage 1, 2]
-_MARKER = re.compile(r"[\[【]\s*(?:passages?\s*)?(\d+(?:\s*[,，、;]\s*\d+)*)\s*[\]】]", re.I)
+# [1], [1, 3], [1][2], 【1】, [passage 2], [Passage 1, 2], and the prose small models write
+# instead: "passage 2", "passage number 1", "第1段".
+_MARKER = re.compile(
+    r"[\[【]\s*(?:passages?\s*)?(\d+(?:\s*[,，、;]\s*\d+)*)\s*[\]】]"
+    r"|\bpassages?\s*(?:number|no\.?|#)?\s*(\d+(?:\s*(?:,|and)\s*\d+)*)"
+    r"|第\s*(\d+)\s*[段条篇]",
+    re.IGNORECASE,
+)
 _NUMBER = re.compile(r"\d+")
 
 # Share of the answer's distinct words found in a passage for it to count as a source.
@@ -37,7 +43,8 @@ def cited_refs(answer: str, count: int) -> list[int]:
     outside 1..count (made up by the model) are ignored."""
     refs: list[int] = []
     for marker in _MARKER.finditer(answer):
-        for number in _NUMBER.findall(marker.group(1)):
+        numbers = next(group for group in marker.groups() if group is not None)
+        for number in _NUMBER.findall(numbers):
             ref = int(number)
             if 1 <= ref <= count and ref not in refs:
                 refs.append(ref)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from app.search.index.tokenize import ENGLISH_STOP_WORDS
+
 Language = Literal["zh", "en", "other"]
 
 _HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile("[A-Za-z]")
 _LETTER = re.compile(r"[^\W\d_]")
+_WORD = re.compile(r"[a-z']+")
 
 
 def detect_language(text: str) -> Language:
-    """Chinese when Han characters make up a third of the letters, English when Latin letters
-    dominate, otherwise "other" (the model is told to use the question's language)."""
+    """Chinese when Han characters make up a third of the letters; English when Latin letters
+    dominate and an English function word appears; otherwise "other" (the model is then told
+    to answer in the question's own language)."""
     letters = len(_LETTER.findall(text))
     if letters == 0:
         return "en"
@@ -24,7 +28,9 @@ def detect_language(text: str) -> Language:
     if han * 3 >= letters:
         return "zh"
     if len(_LATIN.findall(text)) * 2 >= letters:
-        return "en"
+        words = set(_WORD.findall(text.lower()))
+        if words & ENGLISH_STOP_WORDS:
+            return "en"
     return "other"
 
 
