@@ -84,6 +84,8 @@ class StallingGenerator:
                 time.sleep(0.02)
         finally:
             self.stopped.set()
+        # As the real backends do: past the deadline is an error, carrying what was produced.
+        signal.raise_if_timed_out("".join(parts))
         return "".join(parts)
 
     def complete(
@@ -117,6 +119,8 @@ class StallingGenerator:
             yield delta
 
 
-def limited(backend: EchoGenerator | StallingGenerator) -> LimitedGenerator:
+def limited(
+    backend: EchoGenerator | StallingGenerator, *, queue_timeout: float = 5.0
+) -> LimitedGenerator:
     """The double behind the same concurrency limit the real loader applies."""
-    return LimitedGenerator(backend, GenerationSlots(1, queue_timeout=5.0))
+    return LimitedGenerator(backend, GenerationSlots(1, queue_timeout=queue_timeout))
