@@ -127,6 +127,10 @@ class Conversation:
             return await self._complete(ctx, prepared, cancel)
 
         answer = await cancel_on_disconnect(request, work)
+        if answer.finish_reason == "cancelled":
+            # The client went away: nobody reads this, and a half answer is not history.
+            await self._audit_unfinished(session, ctx, prepared)
+            return self._response(answer, prepared.session_id or 0)
         session_id = await self._store(session, ctx, prepared, answer)
         return self._response(answer, session_id)
 
@@ -207,10 +211,14 @@ class Conversation:
         return chat_session.id
 
     async def _audit_alone(self, ctx: ChatContext, prepared: Prepared) -> None:
-        """The audit entry of an answer that did not finish."""
-        if not ctx.settings.chat.audit:
-            return
+        """The audit entry of an answer that did not finish, in a transaction of its own."""
         async with ctx.database.sessionmaker() as session, session.begin():
+            await self._audit_unfinished(session, ctx, prepared)
+
+    async def _audit_unfinished(
+        self, session: AsyncSession, ctx: ChatContext, prepared: Prepared
+    ) -> None:
+        if ctx.settings.chat.audit:
             await chat_service.audit(
                 session,
                 actor=ctx.principal,

@@ -97,3 +97,8 @@ async def test_hanging_up_on_a_whole_answer(served: Served) -> None:
             )
     assert backend.started.is_set()
     await stops(backend, generator)
+    # The cut-off answer was not stored as history.
+    listed = await served.client.get(
+        "/api/v1/tenants/hr/chat/sessions", headers=served.users["viewer"]
+    )
+    assert listed.json()["total"] == 0
