@@ -14,6 +14,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bench.cli import bench_app
+from app.chat.cli import ask_command
 from app.evaluation.cli import eval_command
 from app.kit.errors import CairnError
 from app.kit.settings import Settings, get_settings
@@ -31,6 +32,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(members_app, name="members")
 app.add_typer(audit_app, name="audit")
 app.command("search")(search_command)
+app.command("ask")(ask_command)
 app.add_typer(bench_app, name="bench")
 app.command("eval")(eval_command)
 

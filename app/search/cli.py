@@ -9,47 +9,69 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.db import Database
 from app.kit.errors import CairnError, NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
 from app.kit.settings import Settings, get_settings
-from app.search.schemas import SearchRequest, SearchResponse
+from app.search.schemas import SearchFilters, SearchRequest, SearchResponse
 from app.search.visibility import Visibility
 
 _SNIPPET_CHARS = 300
+
+
+async def resolve_caller(
+    session: AsyncSession,
+    database: Database,
+    *,
+    tenant: str,
+    as_user: str | None,
+    permission: tuple[str, str],
+    filters: SearchFilters | None = None,
+) -> tuple[Principal | None, Visibility]:
+    """Who a console command acts as in a tenant and what it may see: the operator (every
+    sensitivity level, no actor) or a user, with that user's role and its permission check."""
+    from app.kit.authz import Enforcer, domain_of
+    from app.tenants.repository import tenant_repository
+    from app.users.repository import user_repository
+
+    found = await tenant_repository.get_by_slug(session, tenant)
+    if found is None:
+        raise ResourceNotFound(f"Tenant {tenant!r} not found")
+    if as_user is None:
+        return None, Visibility.for_tenant(found.id, filters=filters)
+    user = await user_repository.get_by_username(session, as_user.lower())
+    if user is None or not user.is_active:
+        raise ResourceNotFound(f"User {as_user!r} not found")
+    enforcer = Enforcer(database.engine)
+    await enforcer.refresh(session)
+    if not enforcer.allowed(user.id, domain_of(found.id), *permission):
+        raise NotPermitted(f"{as_user} may not {permission[0]} in {tenant}")
+    actor = Principal(user.id, user.username, user.is_platform_admin)
+    levels = enforcer.sensitivity_levels(user.id, found.id)
+    return actor, Visibility.for_tenant(found.id, levels, filters)
 
 
 async def run_search(
     settings: Settings, request: SearchRequest, *, tenant: str, as_user: str | None
 ) -> SearchResponse:
     """Search a tenant as the operator (every sensitivity) or with a user's role in it."""
-    from app.kit.authz import Enforcer, domain_of
     from app.main import database_for
     from app.search.retriever import Retriever
     from app.search.service import search_service
-    from app.tenants.repository import tenant_repository
-    from app.users.repository import user_repository
 
     database = database_for(settings)
     try:
         async with database.read_sessionmaker() as session:
-            found = await tenant_repository.get_by_slug(session, tenant)
-            if found is None:
-                raise ResourceNotFound(f"Tenant {tenant!r} not found")
-            actor: Principal | None = None
-            visibility = Visibility.for_tenant(found.id, filters=request.filters)
-            if as_user is not None:
-                user = await user_repository.get_by_username(session, as_user.lower())
-                if user is None or not user.is_active:
-                    raise ResourceNotFound(f"User {as_user!r} not found")
-                enforcer = Enforcer(database.engine)
-                await enforcer.refresh(session)
-                if not enforcer.allowed(user.id, domain_of(found.id), "search", "query"):
-                    raise NotPermitted(f"{as_user} may not search {tenant}")
-                actor = Principal(user.id, user.username, user.is_platform_admin)
-                visibility = Visibility.for_tenant(
-                    found.id, enforcer.sensitivity_levels(user.id, found.id), request.filters
-                )
+            actor, visibility = await resolve_caller(
+                session,
+                database,
+                tenant=tenant,
+                as_user=as_user,
+                permission=("search", "query"),
+                filters=request.filters,
+            )
             retriever = Retriever.create(database, settings)
             response = await search_service.search(
                 session,
