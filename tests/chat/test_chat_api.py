@@ -16,7 +16,7 @@ from app.chat.language import NOTHING_FOUND
 from app.chat.service import WITHHELD
 from app.models import AuditEntry
 from tests.chat.conftest import CONFIDENTIAL_ONLY, DOCS, ENG_ONLY, World
-from tests.conftest import assert_error
+from tests.conftest import Api, assert_error
 
 CHAT = "/api/v1/tenants/{t}/chat"
 SESSIONS = "/api/v1/tenants/{t}/chat/sessions"
@@ -282,3 +282,14 @@ async def test_audit_names_documents_never_words(
     assert "vacation" not in dumped.lower()
     assert "twenty" not in dumped.lower()
     assert body["session_id"] == int(entries[0].target_id)
+
+
+async def test_a_tenant_without_documents(
+    client: httpx.AsyncClient, world: World, api: Api
+) -> None:
+    await api.tenant("empty")
+    await api.member("empty", "vi", "viewer")
+    response = await ask(client, world.users["viewer"], "empty", question=VACATION_QUESTION)
+    assert response.status_code == 200, response.text
+    assert response.json()["grounded"] is False
+    assert response.json()["answer"] == NOTHING_FOUND["en"]
