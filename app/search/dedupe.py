@@ -8,11 +8,17 @@ duplicates are never returned.
 
 Similarity is the Jaccard index of the chunks' search-token sets (the BM25 tokenizer: case,
 punctuation and stop words do not matter), so the same paragraph pasted into two documents,
-or a chunk overlapping another almost entirely, counts as one.
+or a chunk overlapping another almost entirely, counts as one. Token sets are kept in a
+bounded per-process cache keyed by the text itself (``TokenCache``): the same popular chunks
+come back search after search, and a text always has the same tokens, so a cached set can
+never be stale, whatever happens to the chunk it came from.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +37,55 @@ class Candidate:
     heading_path: tuple[str, ...]
 
 
+class TokenCache:
+    """Token sets of recently seen chunk texts, least recently used dropped past ``max_items``.
+
+    Thread-safe: searches fill it from worker threads (jieba is CPU work) and read it on the
+    event loop. An entry holds its text and token set, a few KiB for a typical chunk, so the
+    default bound keeps the cache in the tens of MiB.
+    """
+
+    def __init__(self, max_items: int = 8192) -> None:
+        self.max_items = max_items
+        self._sets: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def missing(self, texts: Iterable[str]) -> list[str]:
+        """Those of ``texts`` with no cached token set (each once)."""
+        with self._lock:
+            return list(dict.fromkeys(t for t in texts if t not in self._sets))
+
+    def fill(self, texts: Iterable[str]) -> None:
+        """Tokenize and cache ``texts`` (blocking: jieba; run in a thread for many)."""
+        self._put([(text, frozenset(tokenize(text))) for text in texts])
+
+    def get(self, text: str) -> frozenset[str]:
+        """The token set of ``text``, tokenizing it here when it is not cached."""
+        with self._lock:
+            tokens = self._sets.get(text)
+            if tokens is not None:
+                self._sets.move_to_end(text)
+                return tokens
+        tokens = frozenset(tokenize(text))
+        self._put([(text, tokens)])
+        return tokens
+
+    def _put(self, entries: list[tuple[str, frozenset[str]]]) -> None:
+        with self._lock:
+            for text, tokens in entries:
+                self._sets[text] = tokens
+                self._sets.move_to_end(text)
+            while len(self._sets) > self.max_items:
+                self._sets.popitem(last=False)
+
+
+#: the process-wide cache ``Deduplicator`` uses unless given another
+token_cache = TokenCache()
+
+
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
     if not a and not b:
@@ -46,6 +101,8 @@ class Deduplicator:
     threshold: float
     kept: list[Candidate] = field(default_factory=list)
     held_back: list[Candidate] = field(default_factory=list)
+    #: where token sets come from (the process-wide cache unless a test passes its own)
+    cache: TokenCache = field(default_factory=lambda: token_cache, repr=False)
     _tokens: dict[int, frozenset[str]] = field(default_factory=dict)
     _per_document: dict[int, int] = field(default_factory=dict)
     _seen: set[int] = field(default_factory=set)
@@ -90,9 +147,9 @@ class Deduplicator:
 
     def _duplicate_free_tokens(self, candidate: Candidate) -> frozenset[str] | None:
         """The candidate's token set, or None when it nearly equals a kept chunk."""
-        tokens = frozenset(tokenize(candidate.text)) if self.threshold > 0 else frozenset()
         if self.threshold <= 0:
-            return tokens
+            return frozenset()
+        tokens = self.cache.get(candidate.text)
         for kept in self.kept:
             kept_tokens = self._tokens[kept.chunk_id]
             # Jaccard <= min/max of the sizes: skip pairs that cannot reach the threshold.

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Integer,
+    Select,
+    bindparam,
+    select,
+    union,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.authz import SENSITIVITY_LEVELS
@@ -39,10 +48,24 @@ _NOT_READY = ("queued", "processing", "failed", "deleted")
 
 
 class SearchRepository:
-    def visible_conditions(self, visibility: Visibility) -> list[ColumnElement[bool]]:
-        """Conditions on ``Document`` that admit exactly the documents the visibility allows."""
+    def __init__(self) -> None:
+        # The per-search statements of unfiltered searches, built once per set of sensitivity
+        # levels with the tenant and chunk ids as bound parameters: constructing them anew
+        # cost more Python time per search than the queries themselves take in SQLite.
+        self._hidden_statements: dict[tuple[str, ...], CompoundSelect[Any]] = {}
+        self._hit_statements: dict[tuple[str, ...], Select[Any]] = {}
+
+    def visible_conditions(
+        self, visibility: Visibility, *, tenant_parameter: bool = False
+    ) -> list[ColumnElement[bool]]:
+        """Conditions on ``Document`` that admit exactly the documents the visibility allows.
+        With ``tenant_parameter`` the tenant is the bound parameter ``tenant_id``, to be given
+        at execution, so that one statement can be built once and reused."""
+        tenant: ColumnElement[int] | int = (
+            bindparam("tenant_id", type_=Integer) if tenant_parameter else visibility.tenant_id
+        )
         conditions: list[ColumnElement[bool]] = [
-            Document.tenant_id == visibility.tenant_id,
+            Document.tenant_id == tenant,
             Document.status == "ready",
             Document.deleted_at.is_(None),
             Document.sensitivity.in_(visibility.sensitivity),
@@ -77,19 +100,22 @@ class SearchRepository:
         ready, soft-deleted, or above the caller's sensitivity. Usually a handful, where the
         visible ones may be a hundred thousand; three index lookups, no scan."""
         assert not visibility.filtered, "filtered searches list their visible documents"
-        tenant = Document.tenant_id == visibility.tenant_id
-        statements = [
-            select(Document.id).where(tenant, Document.status.in_(_NOT_READY)),
-            select(Document.id).where(tenant, Document.deleted_at.is_not(None)),
-        ]
-        hidden_levels = [s for s in SENSITIVITY_LEVELS if s not in visibility.sensitivity]
-        if hidden_levels:
-            statements.append(
-                select(Document.id).where(tenant, Document.sensitivity.in_(hidden_levels))
-            )
-        ids: list[int] = []
-        for statement in statements:
-            ids.extend((await session.scalars(statement)).all())
+        hidden_levels = tuple(s for s in SENSITIVITY_LEVELS if s not in visibility.sensitivity)
+        statement = self._hidden_statements.get(hidden_levels)
+        if statement is None:
+            tenant = Document.tenant_id == bindparam("tenant_id")
+            statements = [
+                select(Document.id).where(tenant, Document.status.in_(_NOT_READY)),
+                select(Document.id).where(tenant, Document.deleted_at.is_not(None)),
+            ]
+            if hidden_levels:
+                statements.append(
+                    select(Document.id).where(tenant, Document.sensitivity.in_(hidden_levels))
+                )
+            # One UNION, not three statements: each arm still uses its own (tenant_id, ...)
+            # index, and a search pays one database round trip here instead of three.
+            statement = self._hidden_statements.setdefault(hidden_levels, union(*statements))
+        ids = (await session.scalars(statement, {"tenant_id": visibility.tenant_id})).all()
         return np.unique(np.array(ids, dtype=np.int64))
 
     async def shards(self, session: AsyncSession, tenant_id: int) -> Sequence[IndexShard]:
@@ -123,36 +149,51 @@ class SearchRepository:
         """Text and title of the given chunks, for those still visible (checked again here)."""
         if not chunk_ids:
             return {}
-        # Two primary-key lookups instead of one join: joined, the planner may start from
-        # the tenant's documents and scan them all for a handful of hits. The visibility
-        # conditions still apply to each hit's document row in the same session.
-        # The tenant is checked on the rows, not in SQL: there SQLite prefers the
-        # (tenant_id, shard_no) index to the primary key and walks the tenant's chunks.
-        chunk_rows = [
-            row
-            for row in await session.execute(
-                select(
-                    Chunk.id, Chunk.document_id, Chunk.text, Chunk.heading_path, Chunk.tenant_id
-                ).where(Chunk.id.in_(list(chunk_ids)))
-            )
-            if row.tenant_id == visibility.tenant_id
-        ]
-        if not chunk_rows:
-            return {}
-        document_rows = await session.execute(
-            select(Document.id, Document.title).where(
-                Document.id.in_({row.document_id for row in chunk_rows}),
-                *self.visible_conditions(visibility),
-            )
+        # One round trip, driven by the chunks' primary keys: the title comes from a
+        # correlated subquery on the document's primary key that also applies every
+        # visibility condition, so it is NULL (and the chunk dropped) for a document the
+        # search may not show. A plain join may let the planner start from the tenant's
+        # documents and scan them all for a handful of hits. The tenant is checked on the
+        # rows, not in the outer WHERE: there SQLite prefers the (tenant_id, shard_no) index
+        # to the primary key and walks the tenant's chunks.
+        rows = await session.execute(
+            self._hit_statement(visibility),
+            {"tenant_id": visibility.tenant_id, "chunk_ids": list(chunk_ids)},
         )
-        titles: dict[int, str] = {row.id: row.title for row in document_rows}
         return {
-            row.id: HitRow(
-                row.id, row.document_id, titles[row.document_id], row.text, _heading_path(row[3])
-            )
-            for row in chunk_rows
-            if row.document_id in titles
+            row.id: HitRow(row.id, row.document_id, row.title, row.text, _heading_path(row[3]))
+            for row in rows
+            if row.tenant_id == visibility.tenant_id and row.title is not None
         }
+
+    def _hit_statement(self, visibility: Visibility) -> Select[Any]:
+        if visibility.filtered:
+            return self._build_hit_statement(visibility)
+        statement = self._hit_statements.get(visibility.sensitivity)
+        if statement is None:
+            statement = self._hit_statements.setdefault(
+                visibility.sensitivity, self._build_hit_statement(visibility)
+            )
+        return statement
+
+    def _build_hit_statement(self, visibility: Visibility) -> Select[Any]:
+        # The tenant is a bound parameter, so one statement serves every tenant whose
+        # searchers see the same sensitivity levels.
+        conditions = self.visible_conditions(visibility, tenant_parameter=True)
+        title = (
+            select(Document.title)
+            .where(Document.id == Chunk.document_id, *conditions)
+            .correlate(Chunk)
+            .scalar_subquery()
+        )
+        return select(
+            Chunk.id,
+            Chunk.document_id,
+            Chunk.text,
+            Chunk.heading_path,
+            Chunk.tenant_id,
+            title.label("title"),
+        ).where(Chunk.id.in_(bindparam("chunk_ids", expanding=True)))
 
 
 search_repository = SearchRepository()

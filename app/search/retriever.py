@@ -8,13 +8,20 @@ apart or pass vectors they computed in bulk.
 
 Ordering rules that keep it correct:
 
-* The visible documents are read from the database first, on every call, and turned into
-  allowed chunk ids per shard; FAISS (``IDSelector``) and BM25 skip every other chunk while
-  they score, so the candidate lists are filled from visible chunks only and no count or
-  ranking cut ever involves an invisible one.
+* The visible (or, unfiltered, the hidden) documents are read from the database on every
+  call and turned into allowed chunk ids per shard; FAISS (``IDSelector``) and BM25 skip
+  every other chunk while they score, so the candidate lists are filled from visible chunks
+  only and no count or ranking cut ever involves an invisible one. An unfiltered search
+  starts ranking while the hidden documents are read, and keeps that head start only when
+  none of them has a chunk in the shards, i.e. when masks would have changed nothing
+  (``Retriever._speculate``).
 * Hit texts and titles are fetched through the same visibility statement again, so a
   document deleted during the search is dropped rather than shown.
 * Results are deterministic for a fixed index: every ranking breaks ties by chunk id.
+
+Latency: the service's own work (two database round trips for visibility and hit texts, one
+thread hop for masks, candidates and fusion, cached token sets for de-duplication) is meant
+to stay within a few milliseconds of the raw FAISS and BM25 calls (`cairn bench search`).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from app.search.index import merge_results, search_bm25, search_shard, tokenize
 from app.search.repository import search_repository
 from app.search.rerank import Reranker, load_reranker
 from app.search.schemas import SearchMode
-from app.search.shard_cache import LoadedShard, ShardCache, TenantIndex
+from app.search.shard_cache import LoadedShard, ShardCache, ShardKey, TenantIndex
 from app.search.visibility import IdArray, Visibility, allowed_ids, allowed_ids_except
 from ingest.embedding import EmbeddingConfig, load_embedder
 
@@ -47,6 +54,7 @@ _EMPTY: tuple[npt.NDArray[np.float64], IdArray] = (
     np.empty(0, dtype=np.float64),
     np.empty(0, dtype=np.int64),
 )
+_NONE_HIDDEN: IdArray = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,21 @@ class _Masked:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    masked: list[_Masked]  # shards with at least one visible chunk
+    tokens: list[str]  # the query's BM25 tokens
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    prepared: _Prepared
+    ids: IdArray  # fused, best first
+    scores: npt.NDArray[np.float64]
+    # No retriever could have returned more than it did at this depth.
+    exhausted: bool
+
+
+@dataclass(frozen=True)
 class _Candidates:
     rankings: list[Ranking]
     weights: list[float]
@@ -103,6 +126,9 @@ class Retriever:
         self.cache = cache
         self.embedding = embedding or EmbeddingConfig()
         self.reranker = reranker
+        # Per tenant: whether its last unfiltered search found hidden documents with chunks in
+        # the shards (keyed with the shard versions); a hint for _speculate, never a filter.
+        self._hides: dict[int, tuple[tuple[ShardKey, ...], bool]] = {}
 
     @classmethod
     def create(cls, database: Database, settings: Settings) -> Retriever:
@@ -122,8 +148,12 @@ class Retriever:
 
     async def embed_query(self, text: str) -> QueryVector:
         """The query's vector from the configured embedder (loaded once per process)."""
-        embedder = await asyncio.to_thread(load_embedder, self.embedding)
-        vector = await asyncio.to_thread(embedder.embed_query, text)
+        return await asyncio.to_thread(self._embed, text)
+
+    def _embed(self, text: str) -> QueryVector:
+        # One thread hop for both: load_embedder returns the cached model after the first call.
+        embedder = load_embedder(self.embedding)
+        vector = embedder.embed_query(text)
         return QueryVector(np.asarray(vector, dtype=np.float32), embedder.name)
 
     async def retrieve(
@@ -136,40 +166,59 @@ class Retriever:
             raise ValueError(f"mode {query.mode!r} needs a query vector (see embed_query)")
         if not visibility.sensitivity:
             return []
-        # Unfiltered (the common case): ask the database for the few hidden documents, not
-        # the many visible ones. Filtered: list the visible ones, the filters keep them few.
+        index = await self.cache.get(visibility.tenant_id)
+        if query.uses_vectors:
+            self._check_vector(index, query.vector)
+        want = query.top_k
+        if self.reranker is not None:
+            want = max(want, self.settings.rerank.depth)
+        depth = max(self.settings.candidates, want)
+
+        # Filtered: list the visible documents, the filters keep them few. Unfiltered (the
+        # common case): ask the database for the few hidden documents, not the many visible
+        # ones, and meanwhile rank as if none were hidden (see _speculate).
+        first: _Ranked | None = None
         if visibility.filtered:
             visible = await search_repository.visible_document_ids(session, visibility)
             if visible.size == 0:
                 return []
             hidden = None
         else:
-            visible, hidden = None, await search_repository.hidden_document_ids(session, visibility)
-        index = await self.cache.get(visibility.tenant_id)
-        if query.uses_vectors:
-            self._check_vector(index, query.vector)
-        # numpy over every chunk id and jieba: off the event loop.
-        masked, tokens = await asyncio.to_thread(self._prepare, index, visible, hidden, query)
-        if not masked:
-            return []
+            visible = None
+            speculation = self._speculate(index, query, depth)
+            try:
+                hidden = await search_repository.hidden_document_ids(session, visibility)
+            finally:
+                if speculation is not None and not speculation.done():
+                    speculation.add_done_callback(_retrieve_exception)
+            hides = _hides_any(index, hidden)
+            self._hides[index.tenant_id] = (index.key, hides)
+            if speculation is not None and not hides:
+                # Nothing hidden has a chunk in any shard: masking would have changed
+                # nothing, so the speculative ranking is exactly the visible one.
+                first = await speculation
 
-        want = query.top_k
-        if self.reranker is not None:
-            want = max(want, self.settings.rerank.depth)
-        depth = max(self.settings.candidates, want)
+        prepared: _Prepared | None = None
         while True:
-            candidates = await asyncio.to_thread(
-                self._candidates, index, masked, query, tokens, depth
-            )
-            ids, scores = self._fuse(candidates)
+            # Masks, tokens, candidates and fusion are numpy, FAISS and jieba work: one hop off
+            # the event loop for all of it (the masks are reused if the depth has to grow).
+            if first is not None:
+                ranked, first = first, None
+            else:
+                ranked = await asyncio.to_thread(
+                    self._rank, index, visible, hidden, query, depth, prepared
+                )
+            prepared = ranked.prepared
+            if not prepared.masked:
+                return []
             dedupe = Deduplicator(
                 max_per_document=self.settings.max_chunks_per_document,
                 threshold=self.settings.near_duplicate_threshold,
             )
-            await self._walk(session, visibility, ids, scores, dedupe, want)
+            await self._walk(session, visibility, ranked.ids, ranked.scores, dedupe, want)
             if (
                 len(dedupe.kept) >= want
-                or candidates.exhausted
+                or ranked.exhausted
                 or depth >= self.settings.max_candidates
             ):
                 break
@@ -181,6 +230,23 @@ class Retriever:
         if self.reranker is not None and hits:
             hits = await self._rerank(self.reranker, query.text, hits)
         return hits[: query.top_k]
+
+    def _speculate(
+        self, index: TenantIndex, query: SearchQuery, depth: int
+    ) -> asyncio.Future[_Ranked] | None:
+        """Start ranking with nothing hidden while the hidden documents are being read.
+
+        Only a head start, never a shortcut: the result is used only when the hidden
+        documents just read have no chunk in any shard (checked on every search), where masks
+        would change nothing. Chunks whose row is gone are still masked here. Skipped when the
+        tenant's previous search at these shard versions found hidden chunks, as the work
+        would likely be thrown away.
+        """
+        if self._hides.get(index.tenant_id) == (index.key, True):
+            return None
+        return asyncio.ensure_future(
+            asyncio.to_thread(self._rank, index, None, _NONE_HIDDEN, query, depth, None)
+        )
 
     def _check_vector(self, index: TenantIndex, vector: QueryVector | None) -> None:
         assert vector is not None
@@ -198,10 +264,29 @@ class Retriever:
                 code="embedder_mismatch",
             )
 
+    def _rank(
+        self,
+        index: TenantIndex,
+        visible: IdArray | None,
+        hidden: IdArray | None,
+        query: SearchQuery,
+        depth: int,
+        prepared: _Prepared | None,
+    ) -> _Ranked:
+        """The fused top-``depth`` candidates of the visible chunks (blocking: in a thread).
+        ``prepared`` is the previous round's masks and tokens, computed here when None."""
+        if prepared is None:
+            prepared = self._prepare(index, visible, hidden, query)
+        if not prepared.masked:
+            return _Ranked(prepared, _EMPTY[1], _EMPTY[0], exhausted=True)
+        candidates = self._candidates(index, prepared.masked, query, prepared.tokens, depth)
+        ids, scores = self._fuse(candidates)
+        return _Ranked(prepared, ids, scores, candidates.exhausted)
+
     @staticmethod
     def _prepare(
         index: TenantIndex, visible: IdArray | None, hidden: IdArray | None, query: SearchQuery
-    ) -> tuple[list[_Masked], list[str]]:
+    ) -> _Prepared:
         """Each shard with its allowed ids (shards with none dropped), and the BM25 tokens.
         Exactly one of ``visible`` (filtered searches) and ``hidden`` is given."""
 
@@ -216,7 +301,7 @@ class Retriever:
             for shard in index.shards
             if (allowed := allowed_in(shard)) is None or allowed.size
         ]
-        return masked, tokenize(query.text) if query.uses_bm25 else []
+        return _Prepared(masked, tokenize(query.text) if query.uses_bm25 else [])
 
     def _candidates(
         self,
@@ -308,8 +393,13 @@ class Retriever:
                 # A chunk without a row here was deleted or purged since the mask was made.
                 if (row := rows.get(chunk_id)) is not None
             ]
-            # Tokenizing texts for near-duplicate checks is CPU work: off the event loop.
-            if await asyncio.to_thread(_offer_all, dedupe, candidates, want):
+            # Near-duplicate checks need each text's token set: new texts are tokenized (jieba)
+            # off the event loop; then offering is set arithmetic, cheap enough to do here.
+            if dedupe.threshold > 0:
+                missing = dedupe.cache.missing(c.text for c in candidates)
+                if missing:
+                    await asyncio.to_thread(dedupe.cache.fill, missing)
+            if _offer_all(dedupe, candidates, want):
                 return
 
     async def _rerank(
@@ -320,6 +410,20 @@ class Retriever:
             raise RuntimeError(f"reranker {reranker.name} returned {len(scores)} scores")
         order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
         return [_rescored(hits[i], scores[i]) for i in order]
+
+
+def _hides_any(index: TenantIndex, hidden: IdArray) -> bool:
+    """Whether any hidden document has a chunk in one of the index's shards."""
+    return hidden.size > 0 and any(
+        bool(np.isin(shard.documents, hidden, assume_unique=True).any()) for shard in index.shards
+    )
+
+
+def _retrieve_exception(future: asyncio.Future[_Ranked]) -> None:
+    # An abandoned speculation's error is of no interest; retrieving it keeps asyncio from
+    # logging "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 def _offer_all(dedupe: Deduplicator, candidates: list[Candidate], want: int) -> bool:
