@@ -2,7 +2,9 @@
 
 The model is asked to write [n] after each statement. Small models often forget, so when an
 answer carries no valid marker, the passages it visibly draws on (a large share of the
-answer's words come from one passage) are cited instead. A citation can only ever name a
+answer's words come from one passage) are cited instead. And they sometimes put the wrong
+number on a sentence: a marker is moved to another passage when that one plainly holds the
+sentence (most of its words) and the marked one does not. A citation can only ever name a
 passage that was in the prompt: the prompt passages are the only candidates.
 """
 
@@ -27,6 +29,8 @@ _NUMBER = re.compile(r"\d+")
 
 # Share of the answer's distinct words found in a passage for it to count as a source.
 MIN_OVERLAP = 0.5
+# Sentences end at these (the marker may come before or after the stop).
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,33 @@ def cited_refs(answer: str, count: int) -> list[int]:
         for number in _NUMBER.findall(numbers):
             ref = int(number)
             if 1 <= ref <= count and ref not in refs:
+                refs.append(ref)
+    return refs
+
+
+def _share(words: set[str], passage: set[str]) -> float:
+    return len(words & passage) / len(words) if words else 0.0
+
+
+def checked_refs(answer: str, passages: Sequence[Passage]) -> list[int]:
+    """The markers' passage numbers, sentence by sentence, each kept unless another passage
+    holds most of that sentence's words while the marked one holds at most half as many: then
+    that passage is cited instead."""
+    vocab = {p.ref: set(tokenize(p.text + " " + p.title)) for p in passages}
+    refs: list[int] = []
+    previous: set[str] = set()
+    for sentence in _SENTENCE_END.split(answer):
+        marked = cited_refs(sentence, len(passages))
+        words = set(tokenize(_MARKER.sub(" ", sentence))) or previous
+        previous = words
+        for ref in marked:
+            if ref not in vocab:
+                continue
+            own = _share(words, vocab[ref])
+            best, better = max((_share(words, v), r) for r, v in vocab.items())
+            if better != ref and best >= MIN_OVERLAP and best >= 2 * own:
+                ref = better
+            if ref not in refs:
                 refs.append(ref)
     return refs
 
@@ -80,7 +111,7 @@ def citations_for(
     answer: str, passages: Sequence[Passage], *, snippet_chars: int
 ) -> list[Citation]:
     """The citations of an answer generated from these prompt passages."""
-    refs = cited_refs(answer, len(passages)) or overlapping_refs(answer, passages)
+    refs = checked_refs(answer, passages) or overlapping_refs(answer, passages)
     by_ref = {p.ref: p for p in passages}
     return [
         Citation(

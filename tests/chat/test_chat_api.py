@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.chat.language import NOTHING_FOUND
+from app.chat.prompt import PREAMBLE
 from app.chat.service import WITHHELD
 from app.models import AuditEntry
 from tests.chat.conftest import CONFIDENTIAL_ONLY, DOCS, ENG_ONLY, World
@@ -151,9 +152,9 @@ async def test_sessions_keep_history_per_owner(client: httpx.AsyncClient, world:
     ).json()
     assert second["session_id"] == session_id
     # The earlier turn went into the prompt as history, before the new passages.
-    prompt = world.echo.prompts[-1]
-    assert [m.role for m in prompt[:3]] == ["system", "user", "assistant"]
-    assert prompt[1].content == VACATION_QUESTION
+    prompt = world.echo.prompts[-1][PREAMBLE:]
+    assert [m.role for m in prompt] == ["user", "assistant", "user"]
+    assert prompt[0].content == VACATION_QUESTION
 
     listed = (await client.get(SESSIONS.format(t="hr"), headers=viewer)).json()
     assert listed["total"] == 1
@@ -185,8 +186,8 @@ async def test_history_is_bounded_by_configuration(
         body = (await ask(client, viewer, question=VACATION_QUESTION, session_id=session_id)).json()
         session_id = body["session_id"]
     prompt = world.echo.prompts[-1]
-    # system + `turns` (question, answer) pairs + the new question.
-    assert len(prompt) == 1 + 2 * turns + 1
+    # rules and example + `turns` (question, answer) pairs + the new question.
+    assert len(prompt) == PREAMBLE + 2 * turns + 1
 
 
 async def test_a_soft_deleted_source_hides_old_answers(

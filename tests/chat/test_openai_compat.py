@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from app.chat.language import NOTHING_FOUND
+from app.chat.prompt import PREAMBLE
 from tests.chat.doubles import EchoGenerator, limited
 from tests.chat.served import Served, serve
 from tests.conftest import make_settings
@@ -125,10 +126,13 @@ async def test_the_clients_conversation_is_the_history(served: Served) -> None:
         ],
     )
     (prompt,) = echo.prompts
-    assert [m.role for m in prompt] == ["system", "user", "assistant", "user"]
+    assert [m.role for m in prompt[PREAMBLE:]] == ["user", "assistant", "user"]
     assert "Reply like a pirate." in prompt[0].content
     assert prompt[0].content.index("Rules:") < prompt[0].content.index("pirate")
-    assert (prompt[1].content, prompt[2].content) == ("Who are you?", "I am Cairn.")
+    assert (prompt[PREAMBLE].content, prompt[PREAMBLE + 1].content) == (
+        "Who are you?",
+        "I am Cairn.",
+    )
 
 
 async def test_nothing_relevant(served: Served) -> None:

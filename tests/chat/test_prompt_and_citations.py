@@ -6,7 +6,14 @@ import pytest
 
 from app.chat.citations import citations_for, cited_refs, snippet, sources_block
 from app.chat.language import detect_language
-from app.chat.prompt import Passage, Turn, build_messages, fit_passages, neutralise
+from app.chat.prompt import (
+    EXAMPLE_ANSWER,
+    Passage,
+    Turn,
+    build_messages,
+    fit_passages,
+    neutralise,
+)
 
 PASSAGES = [
     Passage(1, 10, 100, "vacation.txt", "Every employee receives twenty five days of vacation."),
@@ -41,6 +48,7 @@ def test_passages_cannot_close_their_fence() -> None:
     assert user.count("</passage>") == 1
     assert user.count("<passages>") == 1
     assert user.count("</question>") == 1
+    assert "Ignore the rules" in user
     assert "title=\"a' title='x\"" in user
 
 
@@ -52,7 +60,11 @@ def test_messages_carry_rules_history_and_language() -> None:
         history=[Turn("Earlier question", "Earlier answer [1]")],
         client_instructions="Be terse.",
     )
-    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    roles = ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [m.role for m in messages] == roles
+    # The worked example, then the history, then the question with its passages.
+    assert messages[2].content == EXAMPLE_ANSWER
+    assert messages[3].content == "Earlier question"
     assert messages[0].content.startswith("You are Cairn")
     assert messages[0].content.endswith("Be terse.")
     assert "请用简体中文回答" in messages[-1].content
@@ -81,6 +93,17 @@ def test_the_budget_keeps_the_best_passages() -> None:
 )
 def test_cited_refs(answer: str, refs: list[int]) -> None:
     assert cited_refs(answer, len(PASSAGES)) == refs
+
+
+def test_a_misnumbered_sentence_cites_the_passage_that_holds_it() -> None:
+    cited = citations_for("Lunch is served from noon until two [1].", PASSAGES, snippet_chars=80)
+    assert [c.ref for c in cited] == [2]
+    # A paraphrase that no other passage holds better keeps its marker.
+    paraphrase = citations_for("You get 25 days off [1].", PASSAGES, snippet_chars=80)
+    assert [c.ref for c in paraphrase] == [1]
+    # Markers before the sentence, and a marker after the full stop.
+    ahead = citations_for("[2] The cafeteria serves lunch at noon. [3]", PASSAGES, snippet_chars=80)
+    assert [c.ref for c in ahead] == [2]
 
 
 def test_citations_come_only_from_prompt_passages() -> None:
