@@ -248,6 +248,9 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    # Browser origins allowed to call the API directly (CORS), e.g. a NextChat or Open WebUI
+    # page served from another host; empty = no cross-origin browser access.
+    cors_origins: list[str] = Field(default_factory=list)
     # Where the bundled GGUF and converted checkpoints are cached; default data_dir/models.
     model_cache_dir: Path | None = None
 
