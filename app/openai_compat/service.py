@@ -133,7 +133,10 @@ class OpenAICompatService:
         dialogue = [m for m in data.messages[:-1] if m.role in ("user", "assistant")]
         for asked, answered in zip(dialogue, dialogue[1:], strict=False):
             if asked.role == "user" and answered.role == "assistant":
-                turns.append(Turn(asked.text(), answered.text()))
+                # Clients resend whole conversations: each earlier turn is cut to the size of
+                # a question so that history cannot crowd out the passages.
+                cap = config.max_question_chars
+                turns.append(Turn(asked.text()[:cap], answered.text()[:cap]))
         limits = limits_from_settings(
             ctx.settings.generator, max_new_tokens=data.max_completion_tokens or data.max_tokens
         )
@@ -142,6 +145,7 @@ class OpenAICompatService:
         if data.top_p is not None:
             limits = dataclasses.replace(limits, top_p=data.top_p)
         history = turns[-config.history_turns :] if config.history_turns else []
+        instructions = instructions[: config.max_question_chars]
         return Asked(question, history, instructions or None, top_k, limits)
 
     async def start(

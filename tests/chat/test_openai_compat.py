@@ -135,6 +135,26 @@ async def test_the_clients_conversation_is_the_history(served: Served) -> None:
     )
 
 
+async def test_oversized_conversations_are_cut_not_refused(served: Served) -> None:
+    echo = EchoGenerator()
+    served.use(limited(echo))
+    huge = "blah " * 40_000
+    response = await client_for(served).chat.completions.create(
+        model="cairn:hr",
+        messages=[
+            {"role": "system", "content": huge},
+            {"role": "user", "content": huge},
+            {"role": "assistant", "content": huge},
+            {"role": "user", "content": VACATION},
+        ],
+    )
+    assert response.choices[0].message.content
+    (prompt,) = echo.prompts
+    cap = served.app.state.settings.chat.max_question_chars
+    assert len(prompt[0].content) < 2 * cap
+    assert all(len(m.content) <= cap for m in prompt[PREAMBLE:-1])
+
+
 async def test_nothing_relevant(served: Served) -> None:
     response = await client_for(served).chat.completions.create(
         model="cairn:hr",
