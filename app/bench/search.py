@@ -477,7 +477,9 @@ class SearchBenchResult:
         notes = [
             f"Queries: {self.sizes[0].queries} keyword queries (2–4 words) per size; the vector "
             "of each is a noisy copy of a stored chunk's vector. Raw and service calls run the "
-            "same queries on the same loaded shards in one process, one call at a time; raw "
+            "same queries on the same loaded shards in one process, one call at a time, "
+            "interleaved query by query (raw FAISS, raw BM25 and the three service modes in "
+            "rotating order), so that all of them see the same moments of the machine; raw "
             f"calls ask each shard for the service's candidate depth ({self.candidates}) and "
             f"merge; IVF shards probe {self.nprobe} lists. Raw hybrid is the FAISS plus the BM25 "
             "time of the same query. The service call is `Retriever.retrieve` with a fresh read "
@@ -552,6 +554,24 @@ async def _time_calls(
     return seconds, results
 
 
+async def _time_interleaved(
+    count: int, calls: dict[str, Callable[[int], Awaitable[Any]]]
+) -> dict[str, tuple[list[float], list[Any]]]:
+    """Each call on query 0, then each on query 1, ...: every measure sees the same moments
+    of a noisy machine, so their ratios compare like with like. The order of the calls
+    rotates from one query to the next, so none always runs first (on colder caches)."""
+    names = list(calls)
+    out: dict[str, tuple[list[float], list[Any]]] = {name: ([], []) for name in names}
+    for i in range(count):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            result = await calls[name](i)
+            out[name][0].append(time.perf_counter() - started)
+            out[name][1].append(result)
+    return out
+
+
 async def measure_size(
     settings: Settings,
     database: Database,
@@ -596,8 +616,16 @@ async def measure_size(
     await _time_calls(min(n, 5), raw_vector)
     await _time_calls(min(n, 5), raw_bm25)
 
-    vector_s, vector_hits = await _time_calls(n, raw_vector)
-    bm25_s, bm25_hits = await _time_calls(n, raw_bm25)
+    measured = await _time_interleaved(
+        n,
+        {
+            "raw vector": raw_vector,
+            "raw bm25": raw_bm25,
+            **{mode: service(mode) for mode in MODES},
+        },
+    )
+    vector_s, vector_hits = measured["raw vector"]
+    bm25_s, bm25_hits = measured["raw bm25"]
     raw = {
         "vector": Latency.of(vector_s),
         "bm25": Latency.of(bm25_s),
@@ -606,7 +634,7 @@ async def measure_size(
     timed: dict[str, Latency] = {}
     agreement: dict[str, float] = {}
     for mode in MODES:
-        seconds, hits = await _time_calls(n, service(mode))
+        seconds, hits = measured[mode]
         timed[mode] = Latency.of(seconds)
         if mode == "hybrid":
             continue
