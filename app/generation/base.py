@@ -8,11 +8,14 @@ answer (or its text deltas) out. Limits travel with every call; cancellation is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from app.kit.errors import CairnError, RateLimited, ServiceUnavailable
 
@@ -98,15 +101,6 @@ class Generator(Protocol):
         """Generate the whole answer (blocking); a set `cancel` ends it early."""
         ...
 
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        """The answer text (blocking)."""
-        ...
-
     def stream(
         self,
         messages: Sequence[ChatMessage],
@@ -162,6 +156,8 @@ _DONE = object()
 
 Emit = Callable[[str], None]
 
+_thread_ids = itertools.count(1)
+
 
 async def iterate_in_thread(
     work: Callable[[Emit], None], signal: StopSignal, *, name: str
@@ -206,3 +202,50 @@ async def iterate_in_thread(
         signal.stop()
         if thread.is_alive():
             await asyncio.to_thread(thread.join)
+
+
+class InProcessGenerator(ABC):
+    """A backend that decodes in this process with one blocking `_run`: `complete` calls it
+    here, `stream` in a worker thread whose deltas it yields."""
+
+    name: str
+    #: names the generation threads (`<prefix>-<n>`), so they can be told apart
+    thread_prefix: ClassVar[str]
+
+    @abstractmethod
+    def _run(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        signal: StopSignal,
+        emit: Emit | None = None,
+    ) -> Completion:
+        """Generate until done or `signal` says stop, passing each text delta to `emit`."""
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """The whole answer; `cancel` or the timeout stops it after the current token."""
+        return self._run(messages, limits, StopSignal(limits, cancel))
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Text deltas as they are decoded (decoding runs in a worker thread)."""
+        signal = StopSignal(limits, cancel)
+
+        def work(emit: Emit) -> None:
+            self._run(messages, limits, signal, emit)
+
+        name = f"{self.thread_prefix}-{next(_thread_ids)}"
+        # aclosing: closing this stream closes the thread bridge at once (not whenever the
+        # garbage collector gets to it), which stops and joins the generation thread.
+        async with contextlib.aclosing(iterate_in_thread(work, signal, name=name)) as deltas:
+            async for delta in deltas:
+                yield delta

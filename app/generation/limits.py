@@ -108,15 +108,6 @@ class LimitedGenerator:
         with self.slots.hold():
             return self.backend.complete(messages, limits, cancel)
 
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        """The answer text, once a slot is free."""
-        return self.complete(messages, limits, cancel).text
-
     async def stream(
         self,
         messages: Sequence[ChatMessage],

@@ -7,11 +7,10 @@ runs without it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from app.generation.base import (
     FinishReason,
     GenerationLimits,
     GeneratorUnavailable,
+    InProcessGenerator,
     StopSignal,
     as_dicts,
-    iterate_in_thread,
 )
 from app.generation.bundled import BUNDLED_MODEL_NAME, ensure_bundled_gguf
 from app.kit.settings import GeneratorSettings
@@ -36,8 +35,6 @@ INSTALL_HINT = (
     "(it compiles llama.cpp from source)"
 )
 
-_thread_ids = iter(range(1, 1 << 62))
-
 
 def is_available() -> bool:
     """Whether llama-cpp-python is installed (without importing it)."""
@@ -46,8 +43,10 @@ def is_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(InProcessGenerator):
     """One llama.cpp context; it runs one generation at a time, so calls take turns."""
+
+    thread_prefix = "cairn-llamacpp"
 
     def __init__(self, settings: GeneratorSettings, models_dir: Path) -> None:
         try:
@@ -124,40 +123,3 @@ class LlamaCppGenerator:
         return Completion(
             text=text, finish_reason=finish, prompt_tokens=0, completion_tokens=completion_tokens
         )
-
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> Completion:
-        """The whole answer; `cancel` or the timeout stops it after the current token."""
-        return self._run(messages, limits, StopSignal(limits, cancel))
-
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        """The answer text."""
-        return self.complete(messages, limits, cancel).text
-
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> AsyncGenerator[str, None]:
-        """Text deltas as llama.cpp samples them (decoding runs in a worker thread)."""
-        signal = StopSignal(limits, cancel)
-
-        def work(emit: Emit) -> None:
-            self._run(messages, limits, signal, emit)
-
-        name = f"cairn-llamacpp-{next(_thread_ids)}"
-        # aclosing: closing this stream closes the thread bridge at once (not whenever the
-        # garbage collector gets to it), which stops and joins the generation thread.
-        async with contextlib.aclosing(iterate_in_thread(work, signal, name=name)) as deltas:
-            async for delta in deltas:
-                yield delta

@@ -124,15 +124,6 @@ class OpenAIGenerator:
             completion_tokens=int(usage.get("completion_tokens") or 0),
         )
 
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        """The answer text."""
-        return self.complete(messages, limits, cancel).text
-
     async def stream(
         self,
         messages: Sequence[ChatMessage],

@@ -8,13 +8,11 @@ bitsandbytes on CUDA; `fp16`/`bf16` load half precision; `none` keeps float32.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-import threading
 import time
 import warnings
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +23,9 @@ from app.generation.base import (
     FinishReason,
     GenerationLimits,
     GeneratorUnavailable,
+    InProcessGenerator,
     StopSignal,
     as_dicts,
-    iterate_in_thread,
 )
 from app.generation.bundled import BUNDLED_GGUF_SHA256, BUNDLED_MODEL_NAME, ensure_bundled_gguf
 from app.generation.gguf_cache import convert_gguf
@@ -37,8 +35,6 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-_thread_ids = iter(range(1, 1 << 62))
 
 
 def resolve_checkpoint(settings: GeneratorSettings, models_dir: Path) -> tuple[Path, str]:
@@ -229,8 +225,10 @@ class _DeltaStreamer:
         self._tokens, self._sent = [], 0
 
 
-class TransformersGenerator:
+class TransformersGenerator(InProcessGenerator):
     """A causal LM in this process. One model object serves every concurrent call."""
+
+    thread_prefix = "cairn-generate"
 
     def __init__(self, settings: GeneratorSettings, models_dir: Path) -> None:
         started = time.monotonic()
@@ -334,40 +332,3 @@ class TransformersGenerator:
             prompt_tokens=prompt_tokens,
             completion_tokens=len(new_tokens),
         )
-
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> Completion:
-        """The whole answer; a set `cancel` or the timeout stops it after the current token."""
-        return self._run(messages, limits, StopSignal(limits, cancel))
-
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        """The answer text."""
-        return self.complete(messages, limits, cancel).text
-
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> AsyncGenerator[str, None]:
-        """Text deltas as tokens are generated (generate() runs in a worker thread)."""
-        signal = StopSignal(limits, cancel)
-
-        def work(emit: Emit) -> None:
-            self._run(messages, limits, signal, emit)
-
-        name = f"cairn-generate-{next(_thread_ids)}"
-        # aclosing: closing this stream closes the thread bridge at once (not whenever the
-        # garbage collector gets to it), which stops and joins the generation thread.
-        async with contextlib.aclosing(iterate_in_thread(work, signal, name=name)) as deltas:
-            async for delta in deltas:
-                yield delta

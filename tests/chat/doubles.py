@@ -44,14 +44,6 @@ class EchoGenerator:
         text = self._text(messages)
         return Completion(text, "stop", len(text.split()), len(text.split()))
 
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        return self.complete(messages, limits, cancel).text
-
     async def stream(
         self,
         messages: Sequence[ChatMessage],
@@ -97,14 +89,6 @@ class StallingGenerator:
         signal = StopSignal(limits, cancel)
         text = self._run(signal, None)
         return Completion(text, "cancelled", 1, self.emitted)
-
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        return self.complete(messages, limits, cancel).text
 
     async def stream(
         self,

@@ -63,14 +63,6 @@ class ScriptedBackend:
         finally:
             self._leave()
 
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> str:
-        return self.complete(messages, limits, cancel).text
-
     async def stream(
         self,
         messages: Sequence[ChatMessage],
@@ -95,14 +87,14 @@ class TestSlots:
     def test_a_second_caller_is_refused_after_the_queue_timeout(self) -> None:
         backend = ScriptedBackend()
         limited = LimitedGenerator(backend, GenerationSlots(1, queue_timeout=0.2))
-        first = threading.Thread(target=limited.generate, args=(MESSAGES, LIMITS))
+        first = threading.Thread(target=limited.complete, args=(MESSAGES, LIMITS))
         first.start()
         try:
             while backend.running == 0:
                 time.sleep(0.01)
             started = time.monotonic()
             with pytest.raises(GeneratorBusy) as refused:
-                limited.generate(MESSAGES, LIMITS)
+                limited.complete(MESSAGES, LIMITS)
             assert refused.value.status_code == 429
             assert 0.15 <= time.monotonic() - started < 2
         finally:
@@ -115,7 +107,7 @@ class TestSlots:
         limited = LimitedGenerator(backend, GenerationSlots(2, queue_timeout=5))
         results: list[str] = []
         threads = [
-            threading.Thread(target=lambda: results.append(limited.generate(MESSAGES, LIMITS)))
+            threading.Thread(target=lambda: results.append(limited.complete(MESSAGES, LIMITS).text))
             for _ in range(3)
         ]
         for thread in threads:
@@ -137,7 +129,7 @@ class TestSlots:
             assert await anext(stream) == "first"
             assert limited.slots.in_use == 1
             with pytest.raises(GeneratorBusy):
-                await asyncio.to_thread(limited.generate, MESSAGES, LIMITS)
+                await asyncio.to_thread(limited.complete, MESSAGES, LIMITS)
             with pytest.raises(GeneratorBusy):
                 async for _ in limited.stream(MESSAGES, LIMITS):
                     pass

@@ -151,18 +151,18 @@ class TestNonStreaming:
 
     def test_http_errors_do_not_leak_the_endpoints_words(self, fake_server: FakeServer) -> None:
         with pytest.raises(GeneratorError) as failed:
-            _generator(fake_server, model="broken").generate(MESSAGES, LIMITS)
+            _generator(fake_server, model="broken").complete(MESSAGES, LIMITS)
         assert "500" in failed.value.message
         assert "db7" not in failed.value.message
         with pytest.raises(GeneratorError, match="401"):
-            _generator(fake_server, key="wrong").generate(MESSAGES, LIMITS)
+            _generator(fake_server, key="wrong").complete(MESSAGES, LIMITS)
         with pytest.raises(GeneratorBusy):
-            _generator(fake_server, model="busy").generate(MESSAGES, LIMITS)
+            _generator(fake_server, model="busy").complete(MESSAGES, LIMITS)
 
     def test_timeout(self, fake_server: FakeServer) -> None:
         limits = GenerationLimits(max_new_tokens=8, timeout_seconds=0.3)
         with pytest.raises(GenerationTimeout):
-            _generator(fake_server, model="slow").generate(MESSAGES, limits)
+            _generator(fake_server, model="slow").complete(MESSAGES, limits)
 
     def test_unreachable_endpoint(self) -> None:
         with socket.socket() as sock:  # a port nobody listens on
@@ -171,7 +171,7 @@ class TestNonStreaming:
         endpoint = OpenAIEndpointSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m")
         generator = OpenAIGenerator(GeneratorSettings(backend="openai", openai=endpoint))
         with pytest.raises(GeneratorUnavailable):
-            generator.generate(MESSAGES, LIMITS)
+            generator.complete(MESSAGES, LIMITS)
 
 
 class TestStreaming:

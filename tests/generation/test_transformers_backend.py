@@ -75,17 +75,20 @@ class TestDeepSeekInt8:
         )
         generator = TransformersGenerator(settings, tmp_path)
         assert _float_linears(generator) == []
-        assert generator.generate(QUESTION, GenerationLimits(max_new_tokens=3))
+        assert generator.complete(QUESTION, GenerationLimits(max_new_tokens=3)).text
 
     def test_unquantized_keeps_float_linears(self, tiny_deepseek_v3: Path, tmp_path: Path) -> None:
         settings = GeneratorSettings(model_path=str(tiny_deepseek_v3), quantization="none")
         generator = TransformersGenerator(settings, tmp_path)
         assert _int8_linear_count(generator) == 0
-        assert generator.generate(QUESTION, GenerationLimits(max_new_tokens=3))
+        assert generator.complete(QUESTION, GenerationLimits(max_new_tokens=3)).text
 
     def test_greedy_is_deterministic(self, deepseek_v3: TransformersGenerator) -> None:
         limits = GenerationLimits(max_new_tokens=8)
-        assert deepseek_v3.generate(QUESTION, limits) == deepseek_v3.generate(QUESTION, limits)
+        assert (
+            deepseek_v3.complete(QUESTION, limits).text
+            == deepseek_v3.complete(QUESTION, limits).text
+        )
 
 
 class TestStreaming:
@@ -93,7 +96,7 @@ class TestStreaming:
         limits = GenerationLimits(max_new_tokens=8)
         deltas = [d async for d in deepseek_v3.stream(QUESTION, limits)]
         assert len(deltas) > 1
-        assert "".join(deltas).strip() == deepseek_v3.generate(QUESTION, limits).strip()
+        assert "".join(deltas).strip() == deepseek_v3.complete(QUESTION, limits).text.strip()
 
     async def test_cancel_event_stops_generation(self, deepseek_v3: TransformersGenerator) -> None:
         cancel = threading.Event()
