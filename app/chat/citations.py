@@ -59,15 +59,19 @@ def _share(words: set[str], passage: set[str]) -> float:
     return len(words & passage) / len(words) if words else 0.0
 
 
-def checked_refs(answer: str, passages: Sequence[Passage]) -> list[int]:
+def passage_words(passages: Sequence[Passage]) -> dict[int, set[str]]:
+    """Each passage's distinct search tokens (text and title), by its ref."""
+    return {p.ref: set(tokenize(p.text + " " + p.title)) for p in passages}
+
+
+def checked_refs(answer: str, vocab: dict[int, set[str]]) -> list[int]:
     """The markers' passage numbers, sentence by sentence, each kept unless another passage
     holds most of that sentence's words while the marked one holds at most half as many: then
-    that passage is cited instead."""
-    vocab = {p.ref: set(tokenize(p.text + " " + p.title)) for p in passages}
+    that passage is cited instead. `vocab` is `passage_words` of the prompt passages."""
     refs: list[int] = []
     previous: set[str] = set()
     for sentence in _SENTENCE_END.split(answer):
-        marked = cited_refs(sentence, len(passages))
+        marked = cited_refs(sentence, len(vocab))
         words = set(tokenize(_MARKER.sub(" ", sentence))) or previous
         previous = words
         for ref in marked:
@@ -82,16 +86,12 @@ def checked_refs(answer: str, passages: Sequence[Passage]) -> list[int]:
     return refs
 
 
-def overlapping_refs(answer: str, passages: Sequence[Passage]) -> list[int]:
+def overlapping_refs(answer: str, vocab: dict[int, set[str]]) -> list[int]:
     """Passages that share at least MIN_OVERLAP of the answer's distinct words, best first."""
     words = set(tokenize(answer))
-    if not words:
-        return []
-    scored = []
-    for p in passages:
-        share = len(words & set(tokenize(p.text + " " + p.title))) / len(words)
-        if share >= MIN_OVERLAP:
-            scored.append((-share, p.ref))
+    scored = [
+        (-share, ref) for ref, v in vocab.items() if (share := _share(words, v)) >= MIN_OVERLAP
+    ]
     return [ref for _, ref in sorted(scored)]
 
 
@@ -111,7 +111,8 @@ def citations_for(
     answer: str, passages: Sequence[Passage], *, snippet_chars: int
 ) -> list[Citation]:
     """The citations of an answer generated from these prompt passages."""
-    refs = checked_refs(answer, passages) or overlapping_refs(answer, passages)
+    vocab = passage_words(passages)
+    refs = checked_refs(answer, vocab) or overlapping_refs(answer, vocab)
     by_ref = {p.ref: p for p in passages}
     return [
         Citation(

@@ -64,6 +64,42 @@ class ChatContext:
     def tenant_id(self) -> int:
         return self.visibility.tenant_id
 
+    async def audit(
+        self,
+        session: AsyncSession,
+        grounding: Grounding,
+        answer: Answer | None,
+        *,
+        via: str,
+        chat_session_id: int | None = None,
+    ) -> None:
+        """Record the answer (None: it did not finish) when `chat.audit` is on."""
+        if self.settings.chat.audit:
+            await chat_service.audit(
+                session,
+                actor=self.principal,
+                visibility=self.visibility,
+                grounding=grounding,
+                answer=answer,
+                via=via,
+                chat_session_id=chat_session_id,
+            )
+
+    async def audit_alone(
+        self,
+        grounding: Grounding,
+        answer: Answer | None,
+        *,
+        via: str,
+        chat_session_id: int | None = None,
+    ) -> None:
+        """The same in a transaction of its own: the request's session may be gone (a client
+        that disconnected mid-stream)."""
+        if not self.settings.chat.audit:
+            return
+        async with self.database.sessionmaker() as session, session.begin():
+            await self.audit(session, grounding, answer, via=via, chat_session_id=chat_session_id)
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -129,7 +165,9 @@ class Conversation:
         answer = await cancel_on_disconnect(request, work)
         if answer.finish_reason == "cancelled":
             # The client went away: nobody reads this, and a half answer is not history.
-            await self._audit_unfinished(session, ctx, prepared)
+            await ctx.audit(
+                session, prepared.grounding, None, via="chat", chat_session_id=prepared.session_id
+            )
             return self._response(answer, prepared.session_id or 0)
         session_id = await self._store(session, ctx, prepared, answer)
         return self._response(answer, session_id)
@@ -168,7 +206,10 @@ class Conversation:
             if not finished:
                 # Failed, or the client went away mid-answer (the generation is stopped): record
                 # which passages it was answered from, detached from the cancelled request.
-                run_detached(self._audit_alone(ctx, prepared), what="audit a chat answer")
+                unfinished = ctx.audit_alone(
+                    grounding, None, via="chat", chat_session_id=prepared.session_id
+                )
+                run_detached(unfinished, what="audit a chat answer")
 
     async def _store(
         self, session: AsyncSession, ctx: ChatContext, prepared: Prepared, answer: Answer
@@ -198,36 +239,10 @@ class Conversation:
             finish_reason=answer.finish_reason,
             citations=answer.citations,
         )
-        if ctx.settings.chat.audit:
-            await chat_service.audit(
-                session,
-                actor=ctx.principal,
-                visibility=ctx.visibility,
-                grounding=prepared.grounding,
-                answer=answer,
-                via="chat",
-                chat_session_id=chat_session.id,
-            )
+        await ctx.audit(
+            session, prepared.grounding, answer, via="chat", chat_session_id=chat_session.id
+        )
         return chat_session.id
-
-    async def _audit_alone(self, ctx: ChatContext, prepared: Prepared) -> None:
-        """The audit entry of an answer that did not finish, in a transaction of its own."""
-        async with ctx.database.sessionmaker() as session, session.begin():
-            await self._audit_unfinished(session, ctx, prepared)
-
-    async def _audit_unfinished(
-        self, session: AsyncSession, ctx: ChatContext, prepared: Prepared
-    ) -> None:
-        if ctx.settings.chat.audit:
-            await chat_service.audit(
-                session,
-                actor=ctx.principal,
-                visibility=ctx.visibility,
-                grounding=prepared.grounding,
-                answer=None,
-                via="chat",
-                chat_session_id=prepared.session_id,
-            )
 
     @staticmethod
     def _response(answer: Answer, session_id: int) -> ChatResponse:

@@ -96,10 +96,10 @@ async def get_session(session_id: int, access: ChatAccess, session: ReadSession)
     transcript = await chat_service.transcript(session, Visibility.of(access), chat_session)
     messages = [
         MessageOut(
-            role="assistant" if e.message.message.role == "assistant" else "user",
-            content=WITHHELD if e.withheld else e.message.message.content,
-            created_at=e.message.message.created_at,
-            citations=[] if e.withheld else [citation_out(c) for c in e.message.citations],
+            role="assistant" if e.role == "assistant" else "user",
+            content=WITHHELD if e.withheld else e.content,
+            created_at=e.stored.message.created_at,
+            citations=[] if e.withheld else [citation_out(c) for c in e.stored.citations],
             withheld=e.withheld,
         )
         for e in transcript

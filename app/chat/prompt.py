@@ -8,6 +8,7 @@ neutralised in the passage text before it goes in.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,15 +65,7 @@ def fit_passages(passages: Sequence[Passage], max_chars: int) -> list[Passage]:
         if used + size > max_chars:
             if not kept:
                 room = max(0, max_chars - len(passage.title))
-                kept.append(
-                    Passage(
-                        passage.ref,
-                        passage.document_id,
-                        passage.chunk_id,
-                        passage.title,
-                        passage.text[:room],
-                    )
-                )
+                kept.append(dataclasses.replace(passage, text=passage.text[:room]))
             break
         kept.append(passage)
         used += size

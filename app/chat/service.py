@@ -61,9 +61,17 @@ class Answer:
 
 @dataclass(frozen=True)
 class TranscriptEntry:
-    message: StoredMessage
+    stored: StoredMessage
     # The answer cited a document the caller can no longer see: not shown.
     withheld: bool
+
+    @property
+    def role(self) -> str:
+        return self.stored.message.role
+
+    @property
+    def content(self) -> str:
+        return self.stored.message.content
 
 
 WITHHELD = "This answer is withheld: a document it cited is no longer available to you."
@@ -142,23 +150,25 @@ class ChatService:
         answer that cited a document the caller can no longer see."""
         if turns <= 0:
             return []
-        stored = await chat_repository.messages(session, chat_session.id, last=2 * turns)
-        cited = {c.document_id for m in stored for c in m.citations}
-        visible = await chat_repository.visible_documents(session, visibility, cited)
+        entries = await self.transcript(session, visibility, chat_session, last=2 * turns)
         pairs: list[Turn] = []
-        for asked, answered in zip(stored, stored[1:], strict=False):
-            if asked.message.role != "user" or answered.message.role != "assistant":
+        for asked, answered in zip(entries, entries[1:], strict=False):
+            if asked.role != "user" or answered.role != "assistant" or answered.withheld:
                 continue
-            if any(c.document_id not in visible for c in answered.citations):
-                continue
-            pairs.append(Turn(asked.message.content, answered.message.content))
+            pairs.append(Turn(asked.content, answered.content))
         return pairs[-turns:]
 
     async def transcript(
-        self, session: AsyncSession, visibility: Visibility, chat_session: ChatSession
+        self,
+        session: AsyncSession,
+        visibility: Visibility,
+        chat_session: ChatSession,
+        *,
+        last: int | None = None,
     ) -> list[TranscriptEntry]:
-        """The session's messages, marking answers whose sources the caller cannot see now."""
-        stored = await chat_repository.messages(session, chat_session.id)
+        """The session's messages (only the `last` ones when given), marking answers whose
+        sources the caller cannot see now."""
+        stored = await chat_repository.messages(session, chat_session.id, last=last)
         cited = {c.document_id for m in stored for c in m.citations}
         visible = await chat_repository.visible_documents(session, visibility, cited)
         return [

@@ -180,7 +180,7 @@ class OpenAICompatService:
             )
 
         answer = await cancel_on_disconnect(request, work)
-        await self._audit(session, ctx, running.grounding, answer)
+        await ctx.audit(session, running.grounding, answer, via="openai")
         heading = SOURCES_HEADING[running.grounding.language]
         return ChatCompletion(
             id=running.completion_id,
@@ -245,30 +245,8 @@ class OpenAICompatService:
             yield ServerSentEvent(json.dumps(error_body(exc.code, exc.message)))
         finally:
             # Detached: after a disconnect this request's own awaits are cancelled.
-            run_detached(self._audit_alone(ctx, grounding, answer), what="audit a completion")
-
-    async def _audit(
-        self,
-        session: AsyncSession,
-        ctx: ChatContext,
-        grounding: Grounding,
-        answer: Answer | None,
-    ) -> None:
-        if ctx.settings.chat.audit:
-            await chat_service.audit(
-                session,
-                actor=ctx.principal,
-                visibility=ctx.visibility,
-                grounding=grounding,
-                answer=answer,
-                via="openai",
-            )
-
-    async def _audit_alone(
-        self, ctx: ChatContext, grounding: Grounding, answer: Answer | None
-    ) -> None:
-        async with ctx.database.sessionmaker() as session, session.begin():
-            await self._audit(session, ctx, grounding, answer)
+            audited = ctx.audit_alone(grounding, answer, via="openai")
+            run_detached(audited, what="audit a completion")
 
 
 openai_service = OpenAICompatService()

@@ -319,20 +319,21 @@ class Retriever:
         In hybrid mode the vector search runs on a second thread while BM25 scores here:
         FAISS releases the GIL, so a query's latency is the slower of the two, not their sum.
         """
-        vectors: Future[Ranking] | None = None
-        if query.uses_vectors:
-            assert query.vector is not None
-            if query.uses_bm25:
-                vectors = _vector_pool().submit(self._vectors, masked, query.vector.vector, depth)
-            else:
-                vectors = _done(self._vectors(masked, query.vector.vector, depth))
+        vector = query.vector.vector if query.vector is not None else None
+        pending: Future[Ranking] | None = None
+        if vector is not None and query.uses_vectors and query.uses_bm25:
+            pending = _vector_pool().submit(self._vectors, masked, vector, depth)
         rankings: list[Ranking] = []
         weights: list[float] = []
         if query.uses_bm25:
             rankings.append(self._bm25(index, masked, tokens, depth))
             weights.append(self.settings.bm25_weight)
-        if vectors is not None:
-            rankings.append(vectors.result())
+        if query.uses_vectors:
+            assert vector is not None
+            if pending is not None:
+                rankings.append(pending.result())
+            else:
+                rankings.append(self._vectors(masked, vector, depth))
             weights.append(self.settings.vector_weight)
         exhausted = all(ranking[1].size < depth for ranking in rankings)
         return _Candidates(rankings, weights, exhausted)
@@ -427,12 +428,6 @@ def _vector_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(
         max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="cairn-vector-search"
     )
-
-
-def _done(ranking: Ranking) -> Future[Ranking]:
-    future: Future[Ranking] = Future()
-    future.set_result(ranking)
-    return future
 
 
 def _hides_any(index: TenantIndex, hidden: IdArray) -> bool:
