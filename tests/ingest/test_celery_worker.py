@@ -17,6 +17,7 @@ from tests.ingest.worker_process import (
     kill_group,
     long_text,
     poll,
+    settle_with_new_worker,
     spawn_worker,
     stop,
     upload_app,
@@ -84,17 +85,7 @@ async def test_celery_workers_on_redis(settings: Settings, broker_url: str, tmp_
 
         # The dead worker's message is gone with it; the new worker's sweeper finds the job
         # whose lease ran out and sends it again.
-        second = spawn_worker(env, tmp_path / "second.log")
-        try:
-
-            async def big_ready() -> bool:
-                status, _, _ = await document_state(app, big_id)
-                assert second.poll() is None, (tmp_path / "second.log").read_text()
-                return status in ("ready", "failed")
-
-            await poll(big_ready, timeout=240)
-        finally:
-            stop(second)
+        await settle_with_new_worker(app, env, tmp_path / "second.log", big_id)
         _, _, job = await document_state(app, big_id)
         assert (job.status, job.attempts) == ("done", 2)
         await assert_indexed_exactly_once(app, big_id)

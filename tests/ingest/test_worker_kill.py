@@ -16,6 +16,7 @@ from tests.ingest.worker_process import (
     document_state,
     long_text,
     poll,
+    settle_with_new_worker,
     spawn_worker,
     stop,
     upload_app,
@@ -66,23 +67,13 @@ async def test_sigkilled_worker_loses_nothing(settings: Settings, tmp_path: Path
         assert job.attempts == 1
         assert progress_at_kill < 0.95  # killed before any chunk of this job was stored
 
-        rescuer = spawn_worker(env, tmp_path / "rescuer.log")
-        try:
-
-            async def big_ready() -> bool:
-                status, _, _ = await document_state(app, big_id)
-                assert rescuer.poll() is None, (tmp_path / "rescuer.log").read_text()
-                return status in ("ready", "failed")
-
-            await poll(big_ready, timeout=240)
-        finally:
-            stop(rescuer)
+        rescuer_pid = await settle_with_new_worker(app, env, tmp_path / "rescuer.log", big_id)
 
         status, progress, job = await document_state(app, big_id)
         assert (status, progress) == ("ready", 1.0)
         assert job.status == "done"
         assert job.attempts == 2
         assert job.locked_by is not None
-        assert job.locked_by.endswith(f":{rescuer.pid}")
+        assert job.locked_by.endswith(f":{rescuer_pid}")
         await assert_indexed_exactly_once(app, big_id)
         await assert_indexed_exactly_once(app, first_id)

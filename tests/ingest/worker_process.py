@@ -143,6 +143,26 @@ async def document_state(app: FastAPI, document_id: int) -> tuple[str, float, Jo
         return document.status, document.progress, job
 
 
+async def settle_with_new_worker(
+    app: FastAPI, env: dict[str, str], log: Path, document_id: int, *, timeout: float = 240
+) -> int:
+    """Start a fresh worker and wait until the document is ready or failed; the worker must
+    stay alive throughout (its log is shown when it dies), and is stopped afterwards.
+    Returns the worker's pid."""
+    worker = spawn_worker(env, log)
+    try:
+
+        async def settled() -> bool:
+            status, _, _ = await document_state(app, document_id)
+            assert worker.poll() is None, log.read_text()
+            return status in ("ready", "failed")
+
+        await poll(settled, timeout=timeout)
+    finally:
+        stop(worker)
+    return worker.pid
+
+
 async def assert_indexed_exactly_once(app: FastAPI, document_id: int) -> None:
     """The document is ready, its chunks are stored once each, and each shard holds exactly
     the tenant's chunk ids — nothing lost, nothing duplicated."""
