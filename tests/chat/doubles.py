@@ -16,9 +16,10 @@ from collections.abc import AsyncGenerator, Sequence
 from app.generation.base import (
     ChatMessage,
     Completion,
+    Emit,
     GenerationLimits,
+    InProcessGenerator,
     StopSignal,
-    iterate_in_thread,
 )
 from app.generation.limits import GenerationSlots, LimitedGenerator
 
@@ -54,53 +55,39 @@ class EchoGenerator:
             yield line
 
 
-class StallingGenerator:
-    """Emits "tick " every 20 ms until stopped (or its limits end it)."""
+class StallingGenerator(InProcessGenerator):
+    """Emits "tick " every 20 ms until stopped (or its limits end it); `complete` and `stream`
+    are the real in-process backends' own."""
 
     name = "stalling"
+    thread_prefix = "stalling"
 
     def __init__(self) -> None:
         self.started = threading.Event()
         self.stopped = threading.Event()
         self.emitted = 0
 
-    def _run(self, signal: StopSignal, emit: object) -> str:
+    def _run(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        signal: StopSignal,
+        emit: Emit | None = None,
+    ) -> Completion:
         self.started.set()
         parts: list[str] = []
         try:
             while not signal.should_stop():
                 parts.append("tick ")
                 self.emitted += 1
-                if callable(emit):
+                if emit is not None:
                     emit("tick ")
                 time.sleep(0.02)
         finally:
             self.stopped.set()
         # As the real backends do: past the deadline is an error, carrying what was produced.
         signal.raise_if_timed_out("".join(parts))
-        return "".join(parts)
-
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> Completion:
-        signal = StopSignal(limits, cancel)
-        text = self._run(signal, None)
-        return Completion(text, "cancelled", 1, self.emitted)
-
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        limits: GenerationLimits,
-        cancel: threading.Event | None = None,
-    ) -> AsyncGenerator[str, None]:
-        signal = StopSignal(limits, cancel)
-        async for delta in iterate_in_thread(
-            lambda emit: self._run(signal, emit) and None, signal, name="stalling"
-        ):
-            yield delta
+        return Completion("".join(parts), "cancelled", 1, self.emitted)
 
 
 def limited(
