@@ -15,14 +15,10 @@ logger = logging.getLogger("cairn.generation")
 
 class GeneratorProvider:
     def __init__(self, settings: Settings, generator: Generator | None = None) -> None:
+        """`generator`: hand out this one instead of loading the configured model."""
         self._settings = settings
         self._generator = generator
         self._lock = asyncio.Lock()
-
-    @classmethod
-    def of(cls, settings: Settings, generator: Generator) -> GeneratorProvider:
-        """A provider handing out an already built generator (another backend, tests)."""
-        return cls(settings, generator)
 
     @property
     def loaded(self) -> bool:

@@ -57,7 +57,7 @@ class World:
 @pytest.fixture
 async def world(app: FastAPI, api: Api, client: httpx.AsyncClient) -> World:
     echo = EchoGenerator()
-    app.state.generator = GeneratorProvider.of(app.state.settings, limited(echo))
+    app.state.generator = GeneratorProvider(app.state.settings, limited(echo))
     await api.tenant("hr")
     await api.tenant("eng")
     users = {

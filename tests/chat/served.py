@@ -44,14 +44,14 @@ class Served:
 
     def use(self, generator: Generator) -> None:
         """Answer with this generator from now on."""
-        self.app.state.generator = GeneratorProvider.of(self.app.state.settings, generator)
+        self.app.state.generator = GeneratorProvider(self.app.state.settings, generator)
 
 
 @asynccontextmanager
 async def serve(settings: Settings, generator: Generator | None = None) -> AsyncIterator[Served]:
     app = create_app(settings)
     if generator is not None:
-        app.state.generator = GeneratorProvider.of(settings, generator)
+        app.state.generator = GeneratorProvider(settings, generator)
     with live_server(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             api = Api(client)

@@ -29,7 +29,7 @@ async def test_a_slow_answer_times_out(
     app: FastAPI, client: httpx.AsyncClient, world: World
 ) -> None:
     stalling = StallingGenerator()
-    app.state.generator = GeneratorProvider.of(app.state.settings, limited(stalling))
+    app.state.generator = GeneratorProvider(app.state.settings, limited(stalling))
     with_timeout(app, 0.5)
     response = await client.post(CHAT, json={"question": QUESTION}, headers=world.users["viewer"])
     assert_error(response, 504, "generation_timeout")
@@ -65,7 +65,7 @@ async def test_a_busy_generator_is_429(
 ) -> None:
     stalling = StallingGenerator()
     generator = limited(stalling, queue_timeout=0.3)
-    app.state.generator = GeneratorProvider.of(app.state.settings, generator)
+    app.state.generator = GeneratorProvider(app.state.settings, generator)
     with_timeout(app, 5.0)
     first = asyncio.create_task(
         client.post(CHAT, json={"question": QUESTION}, headers=world.users["viewer"])
