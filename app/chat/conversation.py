@@ -24,7 +24,7 @@ from app.kit.authz import TenantAccess
 from app.kit.background import run_detached
 from app.kit.db import Database
 from app.kit.disconnect import cancel_on_disconnect
-from app.kit.errors import CairnError, ResourceNotFound, ValidationFailed, error_body
+from app.kit.errors import CairnError, ResourceNotFound, error_body
 from app.kit.principal import Principal
 from app.kit.settings import Settings
 from app.models import ChatCitation
@@ -119,13 +119,7 @@ class Conversation:
     async def prepare(self, session: AsyncSession, ctx: ChatContext, data: ChatRequest) -> Prepared:
         """Check the request, load the session's history and ground the question."""
         config = ctx.settings.chat
-        if len(data.question) > config.max_question_chars:
-            raise ValidationFailed(
-                f"The question is longer than {config.max_question_chars} characters"
-            )
-        top_k = data.top_k or config.top_k
-        if top_k > config.max_top_k:
-            raise ValidationFailed(f"top_k may be at most {config.max_top_k}")
+        top_k = chat_service.admit(config, data.question, data.top_k)
         visibility = ctx.visibility
         history = []
         if data.session_id is not None:
@@ -160,7 +154,9 @@ class Conversation:
         """The whole answer; a client that disconnects stops the generation."""
 
         async def work(cancel: threading.Event) -> Answer:
-            return await self._complete(ctx, prepared, cancel)
+            return await chat_service.complete(
+                prepared.grounding, prepared.generator, prepared.limits, ctx.settings.chat, cancel
+            )
 
         answer = await cancel_on_disconnect(request, work)
         if answer.finish_reason == "cancelled":
@@ -171,13 +167,6 @@ class Conversation:
             return self._response(answer, prepared.session_id or 0)
         session_id = await self._store(session, ctx, prepared, answer)
         return self._response(answer, session_id)
-
-    async def _complete(
-        self, ctx: ChatContext, prepared: Prepared, cancel: threading.Event | None
-    ) -> Answer:
-        return await chat_service.complete(
-            prepared.grounding, prepared.generator, prepared.limits, ctx.settings.chat, cancel
-        )
 
     async def stream(self, ctx: ChatContext, prepared: Prepared) -> AsyncIterator[ServerSentEvent]:
         """`delta` events with text, then `done` with the whole response (citations and the

@@ -22,6 +22,7 @@ from app.chat.language import Language, detect_language, nothing_found
 from app.chat.prompt import Passage, Turn, build_messages, fit_passages
 from app.chat.repository import StoredMessage, chat_repository
 from app.generation.base import ChatMessage, GenerationLimits, Generator
+from app.kit.errors import ValidationFailed
 from app.kit.principal import Principal
 from app.kit.settings import ChatSettings
 from app.models import ChatSession
@@ -78,6 +79,18 @@ WITHHELD = "This answer is withheld: a document it cited is no longer available 
 
 
 class ChatService:
+    def admit(self, settings: ChatSettings, question: str, top_k: int | None) -> int:
+        """Check a question and the passages asked for against configuration (422 when over
+        a bound); the number of passages to retrieve."""
+        if len(question) > settings.max_question_chars:
+            raise ValidationFailed(
+                f"The question is longer than {settings.max_question_chars} characters"
+            )
+        top_k = top_k or settings.top_k
+        if top_k > settings.max_top_k:
+            raise ValidationFailed(f"top_k may be at most {settings.max_top_k}")
+        return top_k
+
     async def ground(
         self,
         session: AsyncSession,

@@ -32,7 +32,6 @@ from app.kit.errors import (
     CairnError,
     NotPermitted,
     ResourceNotFound,
-    ValidationFailed,
     error_body,
 )
 from app.kit.principal import Principal
@@ -119,13 +118,7 @@ class OpenAICompatService:
         if last.role != "user" or not last.text().strip():
             raise BadRequest("The last message must be a non-empty user message")
         question = last.text().strip()
-        if len(question) > config.max_question_chars:
-            raise ValidationFailed(
-                f"The question is longer than {config.max_question_chars} characters"
-            )
-        top_k = data.top_k or config.top_k
-        if top_k > config.max_top_k:
-            raise ValidationFailed(f"top_k may be at most {config.max_top_k}")
+        top_k = chat_service.admit(config, question, data.top_k)
         instructions = "\n".join(
             m.text() for m in data.messages if m.role in ("system", "developer") and m.text()
         )
