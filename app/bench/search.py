@@ -605,8 +605,7 @@ async def measure_size(
                 top_k=10,
                 vector=QueryVector(vectors[i], EMBEDDER) if mode != "bm25" else None,
             )
-            async with database.read_sessionmaker() as session:
-                return await retriever.retrieve(session, visibility, query)
+            return await retriever.retrieve(visibility, query)
 
         return call
 

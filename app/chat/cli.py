@@ -34,7 +34,6 @@ async def run_ask(
                 session, database, tenant=tenant, as_user=as_user, permission=("chat", "ask")
             )
             grounding = await chat_service.ground(
-                session,
                 visibility,
                 Retriever.create(database, settings),
                 settings.chat,

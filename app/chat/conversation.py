@@ -135,7 +135,6 @@ class Conversation:
                 session, visibility, chat_session, config.history_turns
             )
         grounding = await chat_service.ground(
-            session,
             visibility,
             ctx.retriever,
             config,

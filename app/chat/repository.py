@@ -138,7 +138,8 @@ class ChatRepository:
         if not document_ids:
             return set()
         narrowed = dataclasses.replace(visibility, document_ids=tuple(sorted(document_ids)))
-        return {int(i) for i in await search_repository.visible_document_ids(session, narrowed)}
+        statement = search_repository.visible_documents_statement(narrowed)
+        return {int(i) for i in (await session.scalars(statement)).all()}
 
 
 chat_repository = ChatRepository()

@@ -93,7 +93,6 @@ class ChatService:
 
     async def ground(
         self,
-        session: AsyncSession,
         visibility: Visibility,
         retriever: Retriever,
         settings: ChatSettings,
@@ -107,13 +106,10 @@ class ChatService:
         language = detect_language(question)
         vector = await retriever.embed_query(question) if settings.mode != "bm25" else None
         hits = await retriever.retrieve(
-            session,
             visibility,
             SearchQuery(text=question, mode=settings.mode, top_k=top_k, vector=vector),
         )
-        if not hits or not await self._relevant(
-            session, visibility, retriever, settings, question, vector
-        ):
+        if not hits or not await self._relevant(visibility, retriever, settings, question, vector):
             return Grounding(question, language, [], relevant=False)
         passages = fit_passages(
             [
@@ -133,7 +129,6 @@ class ChatService:
 
     async def _relevant(
         self,
-        session: AsyncSession,
         visibility: Visibility,
         retriever: Retriever,
         settings: ChatSettings,
@@ -148,7 +143,7 @@ class ChatService:
         if vector is None or floor <= 0:
             return True
         best = await retriever.retrieve(
-            session, visibility, SearchQuery(text=question, mode="vector", top_k=1, vector=vector)
+            visibility, SearchQuery(text=question, mode="vector", top_k=1, vector=vector)
         )
         return bool(best) and best[0].score >= floor
 

@@ -118,10 +118,9 @@ async def rank_documents(
     vector: QueryVector | None,
 ) -> list[int]:
     """Cairn document ids in rank order (one hit per document)."""
-    async with database.read_sessionmaker() as session:
-        hits = await retriever.retrieve(
-            session, visibility, SearchQuery(text=text, mode=mode, top_k=DEPTH, vector=vector)
-        )
+    hits = await retriever.retrieve(
+        visibility, SearchQuery(text=text, mode=mode, top_k=DEPTH, vector=vector)
+    )
     seen: dict[int, None] = {}
     for hit in hits:
         seen.setdefault(hit.document_id, None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import sqlalchemy
 from fastapi import Depends, Request
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -51,6 +53,30 @@ def create_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> AsyncEn
     return engine
 
 
+# The synchronous drivers of the blocking read engine, by backend.
+_BLOCKING_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+
+
+def create_blocking_read_engine(url: str) -> Engine:
+    """A synchronous engine on the same database, for reads made from worker threads.
+
+    Search does its reads inside the same thread hop as its ranking: through the async
+    drivers every statement costs extra event-loop round trips (aiosqlite hops to its own
+    thread for each cursor call), which were most of a search's time beyond the index calls.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = _BLOCKING_DRIVERS.get(backend)
+    if driver is None:
+        raise ValueError(f"no synchronous driver for {backend!r} databases")
+    sync_url = parsed.set(drivername=f"{backend}+{driver}")
+    if backend == "sqlite":
+        # Reads only: under WAL (set by the writers' engine) they see a snapshot per statement
+        # and never wait for the write lock; the timeout covers a checkpoint in progress.
+        return sqlalchemy.create_engine(sync_url, connect_args={"timeout": 30})
+    return sqlalchemy.create_engine(sync_url, pool_pre_ping=True)
+
+
 class Database:
     """One engine and its session factory, owned by the app (or a worker, or the CLI)."""
 
@@ -72,10 +98,18 @@ class Database:
     def is_sqlite(self) -> bool:
         return is_sqlite(self.url)
 
+    @functools.cached_property
+    def blocking_read_engine(self) -> Engine:
+        """Synchronous reads from worker threads (search); made on first use."""
+        return create_blocking_read_engine(self.url)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+        blocking: Engine | None = self.__dict__.get("blocking_read_engine")
+        if blocking is not None:
+            blocking.dispose()
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -50,7 +50,7 @@ async def chat_completions(
         database=request.app.state.database,
     )
     asked = openai_service.read(data, ctx)
-    running = await openai_service.start(session, ctx, data.model, asked)
+    running = await openai_service.start(ctx, data.model, asked)
     if data.stream:
         return EventSourceResponse(openai_service.stream(ctx, running), ping=15)
     return await openai_service.complete(request, write, ctx, running)

@@ -141,11 +141,8 @@ class OpenAICompatService:
         instructions = instructions[: config.max_question_chars]
         return Asked(question, history, instructions or None, top_k, limits)
 
-    async def start(
-        self, session: AsyncSession, ctx: ChatContext, model: str, asked: Asked
-    ) -> Running:
+    async def start(self, ctx: ChatContext, model: str, asked: Asked) -> Running:
         grounding = await chat_service.ground(
-            session,
             ctx.visibility,
             ctx.retriever,
             ctx.settings.chat,

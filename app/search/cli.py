@@ -74,7 +74,6 @@ async def run_search(
             )
             retriever = Retriever.create(database, settings)
             response = await search_service.search(
-                session,
                 visibility,
                 query=request.query,
                 top_k=request.top_k,

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from app.kit.authz import Authorizer, TenantAccess
-from app.kit.db import ReadSession, Session
+from app.kit.db import Session
 from app.search.retriever import Retriever
 from app.search.schemas import SearchRequest, SearchResponse
 from app.search.service import search_service
@@ -28,13 +28,11 @@ CurrentRetriever = Annotated[Retriever, Depends(_retriever)]
 async def search(
     data: SearchRequest,
     access: SearchAccess,
-    session: ReadSession,
     audit_session: Session,
     retriever: CurrentRetriever,
 ) -> SearchResponse:
     visibility = Visibility.of(access, data.filters)
     response = await search_service.search(
-        session,
         visibility,
         query=data.query,
         top_k=data.top_k,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     select,
     union,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.authz import SENSITIVITY_LEVELS
@@ -88,14 +89,17 @@ class SearchRepository:
         """Ids of the tenant's ready, not deleted documents the visibility admits."""
         return select(Document.id).where(*self.visible_conditions(visibility))
 
-    async def visible_document_ids(self, session: AsyncSession, visibility: Visibility) -> IdArray:
+    # The reads of a search itself are synchronous, on a connection of the database's blocking
+    # read engine: search runs them in the thread that ranks (see app.search.retriever).
+
+    def visible_document_ids(self, connection: Connection, visibility: Visibility) -> IdArray:
         """Sorted ids of the documents a search under ``visibility`` may return."""
         if not visibility.sensitivity:
             return np.empty(0, dtype=np.int64)
-        rows = (await session.scalars(self.visible_documents_statement(visibility))).all()
+        rows = connection.scalars(self.visible_documents_statement(visibility)).all()
         return np.unique(np.array(rows, dtype=np.int64))
 
-    async def hidden_document_ids(self, session: AsyncSession, visibility: Visibility) -> IdArray:
+    def hidden_document_ids(self, connection: Connection, visibility: Visibility) -> IdArray:
         """Sorted ids of the tenant's documents an unfiltered search must not return: not
         ready, soft-deleted, or above the caller's sensitivity. Usually a handful, where the
         visible ones may be a hundred thousand; three index lookups, no scan."""
@@ -115,7 +119,7 @@ class SearchRepository:
             # One UNION, not three statements: each arm still uses its own (tenant_id, ...)
             # index, and a search pays one database round trip here instead of three.
             statement = self._hidden_statements.setdefault(hidden_levels, union(*statements))
-        ids = (await session.scalars(statement, {"tenant_id": visibility.tenant_id})).all()
+        ids = connection.scalars(statement, {"tenant_id": visibility.tenant_id}).all()
         return np.unique(np.array(ids, dtype=np.int64))
 
     async def shards(self, session: AsyncSession, tenant_id: int) -> Sequence[IndexShard]:
@@ -143,8 +147,8 @@ class SearchRepository:
         pairs = np.array(rows, dtype=np.int64)
         return pairs[:, 0].copy(), pairs[:, 1].copy()
 
-    async def hit_rows(
-        self, session: AsyncSession, visibility: Visibility, chunk_ids: Sequence[int]
+    def hit_rows(
+        self, connection: Connection, visibility: Visibility, chunk_ids: Sequence[int]
     ) -> dict[int, HitRow]:
         """Text and title of the given chunks, for those still visible (checked again here)."""
         if not chunk_ids:
@@ -156,7 +160,7 @@ class SearchRepository:
         # documents and scan them all for a handful of hits. The tenant is checked on the
         # rows, not in the outer WHERE: there SQLite prefers the (tenant_id, shard_no) index
         # to the primary key and walks the tenant's chunks.
-        rows = await session.execute(
+        rows = connection.execute(
             self._hit_statement(visibility),
             {"tenant_id": visibility.tenant_id, "chunk_ids": list(chunk_ids)},
         )

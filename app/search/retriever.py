@@ -11,17 +11,15 @@ Ordering rules that keep it correct:
 * The visible (or, unfiltered, the hidden) documents are read from the database on every
   call and turned into allowed chunk ids per shard; FAISS (``IDSelector``) and BM25 skip
   every other chunk while they score, so the candidate lists are filled from visible chunks
-  only and no count or ranking cut ever involves an invisible one. An unfiltered search
-  starts ranking while the hidden documents are read, and keeps that head start only when
-  none of them has a chunk in the shards, i.e. when masks would have changed nothing
-  (``Retriever._speculate``).
+  only and no count or ranking cut ever involves an invisible one.
 * Hit texts and titles are fetched through the same visibility statement again, so a
   document deleted during the search is dropped rather than shown.
 * Results are deterministic for a fixed index: every ranking breaks ties by chunk id.
 
-Latency: the service's own work (two database round trips for visibility and hit texts, one
-thread hop for masks, candidates and fusion, cached token sets for de-duplication) is meant
-to stay within a few milliseconds of the raw FAISS and BM25 calls (`cairn bench search`).
+Latency: everything after the shard lookup runs in one worker thread, the database reads
+included, over the database's synchronous read engine (``Database.blocking_read_engine``):
+through the async drivers each statement took several event-loop round trips, which had been
+most of the service's time beyond the raw FAISS and BM25 calls (`cairn bench search`).
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from app.kit.db import Database
 from app.kit.errors import ServiceUnavailable
@@ -47,7 +45,7 @@ from app.search.index import merge_results, search_bm25, search_shard, tokenize
 from app.search.repository import search_repository
 from app.search.rerank import Reranker, load_reranker
 from app.search.schemas import SearchMode
-from app.search.shard_cache import LoadedShard, ShardCache, ShardKey, TenantIndex
+from app.search.shard_cache import LoadedShard, ShardCache, TenantIndex
 from app.search.visibility import IdArray, Visibility, allowed_ids, allowed_ids_except
 from ingest.embedding import EmbeddingConfig, load_embedder
 
@@ -57,7 +55,6 @@ _EMPTY: tuple[npt.NDArray[np.float64], IdArray] = (
     np.empty(0, dtype=np.float64),
     np.empty(0, dtype=np.int64),
 )
-_NONE_HIDDEN: IdArray = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -98,15 +95,6 @@ class _Prepared:
 
 
 @dataclass(frozen=True)
-class _Ranked:
-    prepared: _Prepared
-    ids: IdArray  # fused, best first
-    scores: npt.NDArray[np.float64]
-    # No retriever could have returned more than it did at this depth.
-    exhausted: bool
-
-
-@dataclass(frozen=True)
 class _Candidates:
     rankings: list[Ranking]
     weights: list[float]
@@ -129,9 +117,8 @@ class Retriever:
         self.cache = cache
         self.embedding = embedding or EmbeddingConfig()
         self.reranker = reranker
-        # Per tenant: whether its last unfiltered search found hidden documents with chunks in
-        # the shards (keyed with the shard versions); a hint for _speculate, never a filter.
-        self._hides: dict[int, tuple[tuple[ShardKey, ...], bool]] = {}
+        # The shard cache's database: the reads of a search are made in its worker thread.
+        self.engine = cache.database.blocking_read_engine
 
     @classmethod
     def create(cls, database: Database, settings: Settings) -> Retriever:
@@ -159,9 +146,7 @@ class Retriever:
         vector = embedder.embed_query(text)
         return QueryVector(np.asarray(vector, dtype=np.float32), embedder.name)
 
-    async def retrieve(
-        self, session: AsyncSession, visibility: Visibility, query: SearchQuery
-    ) -> list[Candidate]:
+    async def retrieve(self, visibility: Visibility, query: SearchQuery) -> list[Candidate]:
         """The best ``top_k`` visible chunks for the query, best first."""
         if query.top_k < 1:
             raise ValueError("top_k must be >= 1")
@@ -175,81 +160,51 @@ class Retriever:
         want = query.top_k
         if self.reranker is not None:
             want = max(want, self.settings.rerank.depth)
-        depth = max(self.settings.candidates, want)
-
-        # Filtered: list the visible documents, the filters keep them few. Unfiltered (the
-        # common case): ask the database for the few hidden documents, not the many visible
-        # ones, and meanwhile rank as if none were hidden (see _speculate).
-        first: _Ranked | None = None
-        if visibility.filtered:
-            visible = await search_repository.visible_document_ids(session, visibility)
-            if visible.size == 0:
-                return []
-            hidden = None
-        else:
-            visible = None
-            speculation = self._speculate(index, query, depth)
-            try:
-                hidden = await search_repository.hidden_document_ids(session, visibility)
-            finally:
-                if speculation is not None and not speculation.done():
-                    speculation.add_done_callback(_retrieve_exception)
-            hides = _hides_any(index, hidden)
-            self._hides[index.tenant_id] = (index.key, hides)
-            if speculation is not None and not hides:
-                # Nothing hidden has a chunk in any shard: masking would have changed
-                # nothing, so the speculative ranking is exactly the visible one.
-                first = await speculation
-
-        prepared: _Prepared | None = None
-        while True:
-            # Masks, tokens, candidates and fusion are numpy, FAISS and jieba work: one hop off
-            # the event loop for all of it (the masks are reused if the depth has to grow).
-            if first is not None:
-                ranked, first = first, None
-            else:
-                ranked = await asyncio.to_thread(
-                    self._rank, index, visible, hidden, query, depth, prepared
-                )
-            prepared = ranked.prepared
-            if not prepared.masked:
-                return []
-            dedupe = Deduplicator(
-                max_per_document=self.settings.max_chunks_per_document,
-                threshold=self.settings.near_duplicate_threshold,
-            )
-            await self._walk(session, visibility, ranked.ids, ranked.scores, dedupe, want)
-            if (
-                len(dedupe.kept) >= want
-                or ranked.exhausted
-                or depth >= self.settings.max_candidates
-            ):
-                break
-            # De-duplication dropped too many: look deeper.
-            depth = min(depth * 4, self.settings.max_candidates)
-        if len(dedupe.kept) < want:
-            dedupe.backfill(want - len(dedupe.kept))
-        hits = dedupe.kept[:want]
+        # Database reads, masks, candidates, fusion and de-duplication are SQL, numpy, FAISS
+        # and jieba work: one hop off the event loop for all of it.
+        hits = await asyncio.to_thread(self._search, index, visibility, query, want)
         if self.reranker is not None and hits:
             hits = await self._rerank(self.reranker, query.text, hits)
         return hits[: query.top_k]
 
-    def _speculate(
-        self, index: TenantIndex, query: SearchQuery, depth: int
-    ) -> asyncio.Future[_Ranked] | None:
-        """Start ranking with nothing hidden while the hidden documents are being read.
-
-        Only a head start, never a shortcut: the result is used only when the hidden
-        documents just read have no chunk in any shard (checked on every search), where masks
-        would change nothing. Chunks whose row is gone are still masked here. Skipped when the
-        tenant's previous search at these shard versions found hidden chunks, as the work
-        would likely be thrown away.
-        """
-        if self._hides.get(index.tenant_id) == (index.key, True):
-            return None
-        return asyncio.ensure_future(
-            asyncio.to_thread(self._rank, index, None, _NONE_HIDDEN, query, depth, None)
-        )
+    def _search(
+        self, index: TenantIndex, visibility: Visibility, query: SearchQuery, want: int
+    ) -> list[Candidate]:
+        """The best ``want`` visible chunks, de-duplicated (blocking: in a thread)."""
+        depth = max(self.settings.candidates, want)
+        with self.engine.connect() as connection:
+            # Filtered: list the visible documents, the filters keep them few. Unfiltered (the
+            # common case): ask for the few hidden documents, not the many visible ones.
+            visible: IdArray | None = None
+            hidden: IdArray | None = None
+            if visibility.filtered:
+                visible = search_repository.visible_document_ids(connection, visibility)
+                if visible.size == 0:
+                    return []
+            else:
+                hidden = search_repository.hidden_document_ids(connection, visibility)
+            prepared = self._prepare(index, visible, hidden, query)
+            if not prepared.masked:
+                return []
+            while True:
+                candidates = self._candidates(index, prepared.masked, query, prepared.tokens, depth)
+                ids, scores = self._fuse(candidates)
+                dedupe = Deduplicator(
+                    max_per_document=self.settings.max_chunks_per_document,
+                    threshold=self.settings.near_duplicate_threshold,
+                )
+                self._walk(connection, visibility, ids, scores, dedupe, want)
+                if (
+                    len(dedupe.kept) >= want
+                    or candidates.exhausted
+                    or depth >= self.settings.max_candidates
+                ):
+                    break
+                # De-duplication dropped too many: look deeper (the masks stay).
+                depth = min(depth * 4, self.settings.max_candidates)
+        if len(dedupe.kept) < want:
+            dedupe.backfill(want - len(dedupe.kept))
+        return dedupe.kept[:want]
 
     def _check_vector(self, index: TenantIndex, vector: QueryVector | None) -> None:
         assert vector is not None
@@ -266,25 +221,6 @@ class Retriever:
                 f"{index.dim} dimensions",
                 code="embedder_mismatch",
             )
-
-    def _rank(
-        self,
-        index: TenantIndex,
-        visible: IdArray | None,
-        hidden: IdArray | None,
-        query: SearchQuery,
-        depth: int,
-        prepared: _Prepared | None,
-    ) -> _Ranked:
-        """The fused top-``depth`` candidates of the visible chunks (blocking: in a thread).
-        ``prepared`` is the previous round's masks and tokens, computed here when None."""
-        if prepared is None:
-            prepared = self._prepare(index, visible, hidden, query)
-        if not prepared.masked:
-            return _Ranked(prepared, _EMPTY[1], _EMPTY[0], exhausted=True)
-        candidates = self._candidates(index, prepared.masked, query, prepared.tokens, depth)
-        ids, scores = self._fuse(candidates)
-        return _Ranked(prepared, ids, scores, candidates.exhausted)
 
     @staticmethod
     def _prepare(
@@ -372,9 +308,9 @@ class Retriever:
             rrf_k=self.settings.rrf_k,
         )
 
-    async def _walk(
+    def _walk(
         self,
-        session: AsyncSession,
+        connection: Connection,
         visibility: Visibility,
         ids: IdArray,
         scores: npt.NDArray[np.float64],
@@ -387,30 +323,25 @@ class Retriever:
         score_list = scores.tolist()
         for start in range(0, len(id_list), batch):
             chunk_ids = id_list[start : start + batch]
-            rows = await search_repository.hit_rows(session, visibility, chunk_ids)
-            candidates = [
-                Candidate(
-                    chunk_id=chunk_id,
-                    document_id=row.document_id,
-                    score=score,
-                    title=row.title,
-                    text=row.text,
-                    heading_path=row.heading_path,
+            rows = search_repository.hit_rows(connection, visibility, chunk_ids)
+            for chunk_id, score in zip(chunk_ids, score_list[start : start + batch], strict=True):
+                row = rows.get(chunk_id)
+                if row is None:
+                    # Deleted or purged since the masks were made: the hit-text query applies
+                    # visibility again.
+                    continue
+                dedupe.offer(
+                    Candidate(
+                        chunk_id=chunk_id,
+                        document_id=row.document_id,
+                        score=score,
+                        title=row.title,
+                        text=row.text,
+                        heading_path=row.heading_path,
+                    )
                 )
-                for chunk_id, score in zip(
-                    chunk_ids, score_list[start : start + batch], strict=True
-                )
-                # A chunk without a row here was deleted or purged since the mask was made.
-                if (row := rows.get(chunk_id)) is not None
-            ]
-            # Near-duplicate checks need each text's token set: new texts are tokenized (jieba)
-            # off the event loop; then offering is set arithmetic, cheap enough to do here.
-            if dedupe.threshold > 0:
-                missing = dedupe.cache.missing(c.text for c in candidates)
-                if missing:
-                    await asyncio.to_thread(dedupe.cache.fill, missing)
-            if _offer_all(dedupe, candidates, want):
-                return
+                if len(dedupe.kept) >= want:
+                    return
 
     async def _rerank(
         self, reranker: Reranker, query: str, hits: list[Candidate]
@@ -428,29 +359,6 @@ def _vector_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(
         max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="cairn-vector-search"
     )
-
-
-def _hides_any(index: TenantIndex, hidden: IdArray) -> bool:
-    """Whether any hidden document has a chunk in one of the index's shards."""
-    return hidden.size > 0 and any(
-        bool(np.isin(shard.documents, hidden, assume_unique=True).any()) for shard in index.shards
-    )
-
-
-def _retrieve_exception(future: asyncio.Future[_Ranked]) -> None:
-    # An abandoned speculation's error is of no interest; retrieving it keeps asyncio from
-    # logging "exception was never retrieved".
-    if not future.cancelled():
-        future.exception()
-
-
-def _offer_all(dedupe: Deduplicator, candidates: list[Candidate], want: int) -> bool:
-    """Offer candidates in order until ``want`` are kept; whether that many are."""
-    for candidate in candidates:
-        dedupe.offer(candidate)
-        if len(dedupe.kept) >= want:
-            return True
-    return False
 
 
 def _rescored(hit: Candidate, score: float) -> Candidate:

@@ -17,7 +17,6 @@ from app.search.visibility import Visibility
 class SearchService:
     async def search(
         self,
-        session: AsyncSession,
         visibility: Visibility,
         *,
         query: str,
@@ -29,7 +28,7 @@ class SearchService:
         started = time.perf_counter()
         vector = await retriever.embed_query(query) if mode != "bm25" else None
         hits = await retriever.retrieve(
-            session, visibility, SearchQuery(text=query, mode=mode, top_k=top_k, vector=vector)
+            visibility, SearchQuery(text=query, mode=mode, top_k=top_k, vector=vector)
         )
         took_ms = round((time.perf_counter() - started) * 1000, 3)
         return SearchResponse(hits=[_hit(h) for h in hits], took_ms=took_ms)

@@ -15,7 +15,6 @@ from app.kit.db import Database
 from app.kit.errors import ServiceUnavailable
 from app.kit.settings import IndexSettings, RerankSettings, SearchSettings
 from app.models import Document
-from app.search.dedupe import Candidate
 from app.search.rerank import RerankerUnavailable, load_reranker
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import ShardCache
@@ -78,13 +77,6 @@ def query(text: str, mode: str = "bm25", top_k: int = 10, seed: int = 0) -> Sear
     return SearchQuery(text, mode, top_k, QueryVector(vector, EMBEDDER))  # type: ignore[arg-type]
 
 
-async def search(
-    retriever: Retriever, database: Database, vis: Visibility, q: SearchQuery
-) -> list[Candidate]:
-    async with database.read_sessionmaker() as session:
-        return await retriever.retrieve(session, vis, q)
-
-
 async def tenant_with(
     database: Database, index_root: Path, corpus: Corpus, slug: str, specs: Sequence[DocSpec]
 ) -> int:
@@ -108,7 +100,7 @@ async def test_duplicates_and_capped_documents_do_not_starve_top_k(
     retriever = make_retriever(
         database, index_root, candidates=2, max_candidates=100, max_chunks_per_document=2
     )
-    hits = await search(retriever, database, Visibility.for_tenant(tenant), query("vacation"))
+    hits = await retriever.retrieve(Visibility.for_tenant(tenant), query("vacation"))
     texts = [h.text for h in hits]
     assert texts.count(dup) == 1
     per_doc: dict[int, int] = {}
@@ -117,9 +109,7 @@ async def test_duplicates_and_capped_documents_do_not_starve_top_k(
     # 1 duplicate group + 3 notes + 4 rules of one document, 2 of them held back by the cap
     # and then backfilled because nothing else is left.
     assert len(hits) == 8
-    five = await search(
-        retriever, database, Visibility.for_tenant(tenant), query("vacation", top_k=6)
-    )
+    five = await retriever.retrieve(Visibility.for_tenant(tenant), query("vacation", top_k=6))
     assert (
         max(sum(1 for h in five if h.document_id == d) for d in {h.document_id for h in five}) <= 2
     )
@@ -134,8 +124,8 @@ async def test_a_long_single_document_still_fills_top_k(
     tenant = await tenant_with(database, index_root, corpus, "t", [DocSpec(texts)])
     retriever = make_retriever(database, index_root, max_chunks_per_document=2)
     for mode in ("bm25", "vector", "hybrid"):
-        hits = await search(
-            retriever, database, Visibility.for_tenant(tenant), query("handbook", mode, top_k=5)
+        hits = await retriever.retrieve(
+            Visibility.for_tenant(tenant), query("handbook", mode, top_k=5)
         )
         assert len(hits) == 5, mode
 
@@ -148,9 +138,9 @@ async def test_weighted_fusion_is_configuration(database: Database, index_root: 
     rrf = make_retriever(database, index_root)
     weighted = make_retriever(database, index_root, fusion="weighted", bm25_weight=0.0)
     vector_only = make_retriever(database, index_root)
-    rrf_hits = await search(rrf, database, vis, query("budget alpha", "hybrid"))
-    weighted_hits = await search(weighted, database, vis, query("budget alpha", "hybrid"))
-    vector_hits = await search(vector_only, database, vis, query("budget alpha", "vector"))
+    rrf_hits = await rrf.retrieve(vis, query("budget alpha", "hybrid"))
+    weighted_hits = await weighted.retrieve(vis, query("budget alpha", "hybrid"))
+    vector_hits = await vector_only.retrieve(vis, query("budget alpha", "vector"))
     # BM25 weighted 0: the order is the vector order, scores in [0, 1].
     assert [h.chunk_id for h in weighted_hits] == [h.chunk_id for h in vector_hits]
     assert all(0.0 <= h.score <= 1.0 for h in weighted_hits)
@@ -178,9 +168,7 @@ async def test_reranker_hook_reorders_the_best_candidates(
 
     reranker = ByLength()
     retriever = make_retriever(database, index_root, reranker=reranker)
-    hits = await search(
-        retriever, database, Visibility.for_tenant(tenant), query("travel", top_k=2)
-    )
+    hits = await retriever.retrieve(Visibility.for_tenant(tenant), query("travel", top_k=2))
     assert reranker.calls == [("travel", 4)]  # every candidate up to the rerank depth
     assert hits[0].text == "travel charlie"
     assert hits[0].score == 100.0
@@ -195,7 +183,7 @@ async def test_new_shard_versions_are_picked_up_after_the_poll_interval(
     clock = Clock()
     retriever = make_retriever(database, index_root, clock, version_poll_seconds=5)
     vis = Visibility.for_tenant(tenant)
-    assert len(await search(retriever, database, vis, query("river"))) == 1
+    assert len(await retriever.retrieve(vis, query("river"))) == 1
     loads = retriever.cache.loads
 
     # A worker indexes more chunks: new shard files and versions.
@@ -203,13 +191,13 @@ async def test_new_shard_versions_are_picked_up_after_the_poll_interval(
     await add_documents(database, corpus, tenant, more, np.random.default_rng(1))
     await index(database, index_root, tenant, SMALL_SHARDS)
     clock.now += 1
-    assert len(await search(retriever, database, vis, query("river"))) == 1  # cached
+    assert len(await retriever.retrieve(vis, query("river"))) == 1  # cached
     clock.now += 5
-    assert len(await search(retriever, database, vis, query("river"))) == 5
+    assert len(await retriever.retrieve(vis, query("river"))) == 5
     # Shard 0 grew (3 chunks), shard 1 is new: both loaded; nothing else.
     assert retriever.cache.loads == loads + 2
     clock.now += 10
-    await search(retriever, database, vis, query("river"))
+    await retriever.retrieve(vis, query("river"))
     assert retriever.cache.loads == loads + 2  # versions unchanged: nothing reloaded
 
 
@@ -223,14 +211,14 @@ async def test_soft_delete_counts_at_once_and_top_k_is_refilled(
     retriever = make_retriever(database, index_root, version_poll_seconds=3600)
     vis = Visibility.for_tenant(tenant)
     for mode in ("bm25", "vector", "hybrid"):
-        before = await search(retriever, database, vis, query("safety", mode, top_k=3))
+        before = await retriever.retrieve(vis, query("safety", mode, top_k=3))
         assert len(before) == 3
         victim = before[0].document_id
         async with database.sessionmaker() as session, session.begin():
             await session.execute(
                 update(Document).where(Document.id == victim).values(deleted_at=Document.created_at)
             )
-        after = await search(retriever, database, vis, query("safety", mode, top_k=3))
+        after = await retriever.retrieve(vis, query("safety", mode, top_k=3))
         assert victim not in {h.document_id for h in after}
         assert len(after) == 3
         async with database.sessionmaker() as session, session.begin():
@@ -250,19 +238,19 @@ async def test_cache_evicts_least_recently_used_tenants(
     retriever = make_retriever(database, index_root)
     cache = retriever.cache
     for tenant in tenants:
-        await search(retriever, database, Visibility.for_tenant(tenant), query("shared"))
+        await retriever.retrieve(Visibility.for_tenant(tenant), query("shared"))
     assert cache.cached_tenants() == tenants
     one_tenant = cache.nbytes // 3
     cache.max_bytes = 2 * one_tenant + one_tenant // 2
-    await search(retriever, database, Visibility.for_tenant(tenants[0]), query("shared"))
-    await search(retriever, database, Visibility.for_tenant(tenants[2]), query("shared"))
+    await retriever.retrieve(Visibility.for_tenant(tenants[0]), query("shared"))
+    await retriever.retrieve(Visibility.for_tenant(tenants[2]), query("shared"))
     cache.invalidate(tenants[2])
-    await search(retriever, database, Visibility.for_tenant(tenants[2]), query("shared"))
+    await retriever.retrieve(Visibility.for_tenant(tenants[2]), query("shared"))
     # Reloading tenant 2 pushed the total over the cap: tenant 1, least recently used, went.
     assert cache.cached_tenants() == [tenants[0], tenants[2]]
     # A tenant larger than the whole cap is still served (and is the only one kept).
     cache.max_bytes = 1
-    hits = await search(retriever, database, Visibility.for_tenant(tenants[1]), query("shared"))
+    hits = await retriever.retrieve(Visibility.for_tenant(tenants[1]), query("shared"))
     assert [h.text for h in hits] == ["shared 1"]
     assert cache.cached_tenants() == [tenants[1]]
 
@@ -276,15 +264,15 @@ async def test_embedder_mismatch_is_a_clear_error(database: Database, index_root
         "x ray", "vector", 5, QueryVector(np.ones(DIM, dtype=np.float32), "other:model")
     )
     with pytest.raises(ServiceUnavailable) as info:
-        await search(retriever, database, vis, other_model)
+        await retriever.retrieve(vis, other_model)
     assert info.value.code == "embedder_mismatch"
     wrong_dim = SearchQuery("x ray", "vector", 5, QueryVector(np.ones(3, dtype=np.float32)))
     with pytest.raises(ServiceUnavailable):
-        await search(retriever, database, vis, wrong_dim)
+        await retriever.retrieve(vis, wrong_dim)
     # BM25 needs no vector at all.
-    assert len(await search(retriever, database, vis, SearchQuery("x ray", "bm25", 5))) == 1
+    assert len(await retriever.retrieve(vis, SearchQuery("x ray", "bm25", 5))) == 1
     with pytest.raises(ValueError, match="needs a query vector"):
-        await search(retriever, database, vis, SearchQuery("x ray", "hybrid", 5))
+        await retriever.retrieve(vis, SearchQuery("x ray", "hybrid", 5))
 
 
 async def test_empty_tenant_and_nothing_visible(database: Database, index_root: Path) -> None:
@@ -295,12 +283,9 @@ async def test_empty_tenant_and_nothing_visible(database: Database, index_root: 
     )
     retriever = make_retriever(database, index_root)
     for mode in ("bm25", "vector", "hybrid"):
-        assert (
-            await search(retriever, database, Visibility.for_tenant(empty), query("lake", mode))
-            == []
-        )
+        assert await retriever.retrieve(Visibility.for_tenant(empty), query("lake", mode)) == []
         guest = Visibility.for_tenant(tenant, ("public",))
-        assert await search(retriever, database, guest, query("lake", mode)) == []
+        assert await retriever.retrieve(guest, query("lake", mode)) == []
 
 
 def test_reranker_is_configuration_and_none_ships(tmp_path: Path) -> None:

@@ -208,9 +208,8 @@ async def run_world(world: World, factory: DatabaseFactory, index_root: Path) ->
             text = " ".join(spec.words)
             vector = np.random.default_rng(spec.seed).standard_normal(DIM).astype(np.float32)
             query = SearchQuery(text, spec.mode, spec.top_k, QueryVector(vector, EMBEDDER))
-            async with database.read_sessionmaker() as session:
-                hits = await retriever.retrieve(session, vis, query)
-                again = await retriever.retrieve(session, vis, query)
+            hits = await retriever.retrieve(vis, query)
+            again = await retriever.retrieve(vis, query)
             visible = oracle_visible(corpus, tenant_id, vis)
             seen["search"] += 1
             seen[f"search {spec.mode}"] += 1
