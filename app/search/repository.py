@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -15,11 +14,14 @@ from sqlalchemy import (
     Integer,
     Select,
     bindparam,
+    false,
+    or_,
     select,
     union,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 from app.kit.authz import SENSITIVITY_LEVELS
 from app.models import Chunk, Document, DocumentTag, IndexShard
@@ -28,21 +30,30 @@ from app.search.visibility import Visibility
 IdArray = npt.NDArray[np.int64]
 
 
-@dataclass(frozen=True)
-class HitRow:
+class HitRow(NamedTuple):
+    # A tuple, not a dataclass: a search builds a few dozen per call and only uses some.
     chunk_id: int
     document_id: int
     title: str
     text: str
-    heading_path: tuple[str, ...]
+    heading_json: str | None
+
+    @property
+    def heading_path(self) -> tuple[str, ...]:
+        try:
+            value = json.loads(self.heading_json or "[]")
+        except ValueError:
+            return ()
+        return tuple(str(part) for part in value) if isinstance(value, list) else ()
 
 
-def _heading_path(raw: str | None) -> tuple[str, ...]:
-    try:
-        value = json.loads(raw or "[]")
-    except ValueError:
-        return ()
-    return tuple(str(part) for part in value) if isinstance(value, list) else ()
+def one_of(column: SQLCoreOperations[str], values: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN values`` written as equalities: unlike ``in_`` (an "expanding" parameter
+    rendered anew at every execution), a statement built once with it is executed straight
+    from SQLAlchemy's compiled cache. SQLite and PostgreSQL still use the column's index."""
+    if not values:
+        return false()
+    return or_(*(column == value for value in values))
 
 
 _NOT_READY = ("queued", "processing", "failed", "deleted")
@@ -69,7 +80,7 @@ class SearchRepository:
             Document.tenant_id == tenant,
             Document.status == "ready",
             Document.deleted_at.is_(None),
-            Document.sensitivity.in_(visibility.sensitivity),
+            one_of(Document.sensitivity, visibility.sensitivity),
         ]
         if visibility.tags:
             conditions.append(
@@ -109,12 +120,12 @@ class SearchRepository:
         if statement is None:
             tenant = Document.tenant_id == bindparam("tenant_id")
             statements = [
-                select(Document.id).where(tenant, Document.status.in_(_NOT_READY)),
+                select(Document.id).where(tenant, one_of(Document.status, _NOT_READY)),
                 select(Document.id).where(tenant, Document.deleted_at.is_not(None)),
             ]
             if hidden_levels:
                 statements.append(
-                    select(Document.id).where(tenant, Document.sensitivity.in_(hidden_levels))
+                    select(Document.id).where(tenant, one_of(Document.sensitivity, hidden_levels))
                 )
             # One UNION, not three statements: each arm still uses its own (tenant_id, ...)
             # index, and a search pays one database round trip here instead of three.
@@ -164,10 +175,11 @@ class SearchRepository:
             self._hit_statement(visibility),
             {"tenant_id": visibility.tenant_id, "chunk_ids": list(chunk_ids)},
         )
+        tenant_id = visibility.tenant_id
         return {
-            row.id: HitRow(row.id, row.document_id, row.title, row.text, _heading_path(row[3]))
-            for row in rows
-            if row.tenant_id == visibility.tenant_id and row.title is not None
+            chunk_id: HitRow(chunk_id, document_id, title, text, heading_json)
+            for chunk_id, document_id, text, heading_json, row_tenant, title in rows
+            if row_tenant == tenant_id and title is not None
         }
 
     def _hit_statement(self, visibility: Visibility) -> Select[Any]:

@@ -53,6 +53,8 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 # Group 1: a run of ideographs. Group 2: a run of any other letters/digits (\w minus "_"
 # minus ideographs), which covers Latin words, numbers, kana, hangul, Cyrillic, ...
 _RUN = re.compile(f"([{_CJK}]+)|([^\\W_{_CJK}]+)")
+_WORD = re.compile(f"[^\\W_{_CJK}]+")
+_HAS_CJK = re.compile(f"[{_CJK}]")
 
 _jieba_lock = threading.Lock()
 _jieba_tokenizer: Any = None
@@ -76,6 +78,10 @@ def _jieba() -> Any:
 def tokenize(text: str) -> list[str]:
     """Lower-cased search tokens of ``text`` without punctuation and stop words."""
     normalised = unicodedata.normalize("NFKC", text).lower()
+    if _HAS_CJK.search(normalised) is None:
+        # The same tokens as below without the per-run dispatch: most text has no ideograph,
+        # and search tokenizes the query and every new hit text for de-duplication.
+        return [word for word in _WORD.findall(normalised) if word not in ENGLISH_STOP_WORDS]
     tokens: list[str] = []
     for match in _RUN.finditer(normalised):
         cjk_run, word = match.group(1), match.group(2)
