@@ -106,6 +106,10 @@ def allowed_ids_except(
     the chunk ids of a shard whose document is not hidden and still exists (0 = its row is
     gone); None when that is every chunk of the shard. ``documents`` and ``hidden`` are
     sorted."""
+    if hidden.size == 0 and (documents.size == 0 or documents[0] != 0):
+        # The usual case, answered without a pass over the shard's documents: nothing hidden,
+        # no orphaned chunk (0 would sort first).
+        return None
     excluded = documents[np.isin(documents, hidden) | (documents == 0)]
     if excluded.size == 0:
         return None
