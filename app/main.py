@@ -27,6 +27,7 @@ from app.kit.settings import Settings, get_settings
 from app.kit.storage import ContentStore
 from app.openai_compat.endpoints import router as openai_router
 from app.search.endpoints import router as search_router
+from app.search.index.tokenize import load_segmenter
 from app.search.retriever import Retriever
 from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.generator.preload
             else None
         )
+        await asyncio.to_thread(load_segmenter)
         created = await bootstrap(database, settings)
         if created is not None:
             # Printed once, to the operator's console; it is never stored in clear.

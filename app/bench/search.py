@@ -63,7 +63,7 @@ from app.search.index import (
     tokenize,
 )
 from app.search.index.layout import shard_path
-from app.search.index.tokenize import ENGLISH_STOP_WORDS
+from app.search.index.tokenize import ENGLISH_STOP_WORDS, load_segmenter
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import TenantIndex
 from app.search.visibility import Visibility
@@ -630,6 +630,7 @@ async def measure_size(
         return call
 
     # Warm up: jieba, the first IVF probes, SQLite's page cache, the connection pool.
+    await asyncio.to_thread(load_segmenter)
     for mode in MODES:
         await _time_calls(min(n, 5), service(mode))
     await _time_calls(min(n, 5), raw_vector)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,9 +39,9 @@ class Candidate:
 class TokenCache:
     """Token sets of recently seen chunk texts, least recently used dropped past ``max_items``.
 
-    Thread-safe: searches fill it from worker threads (jieba is CPU work) and read it on the
-    event loop. An entry holds its text and token set, a few KiB for a typical chunk, so the
-    default bound keeps the cache in the tens of MiB.
+    Thread-safe: searches run in worker threads (see app.search.retriever). An entry holds
+    its text and token set, a few KiB for a typical chunk, so the default bound keeps the
+    cache in the tens of MiB.
     """
 
     def __init__(self, max_items: int = 8192) -> None:
@@ -52,15 +51,6 @@ class TokenCache:
 
     def __len__(self) -> int:
         return len(self._sets)
-
-    def missing(self, texts: Iterable[str]) -> list[str]:
-        """Those of ``texts`` with no cached token set (each once)."""
-        with self._lock:
-            return list(dict.fromkeys(t for t in texts if t not in self._sets))
-
-    def fill(self, texts: Iterable[str]) -> None:
-        """Tokenize and cache ``texts`` (blocking: jieba; run in a thread for many)."""
-        self._put([(text, frozenset(tokenize(text))) for text in texts])
 
     def get(self, text: str) -> frozenset[str]:
         """The token set of ``text``, tokenizing it here when it is not cached."""

@@ -20,7 +20,7 @@ import threading
 import unicodedata
 from typing import Any
 
-__all__ = ["CHINESE_STOP_WORDS", "ENGLISH_STOP_WORDS", "tokenize"]
+__all__ = ["CHINESE_STOP_WORDS", "ENGLISH_STOP_WORDS", "load_segmenter", "tokenize"]
 
 #: the classic English stop-word list (NLTK's, 179 words)
 ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
@@ -73,6 +73,16 @@ def _jieba() -> Any:
                 jieba.initialize()
                 _jieba_tokenizer = jieba.dt
     return _jieba_tokenizer
+
+
+def load_segmenter() -> None:
+    """Load jieba now (blocking, about a second) rather than on the first Chinese text.
+
+    Loading holds the GIL for most of that second: in a server, the first search whose hits
+    hold Chinese text would stall every search running beside it (seen as 1–2 s latency tails
+    in `cairn bench search`), so the API loads it at start-up.
+    """
+    _jieba()
 
 
 def tokenize(text: str) -> list[str]:
