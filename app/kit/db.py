@@ -29,6 +29,15 @@ def create_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> AsyncEn
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
+    if immediate:
+        # One connection for writers: every transaction here takes SQLite's write lock when it
+        # begins, so they run one at a time anyway; waiting for the pool's connection is a
+        # first-come queue, where waiting in SQLite's busy handler is polling with sleeps of up
+        # to 100 ms that a newcomer can overtake — 1-2 s tails for audited searches at
+        # concurrency 8 (`cairn bench search`). Other processes still meet the busy timeout.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", 30)
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
