@@ -110,7 +110,6 @@ async def load_dataset(
 
 
 async def rank_documents(
-    database: Database,
     retriever: Retriever,
     visibility: Visibility,
     text: str,
@@ -177,9 +176,7 @@ async def evaluate(
             started = time.perf_counter()
             for query_id, text in dataset.queries.items():
                 vector = vectors[query_id] if mode != "bm25" else None
-                ranked_docs = await rank_documents(
-                    database, retriever, visibility, text, mode, vector
-                )
+                ranked_docs = await rank_documents(retriever, visibility, text, mode, vector)
                 ranked = [beir_id[d] for d in ranked_docs if d in beir_id]
                 relevant = dataset.qrels[query_id]
                 ndcg.append(ndcg_at_k(ranked, relevant, 10))

@@ -60,16 +60,12 @@ class TokenCache:
                 self._sets.move_to_end(text)
                 return tokens
         tokens = frozenset(tokenize(text))
-        self._put([(text, tokens)])
-        return tokens
-
-    def _put(self, entries: list[tuple[str, frozenset[str]]]) -> None:
         with self._lock:
-            for text, tokens in entries:
-                self._sets[text] = tokens
-                self._sets.move_to_end(text)
+            self._sets[text] = tokens
+            self._sets.move_to_end(text)
             while len(self._sets) > self.max_items:
                 self._sets.popitem(last=False)
+        return tokens
 
 
 #: the process-wide cache ``Deduplicator`` uses unless given another
