@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api_keys.repository import api_key_repository
 from app.kit.db import ReadSession
-from app.kit.errors import NotAuthenticated
+from app.kit.errors import NotAuthenticated, NotPermitted
 from app.kit.principal import Principal
 from app.kit.security import InvalidToken, decode_access_token, hash_api_key, looks_like_api_key
 from app.kit.settings import Settings
@@ -67,3 +67,17 @@ async def _principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+async def _interactive_principal(principal: CurrentPrincipal) -> Principal:
+    if principal.api_key_id is not None:
+        raise NotPermitted(
+            "This needs an interactive sign-in (a token from /api/v1/auth/token), not an API key",
+            code="interactive_sign_in_required",
+        )
+    return principal
+
+
+# Managing credentials (API keys, the password) needs a person who signed in with a password:
+# a leaked API key must not be able to mint, list or revoke keys, or change the password.
+InteractivePrincipal = Annotated[Principal, Depends(_interactive_principal)]

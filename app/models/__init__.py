@@ -4,7 +4,7 @@ from app.models.api_key import APIKey
 from app.models.audit_entry import AuditChainHead, AuditEntry
 from app.models.authz import AuthzRevision, CasbinRule
 from app.models.base import Base
-from app.models.chat import ChatCitation, ChatMessage, ChatSession
+from app.models.chat import ChatCitation, ChatMessage, ChatMessageSource, ChatSession
 from app.models.chunk import Chunk
 from app.models.document import Document, DocumentTag
 from app.models.index_shard import IndexShard
@@ -22,6 +22,7 @@ __all__ = [
     "CasbinRule",
     "ChatCitation",
     "ChatMessage",
+    "ChatMessageSource",
     "ChatSession",
     "Chunk",
     "Document",

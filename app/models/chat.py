@@ -54,3 +54,20 @@ class ChatCitation(Base):
     chunk_id: Mapped[int] = mapped_column()
     title: Mapped[str] = mapped_column(String(500))
     snippet: Mapped[str] = mapped_column(Text)
+
+
+class ChatMessageSource(Base):
+    """A document whose passages were in the prompt of an answer, cited or not. An answer is
+    shown (and fed back into later prompts) only while every one of these is visible to the
+    reader: citations are assigned after the fact, so they cannot be what decides that.
+
+    No foreign key to documents on purpose: a row that outlives its document (hard delete)
+    still withholds the answer, because a missing document is never visible."""
+
+    __tablename__ = "chat_message_sources"
+    __table_args__ = (Index("ix_chat_message_sources_document", "document_id"),)
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("chat_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[int] = mapped_column(primary_key=True)

@@ -21,4 +21,7 @@ class User(Base):
     # column is what the user list shows.
     is_platform_admin: Mapped[bool] = mapped_column(default=False)
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Carried in every JWT as `ver`; bumping it (password change or reset) revokes every token
+    # issued before, on the next request, in every process.
+    token_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
