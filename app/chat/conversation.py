@@ -226,6 +226,7 @@ class Conversation:
             answer=answer.text,
             finish_reason=answer.finish_reason,
             citations=answer.citations,
+            sources=prepared.grounding.document_ids,
         )
         await ctx.audit(
             session, prepared.grounding, answer, via="chat", chat_session_id=chat_session.id

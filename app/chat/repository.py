@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.citations import Citation
-from app.models import ChatCitation, ChatMessage, ChatSession
+from app.models import ChatCitation, ChatMessage, ChatMessageSource, ChatSession
 from app.models.base import utcnow
 from app.search.repository import search_repository
 from app.search.visibility import Visibility
@@ -21,6 +21,13 @@ from app.search.visibility import Visibility
 class StoredMessage:
     message: ChatMessage
     citations: list[ChatCitation]
+    # Every document whose passages were in the answer's prompt (cited or not).
+    sources: frozenset[int] = frozenset()
+
+    @property
+    def depends_on(self) -> frozenset[int]:
+        """The documents that must all stay visible to the reader for the answer to be shown."""
+        return self.sources | {c.document_id for c in self.citations}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +97,18 @@ class ChatRepository:
         by_message: dict[int, list[ChatCitation]] = {}
         for citation in cited:
             by_message.setdefault(citation.message_id, []).append(citation)
-        return [StoredMessage(m, by_message.get(m.id, [])) for m in messages]
+        sourced = await session.execute(
+            select(ChatMessageSource.message_id, ChatMessageSource.document_id).where(
+                ChatMessageSource.message_id.in_([m.id for m in messages])
+            )
+        )
+        sources: dict[int, set[int]] = {}
+        for message_id, document_id in sourced:
+            sources.setdefault(message_id, set()).add(document_id)
+        return [
+            StoredMessage(m, by_message.get(m.id, []), frozenset(sources.get(m.id, ())))
+            for m in messages
+        ]
 
     async def add_turn(
         self,
@@ -101,8 +119,10 @@ class ChatRepository:
         answer: str,
         finish_reason: str,
         citations: Sequence[Citation],
+        sources: Sequence[int],
     ) -> None:
-        """Store a question and its answer with the answer's citations."""
+        """Store a question and its answer with the answer's citations and the documents
+        whose passages were in its prompt."""
         asked = ChatMessage(session_id=chat_session.id, role="user", content=question)
         answered = ChatMessage(
             session_id=chat_session.id,
@@ -122,6 +142,10 @@ class ChatRepository:
                 snippet=c.snippet,
             )
             for c in citations
+        )
+        session.add_all(
+            ChatMessageSource(message_id=answered.id, document_id=document_id)
+            for document_id in sorted(set(sources))
         )
         chat_session.updated_at = utcnow()
         await session.flush()

@@ -63,8 +63,8 @@ class MessageOut(BaseModel):
     content: str
     created_at: datetime
     citations: list[CitationOut]
-    # True when the answer is withheld because a document it cited is no longer visible to
-    # you (deleted, or above your sensitivity level now).
+    # True when the answer is withheld because a document it was written from (cited or
+    # only in its prompt) is no longer visible to you (deleted, or above your level now).
     withheld: bool = False
 
 

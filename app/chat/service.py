@@ -63,7 +63,8 @@ class Answer:
 @dataclass(frozen=True)
 class TranscriptEntry:
     stored: StoredMessage
-    # The answer cited a document the caller can no longer see: not shown.
+    # The answer was written from a document the caller can no longer see (whether or not
+    # it cited it): not shown, and not fed into later prompts.
     withheld: bool
 
     @property
@@ -75,7 +76,7 @@ class TranscriptEntry:
         return self.stored.message.content
 
 
-WITHHELD = "This answer is withheld: a document it cited is no longer available to you."
+WITHHELD = "This answer is withheld: a document it was written from is no longer available to you."
 
 
 class ChatService:
@@ -155,7 +156,7 @@ class ChatService:
         turns: int,
     ) -> list[Turn]:
         """The session's last `turns` question/answer pairs for the prompt, leaving out any
-        answer that cited a document the caller can no longer see."""
+        answer written from a document the caller can no longer see."""
         if turns <= 0:
             return []
         entries = await self.transcript(session, visibility, chat_session, last=2 * turns)
@@ -174,15 +175,13 @@ class ChatService:
         *,
         last: int | None = None,
     ) -> list[TranscriptEntry]:
-        """The session's messages (only the `last` ones when given), marking answers whose
-        sources the caller cannot see now."""
+        """The session's messages (only the `last` ones when given), marking answers written
+        from any document the caller cannot see now: every document that was in the prompt
+        counts, not only the cited ones, since citations are assigned after the fact."""
         stored = await chat_repository.messages(session, chat_session.id, last=last)
-        cited = {c.document_id for m in stored for c in m.citations}
-        visible = await chat_repository.visible_documents(session, visibility, cited)
-        return [
-            TranscriptEntry(m, any(c.document_id not in visible for c in m.citations))
-            for m in stored
-        ]
+        needed = set().union(*(m.depends_on for m in stored)) if stored else set()
+        visible = await chat_repository.visible_documents(session, visibility, needed)
+        return [TranscriptEntry(m, not m.depends_on <= visible) for m in stored]
 
     async def delete_session(
         self, session: AsyncSession, *, actor: Principal, chat_session: ChatSession
