@@ -17,6 +17,8 @@ from app.bench.cli import bench_app
 from app.chat.cli import ask_command
 from app.evaluation.cli import eval_command
 from app.kit.errors import CairnError
+from app.kit.files import restrict_umask, secure_data_dir
+from app.kit.public_ids import configure_public_ids
 from app.kit.settings import Settings, get_settings
 from app.search.cli import search_command
 
@@ -45,8 +47,9 @@ def _settings() -> Settings:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(settings.data_dir, settings.resolved_database_url)
     ensure_embedded_schema(settings.resolved_database_url)
+    configure_public_ids(settings.secret("audit_secret"))
     return settings
 
 
@@ -131,13 +134,16 @@ def serve(
 @users_app.command("create")
 def users_create(
     username: Annotated[str, typer.Option(help="login name")],
-    password: Annotated[str, typer.Option(help="password (min 8 characters)")],
+    password: Annotated[
+        str, typer.Option(help="password (at least auth.password_min_length characters)")
+    ],
     email: Annotated[str | None, typer.Option(help="e-mail address")] = None,
     platform_admin: Annotated[bool, typer.Option("--platform-admin")] = False,
 ) -> None:
     """Create a user."""
     from pydantic import ValidationError
 
+    from app.users.passwords import PasswordPolicy
     from app.users.schemas import UserCreate
     from app.users.service import user_service
 
@@ -150,7 +156,8 @@ def users_create(
         raise typer.Exit(code=2) from exc
 
     async def work(session: AsyncSession) -> int:
-        user = await user_service.create(session, None, data)
+        policy = PasswordPolicy.from_settings(get_settings())
+        user = await user_service.create(session, None, data, policy=policy)
         return user.id
 
     user_id = _run_in_session(work)
@@ -310,6 +317,9 @@ def index_rebuild(
 
 def main() -> None:
     """Console entry point."""
+    # Before any command writes: originals, indexes, the SQLite database and secrets are
+    # tenant-private, so nothing this process creates may be readable by other local users.
+    restrict_umask()
     app(prog_name="cairn")
 
 

@@ -20,8 +20,12 @@ from app.health.endpoints import router as health_router
 from app.kit.authz import Enforcer, sync_role_permissions
 from app.kit.db import Database
 from app.kit.errors import install_error_handlers
+from app.kit.files import secure_data_dir
+from app.kit.headers import SecurityHeaders
 from app.kit.limits import BodySizeLimit
 from app.kit.metrics import MetricsMiddleware
+from app.kit.public_ids import configure_public_ids
+from app.kit.ratelimit import LoginThrottle
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.kit.storage import ContentStore
@@ -31,6 +35,7 @@ from app.search.index.tokenize import load_segmenter
 from app.search.retriever import Retriever
 from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
+from app.users.passwords import PasswordPolicy
 from app.users.service import user_service
 from ingest.worker import CeleryDispatcher, PollingDispatcher, WorkerPool
 
@@ -49,7 +54,27 @@ async def bootstrap(database: Database, settings: Settings) -> tuple[str, str] |
     """Sync role permissions; on an empty database create the first platform admin."""
     async with database.sessionmaker() as session, session.begin():
         await sync_role_permissions(session)
-        return await user_service.ensure_initial_admin(session, settings.admin_password)
+        return await user_service.ensure_initial_admin(
+            session, settings.admin_password, policy=PasswordPolicy.from_settings(settings)
+        )
+
+
+def announce_initial_admin(username: str, password: str, settings: Settings) -> None:
+    """Tell the operator about the first admin; only a generated password is shown."""
+    if settings.admin_password:
+        # The operator chose it (CAIRN_ADMIN_PASSWORD): echoing it would only copy a secret
+        # into terminal scrollback and service logs.
+        message = (
+            f"\n  Created platform admin '{username}' with the configured password "
+            "(CAIRN_ADMIN_PASSWORD).\n"
+        )
+    else:
+        # Printed once, to the operator's console; it is never stored in clear.
+        message = (
+            f"\n  Created platform admin '{username}' with password: {password}\n"
+            "  Log in and change it; it will not be shown again.\n"
+        )
+    print(message, flush=True)  # noqa: T201
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,13 +83,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_password_hashing(
         time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
     )
+    configure_public_ids(settings.secret("audit_secret"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # First, before the database, the content store or an index writes anything:
+        # everything under data_dir is tenant-private (0700 directories, 0600 files).
+        secure_data_dir(settings.data_dir, settings.resolved_database_url)
         database = database_for(settings)
         app.state.database = database
         app.state.enforcer = Enforcer(database.engine)
         app.state.content_store = ContentStore(settings.files_dir)
+        app.state.login_throttle = LoginThrottle.from_settings(settings)
         app.state.retriever = Retriever.create(database, settings)
         if getattr(app.state, "generator", None) is None:
             app.state.generator = GeneratorProvider(settings)
@@ -76,12 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(load_segmenter)
         created = await bootstrap(database, settings)
         if created is not None:
-            # Printed once, to the operator's console; it is never stored in clear.
-            print(  # noqa: T201
-                f"\n  Created platform admin '{created[0]}' with password: {created[1]}\n"
-                "  Log in and change it; it will not be shown again.\n",
-                flush=True,
-            )
+            announce_initial_admin(*created, settings)
         pool: WorkerPool | None = None
         if settings.broker_url:
             app.state.dispatcher = CeleryDispatcher(settings.broker_url)
@@ -101,7 +126,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await pool.stop()
             await database.dispose()
 
-    app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan)
+    docs = settings.api_docs
+    app = FastAPI(
+        title="Cairn",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
@@ -116,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # Multipart framing adds a little on top of the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    # Added last, so outermost: the 413 above and CORS answers get the headers too.
+    app.add_middleware(SecurityHeaders)
     for router in (
         health_router,
         auth_router,

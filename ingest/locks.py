@@ -42,7 +42,7 @@ async def tenant_index_lock(
                 await conn.commit()
         return
     folder = index_root / f"tenant-{tenant_id}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(folder / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         # Blocking flock in a thread; the lock dies with the process if it is killed.

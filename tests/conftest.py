@@ -30,6 +30,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from app.generation.bundled import ensure_bundled_gguf  # noqa: E402
 from app.kit.migrate import upgrade  # noqa: E402
+from app.kit.public_ids import configure_public_ids  # noqa: E402
 from app.kit.settings import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 from tests.generation.tiny_models import build_tiny_deepseek  # noqa: E402
@@ -41,6 +42,10 @@ REDIS_URL = os.environ.get("CAIRN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("CAIRN_REQUIRE_SERVICES") == "1"
 ADMIN_PASSWORD = "admin-password-for-tests"
 TEST_SECRET = "test-secret-" + "x" * 40
+TEST_AUDIT_SECRET = TEST_SECRET + "-audit"
+# Every test app uses this audit secret, so ids are readable (tests/helpers.py) before any app
+# exists, e.g. in Hypothesis strategies.
+configure_public_ids(TEST_AUDIT_SECRET)
 
 
 def _answers(url: str, default_port: int) -> bool:
@@ -156,7 +161,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "data_dir": data_dir,
         "database_url": database_url,
         "jwt_secret": TEST_SECRET,
-        "audit_secret": TEST_SECRET + "-audit",
+        "audit_secret": TEST_AUDIT_SECRET,
         "admin_password": ADMIN_PASSWORD,
         # The cheapest argon2id RFC 9106 allows: tests hash dozens of passwords.
         "argon2_time_cost": 1,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import APIKey
@@ -28,6 +29,16 @@ class APIKeyRepository:
     def add(self, session: AsyncSession, key: APIKey) -> APIKey:
         session.add(key)
         return key
+
+    async def revoke_all_owned(self, session: AsyncSession, user_id: int, *, now: datetime) -> int:
+        """Revoke every unrevoked key of the user; how many were revoked."""
+        result = await session.execute(
+            update(APIKey)
+            .where(APIKey.user_id == user_id, APIKey.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .returning(APIKey.id)
+        )
+        return len(result.all())
 
 
 api_key_repository = APIKeyRepository()

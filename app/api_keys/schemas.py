@@ -4,18 +4,21 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.kit.public_ids import APIKeyId
+from app.kit.text import DisplayText
+
 
 class APIKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="default", min_length=1, max_length=100)
+    name: DisplayText = Field(default="default", min_length=1, max_length=100)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class APIKeyRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
+    id: APIKeyId
     name: str
     prefix: str
     created_at: datetime

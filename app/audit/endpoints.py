@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +11,7 @@ from app.audit.service import audit_service
 from app.kit import authz
 from app.kit.auth import CurrentPrincipal
 from app.kit.authz import Authorizer, CurrentEnforcer, TenantAccess
+from app.kit.bounds import BoundedDatetime
 from app.kit.db import ReadSession
 from app.kit.pagination import Page, Pagination
 from app.tenants.repository import tenant_repository
@@ -32,8 +32,9 @@ async def list_audit(
     actor: Annotated[str | None, Query(max_length=64, description="username")] = None,
     target_type: Annotated[str | None, Query(max_length=32)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    # A time without a zone is read as UTC; one outside app.kit.bounds' range is refused.
+    since: Annotated[BoundedDatetime | None, Query()] = None,
+    until: Annotated[BoundedDatetime | None, Query()] = None,
 ) -> Page[AuditEntryRead]:
     actor_id: int | None = None
     if actor:

@@ -5,12 +5,49 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from app.audit.chain import GLOBAL_CHAIN
 from app.audit.service import VerifyReport, details_dict
+from app.kit.public_ids import AuditEntryId, IdKind, encode_id
 from app.models import AuditEntry
+
+# Entries store the integer keys of what they are about; the API shows public ids instead.
+_TARGET_KINDS = {
+    "document": IdKind.DOCUMENT,
+    "chat_session": IdKind.CHAT_SESSION,
+    "api_key": IdKind.API_KEY,
+    "tenant": IdKind.TENANT,
+    "user": IdKind.USER,
+}
+_DETAIL_KINDS = {
+    "document_id": IdKind.DOCUMENT,
+    "document_ids": IdKind.DOCUMENT,
+    "passage_document_ids": IdKind.DOCUMENT,
+    "cited_document_ids": IdKind.DOCUMENT,
+}
+
+
+def _public(kind: IdKind | None, value: Any) -> Any:
+    if kind is None:
+        return value
+    if isinstance(value, list):
+        return [_public(kind, v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return encode_id(kind, value)
+    if isinstance(value, str) and value.isdigit():
+        return encode_id(kind, int(value))
+    return value
+
+
+def public_chain(chain: str) -> str:
+    """A chain's name as the API shows it: tenant chains by the tenant's public id."""
+    if chain == GLOBAL_CHAIN:
+        return chain
+    prefix, _, key = chain.partition(":")
+    return f"{prefix}:{_public(IdKind.TENANT, key)}"
 
 
 class AuditEntryRead(BaseModel):
-    id: int
+    id: AuditEntryId
     seq: int
     created_at: datetime
     action: str
@@ -36,15 +73,15 @@ class AuditEntryRead(BaseModel):
             outcome=entry.outcome,
             actor=actor,
             target_type=entry.target_type,
-            target_id=entry.target_id,
-            details=details_dict(entry),
+            target_id=_public(_TARGET_KINDS.get(entry.target_type or ""), entry.target_id),
+            details={k: _public(_DETAIL_KINDS.get(k), v) for k, v in details_dict(entry).items()},
         )
 
 
 class BadEntryRead(BaseModel):
     chain: str
     seq: int
-    id: int | None
+    id: AuditEntryId | None
     reason: str
 
 
@@ -59,7 +96,9 @@ class VerifyRead(BaseModel):
         return cls(
             ok=report.ok,
             entries=report.entries,
-            first_bad=BadEntryRead(chain=bad.chain, seq=bad.seq, id=bad.id, reason=bad.reason)
+            first_bad=BadEntryRead(
+                chain=public_chain(bad.chain), seq=bad.seq, id=bad.id, reason=bad.reason
+            )
             if bad
             else None,
         )

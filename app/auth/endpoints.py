@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from app.auth.service import auth_service
 from app.kit.auth import AppSettings
 from app.kit.db import Session
+from app.kit.ratelimit import ClientAddress, SignInThrottle
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -24,6 +25,10 @@ async def issue_token(
     password: Annotated[str, Form(max_length=1024)],
     session: Session,
     settings: AppSettings,
+    throttle: SignInThrottle,
+    address: ClientAddress,
 ) -> Token:
-    token = await auth_service.login(session, settings, username=username, password=password)
+    token = await auth_service.login(
+        session, settings, throttle, username=username, password=password, address=address
+    )
     return Token(access_token=token, expires_in=settings.jwt_ttl_minutes * 60)

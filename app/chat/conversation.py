@@ -27,6 +27,7 @@ from app.kit.disconnect import cancel_on_disconnect
 from app.kit.errors import CairnError, ResourceNotFound, error_body
 from app.kit.principal import Principal
 from app.kit.settings import Settings
+from app.kit.text import clean_display_text
 from app.models import ChatCitation
 from app.search.retriever import Retriever
 from app.search.visibility import Visibility
@@ -245,7 +246,8 @@ class Conversation:
 
 
 def _title(question: str) -> str:
-    line = " ".join(question.split())
+    # Titles are listed to the user later: no bidi overrides or control characters in them.
+    line = " ".join(clean_display_text(question).split()) or "Chat"
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 

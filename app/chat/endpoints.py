@@ -20,6 +20,7 @@ from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import ReadSession, Session
 from app.kit.errors import ResourceNotFound
 from app.kit.pagination import Page, Pagination
+from app.kit.public_ids import ChatSessionRef
 from app.search.endpoints import CurrentRetriever
 from app.search.visibility import Visibility
 
@@ -85,7 +86,9 @@ async def list_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionDetail)
-async def get_session(session_id: int, access: ChatAccess, session: ReadSession) -> SessionDetail:
+async def get_session(
+    session_id: ChatSessionRef, access: ChatAccess, session: ReadSession
+) -> SessionDetail:
     """One of your sessions with its messages. An answer that cited a document you can no
     longer see is withheld."""
     chat_session = await chat_repository.get_owned(
@@ -115,7 +118,9 @@ async def get_session(session_id: int, access: ChatAccess, session: ReadSession)
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-async def delete_session(session_id: int, access: ChatAccess, session: Session) -> Response:
+async def delete_session(
+    session_id: ChatSessionRef, access: ChatAccess, session: Session
+) -> Response:
     """Delete one of your sessions and everything in it."""
     chat_session = await chat_repository.get_owned(
         session, session_id, tenant_id=access.tenant_id, user_id=access.principal.user_id

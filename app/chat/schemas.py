@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.kit.bounds import MAX_REQUESTED_TOKENS, MAX_TOP_K
+from app.kit.public_ids import ChatSessionId, ChatSessionRef, ChunkId, DocumentId
+
 # The hard ceiling; `chat.max_question_chars` may set a lower one.
 MAX_QUESTION_CHARS = 32_000
 
@@ -16,12 +19,12 @@ class ChatRequest(BaseModel):
 
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     # Continue this session (yours, in this tenant); omitted: a new session.
-    session_id: int | None = Field(default=None, ge=1)
+    session_id: ChatSessionRef | None = None
     # Passages retrieved into the prompt; default and ceiling from configuration.
-    top_k: int | None = Field(default=None, ge=1)
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     stream: bool = False
     # Fewer new tokens than the configured maximum (never more).
-    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_REQUESTED_TOKENS)
 
     @field_validator("question")
     @classmethod
@@ -35,8 +38,8 @@ class ChatRequest(BaseModel):
 class CitationOut(BaseModel):
     # The [n] the answer uses for this passage.
     ref: int
-    document_id: int
-    chunk_id: int
+    document_id: DocumentId
+    chunk_id: ChunkId
     title: str
     snippet: str
 
@@ -44,14 +47,14 @@ class CitationOut(BaseModel):
 class ChatResponse(BaseModel):
     answer: str
     citations: list[CitationOut]
-    session_id: int
+    session_id: ChatSessionId
     finish_reason: Literal["stop", "length"]
     # False when no visible passage was relevant and Cairn answered that without the model.
     grounded: bool
 
 
 class SessionOut(BaseModel):
-    id: int
+    id: ChatSessionId
     title: str
     created_at: datetime
     updated_at: datetime

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
 
@@ -18,6 +18,7 @@ from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import ReadSession, Session
 from app.kit.errors import ResourceNotFound, ValidationFailed
 from app.kit.pagination import Page, Pagination
+from app.kit.public_ids import DocumentRef
 from app.kit.storage import ContentStore
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant}/documents", tags=["documents"])
@@ -47,6 +48,10 @@ async def upload_document(
     tags: Annotated[str | None, Form(max_length=4000, description="comma-separated")] = None,
     sensitivity: Annotated[Sensitivity, Form()] = "internal",
 ) -> DocumentAccepted:
+    if (await request.form()).get("sensitivity") == "":
+        # FastAPI reads an empty form field as an absent one: without this check an explicit
+        # `sensitivity=` would silently become the default instead of being refused.
+        raise ValidationFailed(f"sensitivity must be one of: {', '.join(get_args(Sensitivity))}")
     try:
         tag_list = clean_tags(tags.split(",")) if tags else []
     except ValueError as exc:
@@ -84,7 +89,7 @@ async def list_documents(
 
 @router.get("/{document_id}", response_model=DocumentRead)
 async def get_document(
-    document_id: int, access: DocumentsRead, session: ReadSession
+    document_id: DocumentRef, access: DocumentsRead, session: ReadSession
 ) -> DocumentRead:
     document = await document_service.get(session, access, document_id)
     if document is None:
@@ -94,7 +99,7 @@ async def get_document(
 
 @router.patch("/{document_id}", response_model=DocumentRead)
 async def update_document(
-    document_id: int, data: DocumentUpdate, access: DocumentsWrite, session: Session
+    document_id: DocumentRef, data: DocumentUpdate, access: DocumentsWrite, session: Session
 ) -> DocumentRead:
     document = await document_service.update(session, access, document_id, data)
     return (await document_service.read_models(session, [document]))[0]
@@ -102,7 +107,7 @@ async def update_document(
 
 @router.delete("/{document_id}", status_code=202, response_model=DocumentAccepted)
 async def delete_document(
-    document_id: int,
+    document_id: DocumentRef,
     access: DocumentsWrite,
     session: Session,
     purge: Annotated[Literal[False], Query(description="hard delete: not available yet")] = False,
@@ -113,7 +118,7 @@ async def delete_document(
 
 @router.post("/{document_id}/restore", response_model=DocumentRead)
 async def restore_document(
-    document_id: int, access: DocumentsWrite, session: Session
+    document_id: DocumentRef, access: DocumentsWrite, session: Session
 ) -> DocumentRead:
     document = await document_service.restore(session, access, document_id)
     return (await document_service.read_models(session, [document]))[0]

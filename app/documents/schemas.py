@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.kit.public_ids import DocumentId
+from app.kit.text import DisplayText
+
 Sensitivity = Literal["public", "internal", "confidential"]
 DocumentStatus = Literal["queued", "processing", "ready", "failed", "deleted"]
 TAG_PATTERN = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
@@ -31,7 +34,8 @@ def clean_tags(values: list[str]) -> list[str]:
 class DocumentUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, min_length=1, max_length=500)
+    # Cleaned of bidi and control characters; nothing visible left is a 422.
+    title: DisplayText | None = Field(default=None, min_length=1, max_length=500)
     tags: list[str] | None = None
     sensitivity: Sensitivity | None = None
 
@@ -42,12 +46,12 @@ class DocumentUpdate(BaseModel):
 
 
 class DocumentAccepted(BaseModel):
-    id: int
+    id: DocumentId
     status: DocumentStatus
 
 
 class DocumentRead(BaseModel):
-    id: int
+    id: DocumentId
     title: str
     filename: str | None
     media_type: str

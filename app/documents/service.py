@@ -20,7 +20,9 @@ from app.kit.errors import (
     ResourceNotFound,
     UnsupportedMediaType,
 )
+from app.kit.public_ids import IdKind, encode_id
 from app.kit.storage import ContentStore, TooLarge
+from app.kit.text import clean_display_text
 from app.models import Document, Job
 from app.models.base import utcnow
 from ingest.parsers import UnsupportedType, sniff_media_type
@@ -30,7 +32,7 @@ def _display_name(filename: str | None) -> str | None:
     # Only the last path component, for display: the client's path is never used for storage.
     if not filename:
         return None
-    name = PurePath(filename.replace("\\", "/")).name.strip()
+    name = clean_display_text(PurePath(filename.replace("\\", "/")).name)
     return name[:255] or None
 
 
@@ -54,12 +56,15 @@ class DocumentService:
         except TooLarge as exc:
             raise PayloadTooLarge(f"File exceeds the {max_bytes}-byte upload limit") from exc
         if size == 0:
+            # No document ever references the empty blob (every empty upload ends here).
+            store.delete(sha256)
             raise BadRequest("The file is empty", code="empty_file")
         existing = await document_repository.find_by_content(session, access.tenant_id, sha256)
         if existing is not None:
             state = "deleted" if existing.deleted_at else existing.status
             raise Conflict(
-                f"This file was already uploaded as document {existing.id} ({state})",
+                f"This file was already uploaded as document "
+                f"{encode_id(IdKind.DOCUMENT, existing.id)} ({state})",
                 code="duplicate_document",
             )
         name = _display_name(filename)
@@ -74,7 +79,7 @@ class DocumentService:
             session,
             Document(
                 tenant_id=access.tenant_id,
-                title=(title or "").strip() or (name or f"document {sha256[:8]}"),
+                title=clean_display_text(title or "") or (name or f"document {sha256[:8]}"),
                 filename=name,
                 media_type=media_type,
                 size_bytes=size,

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy import text
 
+from app.kit.auth import AppSettings
 from app.kit.db import Database
 from app.kit.errors import ServiceUnavailable
-from app.kit.metrics import metrics_response
+from app.kit.metrics import metrics_response, require_metrics_token
 
 router = APIRouter(tags=["health"])
 
@@ -29,6 +32,9 @@ async def readyz(request: Request) -> dict[str, str]:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    """Prometheus metrics."""
+async def metrics(
+    settings: AppSettings, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    """Prometheus metrics (a bearer token is required when metrics_token is set)."""
+    require_metrics_token(settings.metrics_token, authorization)
     return metrics_response()

@@ -37,6 +37,7 @@ async def _principal(
         raise NotAuthenticated()
     token = credentials.credentials
     api_key_id: int | None = None
+    token_version: int | None = None
     if looks_like_api_key(token):
         key = await api_key_repository.get_by_hash(session, hash_api_key(token))
         now = utcnow()
@@ -54,9 +55,13 @@ async def _principal(
             )
         except InvalidToken as exc:
             raise NotAuthenticated("Invalid or expired token") from exc
-        user_id = claims.user_id
+        user_id, token_version = claims.user_id, claims.version
     user = await user_repository.get(session, user_id)
+    # Checked on every request, so deactivation and a password change (which bumps
+    # token_version) revoke outstanding tokens at once, in every process.
     if user is None or not user.is_active:
+        raise NotAuthenticated("Invalid or expired token")
+    if token_version is not None and token_version != user.token_version:
         raise NotAuthenticated("Invalid or expired token")
     return Principal(
         user_id=user.id,

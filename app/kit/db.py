@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.kit.files import private_sqlite_file
+
 
 def is_sqlite(url: str) -> bool:
     """Whether the URL names a SQLite database."""
@@ -29,6 +31,8 @@ def create_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> AsyncEn
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
+    # Created 0600 before SQLite opens it: SQLite gives -wal and -shm the same permissions.
+    private_sqlite_file(url)
     if immediate:
         # One connection for writers: every transaction here takes SQLite's write lock when it
         # begins, so they run one at a time anyway; waiting for the pool's connection is a

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.kit.errors import NotAuthenticated
 
 REQUESTS = Counter("cairn_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -52,6 +55,18 @@ class MetricsMiddleware:
             route = _route_template(scope)
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+def require_metrics_token(expected: str | None, authorization: str | None) -> None:
+    """With a configured metrics token (non-empty), the request must carry it as a bearer token."""
+    if not expected:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    # Constant-time comparison: response timing must not reveal how much of a guess matched.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise NotAuthenticated("A valid metrics token is required")
 
 
 def metrics_response() -> Response:

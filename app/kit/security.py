@@ -47,6 +47,8 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 class TokenClaims:
     user_id: int
     expires_at: datetime
+    # The user's token_version when the token was issued; a token without `ver` counts as 0.
+    version: int = 0
 
 
 class InvalidToken(Exception):
@@ -54,15 +56,23 @@ class InvalidToken(Exception):
 
 
 def create_access_token(
-    user_id: int, *, secret: str, algorithm: str, ttl: timedelta, now: datetime | None = None
+    user_id: int,
+    *,
+    secret: str,
+    algorithm: str,
+    ttl: timedelta,
+    now: datetime | None = None,
+    version: int = 0,
 ) -> str:
-    """A signed JWT for the user, expiring after `ttl`."""
+    """A signed JWT for the user, expiring after `ttl`, valid while the user's token_version is
+    `version`."""
     issued = now or datetime.now(UTC)
     payload = {
         "sub": str(user_id),
         "iat": int(issued.timestamp()),
         "exp": int((issued + ttl).timestamp()),
         "typ": "access",
+        "ver": version,
     }
     return jwt.encode(payload, secret, algorithm=algorithm)
 
@@ -82,7 +92,14 @@ def decode_access_token(token: str, *, secret: str, algorithm: str) -> TokenClai
         user_id = int(payload["sub"])
     except (TypeError, ValueError) as exc:
         raise InvalidToken("bad subject") from exc
-    return TokenClaims(user_id=user_id, expires_at=datetime.fromtimestamp(payload["exp"], UTC))
+    version = payload.get("ver", 0)
+    if type(version) is not int:
+        raise InvalidToken("bad version")
+    return TokenClaims(
+        user_id=user_id,
+        expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+        version=version,
+    )
 
 
 def generate_api_key() -> str:

@@ -8,7 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import limits
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from app.kit.files import private_dir
 from ingest.chunking import ChunkingConfig
 from ingest.embedding import EmbeddingConfig
 from ingest.parsers import ParseLimits
@@ -210,6 +212,33 @@ class GeneratorSettings(BaseModel):
         return self
 
 
+class AuthSettings(BaseModel):
+    """Sign-in throttling and the password policy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Failed sign-ins (and wrong current passwords on a password change) allowed per username
+    # and per client address in a moving window, in the `limits` notation ("10/15 minutes");
+    # past it, attempts are refused with 429 before any password is hashed.
+    login_failures_per_username: str = "10/15 minutes"
+    login_failures_per_address: str = "50/15 minutes"
+    # NIST SP 800-63B: a minimum length, no composition rules (see app/users/passwords.py).
+    password_min_length: int = Field(default=10, ge=8, le=128)
+
+    @field_validator("login_failures_per_username", "login_failures_per_address")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            items = limits.parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '10/15 minutes': {value!r}") from exc
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError(
+                f"expected one rate limit of at least 1, like '10/15 minutes': {value!r}"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CAIRN_",
@@ -237,6 +266,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     retention_days: int = Field(default=30, ge=0)
     broker_url: str | None = None
+    # Shared state of the API processes (sign-in throttling counters); None = process memory,
+    # which is right for one process only. e.g. "redis://127.0.0.1:6379/1".
+    redis_url: str | None = None
     # Run the in-process worker pool inside `cairn serve` (embedded default, no broker).
     embedded_workers: bool = True
 
@@ -248,11 +280,17 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     # Browser origins allowed to call the API directly (CORS), e.g. a NextChat or Open WebUI
     # page served from another host; empty = no cross-origin browser access.
     cors_origins: list[str] = Field(default_factory=list)
     # Where the bundled GGUF and converted checkpoints are cached; default data_dir/models.
     model_cache_dir: Path | None = None
+    # When set (non-empty), GET /metrics requires `Authorization: Bearer <metrics_token>`;
+    # unset, /metrics is public (bind it away from the internet, see README).
+    metrics_token: str | None = Field(default=None, repr=False)
+    # Serve the interactive API docs (/docs, /redoc) and the schema (/openapi.json).
+    api_docs: bool = True
 
     @classmethod
     def settings_customise_sources(
@@ -316,7 +354,7 @@ class Settings(BaseSettings):
         path = self.data_dir / f".{name}"
         if path.exists():
             return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         generated = secrets.token_urlsafe(48)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

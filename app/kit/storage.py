@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from app.kit.files import private_dir
+
 CHUNK = 1024 * 1024
 
 
@@ -27,9 +29,10 @@ class ContentStore:
 
     def put_stream(self, stream: BinaryIO, *, max_bytes: int) -> tuple[str, int]:
         """Copy a stream in, hashing as it goes; returns (sha256, size). Raises TooLarge."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         digest = hashlib.sha256()
         size = 0
+        # mkstemp creates the file 0600, and the rename keeps that mode.
         fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -43,7 +46,7 @@ class ContentStore:
                 os.fsync(out.fileno())
             sha = digest.hexdigest()
             target = self.path_for(sha)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(target.parent)
             # Same content, same name: replacing an existing blob is harmless.
             os.replace(tmp_name, target)
             return sha, size

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.chat.schemas import CitationOut
+from app.kit.bounds import MAX_REQUESTED_TOKENS, MAX_TOP_K
 
 MAX_MESSAGES = 500
 
@@ -45,13 +46,15 @@ class ChatCompletionRequest(BaseModel):
     model: str = Field(min_length=1, max_length=200)
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    # More than the configured maximum is accepted and capped, as OpenAI-compatible servers do.
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_REQUESTED_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_REQUESTED_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int | None = Field(default=None, ge=1)
+    # OpenAI's own ceiling; Cairn answers only n = 1 (400 otherwise).
+    n: int | None = Field(default=None, ge=1, le=128)
     # Cairn's extension: passages retrieved into the prompt.
-    top_k: int | None = Field(default=None, ge=1)
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
 
 
 class ModelCard(BaseModel):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.documents.schemas import clean_tags
+from app.kit.bounds import BoundedDatetime
+from app.kit.public_ids import ChunkId, DocumentId, DocumentRef
 
 SearchMode = Literal["hybrid", "bm25", "vector"]
 
@@ -27,25 +28,16 @@ class SearchFilters(BaseModel):
 
     # A document matches when it carries at least one of these tags.
     tags: list[str] | None = Field(default=None, max_length=32)
-    document_ids: list[Annotated[int, Field(ge=1)]] | None = Field(
-        default=None, max_length=MAX_FILTER_DOCUMENTS
-    )
+    document_ids: list[DocumentRef] | None = Field(default=None, max_length=MAX_FILTER_DOCUMENTS)
     # Upload time bounds: uploaded_after inclusive, uploaded_before exclusive. A time without
-    # a zone is read as UTC.
-    uploaded_after: datetime | None = None
-    uploaded_before: datetime | None = None
+    # a zone is read as UTC; one outside app.kit.bounds' range is refused (422).
+    uploaded_after: BoundedDatetime | None = None
+    uploaded_before: BoundedDatetime | None = None
 
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else clean_tags(value)
-
-    @field_validator("uploaded_after", "uploaded_before")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class SearchRequest(BaseModel):
@@ -58,8 +50,8 @@ class SearchRequest(BaseModel):
 
 
 class SearchHit(BaseModel):
-    chunk_id: int
-    document_id: int
+    chunk_id: ChunkId
+    document_id: DocumentId
     title: str
     text: str
     score: float

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Response
 
 from app.kit.auth import CurrentPrincipal
 from app.kit.authz import Authorizer, PlatformAuthorizer, TenantAccess
+from app.kit.bounds import UsernamePath
 from app.kit.db import ReadSession, Session
 from app.kit.pagination import Page, Pagination
 from app.kit.principal import Principal
@@ -64,7 +65,7 @@ async def list_members(
 
 @router.put("/{tenant}/members/{username}", response_model=MemberRead)
 async def set_member(
-    username: str, data: MemberSet, access: MembersWrite, session: Session
+    username: UsernamePath, data: MemberSet, access: MembersWrite, session: Session
 ) -> MemberRead:
     membership = await tenant_service.set_member(
         session, tenant=access.tenant, username=username, role=data.role, actor=access.principal
@@ -73,7 +74,7 @@ async def set_member(
 
 
 @router.delete("/{tenant}/members/{username}", status_code=204)
-async def remove_member(username: str, access: MembersWrite, session: Session) -> Response:
+async def remove_member(username: UsernamePath, access: MembersWrite, session: Session) -> Response:
     await tenant_service.remove_member(
         session, tenant=access.tenant, username=username, actor=access.principal
     )

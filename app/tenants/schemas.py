@@ -5,6 +5,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.kit.public_ids import TenantId
+from app.kit.text import DisplayText
+
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 
 TenantRole = Literal["admin", "editor", "viewer", "restricted_viewer", "guest", "auditor"]
@@ -14,11 +17,11 @@ class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: str = Field(pattern=SLUG_PATTERN)
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayText = Field(min_length=1, max_length=200)
 
 
 class TenantRead(BaseModel):
-    id: int
+    id: TenantId
     slug: str
     name: str
     created_at: datetime

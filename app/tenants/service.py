@@ -47,9 +47,29 @@ class TenantService:
         role: str,
         actor: Principal | None,
     ) -> Membership:
-        """Give a user a role in the tenant (replacing any previous role)."""
+        """Give a user a role in the tenant (replacing any previous role).
+
+        Which usernames exist: usernames are platform-wide identifiers, and whoever manages a
+        tenant's members must be able to add an existing colleague by username, so this call
+        necessarily tells them whether an active account has that username. It tells them
+        nothing else: an unknown and a deactivated account get the same 404 with the same
+        message, and no e-mail, other membership or other attribute is ever returned. Each
+        failed lookup is audited in the tenant's chain (outcome "failure"; like every audit
+        entry, without the name tried) and committed although the request fails, so probing
+        shows in the tenant's audit log.
+        """
         user = await user_repository.get_by_username(session, username.lower())
         if user is None or not user.is_active:
+            await audit_service.record(
+                session,
+                action="member.set",
+                actor=actor,
+                tenant_id=tenant.id,
+                target_type="user",
+                outcome="failure",
+                details={"reason": "no active user", "role": role},
+            )
+            await session.commit()
             raise ResourceNotFound("User not found")
         membership = await tenant_repository.membership(session, tenant.id, user.id)
         previous = membership.role if membership else None

@@ -2,27 +2,40 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
-from app.kit.auth import CurrentPrincipal
+from app.kit.auth import AppSettings, CurrentPrincipal, InteractivePrincipal
 from app.kit.authz import PlatformAuthorizer
+from app.kit.bounds import UsernamePath
 from app.kit.db import ReadSession, Session
 from app.kit.errors import ResourceNotFound
 from app.kit.pagination import Page, Pagination
 from app.kit.principal import Principal
+from app.kit.ratelimit import ClientAddress, SignInThrottle
+from app.users.passwords import AppPasswordPolicy
 from app.users.repository import user_repository
-from app.users.schemas import Me, UserCreate, UserRead
+from app.users.schemas import (
+    Me,
+    PasswordChange,
+    PasswordChanged,
+    PasswordReset,
+    UserCreate,
+    UserRead,
+)
 from app.users.service import user_service
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 UsersCreate = Annotated[Principal, Depends(PlatformAuthorizer("users", "create"))]
 UsersRead = Annotated[Principal, Depends(PlatformAuthorizer("users", "read"))]
+UsersResetPassword = Annotated[Principal, Depends(PlatformAuthorizer("users", "reset_password"))]
 
 
 @router.post("", status_code=201, response_model=UserRead)
-async def create_user(data: UserCreate, principal: UsersCreate, session: Session) -> UserRead:
-    user = await user_service.create(session, principal, data)
+async def create_user(
+    data: UserCreate, principal: UsersCreate, session: Session, policy: AppPasswordPolicy
+) -> UserRead:
+    user = await user_service.create(session, principal, data, policy=policy)
     return UserRead.model_validate(user)
 
 
@@ -46,4 +59,34 @@ async def me(principal: CurrentPrincipal, session: ReadSession) -> Me:
     if user is None:
         raise ResourceNotFound()
     memberships = await user_service.memberships(session, user.id)
-    return Me(**UserRead.model_validate(user).model_dump(), memberships=memberships)
+    return Me(**dict(UserRead.model_validate(user)), memberships=memberships)
+
+
+# Declared before /{username}/password, so "me" means the caller here.
+@router.post("/me/password", response_model=PasswordChanged)
+async def change_password(
+    data: PasswordChange,
+    principal: InteractivePrincipal,
+    session: Session,
+    settings: AppSettings,
+    throttle: SignInThrottle,
+    address: ClientAddress,
+) -> PasswordChanged:
+    token = await user_service.change_password(
+        session, principal, data, settings=settings, throttle=throttle, address=address
+    )
+    return PasswordChanged(access_token=token, expires_in=settings.jwt_ttl_minutes * 60)
+
+
+@router.post("/{username}/password", status_code=204)
+async def reset_password(
+    username: UsernamePath,
+    data: PasswordReset,
+    principal: UsersResetPassword,
+    session: Session,
+    policy: AppPasswordPolicy,
+) -> Response:
+    await user_service.reset_password(
+        session, principal, username, data.new_password, policy=policy
+    )
+    return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Membership, Tenant, User
@@ -38,6 +38,22 @@ class UserRepository:
     def add(self, session: AsyncSession, user: User) -> User:
         session.add(user)
         return user
+
+    async def set_password(self, session: AsyncSession, user_id: int, password_hash: str) -> int:
+        """Store a new password hash and bump token_version in one statement; the new version.
+
+        The increment happens in SQL, so two concurrent changes cannot both land on the same
+        version (and leave a token of the first one valid).
+        """
+        version = await session.scalar(
+            update(User)
+            .where(User.id == user_id)
+            .values(password_hash=password_hash, token_version=User.token_version + 1)
+            .returning(User.token_version)
+        )
+        if version is None:
+            raise LookupError(f"no user {user_id}")
+        return int(version)
 
 
 user_repository = UserRepository()

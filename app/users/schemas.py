@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from app.kit.public_ids import UserId
+
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$"
 
 
@@ -11,7 +13,8 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(pattern=USERNAME_PATTERN)
-    password: str = Field(min_length=8, max_length=256)
+    # Length and the rest of the policy are checked by app.users.passwords (422 weak_password).
+    password: str = Field(max_length=256)
     email: EmailStr | None = None
     is_platform_admin: bool = False
 
@@ -30,7 +33,7 @@ class MembershipRead(BaseModel):
 class UserRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
+    id: UserId
     username: str
     email: str | None
     is_platform_admin: bool
@@ -40,3 +43,24 @@ class UserRead(BaseModel):
 
 class Me(UserRead):
     memberships: list[MembershipRead]
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class PasswordReset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    new_password: str = Field(max_length=1024)
+
+
+class PasswordChanged(BaseModel):
+    """A fresh access token: the change revoked every token issued before it."""
+
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int

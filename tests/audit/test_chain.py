@@ -13,8 +13,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text
 
+from app.kit.public_ids import IdKind
 from app.models import AuditEntry
 from tests.conftest import Api, assert_error
+from tests.helpers import key_of, public_of
 
 
 async def _entries(app: FastAPI, chain: str) -> list[AuditEntry]:
@@ -43,7 +45,7 @@ async def chain(api: Api, client: httpx.AsyncClient, app: FastAPI) -> tuple[str,
     for name in ("u1", "u2", "u3"):
         await api.user(name, hr="viewer")
     await api.member("hr", "u1", "editor")
-    name = f"tenant:{tenant['id']}"
+    name = f"tenant:{key_of(tenant['id'])}"
     assert len(await _entries(app, name)) >= 6
     report = await _verify(client, auditor)
     assert report == {"ok": True, "entries": len(await _entries(app, name)), "first_bad": None}
@@ -64,7 +66,7 @@ async def test_edit_is_detected_at_that_row(
     report = await _verify(client, auditor)
     assert report["ok"] is False
     assert report["first_bad"]["seq"] == target.seq
-    assert report["first_bad"]["id"] == target.id
+    assert report["first_bad"]["id"] == public_of(IdKind.AUDIT_ENTRY, target.id)
 
 
 async def test_timestamp_or_action_edit_is_detected(
@@ -122,7 +124,8 @@ async def test_actor_edit_is_detected_but_erasure_keeps_the_chain_valid(
     await _sql(
         app, "UPDATE audit_entries SET actor_name = 'someone-else' WHERE id = :i", i=target.id
     )
-    assert (await _verify(client, auditor))["first_bad"]["id"] == target.id
+    first_bad = (await _verify(client, auditor))["first_bad"]
+    assert first_bad["id"] == public_of(IdKind.AUDIT_ENTRY, target.id)
     # Erasing a person blanks the readable actor; every hash still verifies.
     await _sql(
         app,
@@ -131,7 +134,8 @@ async def test_actor_edit_is_detected_but_erasure_keeps_the_chain_valid(
     )
     assert (await _verify(client, auditor))["ok"] is True
     listing = await client.get("/api/v1/tenants/hr/audit?limit=500", headers=auditor)
-    erased = [e for e in listing.json()["items"] if e["id"] == target.id][0]
+    public = public_of(IdKind.AUDIT_ENTRY, target.id)
+    erased = [e for e in listing.json()["items"] if e["id"] == public][0]
     assert erased["actor"].startswith("erased:")
 
 
@@ -148,10 +152,11 @@ async def test_auditor_reads_the_log_but_no_documents(
     me = (await client.get("/api/v1/users/me", headers=auditor)).json()
     tenant = (await client.get("/api/v1/tenants/hr", headers=auditor)).json()
     enforcer = app.state.enforcer
+    domain = f"tenant:{key_of(tenant['id'])}"
     for act in ("read", "write", "purge"):
-        assert not enforcer.allowed(me["id"], f"tenant:{tenant['id']}", "documents", act)
-    assert not enforcer.allowed(me["id"], f"tenant:{tenant['id']}", "search", "query")
-    assert enforcer.sensitivity_levels(me["id"], tenant["id"]) == ()
+        assert not enforcer.allowed(key_of(me["id"]), domain, "documents", act)
+    assert not enforcer.allowed(key_of(me["id"]), domain, "search", "query")
+    assert enforcer.sensitivity_levels(key_of(me["id"]), key_of(tenant["id"])) == ()
 
 
 async def test_log_never_holds_secrets(api: Api, client: httpx.AsyncClient, app: FastAPI) -> None:

@@ -15,9 +15,11 @@ from sqlalchemy import select
 from app.chat.language import NOTHING_FOUND
 from app.chat.prompt import PREAMBLE
 from app.chat.service import WITHHELD
+from app.kit.public_ids import IdKind
 from app.models import AuditEntry
 from tests.chat.conftest import CONFIDENTIAL_ONLY, DOCS, ENG_ONLY, World
 from tests.conftest import Api, assert_error
+from tests.helpers import key_of, public_of
 
 CHAT = "/api/v1/tenants/{t}/chat"
 SESSIONS = "/api/v1/tenants/{t}/chat/sessions"
@@ -250,7 +252,9 @@ async def test_streaming_sends_deltas_then_the_answer(
         ({"question": "x" * 4001}, 422),
         ({"question": "vacation?", "top_k": 0}, 422),
         ({"question": "vacation?", "top_k": 21}, 422),
-        ({"question": "vacation?", "session_id": 999999}, 404),
+        ({"question": "vacation?", "session_id": 999999}, 422),
+        ({"question": "vacation?", "session_id": "ses_" + "0" * 32}, 422),
+        ({"question": "vacation?", "session_id": public_of(IdKind.CHAT_SESSION, 999999)}, 404),
         ({"question": "vacation?", "unknown": 1}, 422),
         ({}, 422),
     ],
@@ -278,11 +282,11 @@ async def test_audit_names_documents_never_words(
     assert len(entries) == 1
     details = json.loads(entries[0].details)
     assert details["via"] == "chat"
-    assert world.docs["vacation"] in details["cited_document_ids"]
+    assert key_of(world.docs["vacation"]) in details["cited_document_ids"]
     dumped = json.dumps(details)
     assert "vacation" not in dumped.lower()
     assert "twenty" not in dumped.lower()
-    assert body["session_id"] == int(entries[0].target_id)
+    assert key_of(body["session_id"]) == int(entries[0].target_id)
 
 
 async def test_a_tenant_without_documents(

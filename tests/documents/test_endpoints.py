@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from ingest.embedding import load_embedder
 from tests.conftest import Api, assert_error
 from tests.documents.helpers import bm25_hits, vector_hits, wait_for
+from tests.helpers import key_of
 from tests.ingest.pdf_fixtures import build_pdf, encrypt_pdf
 from tests.ingest.zip_fixtures import docx_zip_bomb
 
@@ -107,11 +108,11 @@ async def test_each_format_ingests_and_is_searchable(
     assert doc["chunk_count"] >= 1
     assert doc["progress"] == 1.0
     assert doc["tags"] == ["2026", "policy"]  # sorted
-    hits = await bm25_hits(app, hr["tenant"]["id"], phrase)
+    hits = await bm25_hits(app, key_of(hr["tenant"]["id"]), phrase)
     assert hits, f"{phrase!r} not found by BM25"
     assert any(word.lower() in hits[0].lower() for word in phrase.split())
     embedder = load_embedder(app.state.settings.embedding)
-    nearest = await vector_hits(app, hr["tenant"]["id"], embedder.embed_query(phrase))
+    nearest = await vector_hits(app, key_of(hr["tenant"]["id"]), embedder.embed_query(phrase))
     assert nearest
     assert "secretScript" not in " ".join(hits + nearest)
 

@@ -11,6 +11,7 @@ import redis
 
 from app.kit.settings import Settings
 from tests.conftest import REDIS_URL, Api, require_service
+from tests.helpers import key_of
 from tests.ingest.worker_process import (
     assert_indexed_exactly_once,
     document_state,
@@ -50,7 +51,7 @@ async def test_celery_workers_on_redis(settings: Settings, broker_url: str, tmp_
                 headers=headers,
             )
             assert small.status_code == 202
-            small_id = small.json()["id"]
+            small_id = key_of(small.json()["id"])
 
             async def ready(document_id: int) -> bool:
                 status, _, _ = await document_state(app, document_id)
@@ -69,7 +70,7 @@ async def test_celery_workers_on_redis(settings: Settings, broker_url: str, tmp_
                 files={"file": ("inspections.txt", long_text(120))},
                 headers=headers,
             )
-            big_id = big.json()["id"]
+            big_id = key_of(big.json()["id"])
 
             async def embedding_big() -> bool:
                 status, progress, _ = await document_state(app, big_id)

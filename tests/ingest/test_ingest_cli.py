@@ -13,6 +13,7 @@ import pytest
 from app.kit.settings import Settings
 from tests.conftest import Api
 from tests.documents.helpers import bm25_hits
+from tests.helpers import key_of
 from tests.ingest.worker_process import REPO, assert_indexed_exactly_once, upload_app, worker_env
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ async def test_bulk_ingest_then_rebuild(settings: Settings, tmp_path: Path) -> N
     (folder / ".hidden.txt").write_text("never loaded")
     env = worker_env(settings)
     async with upload_app(settings) as (app, client):
-        tenant_id = (await Api(client).tenant("ops"))["id"]
+        tenant_id = key_of((await Api(client).tenant("ops"))["id"])
         boss = await Api(client).user("boss", ops="admin")
 
         result = cairn(env, "ingest", str(folder), "--tenant", "ops", "--tags", "plant")
@@ -60,7 +61,7 @@ async def test_bulk_ingest_then_rebuild(settings: Settings, tmp_path: Path) -> N
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert "2 chunks indexed" in rebuilt.stdout
         for document in documents["items"]:
-            await assert_indexed_exactly_once(app, document["id"])
+            await assert_indexed_exactly_once(app, key_of(document["id"]))
         assert "hydraulic" in (await bm25_hits(app, tenant_id, "hydraulic pumps"))[0].lower()
 
         missing = cairn(env, "ingest", str(folder), "--tenant", "nope")

@@ -11,6 +11,7 @@ import pytest
 
 from app.kit.settings import Settings
 from tests.conftest import Api
+from tests.helpers import key_of
 from tests.ingest.worker_process import (
     assert_indexed_exactly_once,
     document_state,
@@ -44,7 +45,7 @@ async def test_sigkilled_worker_loses_nothing(settings: Settings, tmp_path: Path
             headers=headers,
         )
         assert first.status_code == big.status_code == 202
-        first_id, big_id = first.json()["id"], big.json()["id"]
+        first_id, big_id = key_of(first.json()["id"]), key_of(big.json()["id"])
 
         victim = spawn_worker(env, tmp_path / "victim.log")
         try:

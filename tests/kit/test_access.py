@@ -26,9 +26,16 @@ GLOBAL_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, bool]] = [
     ("GET", "/api/v1/users", None, True),
     ("GET", "/api/v1/tenants", None, False),
     ("GET", "/api/v1/users/me", None, False),
+    (
+        "POST",
+        "/api/v1/users/me/password",
+        {"current_password": "x", "new_password": "a new passphrase"},
+        False,
+    ),
+    ("POST", "/api/v1/users/carol/password", {"new_password": "a new passphrase"}, True),
     ("POST", "/api/v1/api-keys", {"name": "k"}, False),
     ("GET", "/api/v1/api-keys", None, False),
-    ("DELETE", "/api/v1/api-keys/1", None, False),
+    ("DELETE", "/api/v1/api-keys/key_" + "0" * 32, None, False),
     ("GET", "/api/v1/audit/verify", None, False),
 ]
 

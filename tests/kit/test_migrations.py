@@ -28,3 +28,48 @@ async def test_upgrade_downgrade_upgrade(database_url: str) -> None:
     assert await _tables(database_url) <= {"alembic_version"}
     in_thread(upgrade, database_url, "head")
     assert set(Base.metadata.tables) <= await _tables(database_url)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_0005_gives_old_answers_every_document_their_session_was_prompted_with(
+    database_url: str,
+) -> None:
+    """Answers stored before 0005 depend on their cited documents plus every document the
+    audit log says was in a prompt of their session: over-withholding is safe, a leak is not."""
+    in_thread(downgrade, database_url, "0004")
+    engine = create_engine(database_url)
+    statements = [
+        "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '2026-01-01')",
+        "INSERT INTO users (id, username, password_hash, is_platform_admin, is_active, "
+        "created_at) VALUES (1, 'u', 'x', false, true, '2026-01-01')",
+        "INSERT INTO documents (id, tenant_id, title, media_type, size_bytes, content_sha256, "
+        "sensitivity, status, progress, chunk_count, created_at, updated_at) VALUES "
+        "(7, 1, 'public', 'text/plain', 1, 'a', 'public', 'ready', 1, 1, "
+        "'2026-01-01', '2026-01-01')",
+        "INSERT INTO chat_sessions (id, tenant_id, user_id, title, created_at, updated_at) "
+        "VALUES (3, 1, 1, 'q', '2026-01-01', '2026-01-01')",
+        "INSERT INTO chat_messages (id, session_id, role, content, created_at) VALUES "
+        "(10, 3, 'user', 'q', '2026-01-01'), (11, 3, 'assistant', 'a', '2026-01-01')",
+        "INSERT INTO chat_citations (message_id, ref, document_id, chunk_id, title, snippet) "
+        "VALUES (11, 1, 7, 70, 'public', 's')",
+        "INSERT INTO audit_entries (chain, seq, created_at, action, outcome, tenant_id, "
+        "target_type, target_id, details, prev_hash, entry_hash) VALUES ('tenant:1', 1, "
+        "'2026-01-01', 'chat.ask', 'success', 1, 'chat_session', '3', "
+        "'{\"passage_document_ids\":[7,9]}', '0', '1')",
+    ]
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+    in_thread(upgrade, database_url, "head")
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.exec_driver_sql(
+                "SELECT message_id, document_id FROM chat_message_sources ORDER BY document_id"
+            )
+            assert [tuple(r) for r in rows] == [(11, 7), (11, 9)]
+    finally:
+        await engine.dispose()

@@ -26,6 +26,7 @@ from rank_bm25 import BM25Okapi
 
 from app.kit.authz import SENSITIVITY_LEVELS, TENANT_ROLES, read_policy_file
 from app.kit.db import Database
+from app.kit.public_ids import IdKind
 from app.kit.settings import IndexSettings, SearchSettings
 from app.search.index import tokenize
 from app.search.retriever import QueryVector, Retriever, SearchQuery
@@ -33,6 +34,7 @@ from app.search.schemas import SearchFilters, SearchMode
 from app.search.shard_cache import ShardCache
 from app.search.visibility import Visibility
 from tests.conftest import TEST_SECRET, DatabaseFactory, in_thread
+from tests.helpers import public_of
 from tests.search.corpus import (
     DIM,
     EMBEDDER,
@@ -73,7 +75,10 @@ filters = st.none() | st.builds(
     SearchFilters,
     tags=st.none() | st.lists(st.sampled_from(TAGS), min_size=1, max_size=2),
     # Ids across every tenant: naming another tenant's document must not surface it.
-    document_ids=st.none() | st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    document_ids=st.none()
+    | st.lists(
+        st.integers(1, 40).map(lambda key: public_of(IdKind.DOCUMENT, key)), min_size=1, max_size=8
+    ),
     uploaded_after=st.none() | st.integers(0, 9).map(lambda d: EPOCH + timedelta(days=d)),
     uploaded_before=st.none() | st.integers(1, 10).map(lambda d: EPOCH + timedelta(days=d)),
 )

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from app.kit.authz import TENANT_ROLES, Enforcer, domain_of
 from app.main import create_app
 from tests.conftest import Api, assert_error
+from tests.helpers import key_of
 
 
 async def test_viewer_in_hr_admin_in_eng(api: Api, client: httpx.AsyncClient) -> None:
@@ -39,9 +40,10 @@ async def test_viewer_in_hr_admin_in_eng(api: Api, client: httpx.AsyncClient) ->
 
     enforcer: Enforcer = client._transport.app.state.enforcer  # type: ignore[attr-defined]
     me = (await client.get("/api/v1/users/me", headers=dana)).json()
-    assert enforcer.allowed(me["id"], domain_of(hr["id"]), "search", "query")
-    assert not enforcer.allowed(me["id"], domain_of(hr["id"]), "documents", "write")
-    assert enforcer.allowed(me["id"], domain_of(eng["id"]), "documents", "purge")
+    me_key = key_of(me["id"])
+    assert enforcer.allowed(me_key, domain_of(key_of(hr["id"])), "search", "query")
+    assert not enforcer.allowed(me_key, domain_of(key_of(hr["id"])), "documents", "write")
+    assert enforcer.allowed(me_key, domain_of(key_of(eng["id"])), "documents", "purge")
 
 
 async def test_role_matrix_matches_spec(api: Api, client: httpx.AsyncClient) -> None:
@@ -50,8 +52,8 @@ async def test_role_matrix_matches_spec(api: Api, client: httpx.AsyncClient) -> 
         await api.user(f"u-{role.replace('_', '-')}", ops=role)
     enforcer: Enforcer = client._transport.app.state.enforcer  # type: ignore[attr-defined]
     users = (await client.get("/api/v1/users", headers=await api.admin())).json()["items"]
-    ids = {u["username"]: u["id"] for u in users}
-    domain = domain_of(tenant["id"])
+    ids = {u["username"]: key_of(u["id"]) for u in users}
+    domain = domain_of(key_of(tenant["id"]))
 
     def can(role: str, obj: str, act: str) -> bool:
         return enforcer.allowed(ids[f"u-{role.replace('_', '-')}"], domain, obj, act)
@@ -77,7 +79,7 @@ async def test_role_matrix_matches_spec(api: Api, client: httpx.AsyncClient) -> 
         )
         assert actual == flags, role
     sensitivity = {
-        role: enforcer.sensitivity_levels(ids[f"u-{role.replace('_', '-')}"], tenant["id"])
+        role: enforcer.sensitivity_levels(ids[f"u-{role.replace('_', '-')}"], key_of(tenant["id"]))
         for role in TENANT_ROLES
     }
     assert sensitivity == {

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _TMP_SUFFIX = ".tmp"
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
 _TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 
@@ -48,7 +50,9 @@ def _temp_path_for(path: Path) -> Path:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success it atomically replaces ``path``."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # Shards hold tenant text: private to the server's user (0700 directories, 0600 files),
+    # whatever the process umask and whichever library (faiss, numpy) writes the file.
+    target.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     tmp = _temp_path_for(target)
     try:
         yield tmp
@@ -57,6 +61,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         # Flush the data blocks before the rename: otherwise a crash after the rename
         # could expose a renamed-but-empty file.
         _fsync_file(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
@@ -69,8 +74,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (all or nothing, durable once returned)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
 
 
 def remove_stale_temps(directory: str | os.PathLike[str]) -> int:

@@ -1,0 +1,53 @@
+"""Security headers on every response; `Cache-Control: no-store` on every API response.
+
+Every /api and /v1 response is private to its caller (tokens, documents, answers, audit
+entries), errors and event streams included, so no browser or proxy may keep a copy.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SECURITY_HEADERS = {
+    # Never guess a type: an uploaded file's bytes must not run as HTML or script.
+    "X-Content-Type-Options": "nosniff",
+    # Tenant slugs and document ids in URLs stay out of other sites' logs.
+    "Referrer-Policy": "no-referrer",
+    # No page of Cairn's (the API docs included) can be framed for clickjacking.
+    "X-Frame-Options": "DENY",
+}
+PRIVATE_PREFIXES = ("/api/", "/v1/")
+
+
+def _is_private(path: str) -> bool:
+    return path in ("/api", "/v1") or path.startswith(PRIVATE_PREFIXES)
+
+
+class SecurityHeaders:
+    """Add SECURITY_HEADERS to every HTTP response and no-store to API responses.
+
+    Plain ASGI, like MetricsMiddleware (see there): BaseHTTPMiddleware would hide a client's
+    disconnect from the streaming chat endpoints.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        private = _is_private(str(scope.get("path", "")))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                if private:
+                    # Replaces any weaker directive (sse-starlette sets no-store too).
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,152 @@
+"""Sign-in throttling: failed password attempts counted per username and per client address.
+
+Counters live in a `limits` storage: process memory by default, Redis when `redis_url` is set
+(then every API process shares them). Each key has a moving window: an attempt is refused while
+the failures recorded in the last window reach the limit, and `Retry-After` is the time until
+the oldest of them leaves it. Keys are HMACs of the username or address, so the store never
+holds what someone typed into the username field (sometimes a password).
+
+Invariant: callers check before hashing any password and record only failures. Concurrent
+attempts that all pass the check before any of them fails can overshoot a limit by the number
+in flight; the bound still holds per window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import limits
+from fastapi import Depends, Request
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+
+from app.kit.errors import ServiceUnavailable
+from app.kit.security import keyed_digest
+from app.kit.settings import Settings
+
+Scope = Literal["username", "address"]
+
+_REDIS_KEY_PREFIX = "cairn-signin"
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """Why an attempt is refused."""
+
+    scopes: tuple[Scope, ...]
+    # Whole seconds until one more attempt is allowed under every limit that refused.
+    retry_after: int
+    # The first refusal of one of these keys in this window: the caller audits it, and only it,
+    # so refused attempts cannot grow the audit log without bound.
+    first: bool
+
+
+class LoginThrottle:
+    """Per-username and per-address budgets of failed sign-ins."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        per_username: limits.RateLimitItem,
+        per_address: limits.RateLimitItem,
+        key_secret: str,
+    ) -> None:
+        self._storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._limits: dict[Scope, limits.RateLimitItem] = {
+            "username": per_username,
+            "address": per_address,
+        }
+        # One refusal notice per key and window: a limit of 1 whose hit succeeds only once.
+        self._notices: dict[Scope, limits.RateLimitItem] = {
+            scope: type(item)(1, item.multiples, namespace="NOTICE")
+            for scope, item in self._limits.items()
+        }
+        self._key_secret = key_secret
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoginThrottle:
+        """Memory storage, or Redis when `redis_url` is set."""
+        storage: Storage
+        if settings.redis_url:
+            storage = RedisStorage(
+                f"async+{settings.redis_url}",
+                implementation="redispy",
+                key_prefix=_REDIS_KEY_PREFIX,
+                wrap_exceptions=True,
+            )
+        else:
+            storage = MemoryStorage()
+        return cls(
+            storage,
+            per_username=limits.parse(settings.auth.login_failures_per_username),
+            per_address=limits.parse(settings.auth.login_failures_per_address),
+            key_secret=settings.secret("jwt_secret"),
+        )
+
+    def _keys(self, username: str, address: str | None) -> list[tuple[Scope, str]]:
+        keys: list[tuple[Scope, str]] = [
+            ("username", keyed_digest(self._key_secret, "username:" + username.strip().lower()))
+        ]
+        if address:
+            keys.append(("address", keyed_digest(self._key_secret, "address:" + address)))
+        return keys
+
+    async def check(self, *, username: str, address: str | None) -> Throttled | None:
+        """None when an attempt may go ahead; otherwise which limits refuse it and for how long."""
+        scopes: list[Scope] = []
+        retry_after = 0
+        first = False
+        try:
+            for scope, key in self._keys(username, address):
+                item = self._limits[scope]
+                if await self._limiter.test(item, key):
+                    continue
+                stats = await self._limiter.get_window_stats(item, key)
+                scopes.append(scope)
+                retry_after = max(retry_after, math.ceil(stats.reset_time - time.time()), 1)
+                if await self._limiter.hit(self._notices[scope], key):
+                    first = True
+        except StorageError as exc:
+            raise _unavailable() from exc
+        if not scopes:
+            return None
+        return Throttled(scopes=tuple(scopes), retry_after=retry_after, first=first)
+
+    async def failed(self, *, username: str, address: str | None) -> None:
+        """Count a failed attempt against the username and the address.
+
+        Successful sign-ins are not counted, for the address either: many people share one
+        address behind a NAT or proxy, and counting their successes would lock an office out on
+        a busy morning, while guessing passwords produces failures.
+        """
+        try:
+            for scope, key in self._keys(username, address):
+                await self._limiter.hit(self._limits[scope], key)
+        except StorageError as exc:
+            raise _unavailable() from exc
+
+
+def _unavailable() -> ServiceUnavailable:
+    # Fail closed: without its counters the throttle cannot tell a guesser from a person.
+    return ServiceUnavailable("Sign-in is unavailable: the rate-limit store does not answer")
+
+
+def login_throttle_of(request: Request) -> LoginThrottle:
+    """The app's sign-in throttle."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
+def client_address(request: Request) -> str | None:
+    """The calling client's address (the peer, or the forwarded one uvicorn trusts)."""
+    return request.client.host if request.client else None
+
+
+SignInThrottle = Annotated[LoginThrottle, Depends(login_throttle_of)]
+ClientAddress = Annotated[str | None, Depends(client_address)]
