@@ -30,6 +30,7 @@ from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.kit.storage import ContentStore
 from app.openai_compat.endpoints import router as openai_router
+from app.receipts.endpoints import router as receipts_router
 from app.search.endpoints import router as search_router
 from app.search.index.tokenize import load_segmenter
 from app.search.retriever import Retriever
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chat_router,
         openai_router,
         audit_router,
+        receipts_router,
     ):
         app.include_router(router)
     return app

@@ -17,6 +17,7 @@ _TARGET_KINDS = {
     "api_key": IdKind.API_KEY,
     "tenant": IdKind.TENANT,
     "user": IdKind.USER,
+    "deletion_receipt": IdKind.RECEIPT,
 }
 _DETAIL_KINDS = {
     "document_id": IdKind.DOCUMENT,

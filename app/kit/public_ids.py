@@ -44,6 +44,7 @@ class IdKind(Enum):
     CHAT_SESSION = (5, "ses")
     API_KEY = (6, "key")
     AUDIT_ENTRY = (7, "aud")
+    RECEIPT = (8, "rcp")
 
     @property
     def tag(self) -> int:
@@ -155,8 +156,10 @@ ChunkId = Annotated[int, _shown(IdKind.CHUNK), _schema(IdKind.CHUNK)]
 ChatSessionId = Annotated[int, _shown(IdKind.CHAT_SESSION), _schema(IdKind.CHAT_SESSION)]
 APIKeyId = Annotated[int, _shown(IdKind.API_KEY), _schema(IdKind.API_KEY)]
 AuditEntryId = Annotated[int, _shown(IdKind.AUDIT_ENTRY), _schema(IdKind.AUDIT_ENTRY)]
+ReceiptId = Annotated[int, _shown(IdKind.RECEIPT), _schema(IdKind.RECEIPT)]
 
 # Request fields and path parameters: public ids on the wire, integer keys in the code.
 DocumentRef = Annotated[int, _parsed(IdKind.DOCUMENT), _schema(IdKind.DOCUMENT)]
 ChatSessionRef = Annotated[int, _parsed(IdKind.CHAT_SESSION), _schema(IdKind.CHAT_SESSION)]
 APIKeyRef = Annotated[int, _parsed(IdKind.API_KEY), _schema(IdKind.API_KEY)]
+ReceiptRef = Annotated[int, _parsed(IdKind.RECEIPT), _schema(IdKind.RECEIPT)]

@@ -6,10 +6,12 @@ from app.models.authz import AuthzRevision, CasbinRule
 from app.models.base import Base
 from app.models.chat import ChatCitation, ChatMessage, ChatMessageSource, ChatSession
 from app.models.chunk import Chunk
+from app.models.deletion_receipt import DeletionReceipt
 from app.models.document import Document, DocumentTag
 from app.models.index_shard import IndexShard
 from app.models.job import Job
 from app.models.membership import Membership
+from app.models.periodic_run import PeriodicRun
 from app.models.tenant import Tenant
 from app.models.user import User
 
@@ -25,11 +27,13 @@ __all__ = [
     "ChatMessageSource",
     "ChatSession",
     "Chunk",
+    "DeletionReceipt",
     "Document",
     "DocumentTag",
     "IndexShard",
     "Job",
     "Membership",
+    "PeriodicRun",
     "Tenant",
     "User",
 ]

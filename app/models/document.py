@@ -27,7 +27,7 @@ class Document(Base):
     size_bytes: Mapped[int] = mapped_column()
     content_sha256: Mapped[str] = mapped_column(String(64))
     sensitivity: Mapped[str] = mapped_column(String(16), default="internal")
-    # queued | processing | ready | failed | deleted
+    # queued | processing | ready | failed | purging (a hard delete is under way)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     error_code: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)

@@ -12,14 +12,20 @@ class Job(Base):
     """The source of truth for background work, whichever runner (in-process or Celery) runs it."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_run_after", "status", "run_after"),)
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_kind_subject", "kind", "subject_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # "ingest"
+    kind: Mapped[str] = mapped_column(String(32))  # app.jobs.kinds.JobKind
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     document_id: Mapped[int | None] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), index=True
     )
+    # What a job acts on when that is not a live document row (a purge's document, which the
+    # purge deletes; no foreign key, so the job row survives it).
+    subject_id: Mapped[int | None] = mapped_column()
     # queued | running | done | failed
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(default=0)
