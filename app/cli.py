@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bench.cli import bench_app
 from app.chat.cli import ask_command
+from app.documents.cli import DocumentArg, DryRun, TenantOpt, purge_document, retention_purge
 from app.evaluation.cli import eval_command
 from app.kit.errors import CairnError
 from app.kit.files import restrict_umask, secure_data_dir
@@ -27,12 +28,16 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 members_app = typer.Typer(help="Manage tenant memberships.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+privacy_app = typer.Typer(help="A person's data: export and erasure.", no_args_is_help=True)
 index_app = typer.Typer(help="Search indexes.", no_args_is_help=True)
+documents_app = typer.Typer(help="Documents: hard delete.", no_args_is_help=True)
+app.add_typer(documents_app, name="documents")
 app.add_typer(index_app, name="index")
 app.add_typer(users_app, name="users")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(members_app, name="members")
 app.add_typer(audit_app, name="audit")
+app.add_typer(privacy_app, name="privacy")
 app.command("search")(search_command)
 app.command("ask")(ask_command)
 app.add_typer(bench_app, name="bench")
@@ -56,8 +61,8 @@ def _settings() -> Settings:
 def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `work` in one committed transaction against the configured database."""
     from app.kit.authz import sync_role_permissions
+    from app.kit.db import database_for
     from app.kit.security import configure_password_hashing
-    from app.main import database_for
 
     settings = _settings()
     configure_password_hashing(
@@ -219,18 +224,121 @@ def members_set(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Verify every audit hash chain; exits 1 if any entry was edited, removed or reordered."""
+def audit_verify(
+    checkpoint_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="check against this copy of the checkpoints (a witness's) instead of "
+            "audit_checkpoint_file"
+        ),
+    ] = None,
+) -> None:
+    """Verify every audit hash chain against every signed checkpoint; exits 1 if any entry was
+    edited, removed or reordered, or a chain was rewritten or deleted since a checkpoint."""
+    from app.audit.checkpoints import CheckpointLog
     from app.audit.schemas import VerifyRead
     from app.audit.service import audit_service
+    from app.kit.settings import InsecureConfiguration
 
     async def work(session: AsyncSession) -> VerifyRead:
-        return VerifyRead.of(await audit_service.verify(session))
+        log = CheckpointLog(get_settings(), path=checkpoint_file)
+        return VerifyRead.of(await audit_service.verify(session, checkpoints=log))
 
-    report = _run_in_session(work)
+    try:
+        report = _run_in_session(work)
+    except InsecureConfiguration as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     typer.echo(json.dumps(report.model_dump(), indent=2))
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign and append a checkpoint of every audit chain that moved since its last one."""
+    from app.audit.checkpoints import CheckpointLog, write_checkpoints
+    from app.kit.settings import InsecureConfiguration
+
+    settings = get_settings()
+
+    async def work(session: AsyncSession) -> int:
+        return await write_checkpoints(session, settings)
+
+    try:
+        written = _run_in_session(work)
+    except InsecureConfiguration as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(f"wrote {written} checkpoint(s) to {CheckpointLog(settings).path}")
+
+
+@privacy_app.command("export")
+def privacy_export(username: Annotated[str, typer.Argument(help="the person's username")]) -> None:
+    """Print everything held about a person as JSON (GDPR article 15); audited."""
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from app.kit.authz import Enforcer
+    from app.privacy.schemas import PrivacyExport
+    from app.privacy.service import privacy_service
+
+    async def work(session: AsyncSession) -> PrivacyExport:
+        assert isinstance(session.bind, AsyncEngine)
+        enforcer = Enforcer(session.bind)
+        await enforcer.refresh(session)
+        return await privacy_service.export(session, None, enforcer, username=username)
+
+    typer.echo(_run_in_session(work).model_dump_json(indent=2))
+
+
+@privacy_app.command("erase")
+def privacy_erase(
+    username: Annotated[str, typer.Argument(help="the person's username")],
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Erase a person (GDPR article 17) and print the verified deletion receipt."""
+    from app.kit.db import checkpoint_sqlite_wal
+    from app.privacy.service import privacy_service
+    from app.receipts.schemas import ReceiptRead
+
+    if not yes:
+        typer.confirm(f"Erase {username} and everything held about them?", abort=True)
+
+    async def work(session: AsyncSession) -> ReceiptRead:
+        return ReceiptRead.of(await privacy_service.erase(session, None, username=username))
+
+    receipt = _run_in_session(work)
+    # Committed: now the erased bytes leave SQLite's write-ahead log too.
+    if not checkpoint_sqlite_wal(get_settings().resolved_database_url):
+        typer.echo("warning: a reader kept the write-ahead log from being emptied", err=True)
+    typer.echo(receipt.model_dump_json(indent=2))
+
+
+@documents_app.command("purge")
+def documents_purge(document: DocumentArg, tenant: TenantOpt) -> None:
+    """Hard-delete a document now: every store, verified; prints the deletion receipt."""
+    settings = _settings()
+    typer.echo(_run_async(purge_document(settings, tenant, document)))
+
+
+@app.command("purge")
+def purge(dry_run: DryRun = False) -> None:
+    """The retention purge now: soft-deleted documents past their retention window."""
+    settings = _settings()
+    typer.echo(_run_async(retention_purge(settings, dry_run=dry_run)))
+
+
+def _run_async(work: Awaitable[T]) -> T:
+    """Run a coroutine; Cairn's errors become a message and exit code 1."""
+
+    async def runner() -> T:
+        return await work
+
+    try:
+        return asyncio.run(runner())
+    except CairnError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from exc
 
 
 @app.command()
@@ -238,7 +346,7 @@ def worker() -> None:
     """Run background workers: Celery on CAIRN_BROKER_URL, else the in-process pool."""
     settings = _settings()
     if settings.broker_url:
-        from ingest.tasks import celery_app_for, start_sweeper
+        from app.jobs.celery_app import celery_app_for, start_sweeper
 
         sweeper = start_sweeper(settings)
         try:
@@ -254,19 +362,19 @@ def worker() -> None:
             sweeper.terminate()
         return
 
-    from app.main import database_for
-    from ingest.worker import WorkerPool
+    from app.jobs.pool import WorkerPool
+    from app.jobs.runtime import Runtime
 
     async def run() -> None:
-        database = database_for(settings)
-        pool = WorkerPool(database, settings)
+        runtime = Runtime(settings)
+        pool = WorkerPool(runtime)
         await pool.start()
         typer.echo(f"in-process workers running (concurrency {settings.worker.concurrency})")
         try:
             await asyncio.Event().wait()
         finally:
             await pool.stop()
-            await database.dispose()
+            await runtime.close()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

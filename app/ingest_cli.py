@@ -11,19 +11,20 @@ from sqlalchemy import func, select
 
 from app.documents.schemas import clean_tags
 from app.documents.service import document_service
+from app.jobs.pool import WorkerPool
+from app.jobs.repository import job_repository
+from app.jobs.runtime import Runtime
 from app.kit import authz
 from app.kit.authz import Enforcer, TenantAccess
-from app.kit.db import Database
+from app.kit.db import Database, database_for
 from app.kit.errors import CairnError, Conflict, ResourceNotFound, ValidationFailed
 from app.kit.principal import Principal
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
-from app.main import database_for
-from app.models import Document, Job
+from app.models import Document
 from app.tenants.repository import tenant_repository
 from ingest.embedding import EmbedderMismatch, load_embedder
 from ingest.indexer import Indexer
-from ingest.worker import WorkerPool
 
 # The CLI acts as the operator (user id 0 = no user): uploads and audit entries record no
 # user, and the access it uses may see and write every sensitivity level of the tenant.
@@ -144,17 +145,13 @@ async def process_until_done(
     database: Database, settings: Settings, ids: list[int], progress: Progress
 ) -> None:
     """Run an in-process pool until every listed document is ready or failed."""
-    pool = WorkerPool(database, settings)
+    pool = WorkerPool(Runtime(settings, database))
     await pool.start()
     task = progress.add_task("ingest", total=len(ids))
     try:
         while True:
             async with database.read_sessionmaker() as session:
-                open_jobs = await session.scalar(
-                    select(func.count())
-                    .select_from(Job)
-                    .where(Job.document_id.in_(ids), Job.status.in_(("queued", "running")))
-                )
+                open_jobs = await job_repository.open_count_for_documents(session, ids)
                 processing = await session.scalar(
                     select(func.count())
                     .select_from(Document)

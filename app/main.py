@@ -12,11 +12,15 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.api_keys.endpoints import router as api_keys_router
 from app.audit.endpoints import router as audit_router
+from app.auth.credentials import bearer_credentials
 from app.auth.endpoints import router as auth_router
 from app.chat.endpoints import router as chat_router
 from app.documents.endpoints import router as documents_router
 from app.generation.provider import GeneratorProvider
 from app.health.endpoints import router as health_router
+from app.jobs.dispatch import PollingDispatcher, dispatcher_for
+from app.jobs.pool import WorkerPool
+from app.jobs.runtime import Runtime
 from app.kit.authz import Enforcer, sync_role_permissions
 from app.kit.db import Database
 from app.kit.errors import install_error_handlers
@@ -28,8 +32,8 @@ from app.kit.public_ids import configure_public_ids
 from app.kit.ratelimit import LoginThrottle
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
-from app.kit.storage import ContentStore
 from app.openai_compat.endpoints import router as openai_router
+from app.privacy.endpoints import router as privacy_router
 from app.receipts.endpoints import router as receipts_router
 from app.search.endpoints import router as search_router
 from app.search.index.tokenize import load_segmenter
@@ -38,17 +42,8 @@ from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
 from app.users.passwords import PasswordPolicy
 from app.users.service import user_service
-from ingest.worker import CeleryDispatcher, PollingDispatcher, WorkerPool
 
 logger = logging.getLogger("cairn")
-
-
-def database_for(settings: Settings) -> Database:
-    """The Database for these settings, carrying the audit key to every session."""
-    return Database(
-        settings.resolved_database_url,
-        session_info={"audit_secret": settings.secret("audit_secret")},
-    )
 
 
 async def bootstrap(database: Database, settings: Settings) -> tuple[str, str] | None:
@@ -91,10 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # First, before the database, the content store or an index writes anything:
         # everything under data_dir is tenant-private (0700 directories, 0600 files).
         secure_data_dir(settings.data_dir, settings.resolved_database_url)
-        database = database_for(settings)
+        runtime = Runtime(settings)
+        database = runtime.database
+        app.state.runtime = runtime
         app.state.database = database
         app.state.enforcer = Enforcer(database.engine)
-        app.state.content_store = ContentStore(settings.files_dir)
+        app.state.content_store = runtime.store
         app.state.login_throttle = LoginThrottle.from_settings(settings)
         app.state.retriever = Retriever.create(database, settings)
         if getattr(app.state, "generator", None) is None:
@@ -109,13 +106,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if created is not None:
             announce_initial_admin(*created, settings)
         pool: WorkerPool | None = None
-        if settings.broker_url:
-            app.state.dispatcher = CeleryDispatcher(settings.broker_url)
-        else:
-            app.state.dispatcher = PollingDispatcher()
-            if settings.embedded_workers:
-                pool = WorkerPool(database, settings, app.state.dispatcher)
-                await pool.start()
+        app.state.dispatcher = dispatcher_for(settings.broker_url)
+        if isinstance(app.state.dispatcher, PollingDispatcher) and settings.embedded_workers:
+            pool = WorkerPool(runtime, app.state.dispatcher)
+            await pool.start()
         app.state.worker_pool = pool
         try:
             yield
@@ -125,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 preloading.cancel()
             if pool is not None:
                 await pool.stop()
-            await database.dispose()
+            await runtime.close()
 
     docs = settings.api_docs
     app = FastAPI(
@@ -137,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
+    app.state.credentials = bearer_credentials
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:
@@ -164,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openai_router,
         audit_router,
         receipts_router,
+        privacy_router,
     ):
         app.include_router(router)
     return app

@@ -1,10 +1,11 @@
-"""One ingestion job, start to finish: claim → parse → chunk → embed → store chunks → index.
+"""One ingestion job, start to finish: parse → chunk → embed → store chunks → index.
 
-Runner-agnostic: the in-process pool and the Celery task both call `IngestPipeline.run`.
-The job row is the source of truth. A job is claimed with a lease that the runner renews
-while it works; a killed worker stops renewing, and the job becomes claimable again. Chunks
-are written in the same transaction that marks the job done, after the old chunks of the
-document are deleted, so a retried job never duplicates chunks.
+The handler of `JobKind.INGEST` (app/jobs/handlers.py): the in-process pool and the Celery task
+both reach `IngestPipeline.run` through the job registry, after claiming the job with a lease
+that the pipeline renews while it works; a killed worker stops renewing, and the job becomes
+claimable again. Chunks are written in the same transaction that marks the job done, after
+the old chunks of the document are deleted, so a retried job never duplicates chunks. A
+document that is being purged (or is gone) is never written to: the purge wins.
 """
 
 from __future__ import annotations
@@ -12,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.jobs.kinds import JobOutcome
 from app.jobs.repository import job_repository
 from app.kit.db import Database
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import Chunk, Document, Job
-from app.models.base import utcnow
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import chunk_document
 from ingest.embedding import Embedder, EmbedderMismatch
@@ -38,13 +37,6 @@ class LeaseLost(Exception):
     """Another worker owns the job now; drop this attempt without writing anything."""
 
 
-@dataclass(frozen=True)
-class JobOutcome:
-    job_id: int
-    tenant_id: int
-    status: str  # done | failed | retry | lost
-
-
 class IngestPipeline:
     def __init__(
         self,
@@ -52,6 +44,8 @@ class IngestPipeline:
         settings: Settings,
         embedder: Embedder,
         *,
+        store: ContentStore,
+        indexer: Indexer,
         worker_id: str,
         defer_index: bool = False,
     ) -> None:
@@ -64,24 +58,9 @@ class IngestPipeline:
         self.settings = settings
         self.embedder = embedder
         self.worker_id = worker_id
-        self.store = ContentStore(settings.files_dir)
-        self.indexer = Indexer(database, settings.index_dir, settings.index)
+        self.store = store
+        self.indexer = indexer
         self.lease = timedelta(seconds=settings.worker.lease_seconds)
-
-    async def claim(self, job_id: int | None = None) -> Job | None:
-        """Lease the next runnable job (or the given one)."""
-        if job_id is None:
-            async with self.database.read_sessionmaker() as session:
-                if not await job_repository.any_claimable(session):
-                    return None
-        async with self.database.sessionmaker() as session, session.begin():
-            return await job_repository.claim(
-                session,
-                worker=self.worker_id,
-                lease=self.lease,
-                job_id=job_id,
-                skip_locked=not self.database.is_sqlite,
-            )
 
     async def run(self, job: Job) -> JobOutcome:
         """Process a claimed job; never raises for a bad document."""
@@ -103,6 +82,7 @@ class IngestPipeline:
         return JobOutcome(job.id, job.tenant_id, "done")
 
     async def _process(self, job: Job) -> None:
+        assert job.tenant_id is not None, "an ingestion job belongs to a tenant"
         document = await self._start(job)
         if document is None:
             return
@@ -128,9 +108,9 @@ class IngestPipeline:
     async def _start(self, job: Job) -> Document | None:
         async with self.database.sessionmaker() as session, session.begin():
             document = await session.get(Document, job.document_id) if job.document_id else None
-            if document is None:
-                # The document was purged meanwhile: nothing left to do.
-                await self._finish(session, job, status="done")
+            if document is None or document.status == "purging":
+                # Purged, or being purged: nothing to do, and nothing may be written.
+                await job_repository.finish(session, job.id, status="done")
                 return None
             document.status = "processing"
             document.progress = 0.0
@@ -172,13 +152,15 @@ class IngestPipeline:
         page_count: int | None,
     ) -> None:
         async with self.database.sessionmaker() as session, session.begin():
-            current = await session.get(Job, job.id, with_for_update=True)
-            if (
-                current is None
-                or current.locked_by != self.worker_id
-                or current.status != "running"
-            ):
+            current = await job_repository.owned(session, job.id, worker=self.worker_id)
+            if current is None:
                 raise LeaseLost()
+            document = await session.get(Document, document_id, with_for_update=True)
+            if document is None or document.status == "purging":
+                # A purge was requested while this job embedded: it wins, and the chunks
+                # are dropped here rather than written for the purge to remove again.
+                await job_repository.finish(session, job.id, status="done")
+                return
             await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
             rows = [
                 {
@@ -195,30 +177,17 @@ class IngestPipeline:
             ]
             for start in range(0, len(rows), 1000):
                 await session.execute(insert(Chunk), rows[start : start + 1000])
-            document = await session.get(Document, document_id)
-            if document is not None:
-                document.chunk_count = len(chunks)
-                document.page_count = page_count
-                document.progress = 0.95
-            await self._finish(session, current, status="done")
-
-    async def _finish(
-        self, session: AsyncSession, job: Job, *, status: str, error: str | None = None
-    ) -> None:
-        current = await session.get(Job, job.id)
-        if current is None:
-            return
-        current.status = status
-        current.error = error
-        current.lease_until = None
-        current.finished_at = utcnow()
+            document.chunk_count = len(chunks)
+            document.page_count = page_count
+            document.progress = 0.95
+            await job_repository.finish(session, job.id, status="done")
 
     async def _fail(self, job: Job, *, code: str, message: str) -> None:
         async with self.database.sessionmaker() as session, session.begin():
-            await self._finish(session, job, status="failed", error=message)
+            await job_repository.finish(session, job.id, status="failed", error=message)
             if job.document_id is not None:
                 document = await session.get(Document, job.document_id)
-                if document is not None:
+                if document is not None and document.status != "purging":
                     document.status = "failed"
                     document.error_code = code
                     document.error = message
@@ -238,13 +207,13 @@ class IngestPipeline:
             return JobOutcome(job.id, job.tenant_id, "failed")
         delay = self.settings.worker.backoff_seconds * (2 ** (attempts - 1))
         async with self.database.sessionmaker() as session, session.begin():
-            current = await session.get(Job, job.id)
-            if current is not None and current.locked_by == self.worker_id:
-                current.status = "queued"
-                current.error = f"attempt {attempts}: {type(exc).__name__}"
-                current.lease_until = None
-                current.locked_by = None
-                current.run_after = utcnow() + timedelta(seconds=delay)
+            await job_repository.requeue(
+                session,
+                job.id,
+                worker=self.worker_id,
+                error=f"attempt {attempts}: {type(exc).__name__}",
+                delay=timedelta(seconds=delay),
+            )
         return JobOutcome(job.id, job.tenant_id, "retry")
 
     async def pending_tenants(self) -> list[int]:

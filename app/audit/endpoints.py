@@ -4,23 +4,29 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from app.audit.chain import GLOBAL_CHAIN, tenant_chain
+from app.audit.chain import tenant_chain
+from app.audit.checkpoints import CheckpointLog
 from app.audit.repository import AuditFilter
-from app.audit.schemas import AuditEntryRead, VerifyRead
+from app.audit.schemas import AuditEntryRead, CheckpointRead, PublicKeyRead, VerifyRead
 from app.audit.service import audit_service
-from app.kit import authz
-from app.kit.auth import CurrentPrincipal
+from app.kit.auth import AppSettings, CurrentPrincipal
 from app.kit.authz import Authorizer, CurrentEnforcer, TenantAccess
 from app.kit.bounds import BoundedDatetime
 from app.kit.db import ReadSession
 from app.kit.pagination import Page, Pagination
-from app.tenants.repository import tenant_repository
 from app.users.repository import user_repository
 
 router = APIRouter(tags=["audit"])
 
 AuditRead = Annotated[TenantAccess, Depends(Authorizer("audit", "read"))]
 AuditVerifyTenant = Annotated[TenantAccess, Depends(Authorizer("audit", "verify"))]
+
+
+def _checkpoint_log(settings: AppSettings) -> CheckpointLog:
+    return CheckpointLog(settings)
+
+
+Checkpoints = Annotated[CheckpointLog, Depends(_checkpoint_log)]
 
 
 @router.get("/api/v1/tenants/{tenant}/audit", response_model=Page[AuditEntryRead])
@@ -60,24 +66,73 @@ async def list_audit(
 
 
 @router.get("/api/v1/tenants/{tenant}/audit/verify", response_model=VerifyRead)
-async def verify_tenant_audit(access: AuditVerifyTenant, session: ReadSession) -> VerifyRead:
-    report = await audit_service.verify(session, [tenant_chain(access.tenant_id)])
+async def verify_tenant_audit(
+    access: AuditVerifyTenant, session: ReadSession, checkpoints: Checkpoints
+) -> VerifyRead:
+    report = await audit_service.verify(
+        session, [tenant_chain(access.tenant_id)], checkpoints=checkpoints
+    )
     return VerifyRead.of(report)
 
 
 @router.get("/api/v1/audit/verify", response_model=VerifyRead)
 async def verify_audit(
-    principal: CurrentPrincipal, session: ReadSession, enforcer: CurrentEnforcer
+    principal: CurrentPrincipal,
+    session: ReadSession,
+    enforcer: CurrentEnforcer,
+    checkpoints: Checkpoints,
 ) -> VerifyRead:
     """Verify every chain the caller may verify: each tenant where it holds audit verification,
     plus the platform chain for platform admins. Other tenants' chains are not touched, so not
     even their entry counts leak. `cairn audit verify` checks all chains with direct DB access."""
-    chains: list[str] = []
-    if enforcer.allowed(principal.user_id, authz.PLATFORM_DOMAIN, "audit", "verify"):
-        chains.append(GLOBAL_CHAIN)
-    rows, _ = await tenant_repository.list_readable(session, principal, limit=10_000, offset=0)
-    for tenant, _role in rows:
-        if enforcer.allowed(principal.user_id, authz.domain_of(tenant.id), "audit", "verify"):
-            chains.append(tenant_chain(tenant.id))
-    report = await audit_service.verify(session, chains)
+    chains = await audit_service.verifiable_chains(session, principal, enforcer)
+    report = await audit_service.verify(session, chains, checkpoints=checkpoints)
     return VerifyRead.of(report)
+
+
+@router.get("/api/v1/tenants/{tenant}/audit/checkpoints", response_model=Page[CheckpointRead])
+async def list_tenant_checkpoints(
+    access: AuditVerifyTenant, checkpoints: Checkpoints, page: Pagination
+) -> Page[CheckpointRead]:
+    """The tenant chain's signed checkpoints, oldest first."""
+    items, total = await audit_service.list_checkpoints(
+        checkpoints, [tenant_chain(access.tenant_id)], limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=[CheckpointRead.of(c) for c in items],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/api/v1/audit/checkpoints", response_model=Page[CheckpointRead])
+async def list_checkpoints(
+    principal: CurrentPrincipal,
+    session: ReadSession,
+    enforcer: CurrentEnforcer,
+    checkpoints: Checkpoints,
+    page: Pagination,
+    chain: Annotated[
+        str | None, Query(max_length=64, description='"global" or "tenant:<tenant id>"')
+    ] = None,
+) -> Page[CheckpointRead]:
+    """Signed checkpoints of the chains the caller may verify (as for /audit/verify), oldest
+    first."""
+    chains = await audit_service.verifiable_chains(session, principal, enforcer)
+    items, total = await audit_service.list_checkpoints(
+        checkpoints, chains, chain=chain, limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=[CheckpointRead.of(c) for c in items],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/api/v1/audit/public-key", response_model=PublicKeyRead)
+async def audit_public_key(_principal: CurrentPrincipal, checkpoints: Checkpoints) -> PublicKeyRead:
+    """The Ed25519 public key checkpoints are signed with, for checking them offline."""
+    key_id, pem = await audit_service.public_key(checkpoints)
+    return PublicKeyRead(key_id=key_id, public_key_pem=pem)

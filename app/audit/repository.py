@@ -69,6 +69,15 @@ class AuditRepository:
     async def head(self, session: AsyncSession, chain: str) -> AuditChainHead | None:
         return await session.get(AuditChainHead, chain)
 
+    async def heads(self, session: AsyncSession) -> list[AuditChainHead]:
+        rows = await session.scalars(select(AuditChainHead).order_by(AuditChainHead.chain))
+        return list(rows)
+
+    async def entry_hash(self, session: AsyncSession, chain: str, seq: int) -> str | None:
+        return await session.scalar(
+            select(AuditEntry.entry_hash).where(AuditEntry.chain == chain, AuditEntry.seq == seq)
+        )
+
     async def iter_chain(
         self, session: AsyncSession, chain: str, batch: int = 1000
     ) -> AsyncIterator[Sequence[AuditEntry]]:

@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.audit.chain import GLOBAL_CHAIN
+from app.audit.checkpoints import Checkpoint
 from app.audit.service import VerifyReport, details_dict
 from app.kit.public_ids import AuditEntryId, IdKind, encode_id
 from app.models import AuditEntry
@@ -41,7 +42,7 @@ def _public(kind: IdKind | None, value: Any) -> Any:
 
 def public_chain(chain: str) -> str:
     """A chain's name as the API shows it: tenant chains by the tenant's public id."""
-    if chain == GLOBAL_CHAIN:
+    if chain == GLOBAL_CHAIN or ":" not in chain:
         return chain
     prefix, _, key = chain.partition(":")
     return f"{prefix}:{_public(IdKind.TENANT, key)}"
@@ -90,6 +91,8 @@ class VerifyRead(BaseModel):
     ok: bool
     entries: int
     first_bad: BadEntryRead | None
+    # Signed checkpoints checked against the chains (app/audit/checkpoints.py).
+    checkpoints: int
 
     @classmethod
     def of(cls, report: VerifyReport) -> VerifyRead:
@@ -97,9 +100,40 @@ class VerifyRead(BaseModel):
         return cls(
             ok=report.ok,
             entries=report.entries,
+            checkpoints=report.checkpoints,
             first_bad=BadEntryRead(
                 chain=public_chain(bad.chain), seq=bad.seq, id=bad.id, reason=bad.reason
             )
             if bad
             else None,
         )
+
+
+class CheckpointRead(BaseModel):
+    """A signed checkpoint exactly as signed: `chain` is the public chain name, and `signature`
+    (base64 Ed25519) covers b"cairn-audit-checkpoint-v1\\n" + the canonical JSON of
+    {chain, head_hash, seq, time} (see app/audit/checkpoints.py)."""
+
+    chain: str
+    seq: int
+    head_hash: str
+    time: str
+    key_id: str
+    signature: str
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> CheckpointRead:
+        return cls(
+            chain=checkpoint.chain,
+            seq=checkpoint.seq,
+            head_hash=checkpoint.head_hash,
+            time=checkpoint.time,
+            key_id=checkpoint.key_id,
+            signature=checkpoint.signature,
+        )
+
+
+class PublicKeyRead(BaseModel):
+    algorithm: str = "Ed25519"
+    key_id: str
+    public_key_pem: str

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +20,21 @@ from app.audit.chain import (
     compute_hash,
     tenant_chain,
 )
+from app.audit.checkpoints import (
+    Checkpoint,
+    CheckpointLog,
+    CheckpointVerifier,
+    checkpoint_file_problem,
+    key_id_of,
+    load_checkpoints,
+    public_key_pem,
+)
 from app.audit.repository import AuditFilter, audit_repository
+from app.kit.authz import PLATFORM_DOMAIN, Enforcer, domain_of
 from app.kit.principal import Principal
 from app.models import AuditChainHead, AuditEntry
 from app.models.base import utcnow
+from app.tenants.repository import tenant_repository
 
 # Keys whose values must never land in the log, whatever a caller passes.
 _FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -55,6 +67,13 @@ class VerifyReport:
     ok: bool
     entries: int
     first_bad: BadEntry | None
+    checkpoints: int = 0
+
+
+def _earliest(walk: BadEntry | None, anchors: BadEntry | None) -> BadEntry | None:
+    if walk is None or (anchors is not None and anchors.seq < walk.seq):
+        return anchors
+    return walk
 
 
 class AuditService:
@@ -131,23 +150,83 @@ class AuditService:
         )
 
     async def verify(
-        self, session: AsyncSession, chains: Sequence[str] | None = None
+        self,
+        session: AsyncSession,
+        chains: Sequence[str] | None = None,
+        *,
+        checkpoints: CheckpointLog,
     ) -> VerifyReport:
-        """Verify the given chains (all when None); reports the first broken entry."""
+        """Verify the given chains (all when None): walk each hash chain and check each signed
+        checkpoint of it; reports the lowest bad position of the first chain with a problem.
+
+        With every chain (None), chains that only the checkpoint file still knows (deleted with
+        their head row) and unreadable lines of the file are checked too.
+        """
         secret = audit_secret_of(session)
-        names = list(chains) if chains is not None else await audit_repository.chain_names(session)
+        scope = set(chains) if chains is not None else None
+        signed = await asyncio.to_thread(load_checkpoints, checkpoints, scope)
+        if chains is None:
+            stored = await audit_repository.chain_names(session)
+            names = sorted(set(stored) | set(signed.by_chain))
+        else:
+            names = list(chains)
         entries = 0
         first_bad: BadEntry | None = None
         for name in names:
             verifier = ChainVerifier(chain=name, secret=secret)
+            anchors = CheckpointVerifier(chain=name, checkpoints=signed.by_chain.get(name, []))
             async for batch in audit_repository.iter_chain(session, name):
                 verifier.feed(batch)
+                anchors.feed(batch)
             head = await audit_repository.head(session, name)
             verifier.finish(head.seq if head else None, head.last_hash if head else None)
+            anchors.finish(head)
             entries += verifier.entries
             if first_bad is None:
-                first_bad = verifier.first_bad
-        return VerifyReport(ok=first_bad is None, entries=entries, first_bad=first_bad)
+                first_bad = _earliest(verifier.first_bad, anchors.first_bad)
+        if first_bad is None:
+            first_bad = checkpoint_file_problem(checkpoints, signed.unreadable)
+        return VerifyReport(
+            ok=first_bad is None, entries=entries, first_bad=first_bad, checkpoints=signed.count
+        )
+
+    async def verifiable_chains(
+        self, session: AsyncSession, principal: Principal, enforcer: Enforcer
+    ) -> list[str]:
+        """The chains the principal may verify: each tenant's where it holds audit verification,
+        plus the platform chain for platform admins. Others are not touched, so not even their
+        entry counts leak."""
+        chains: list[str] = []
+        if enforcer.allowed(principal.user_id, PLATFORM_DOMAIN, "audit", "verify"):
+            chains.append(GLOBAL_CHAIN)
+        rows, _ = await tenant_repository.list_readable(session, principal, limit=10_000, offset=0)
+        for tenant, _role in rows:
+            if enforcer.allowed(principal.user_id, domain_of(tenant.id), "audit", "verify"):
+                chains.append(tenant_chain(tenant.id))
+        return chains
+
+    async def list_checkpoints(
+        self,
+        log: CheckpointLog,
+        chains: Collection[str],
+        *,
+        chain: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Checkpoint], int]:
+        """The signed checkpoints of these chains, oldest first (so a witness can page on by
+        offset as the file grows); `chain` narrows them to one chain by its public name."""
+        wanted = {log.names.public(name) for name in chains}
+        if chain is not None:
+            wanted &= {chain}
+        lines = await asyncio.to_thread(log.read)
+        items = [c for _, c in lines if c is not None and c.chain in wanted]
+        return items[offset : offset + limit], len(items)
+
+    async def public_key(self, log: CheckpointLog) -> tuple[str, str]:
+        """The key checkpoints are verified with: (key_id, PEM)."""
+        key = await asyncio.to_thread(log.verify_key)
+        return key_id_of(key), public_key_pem(key)
 
 
 audit_service = AuditService()

@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 
 from app.bench.report import section, write_section
 from app.ingest_cli import operator_access, process_until_done, queue_files
+from app.kit.db import database_for
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
-from app.main import database_for
 from app.models import Chunk, Document
 from app.tenants.schemas import TenantCreate
 from app.tenants.service import tenant_service

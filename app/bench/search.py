@@ -44,10 +44,9 @@ from sqlalchemy import create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine, make_url
 
 from app.bench.report import section, write_section
-from app.kit.db import Database
+from app.kit.db import Database, database_for
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
-from app.main import database_for
 from app.models import Chunk, Document, IndexShard
 from app.models.base import utcnow
 from app.search.index import (

@@ -23,7 +23,7 @@ async def run_ask(
     as it is generated; audited like an answer through the API."""
     from app.generation.limits import limits_from_settings
     from app.generation.provider import GeneratorProvider
-    from app.main import database_for
+    from app.kit.db import database_for
     from app.search.cli import resolve_caller
     from app.search.retriever import Retriever
 

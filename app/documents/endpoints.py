@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, get_args
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
 
+from app.documents.purge import purge_service
 from app.documents.schemas import (
     DocumentAccepted,
     DocumentRead,
@@ -107,13 +108,33 @@ async def update_document(
 
 @router.delete("/{document_id}", status_code=202, response_model=DocumentAccepted)
 async def delete_document(
+    request: Request,
     document_id: DocumentRef,
     access: DocumentsWrite,
     session: Session,
-    purge: Annotated[Literal[False], Query(description="hard delete: not available yet")] = False,
+    background: BackgroundTasks,
+    purge: Annotated[
+        bool,
+        Query(
+            description="hard delete now (tenant admin): every store, verified, with a "
+            "deletion receipt; without it, a soft delete restorable for the retention window"
+        ),
+    ] = False,
 ) -> DocumentAccepted:
-    await document_service.soft_delete(session, access, document_id)
-    return DocumentAccepted(id=document_id, status="deleted")
+    if not purge:
+        await document_service.soft_delete(session, access, document_id)
+        return DocumentAccepted(id=document_id, status="deleted")
+    requested = await purge_service.request(
+        session,
+        access,
+        tenant_id=access.tenant_id,
+        document_id=document_id,
+        actor=access.principal,
+    )
+    if requested.job is not None:
+        # After the commit, like every dispatch.
+        background.add_task(request.app.state.dispatcher.enqueue, requested.job.id)
+    return DocumentAccepted(id=document_id, status="purging", receipt_id=requested.receipt.id)
 
 
 @router.post("/{document_id}/restore", response_model=DocumentRead)

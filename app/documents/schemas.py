@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.kit.public_ids import DocumentId
+from app.kit.public_ids import DocumentId, ReceiptId
 from app.kit.text import DisplayText
 
 Sensitivity = Literal["public", "internal", "confidential"]
-DocumentStatus = Literal["queued", "processing", "ready", "failed", "deleted"]
+DocumentStatus = Literal["queued", "processing", "ready", "failed", "deleted", "purging"]
 TAG_PATTERN = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
 MAX_TAGS = 32
 
@@ -48,6 +48,8 @@ class DocumentUpdate(BaseModel):
 class DocumentAccepted(BaseModel):
     id: DocumentId
     status: DocumentStatus
+    # A purge's deletion receipt (GET /api/v1/tenants/{t}/deletion-receipts/{receipt_id}).
+    receipt_id: ReceiptId | None = None
 
 
 class DocumentRead(BaseModel):

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import audit_service
 from app.documents.repository import document_repository
 from app.documents.schemas import DocumentRead, DocumentUpdate
+from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.kit.authz import TenantAccess
 from app.kit.errors import (
@@ -92,7 +93,7 @@ class DocumentService:
         await session.flush()
         await document_repository.set_tags(session, document.id, tags)
         job = job_repository.add(
-            session, Job(kind="ingest", tenant_id=access.tenant_id, document_id=document.id)
+            session, Job(kind=JobKind.INGEST, tenant_id=access.tenant_id, document_id=document.id)
         )
         await session.flush()
         await audit_service.record(
@@ -140,6 +141,8 @@ class DocumentService:
     ) -> Document:
         """Change title, tags or sensitivity."""
         document = await self._writable(session, access, document_id)
+        if document.status == "purging":
+            raise Conflict("The document is being purged")
         changed: list[str] = []
         if data.title is not None and data.title != document.title:
             document.title = data.title
@@ -186,6 +189,8 @@ class DocumentService:
     ) -> Document:
         """Undo a soft delete."""
         document = await self._writable(session, access, document_id)
+        if document.status == "purging":
+            raise Conflict("The document is being purged and cannot be restored")
         if document.deleted_at is None:
             raise Conflict("The document is not deleted")
         document.deleted_at = None
@@ -215,7 +220,7 @@ class DocumentService:
                 sha256=d.content_sha256,
                 sensitivity=d.sensitivity,
                 tags=tags.get(d.id, []),
-                status="deleted" if d.deleted_at else d.status,
+                status=_shown_status(d),
                 error=d.error,
                 error_code=d.error_code,
                 progress=d.progress,
@@ -237,6 +242,12 @@ class DocumentService:
         if document is None:
             raise ResourceNotFound("Document not found")
         return document
+
+
+def _shown_status(document: Document) -> str:
+    if document.status == "purging":
+        return "purging"
+    return "deleted" if document.deleted_at else document.status
 
 
 document_service = DocumentService()

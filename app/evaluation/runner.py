@@ -17,9 +17,8 @@ from sqlalchemy import select
 from app.evaluation.beir import BeirDataset
 from app.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k
 from app.ingest_cli import operator_access, process_until_done, queue_files
-from app.kit.db import Database
+from app.kit.db import Database, database_for
 from app.kit.settings import Settings
-from app.main import database_for
 from app.models import Document
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.schemas import SearchMode

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api_keys.repository import api_key_repository
 from app.kit.db import ReadSession
 from app.kit.errors import NotAuthenticated, NotPermitted
 from app.kit.principal import Principal
-from app.kit.security import InvalidToken, decode_access_token, hash_api_key, looks_like_api_key
 from app.kit.settings import Settings
-from app.models.base import utcnow
-from app.users.repository import user_repository
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -28,47 +25,24 @@ def settings_of(request: Request) -> Settings:
 AppSettings = Annotated[Settings, Depends(settings_of)]
 
 
+class CredentialResolver(Protocol):
+    """Turns a bearer token into the caller (app/auth/credentials.py is the one in use)."""
+
+    async def principal(
+        self, session: AsyncSession, settings: Settings, token: str
+    ) -> Principal: ...
+
+
 async def _principal(
+    request: Request,
     session: ReadSession,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated()
-    token = credentials.credentials
-    api_key_id: int | None = None
-    token_version: int | None = None
-    if looks_like_api_key(token):
-        key = await api_key_repository.get_by_hash(session, hash_api_key(token))
-        now = utcnow()
-        if (
-            key is None
-            or key.revoked_at is not None
-            or (key.expires_at is not None and key.expires_at <= now)
-        ):
-            raise NotAuthenticated("Invalid or revoked API key")
-        user_id, api_key_id = key.user_id, key.id
-    else:
-        try:
-            claims = decode_access_token(
-                token, secret=settings.secret("jwt_secret"), algorithm=settings.jwt_algorithm
-            )
-        except InvalidToken as exc:
-            raise NotAuthenticated("Invalid or expired token") from exc
-        user_id, token_version = claims.user_id, claims.version
-    user = await user_repository.get(session, user_id)
-    # Checked on every request, so deactivation and a password change (which bumps
-    # token_version) revoke outstanding tokens at once, in every process.
-    if user is None or not user.is_active:
-        raise NotAuthenticated("Invalid or expired token")
-    if token_version is not None and token_version != user.token_version:
-        raise NotAuthenticated("Invalid or expired token")
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        is_platform_admin=user.is_platform_admin,
-        api_key_id=api_key_id,
-    )
+    resolver: CredentialResolver = request.app.state.credentials
+    return await resolver.principal(session, settings, credentials.credentials)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

@@ -184,6 +184,31 @@ async def _visible_tenant(
     return row[0], row[1]
 
 
+async def tenant_access(
+    session: AsyncSession,
+    principal: Principal,
+    enforcer: Enforcer,
+    *,
+    slug: str,
+    obj: str,
+    act: str,
+) -> TenantAccess:
+    """The principal's access to the tenant `slug` for `act` on `obj`: 404 unless the tenant is
+    visible to them, then 403 unless the check passes, so a 403 never confirms a tenant exists.
+    `Authorizer` does this for a `tenant` path parameter; call it where the tenant is named
+    elsewhere (an OpenAI model name)."""
+    found, role = await _visible_tenant(session, principal, slug)
+    if not enforcer.allowed(principal.user_id, domain_of(found.id), obj, act):
+        raise NotPermitted()
+    return TenantAccess(
+        principal=principal,
+        tenant=found,
+        role=role,
+        sensitivity=enforcer.sensitivity_levels(principal.user_id, found.id),
+        enforcer=enforcer,
+    )
+
+
 class Authorizer:
     """Dependency: resolve the `tenant` path parameter (404 if not visible), then check (403)."""
 
@@ -198,15 +223,8 @@ class Authorizer:
         session: ReadSession,
         enforcer: CurrentEnforcer,
     ) -> TenantAccess:
-        found, role = await _visible_tenant(session, principal, tenant)
-        if not enforcer.allowed(principal.user_id, domain_of(found.id), self.obj, self.act):
-            raise NotPermitted()
-        return TenantAccess(
-            principal=principal,
-            tenant=found,
-            role=role,
-            sensitivity=enforcer.sensitivity_levels(principal.user_id, found.id),
-            enforcer=enforcer,
+        return await tenant_access(
+            session, principal, enforcer, slug=tenant, obj=self.obj, act=self.act
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.kit.files import private_sqlite_file
+from app.kit.settings import Settings
 
 
 def is_sqlite(url: str) -> bool:
@@ -66,6 +69,28 @@ def create_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> AsyncEn
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def checkpoint_sqlite_wal(url: str) -> bool:
+    """Copy every committed page of a SQLite database's WAL into the database file and truncate
+    the WAL to zero bytes (`PRAGMA wal_checkpoint(TRUNCATE)`); True when that completed.
+
+    With `secure_delete` a deletion overwrites the rows in the pages it changes, but older
+    copies of those pages stay in earlier WAL frames until the log is reset: an erasure is
+    only complete on disk once this has run. It waits (busy timeout) for readers that still
+    hold an older snapshot, and answers False when one outlasts that; the bytes then leave
+    the WAL at a later checkpoint. Blocking: call it from a worker thread.
+    """
+    path = make_url(url).database
+    if not is_sqlite(url) or not path or path == ":memory:":
+        return True
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        row = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        connection.close()
+    # (busy, frames in the log, frames checkpointed); busy is 1 when a reader held it back.
+    return row is not None and row[0] == 0
 
 
 _SQLITE_MMAP_BYTES = 1 << 30
@@ -137,6 +162,23 @@ class Database:
         if blocking is not None:
             blocking.dispose()
 
+    async def checkpoint_wal(self) -> bool:
+        """After a transaction that removed data, move SQLite's write-ahead log into the
+        database file and empty it (`checkpoint_sqlite_wal`); a no-op on PostgreSQL. Call it
+        once that transaction has committed and no session of the caller still reads."""
+        if not self.is_sqlite:
+            return True
+        return await asyncio.to_thread(checkpoint_sqlite_wal, self.url)
+
+
+def database_of(request: Request) -> Database:
+    """The app's Database."""
+    database: Database = request.app.state.database
+    return database
+
+
+AppDatabase = Annotated[Database, Depends(database_of)]
+
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     database: Database = request.app.state.database
@@ -168,3 +210,12 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # For lookups that never write: authentication, authorisation, listings, search.
 ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+
+
+def database_for(settings: Settings) -> Database:
+    """The Database for these settings, carrying the audit key to every session. The one
+    place every process (API, workers, CLI, benchmarks) gets its database from."""
+    return Database(
+        settings.resolved_database_url,
+        session_info={"audit_secret": settings.secret("audit_secret")},
+    )

@@ -60,6 +60,12 @@ class WorkerSettings(BaseModel):
     embed_batch: int = Field(default=32, ge=1)
     # Stale-job sweep of `cairn worker` in Celery mode.
     sweep_seconds: float = Field(default=15.0, gt=0)
+    # Periodic work (app/jobs/periodic.py): how often each task runs (0 = never) and how often
+    # a process looks for a due one. Each period starts one job, however many processes look.
+    retention_purge_seconds: float = Field(default=86400.0, ge=0)
+    shard_compaction_seconds: float = Field(default=86400.0, ge=0)
+    audit_checkpoint_seconds: float = Field(default=3600.0, ge=0)
+    periodic_check_seconds: float = Field(default=30.0, gt=0)
 
 
 class RerankSettings(BaseModel):
@@ -258,6 +264,15 @@ class Settings(BaseSettings):
     jwt_ttl_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
     # Key of the HMAC that commits audit entries to their actor (see app/audit/chain.py).
     audit_secret: str | None = Field(default=None, repr=False)
+    # Ed25519 key that signs audit checkpoints (app/audit/checkpoints.py): the key itself (PEM or
+    # base64 of the 32-byte seed) or a file holding it; in development, when neither is set, one
+    # is generated once into data_dir. Never in the database.
+    audit_signing_key: str | None = Field(default=None, repr=False)
+    audit_signing_key_file: Path | None = None
+    # The key checkpoints are verified with (PEM or base64); default: the signing key's.
+    audit_verify_public_key: str | None = None
+    # Append-only JSON lines of signed checkpoints; default data_dir/audit-checkpoints.jsonl.
+    audit_checkpoint_file: Path | None = None
     admin_password: str | None = Field(default=None, repr=False)
     # argon2id cost for new password hashes (OWASP's baseline by default).
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -323,6 +338,12 @@ class Settings(BaseSettings):
                     f"CAIRN_{name.upper()} must be set to a random string of at least "
                     f"{MIN_SECRET_LENGTH} characters when CAIRN_ENVIRONMENT=production"
                 )
+        if not self.audit_signing_key and not self.audit_signing_key_file:
+            raise InsecureConfiguration(
+                "CAIRN_AUDIT_SIGNING_KEY (an Ed25519 private key, PEM or base64 of 32 random "
+                "bytes) or CAIRN_AUDIT_SIGNING_KEY_FILE must be set when "
+                "CAIRN_ENVIRONMENT=production"
+            )
         return self
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,3 +62,24 @@ class ContentStore:
     def delete(self, sha256: str) -> None:
         """Remove a blob (hard deletion)."""
         self.path_for(sha256).unlink(missing_ok=True)
+
+    def exists(self, sha256: str) -> bool:
+        """Whether the blob is stored."""
+        return self.path_for(sha256).exists()
+
+    def remove_stale_uploads(self, older_than_seconds: float) -> int:
+        """Delete upload temp files older than this (their upload died mid-transfer); how many.
+
+        A live upload writes its temp file continuously, so an old one is abandoned."""
+        if not self.root.exists():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in self.root.glob(".upload-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed

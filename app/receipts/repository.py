@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
@@ -27,6 +28,19 @@ class ReceiptRepository:
                 DeletionReceipt.id == receipt_id, DeletionReceipt.tenant_id == tenant_id
             )
         )
+
+    async def add_counts(
+        self, session: AsyncSession, receipt_id: int, counts: dict[str, int]
+    ) -> None:
+        """Add to the receipt's `removed` counts, in the caller's transaction: a step of an
+        erasure records what it removed in the same commit that removes it."""
+        receipt = await session.get(DeletionReceipt, receipt_id, with_for_update=True)
+        if receipt is None:
+            return
+        removed = json.loads(receipt.removed or "{}")
+        for name, count in counts.items():
+            removed[name] = int(removed.get(name, 0)) + count
+        receipt.removed = json.dumps(removed, sort_keys=True)
 
     async def open_for(
         self, session: AsyncSession, subject_type: str, subject_id: int

@@ -47,8 +47,10 @@ class ReceiptRead(BaseModel):
             completed_at=receipt.completed_at,
             status=receipt.status,
             error=receipt.error,
-            removed=json.loads(receipt.removed or "{}"),
+            # Counts only: a pending purge also keeps its chunks' keys there, for its retries.
+            removed={
+                k: v for k, v in json.loads(receipt.removed or "{}").items() if isinstance(v, int)
+            },
             verification=VerificationRead(**verification) if verification else None,
             receipt_hash=receipt.receipt_hash,
         )
-

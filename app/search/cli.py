@@ -57,7 +57,7 @@ async def run_search(
     settings: Settings, request: SearchRequest, *, tenant: str, as_user: str | None
 ) -> SearchResponse:
     """Search a tenant as the operator (every sensitivity) or with a user's role in it."""
-    from app.main import database_for
+    from app.kit.db import database_for
     from app.search.retriever import Retriever
     from app.search.service import search_service
 

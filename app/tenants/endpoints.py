@@ -11,13 +11,14 @@ from app.kit.db import ReadSession, Session
 from app.kit.pagination import Page, Pagination
 from app.kit.principal import Principal
 from app.tenants.repository import tenant_repository
-from app.tenants.schemas import MemberRead, MemberSet, TenantCreate, TenantRead
+from app.tenants.schemas import MemberRead, MemberSet, TenantCreate, TenantRead, TenantUpdate
 from app.tenants.service import tenant_service
 
 router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
 
 TenantsCreate = Annotated[Principal, Depends(PlatformAuthorizer("tenants", "create"))]
 TenantRead_ = Annotated[TenantAccess, Depends(Authorizer("tenants", "read"))]
+TenantsUpdate = Annotated[TenantAccess, Depends(Authorizer("tenants", "update"))]
 MembersRead = Annotated[TenantAccess, Depends(Authorizer("members", "read"))]
 MembersWrite = Annotated[TenantAccess, Depends(Authorizer("members", "write"))]
 
@@ -27,9 +28,7 @@ async def create_tenant(
     data: TenantCreate, principal: TenantsCreate, session: Session
 ) -> TenantRead:
     tenant = await tenant_service.create(session, principal, data)
-    return TenantRead(
-        id=tenant.id, slug=tenant.slug, name=tenant.name, created_at=tenant.created_at
-    )
+    return TenantRead.of(tenant)
 
 
 @router.get("", response_model=Page[TenantRead])
@@ -39,17 +38,20 @@ async def list_tenants(
     rows, total = await tenant_repository.list_readable(
         session, principal, limit=page.limit, offset=page.offset
     )
-    items = [
-        TenantRead(id=t.id, slug=t.slug, name=t.name, created_at=t.created_at, role=role)
-        for t, role in rows
-    ]
+    items = [TenantRead.of(t, role) for t, role in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{tenant}", response_model=TenantRead)
 async def get_tenant(access: TenantRead_) -> TenantRead:
-    t = access.tenant
-    return TenantRead(id=t.id, slug=t.slug, name=t.name, created_at=t.created_at, role=access.role)
+    return TenantRead.of(access.tenant, access.role)
+
+
+@router.patch("/{tenant}", response_model=TenantRead)
+async def update_tenant(data: TenantUpdate, access: TenantsUpdate, session: Session) -> TenantRead:
+    """Rename the tenant or set its retention window (tenant admin, platform admin)."""
+    tenant = await tenant_service.update(session, access.principal, access.tenant, data)
+    return TenantRead.of(tenant, access.role)
 
 
 @router.get("/{tenant}/members", response_model=Page[MemberRead])

@@ -28,6 +28,9 @@ class TenantRepository:
         rows = await session.execute(stmt.order_by(Tenant.slug).limit(limit).offset(offset))
         return [(t, r) for t, r in rows], int(total or 0)
 
+    async def get(self, session: AsyncSession, tenant_id: int) -> Tenant | None:
+        return await session.get(Tenant, tenant_id)
+
     async def get_by_slug(self, session: AsyncSession, slug: str) -> Tenant | None:
         return await session.scalar(select(Tenant).where(Tenant.slug == slug))
 

@@ -7,8 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.kit.public_ids import TenantId
 from app.kit.text import DisplayText
+from app.models import Tenant
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+
+MAX_RETENTION_DAYS = 36_500
 
 TenantRole = Literal["admin", "editor", "viewer", "restricted_viewer", "guest", "auditor"]
 
@@ -18,6 +21,16 @@ class TenantCreate(BaseModel):
 
     slug: str = Field(pattern=SLUG_PATTERN)
     name: DisplayText = Field(min_length=1, max_length=200)
+    # Days a soft-deleted document stays restorable; None: the deployment's retention_days.
+    retention_days: int | None = Field(default=None, ge=0, le=MAX_RETENTION_DAYS)
+
+
+class TenantUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: DisplayText | None = Field(default=None, min_length=1, max_length=200)
+    # A number of days, or null for the deployment's default.
+    retention_days: int | None = Field(default=None, ge=0, le=MAX_RETENTION_DAYS)
 
 
 class TenantRead(BaseModel):
@@ -25,8 +38,21 @@ class TenantRead(BaseModel):
     slug: str
     name: str
     created_at: datetime
+    # None: the deployment's retention_days applies.
+    retention_days: int | None = None
     # The caller's role; None for a platform admin managing a tenant it has no role in.
     role: str | None = None
+
+    @classmethod
+    def of(cls, tenant: Tenant, role: str | None = None) -> TenantRead:
+        return cls(
+            id=tenant.id,
+            slug=tenant.slug,
+            name=tenant.name,
+            created_at=tenant.created_at,
+            retention_days=tenant.retention_days,
+            role=role,
+        )
 
 
 class MemberSet(BaseModel):

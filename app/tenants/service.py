@@ -11,7 +11,7 @@ from app.kit.principal import Principal
 from app.models import Membership, Tenant
 from app.models.base import utcnow
 from app.tenants.repository import tenant_repository
-from app.tenants.schemas import TenantCreate
+from app.tenants.schemas import TenantCreate, TenantUpdate
 from app.users.repository import user_repository
 
 
@@ -22,7 +22,9 @@ class TenantService:
         """Create a tenant and start its audit chain."""
         if await tenant_repository.get_by_slug(session, data.slug) is not None:
             raise Conflict("A tenant with this slug already exists")
-        tenant = tenant_repository.add(session, Tenant(slug=data.slug, name=data.name))
+        tenant = tenant_repository.add(
+            session, Tenant(slug=data.slug, name=data.name, retention_days=data.retention_days)
+        )
         await session.flush()
         await audit_service.create_chain(session, tenant.id)
         await audit_service.record(
@@ -35,6 +37,36 @@ class TenantService:
             tenant_id=tenant.id,
             target_type="tenant",
             target_id=tenant.id,
+        )
+        return tenant
+
+    async def update(
+        self, session: AsyncSession, actor: Principal, tenant: Tenant, data: TenantUpdate
+    ) -> Tenant:
+        """Rename the tenant or change its retention window (audited)."""
+        # Loaded again in this (writing) session: the caller's copy came from a read session.
+        found = await tenant_repository.get(session, tenant.id)
+        if found is None:
+            raise ResourceNotFound("Tenant not found")
+        tenant = found
+        changed: list[str] = []
+        if data.name is not None and data.name != tenant.name:
+            tenant.name = data.name
+            changed.append("name")
+        if (
+            "retention_days" in data.model_fields_set
+            and data.retention_days != tenant.retention_days
+        ):
+            tenant.retention_days = data.retention_days
+            changed.append("retention_days")
+        await audit_service.record(
+            session,
+            action="tenant.update",
+            actor=actor,
+            tenant_id=tenant.id,
+            target_type="tenant",
+            target_id=tenant.id,
+            details={"fields": changed, "retention_days": tenant.retention_days},
         )
         return tenant
 

@@ -54,6 +54,8 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("subject_id", sa.Integer(), nullable=True))
         batch.create_index("ix_jobs_kind_subject", ["kind", "subject_id"])
+        # Periodic work belongs to no tenant.
+        batch.alter_column("tenant_id", existing_type=sa.Integer(), nullable=True)
     with op.batch_alter_table("tenants") as batch:
         batch.add_column(sa.Column("retention_days", sa.Integer(), nullable=True))
 
@@ -61,7 +63,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("tenants") as batch:
         batch.drop_column("retention_days")
+    op.execute("DELETE FROM jobs WHERE tenant_id IS NULL")
     with op.batch_alter_table("jobs") as batch:
+        batch.alter_column("tenant_id", existing_type=sa.Integer(), nullable=False)
         batch.drop_index("ix_jobs_kind_subject")
         batch.drop_column("subject_id")
     op.drop_table("periodic_runs")

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from app.jobs.kinds import JobKind
+from app.jobs.runner import JobClaimer
+from app.jobs.runtime import Runtime
 from app.kit.settings import Settings
 from app.models import IndexShard
 from ingest.embedding import (
@@ -113,10 +116,17 @@ async def test_index_refuses_another_model_until_reembedded(settings: Settings) 
                 "/api/v1/tenants/ops/documents", files={"file": (name, text)}, headers=headers
             )
             assert response.status_code == 202
+            runtime = Runtime(config, app.state.database)
             pipeline = IngestPipeline(
-                app.state.database, config, load_embedder(config.embedding), worker_id="test"
+                runtime.database,
+                config,
+                load_embedder(config.embedding),
+                store=runtime.store,
+                indexer=runtime.indexer,
+                worker_id="test",
             )
-            while (job := await pipeline.claim()) is not None:
+            claimer = JobClaimer(runtime, worker_id="test", kinds=[JobKind.INGEST])
+            while (job := await claimer.claim()) is not None:
                 await pipeline.run(job)
             doc = await client.get(
                 f"/api/v1/tenants/ops/documents/{response.json()['id']}", headers=headers

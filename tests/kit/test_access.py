@@ -17,6 +17,10 @@ TENANT_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("DELETE", "/api/v1/tenants/{t}/members/carol", None, "viewer"),
     ("GET", "/api/v1/tenants/{t}/audit", None, "editor"),
     ("GET", "/api/v1/tenants/{t}/audit/verify", None, "viewer"),
+    ("GET", "/api/v1/tenants/{t}/audit/checkpoints", None, "editor"),
+    ("PATCH", "/api/v1/tenants/{t}", {"retention_days": 5}, "editor"),
+    ("GET", "/api/v1/tenants/{t}/deletion-receipts", None, "viewer"),
+    ("GET", "/api/v1/tenants/{t}/deletion-receipts/rcp_" + "0" * 32, None, "editor"),
 ]
 
 GLOBAL_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, bool]] = [
@@ -37,6 +41,12 @@ GLOBAL_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, bool]] = [
     ("GET", "/api/v1/api-keys", None, False),
     ("DELETE", "/api/v1/api-keys/key_" + "0" * 32, None, False),
     ("GET", "/api/v1/audit/verify", None, False),
+    # Scoped like /audit/verify: each caller sees the checkpoints of the chains it may verify.
+    ("GET", "/api/v1/audit/checkpoints", None, False),
+    ("GET", "/api/v1/audit/public-key", None, False),
+    # A person's data: export (themself, or a platform admin) and erase (platform admin).
+    ("GET", "/api/v1/privacy/export?username=carol", None, True),
+    ("POST", "/api/v1/privacy/erase", {"username": "carol"}, True),
 ]
 
 

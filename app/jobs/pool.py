@@ -1,74 +1,47 @@
-"""The in-process worker pool (embedded default) and the job dispatchers the API notifies."""
+"""The in-process worker pool (the embedded default, and `cairn worker` without a broker).
+
+`concurrency` loops claim jobs of every registered kind and run them through the registry, so
+the parsing and database writes of one overlap with the embedding of another. One more loop
+writes the index for tenants whose ingestion jobs stored chunks, and another starts periodic
+work when it is due.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-from typing import Protocol
 
-from app.kit.db import Database
-from app.kit.settings import Settings
-from ingest.embedding import EmbedderMismatch, load_embedder
+from app.jobs.dispatch import PollingDispatcher
+from app.jobs.handlers import build_registry, worker_id
+from app.jobs.periodic import start_due
+from app.jobs.registry import JobRegistry
+from app.jobs.runner import JobClaimer
+from app.jobs.runtime import Runtime
+from ingest.embedding import EmbedderMismatch
 from ingest.pipeline import IngestPipeline
 
 logger = logging.getLogger(__name__)
 
 
-class Dispatcher(Protocol):
-    def enqueue(self, job_id: int) -> None:
-        """Tell the runners a job is waiting (after its row is committed)."""
-
-
-class PollingDispatcher:
-    """For the in-process pool: wake it early; it would find the job on its next poll anyway."""
-
-    def __init__(self) -> None:
-        self.wakeup = asyncio.Event()
-
-    def enqueue(self, job_id: int) -> None:
-        self.wakeup.set()
-
-
-class CeleryDispatcher:
-    """Scaled out: hand the job id to Celery on Redis."""
-
-    def __init__(self, broker_url: str) -> None:
-        from ingest.tasks import celery_app_for
-
-        self.app = celery_app_for(broker_url)
-
-    def enqueue(self, job_id: int) -> None:
-        self.app.send_task("cairn.ingest", args=[job_id])
-
-
-def worker_id() -> str:
-    """A name for this worker process, recorded on the jobs it leases."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class WorkerPool:
-    """`concurrency` loops claiming and running jobs, so parsing and database writes of one
-    job overlap with the embedding of another."""
-
-    def __init__(
-        self, database: Database, settings: Settings, dispatcher: PollingDispatcher | None = None
-    ) -> None:
-        self.database = database
-        self.settings = settings
+    def __init__(self, runtime: Runtime, dispatcher: PollingDispatcher | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.dispatcher = dispatcher or PollingDispatcher()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.pipeline: IngestPipeline | None = None
+        self.registry: JobRegistry | None = None
+        self.claimer: JobClaimer | None = None
 
     async def start(self) -> None:
         """Load the embedder, index anything left pending by a crash, start the loops."""
-        embedder = await asyncio.to_thread(load_embedder, self.settings.embedding)
-        self.pipeline = IngestPipeline(
-            self.database, self.settings, embedder, worker_id=worker_id(), defer_index=True
+        name = worker_id()
+        self.registry, self.pipeline = await build_registry(
+            self.runtime, worker=name, defer_index=True
         )
+        self.claimer = JobClaimer(self.runtime, worker_id=name, kinds=self.registry.kinds)
         self.pipeline.dirty.update(await self.pipeline.pending_tenants())
         await self._flush_dirty()
         self._tasks = [
@@ -76,6 +49,7 @@ class WorkerPool:
             for n in range(self.settings.worker.concurrency)
         ]
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="cairn-indexer"))
+        self._tasks.append(asyncio.create_task(self._periodic_loop(), name="cairn-periodic"))
 
     async def stop(self) -> None:
         """Stop claiming; cancel running work (its lease expires and another worker retries)."""
@@ -111,11 +85,26 @@ class WorkerPool:
                 logger.exception("tenant %s: indexing failed; retrying", tenant_id)
                 self.pipeline.dirty.add(tenant_id)
 
-    async def _loop(self, n: int) -> None:
-        assert self.pipeline is not None
+    async def _periodic_loop(self) -> None:
+        """Start due periodic work; the pool's own loops then run it like any job."""
         while not self._stopping.is_set():
             try:
-                job = await self.pipeline.claim()
+                started = await start_due(
+                    self.runtime.database, self.settings, now=self.runtime.now()
+                )
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the loop
+                logger.exception("could not start periodic work")
+                started = []
+            if started:
+                self.dispatcher.wakeup.set()
+            await asyncio.sleep(self.settings.worker.periodic_check_seconds)
+
+    async def _loop(self, n: int) -> None:
+        assert self.claimer is not None
+        assert self.registry is not None
+        while not self._stopping.is_set():
+            try:
+                job = await self.claimer.claim()
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the loop
                 logger.exception("worker %s: could not claim a job", n)
                 job = None
@@ -126,5 +115,5 @@ class WorkerPool:
                         self.dispatcher.wakeup.wait(), timeout=self.settings.worker.poll_seconds
                     )
                 continue
-            outcome = await self.pipeline.run(job)
-            logger.info("job %s: %s", outcome.job_id, outcome.status)
+            outcome = await self.registry.run(job)
+            logger.info("job %s (%s): %s", outcome.job_id, job.kind, outcome.status)

@@ -1,0 +1,57 @@
+"""Bearer credentials — a JWT or an API key — checked against the database on every request.
+
+Installed on the app as `app.state.credentials` (app/main.py), so that the request-level
+dependency in app/kit/auth.py needs no domain import."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_keys.repository import api_key_repository
+from app.kit.errors import NotAuthenticated
+from app.kit.principal import Principal
+from app.kit.security import InvalidToken, decode_access_token, hash_api_key, looks_like_api_key
+from app.kit.settings import Settings
+from app.models.base import utcnow
+from app.users.repository import user_repository
+
+
+class BearerCredentials:
+    async def principal(self, session: AsyncSession, settings: Settings, token: str) -> Principal:
+        """The caller behind a bearer token; 401 for anything not currently valid."""
+        api_key_id: int | None = None
+        token_version: int | None = None
+        if looks_like_api_key(token):
+            key = await api_key_repository.get_by_hash(session, hash_api_key(token))
+            now = utcnow()
+            if (
+                key is None
+                or key.revoked_at is not None
+                or (key.expires_at is not None and key.expires_at <= now)
+            ):
+                raise NotAuthenticated("Invalid or revoked API key")
+            user_id, api_key_id = key.user_id, key.id
+        else:
+            try:
+                claims = decode_access_token(
+                    token, secret=settings.secret("jwt_secret"), algorithm=settings.jwt_algorithm
+                )
+            except InvalidToken as exc:
+                raise NotAuthenticated("Invalid or expired token") from exc
+            user_id, token_version = claims.user_id, claims.version
+        user = await user_repository.get(session, user_id)
+        # Checked on every request, so deactivation and a password change (which bumps
+        # token_version) revoke outstanding tokens at once, in every process.
+        if user is None or not user.is_active:
+            raise NotAuthenticated("Invalid or expired token")
+        if token_version is not None and token_version != user.token_version:
+            raise NotAuthenticated("Invalid or expired token")
+        return Principal(
+            user_id=user.id,
+            username=user.username,
+            is_platform_admin=user.is_platform_admin,
+            api_key_id=api_key_id,
+        )
+
+
+bearer_credentials = BearerCredentials()

@@ -1,0 +1,354 @@
+"""Hard delete: a document is purged from every store, the purge is verified, and a receipt
+says what was removed and how that was checked.
+
+Requesting a purge (a tenant admin, `cairn documents purge`, or the retention purge) hides the
+document at once (status `purging`), opens a pending receipt and queues a `purge` job. The job:
+
+1. takes the document's chunks out of every shard file of the tenant, every version on disk
+   (ingest/erasure.py), under the tenant's index writer lock;
+2. asks the rewritten shards, with no visibility filter, for the document's own terms and its
+   own chunk vectors: none of its chunks may come back;
+3. in one transaction deletes the answers whose prompts held it (with their questions), its
+   chunk rows, citations and jobs;
+4. deletes the stored file unless another document in any tenant shares its content, and
+   upload temp files left by crashed uploads; checkpoints SQLite's WAL (secure_delete is on,
+   so freed pages are zeroed) so no byte of it stays in the database files;
+5. verifies that no row, shard file or stored file still holds it, and only then deletes the
+   document row (title and file name go with it) and completes the receipt (hashed into the
+   tenant's audit chain) in one transaction.
+
+Every step can run again: a worker killed halfway leaves a job another worker finishes, and
+an ingestion job still running for the document finds it `purging` and writes nothing. A
+failed check keeps the document `purging` and the receipt pending with the reason; the job is
+retried, and after its last attempt the receipt says `failed` — never `done`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import audit_service
+from app.documents.purge_repository import ChunkTrace, purge_repository
+from app.documents.repository import document_repository
+from app.jobs.kinds import JobKind
+from app.jobs.repository import job_repository
+from app.jobs.runtime import Runtime
+from app.kit.authz import TenantAccess
+from app.kit.db import Database
+from app.kit.errors import NotPermitted, ResourceNotFound
+from app.kit.principal import Principal
+from app.models import DeletionReceipt, Document, IndexShard, Job
+from app.models.base import utcnow
+from app.receipts.repository import receipt_repository
+from app.receipts.service import Verification, receipt_service
+from app.search.index import tokenize
+from ingest.erasure import Recorder, files_holding, query_current_shards, remove_chunks
+
+logger = logging.getLogger(__name__)
+
+# Upload temp files older than this belong to uploads that died; a purge sweeps them.
+STALE_UPLOAD_SECONDS = 3600
+# What every document receipt counts (0 when nothing of that kind was there). There is no
+# answer or embedding cache yet, so `cache_entries` is always 0 for now.
+REMOVED_COUNTS = (
+    "chunks",
+    "vectors",
+    "postings",
+    "files",
+    "messages",
+    "cache_entries",
+    "shard_versions_rewritten",
+    "shard_versions_deleted",
+)
+# Distinct terms of the document the BM25 check asks for (its rarest, most telling ones).
+VERIFY_TERMS = 64
+
+
+class PurgeIncomplete(Exception):
+    """Verification found something of the document left; the purge is retried."""
+
+
+@dataclass(frozen=True)
+class Requested:
+    document: Document
+    receipt: DeletionReceipt
+    job: Job | None  # None when a purge was already under way
+
+
+class PurgeService:
+    async def request(
+        self,
+        session: AsyncSession,
+        access: TenantAccess | None,
+        *,
+        tenant_id: int,
+        document_id: int,
+        actor: Principal | None,
+    ) -> Requested:
+        """Hide the document now, open its receipt and queue the purge job (idempotent).
+
+        `access` is the caller's (None: the operator or the retention purge, already allowed);
+        a document outside it answers 404 before the purge permission answers 403."""
+        if access is not None:
+            document = await document_repository.get_readable(
+                session, access, document_id, include_deleted=True
+            )
+            if document is None:
+                raise ResourceNotFound("Document not found")
+            if not access.can("documents", "purge"):
+                raise NotPermitted("Only a tenant admin may purge a document")
+        else:
+            document = await session.get(Document, document_id)
+            if document is None or document.tenant_id != tenant_id:
+                raise ResourceNotFound("Document not found")
+        receipt = await receipt_service.open(
+            session,
+            subject_type="document",
+            subject_id=document.id,
+            tenant_id=document.tenant_id,
+            requested_by=actor,
+            content_sha256=document.content_sha256,
+            name=f"{document.title}\n{document.filename or ''}",
+        )
+        job = await job_repository.open_for_subject(session, JobKind.PURGE, document.id)
+        if job is not None:
+            return Requested(document, receipt, None)
+        document.status = "purging"
+        document.deleted_at = document.deleted_at or utcnow()
+        if actor is not None and document.deleted_by is None:
+            document.deleted_by = actor.user_id
+        job = job_repository.add(
+            session, Job(kind=JobKind.PURGE, tenant_id=document.tenant_id, subject_id=document.id)
+        )
+        await session.flush()
+        await audit_service.record(
+            session,
+            action="document.purge_request",
+            actor=actor,
+            tenant_id=document.tenant_id,
+            target_type="document",
+            target_id=document.id,
+            details={"receipt_id": receipt.id},
+        )
+        return Requested(document, receipt, job)
+
+    async def run(self, runtime: Runtime, job: Job) -> None:
+        """The purge job (see the module docstring); raises while anything is left."""
+        assert job.subject_id is not None, "a purge job names its document"
+        assert job.tenant_id is not None, "a purge job belongs to a tenant"
+        document_id, tenant_id = job.subject_id, job.tenant_id
+        database = runtime.database
+        async with database.read_sessionmaker() as session:
+            receipt = await receipt_repository.open_for(session, "document", document_id)
+            document = await session.get(Document, document_id)
+            trace = await purge_repository.chunk_trace(session, document_id)
+            progress = json.loads(receipt.removed) if receipt else {}
+        if receipt is None:
+            logger.info("purge of document %s: no open receipt; done already", document_id)
+            return
+        chunk_ids = _remembered_ids(progress, trace)
+        receipt_id = receipt.id
+
+        async def record(session: AsyncSession, counts: dict[str, int]) -> None:
+            await receipt_repository.add_counts(session, receipt_id, counts)
+
+        try:
+            # Kept on the receipt until it is done: a retry after the rows are gone still
+            # knows which chunk ids to look for.
+            await self._remember(database, receipt_id, chunk_ids)
+            await remove_chunks(database, runtime.settings.index_dir, tenant_id, chunk_ids, record)
+            verification = Verification()
+            await self._check_index(runtime, tenant_id, trace, chunk_ids, verification)
+            sha = document.content_sha256 if document else receipt.content_sha256
+            shared = await self._delete_rows(database, document_id, record)
+            await self._delete_files(runtime, sha, shared, record)
+            await database.checkpoint_wal()
+            await self._check_stores(runtime, tenant_id, document_id, sha, chunk_ids, verification)
+            if not verification.passed:
+                raise PurgeIncomplete("; ".join(verification.failures))
+            async with database.sessionmaker() as session, session.begin():
+                # The row goes with the receipt's completion: until the purge is verified the
+                # document stays visible to its admins as `purging`, with the reason.
+                await purge_repository.delete_row(session, document_id)
+                open_receipt = await receipt_repository.get(session, receipt_id)
+                assert open_receipt is not None
+                # Every step recorded its own counts as it committed (see `record`).
+                totals = {
+                    name: count
+                    for name, count in json.loads(open_receipt.removed).items()
+                    if isinstance(count, int)
+                }
+                await receipt_service.complete(
+                    session,
+                    open_receipt,
+                    removed={**dict.fromkeys(REMOVED_COUNTS, 0), **totals},
+                    verification=verification,
+                    action="document.purge",
+                    actor=None,
+                )
+            await database.checkpoint_wal()
+        except Exception as exc:
+            final = job.attempts >= runtime.settings.worker.max_attempts
+            async with database.sessionmaker() as session, session.begin():
+                open_receipt = await receipt_repository.get(session, receipt_id)
+                reason = f"{type(exc).__name__}: {exc}"
+                if open_receipt is not None:
+                    await receipt_service.record_failure(session, open_receipt, reason, final=final)
+                left = await session.get(Document, document_id)
+                if left is not None:
+                    left.error_code = "purge_failed" if final else "purge_pending"
+                    left.error = reason[:2000]
+            raise
+
+    async def _remember(self, database: Database, receipt_id: int, chunk_ids: np.ndarray) -> None:
+        async with database.sessionmaker() as session, session.begin():
+            receipt = await receipt_repository.get(session, receipt_id)
+            if receipt is not None:
+                removed = json.loads(receipt.removed or "{}")
+                removed["pending_chunk_ids"] = [int(i) for i in chunk_ids]
+                receipt.removed = json.dumps(removed, sort_keys=True)
+
+    async def _check_index(
+        self,
+        runtime: Runtime,
+        tenant_id: int,
+        trace: ChunkTrace,
+        chunk_ids: np.ndarray,
+        verification: Verification,
+    ) -> None:
+        """The document's own words and vectors, asked of the current shards unfiltered."""
+        async with runtime.database.read_sessionmaker() as session:
+            rows = await session.scalars(
+                select(IndexShard).where(IndexShard.tenant_id == tenant_id)
+            )
+            current = {(s.kind, s.shard_no): s.version for s in rows}
+        terms = _telling_terms(trace.texts)
+        surfaced = await asyncio.to_thread(
+            query_current_shards,
+            runtime.settings.index_dir,
+            tenant_id,
+            current,
+            chunk_ids,
+            terms,
+            trace.vectors,
+        )
+        verification.check(
+            "bm25_own_terms",
+            not surfaced.by_terms,
+            f"{len(terms)} terms asked; {len(surfaced.by_terms)} of its chunks returned",
+        )
+        verification.check(
+            "faiss_own_vectors",
+            not surfaced.by_vectors,
+            f"{len(trace.vectors)} vectors asked; "
+            f"{len(surfaced.by_vectors)} of its chunks returned",
+        )
+
+    async def _delete_rows(self, database: Database, document_id: int, record: Recorder) -> bool:
+        """Delete the document's contents (not yet its row); whether its file is shared."""
+        async with database.sessionmaker() as session, session.begin():
+            document = await session.get(Document, document_id)
+            answers = await purge_repository.answers_from(session, document_id)
+            messages = await purge_repository.delete_turns(session, answers)
+            chunks = await purge_repository.delete_contents(session, document_id)
+            await record(session, {"messages": messages, "chunks": chunks})
+            if document is None:
+                return False
+            return await purge_repository.shares_content(
+                session, document.content_sha256, document_id
+            )
+
+    async def _delete_files(
+        self, runtime: Runtime, sha: str | None, shared: bool, record: Recorder
+    ) -> None:
+        """The stored original (unless shared) and stale upload temp files."""
+        deleted = 0
+        store = runtime.store
+        if sha and not shared and await asyncio.to_thread(store.exists, sha):
+            await asyncio.to_thread(store.delete, sha)
+            deleted += 1
+        deleted += await asyncio.to_thread(store.remove_stale_uploads, STALE_UPLOAD_SECONDS)
+        async with runtime.database.sessionmaker() as session, session.begin():
+            await record(session, {"files": deleted})
+
+    async def _check_stores(
+        self,
+        runtime: Runtime,
+        tenant_id: int,
+        document_id: int,
+        sha: str | None,
+        chunk_ids: np.ndarray,
+        verification: Verification,
+    ) -> None:
+        async with runtime.database.read_sessionmaker() as session:
+            left = await purge_repository.leftovers(
+                session, document_id, [int(i) for i in chunk_ids]
+            )
+            shared = bool(sha) and await purge_repository.shares_content(
+                session, sha or "", document_id
+            )
+        for table, count in left.items():
+            verification.check(f"rows:{table}", count == 0, f"{count} left")
+        holding = await asyncio.to_thread(
+            files_holding, runtime.settings.index_dir, tenant_id, chunk_ids
+        )
+        verification.check(
+            "shard_files", not holding, f"{len(holding)} shard files still hold its chunks"
+        )
+        if sha:
+            exists = await asyncio.to_thread(runtime.store.exists, sha)
+            if shared:
+                verification.check(
+                    "stored_file", exists, "kept: another document holds the same content"
+                )
+            else:
+                verification.check("stored_file", not exists, "removed")
+
+    async def expired(
+        self, session: AsyncSession, *, now: datetime, default_days: int
+    ) -> list[tuple[int, int]]:
+        """(tenant, document) pairs the retention purge would purge at `now`."""
+        return await purge_repository.expired(session, now=now, default_days=default_days)
+
+    async def purge_expired(self, runtime: Runtime) -> int:
+        """The retention purge: request a purge of every document past its retention."""
+        requested = 0
+        async with runtime.database.sessionmaker() as session, session.begin():
+            due = await self.expired(
+                session, now=runtime.now(), default_days=runtime.settings.retention_days
+            )
+            for tenant_id, document_id in due:
+                done = await self.request(
+                    session, None, tenant_id=tenant_id, document_id=document_id, actor=None
+                )
+                requested += done.job is not None
+        return requested
+
+
+def _remembered_ids(progress: dict[str, object], trace: ChunkTrace) -> np.ndarray:
+    """The chunk ids to purge: those in the database now, and those a previous attempt saw."""
+    earlier = progress.get("pending_chunk_ids") or []
+    assert isinstance(earlier, list)
+    return np.union1d(trace.ids, np.array(earlier, dtype=np.int64)).astype(np.int64)
+
+
+def _telling_terms(texts: list[str]) -> list[str]:
+    """The document's least frequent distinct terms (rarest first), which identify it best."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(tokenize(text))
+    return [term for term, _ in sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))][
+        :VERIFY_TERMS
+    ]
+
+
+purge_service = PurgeService()

@@ -1,0 +1,57 @@
+"""The job registry of a runner process: every kind of background work and its handler."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from app.audit.checkpoints import write_checkpoints
+from app.documents.purge import purge_service
+from app.jobs.kinds import JobKind
+from app.jobs.registry import JobRegistry
+from app.jobs.runner import simple_handler
+from app.jobs.runtime import Runtime
+from app.models import Job
+from ingest.erasure import compact_shards
+from ingest.pipeline import IngestPipeline
+
+
+def worker_id() -> str:
+    """A name for this worker process, recorded on the jobs it leases."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def build_registry(
+    runtime: Runtime, *, worker: str, defer_index: bool = False
+) -> tuple[JobRegistry, IngestPipeline]:
+    """Handlers for every job kind, sharing one runtime; also the ingestion pipeline (whose
+    deferred index writes the in-process pool flushes)."""
+    pipeline = IngestPipeline(
+        runtime.database,
+        runtime.settings,
+        await runtime.embedder(),
+        store=runtime.store,
+        indexer=runtime.indexer,
+        worker_id=worker,
+        defer_index=defer_index,
+    )
+    registry = JobRegistry()
+    registry.register(JobKind.INGEST, pipeline.run)
+    registry.register(
+        JobKind.PURGE, simple_handler(runtime, worker, lambda job: purge_service.run(runtime, job))
+    )
+
+    async def retention(job: Job) -> None:
+        await purge_service.purge_expired(runtime)
+
+    async def compaction(job: Job) -> None:
+        await compact_shards(runtime.database, runtime.settings.index_dir)
+
+    async def checkpoint(job: Job) -> None:
+        async with runtime.database.sessionmaker() as session, session.begin():
+            await write_checkpoints(session, runtime.settings)
+
+    registry.register(JobKind.RETENTION_PURGE, simple_handler(runtime, worker, retention))
+    registry.register(JobKind.SHARD_COMPACTION, simple_handler(runtime, worker, compaction))
+    registry.register(JobKind.AUDIT_CHECKPOINT, simple_handler(runtime, worker, checkpoint))
+    return registry, pipeline

@@ -1,0 +1,24 @@
+"""The kinds of background work and what running one job of them came to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JobKind(StrEnum):
+    """Stored in `jobs.kind`: never rename a value."""
+
+    INGEST = "ingest"
+    PURGE = "purge"
+    # Periodic (app/jobs/periodic.py): no tenant, started once per period.
+    RETENTION_PURGE = "retention_purge"
+    SHARD_COMPACTION = "shard_compaction"
+    AUDIT_CHECKPOINT = "audit_checkpoint"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: int
+    tenant_id: int | None
+    status: str  # done | failed | retry | lost

@@ -1,0 +1,37 @@
+"""What background work runs with — settings, database, content store, indexer, embedder —
+built in one place for every kind of process: the API (its in-process worker pool), `cairn
+worker` (Celery or the pool), and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from app.kit.db import Database, database_for
+from app.kit.settings import Settings
+from app.kit.storage import ContentStore
+from app.models.base import utcnow
+from ingest.embedding import Embedder, load_embedder
+from ingest.indexer import Indexer
+
+
+class Runtime:
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self.settings = settings
+        self.database = database or database_for(settings)
+        self.store = ContentStore(settings.files_dir)
+        self.indexer = Indexer(self.database, settings.index_dir, settings.index)
+        self._embedder: Embedder | None = None
+
+    async def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use (off the event loop)."""
+        if self._embedder is None:
+            self._embedder = await asyncio.to_thread(load_embedder, self.settings.embedding)
+        return self._embedder
+
+    def now(self) -> datetime:
+        """The time periodic work judges "due" and "expired" by (tests move it)."""
+        return utcnow()
+
+    async def close(self) -> None:
+        await self.database.dispose()
