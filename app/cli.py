@@ -115,10 +115,12 @@ def serve(
     import uvicorn
 
     from app.kit.db import is_sqlite
+    from app.kit.logs import configure_logging
     from app.kit.migrate import upgrade
     from app.main import create_app
 
     settings = _settings()
+    log_config = configure_logging(settings)
     if preload and not settings.generator.preload:
         settings = settings.model_copy(
             update={"generator": settings.generator.model_copy(update={"preload": True})}
@@ -133,6 +135,9 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=log_config,
+        # app.kit.request_context writes the access line (with the request id) instead.
+        access_log=False,
     )
 
 
@@ -344,7 +349,10 @@ def _run_async(work: Awaitable[T]) -> T:
 @app.command()
 def worker() -> None:
     """Run background workers: Celery on CAIRN_BROKER_URL, else the in-process pool."""
+    from app.kit.logs import configure_logging
+
     settings = _settings()
+    configure_logging(settings)
     if settings.broker_url:
         from app.jobs.celery_app import celery_app_for, start_sweeper
 

@@ -30,6 +30,7 @@ from app.kit.limits import BodySizeLimit
 from app.kit.metrics import MetricsMiddleware
 from app.kit.public_ids import configure_public_ids
 from app.kit.ratelimit import LoginThrottle
+from app.kit.request_context import RequestContextMiddleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.openai_compat.endpoints import router as openai_router
@@ -145,8 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # Multipart framing adds a little on top of the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
-    # Added last, so outermost: the 413 above and CORS answers get the headers too.
+    # Added late, so outer: the 413 above and CORS answers get the headers too.
     app.add_middleware(SecurityHeaders)
+    # Outermost: every response carries X-Request-ID and every request writes its log line.
+    app.add_middleware(RequestContextMiddleware)
     for router in (
         health_router,
         auth_router,

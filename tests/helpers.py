@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.kit.public_ids import IdKind, public_ids
 
 _KINDS = {kind.prefix: kind for kind in IdKind}
@@ -18,3 +20,11 @@ def key_of(public: str) -> int:
 def public_of(kind: IdKind, key: int) -> str:
     """The public id the API shows for a database key."""
     return public_ids().encode(kind, key)
+
+
+def without_request_id(body: Any) -> Any:
+    """An error body or audit details without the per-request `request_id`, to compare two
+    responses that must be indistinguishable (their request ids always differ)."""
+    if isinstance(body, dict):
+        return {k: without_request_id(v) for k, v in body.items() if k != "request_id"}
+    return body

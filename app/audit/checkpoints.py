@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.chain import GENESIS_HASH, GLOBAL_CHAIN, BadEntry
 from app.audit.repository import audit_repository
 from app.kit.files import PRIVATE_FILE_MODE, private_dir
+from app.kit.metrics import AUDIT_VERIFY_OK
 from app.kit.public_ids import IdKind, PublicIds
 from app.kit.settings import InsecureConfiguration, Settings
 from app.models import AuditChainHead, AuditEntry
@@ -451,13 +452,15 @@ async def write_checkpoints(session: AsyncSession, settings: Settings) -> int:
 
     A chain whose head does not extend its last checkpoint (or does not match its own last
     entry) is not signed: that would bless a rewrite. It is logged, and `audit verify` reports
-    it. The periodic job kind "audit_checkpoint" and `cairn audit checkpoint` call this.
+    it. The periodic job kind "audit_checkpoint" and `cairn audit checkpoint` call this. The
+    gauge `cairn_audit_verify_ok{check="checkpoint"}` says whether this run found a problem.
     """
     log = CheckpointLog(settings)
     key = await asyncio.to_thread(_signing_key_checked, log)
-    last = await asyncio.to_thread(_last_valid_per_chain, log, key.public_key())
+    last, rejected = await asyncio.to_thread(_last_valid_per_chain, log, key.public_key())
     heads = await audit_repository.heads(session)
     written: list[Checkpoint] = []
+    problems = len(rejected)
     for head in heads:
         previous = last.pop(log.names.public(head.chain), None)
         if previous and (previous.seq, previous.head_hash) == (head.seq, head.last_hash):
@@ -465,11 +468,14 @@ async def write_checkpoints(session: AsyncSession, settings: Settings) -> int:
         problem = await _extension_problem(session, head, previous)
         if problem is not None:
             logger.error("audit chain %s not checkpointed: %s", head.chain, problem)
+            problems += 1
             continue
         written.append(log.sign(key, head.chain, head.seq, head.last_hash))
     for name in last:
         logger.error("audit chain %s has signed checkpoints but no head in the database", name)
+        problems += 1
     await asyncio.to_thread(log.append, written)
+    AUDIT_VERIFY_OK.labels("checkpoint").set(0 if problems else 1)
     return len(written)
 
 
@@ -485,8 +491,11 @@ def _signing_key_checked(log: CheckpointLog) -> Ed25519PrivateKey:
     return key
 
 
-def _last_valid_per_chain(log: CheckpointLog, key: Ed25519PublicKey) -> dict[str, Checkpoint]:
-    """Each chain's newest checkpoint whose signature holds (public chain names)."""
+def _last_valid_per_chain(
+    log: CheckpointLog, key: Ed25519PublicKey
+) -> tuple[dict[str, Checkpoint], set[int]]:
+    """Each chain's newest checkpoint whose signature holds (public chain names), and the
+    numbers of the lines whose signature does not."""
     key_id = key_id_of(key)
     last: dict[str, Checkpoint] = {}
     rejected: set[int] = set()
@@ -499,7 +508,7 @@ def _last_valid_per_chain(log: CheckpointLog, key: Ed25519PublicKey) -> dict[str
             rejected.add(number)
     if rejected:
         logger.error("audit checkpoint file %s: lines %s do not verify", log.path, sorted(rejected))
-    return last
+    return last, rejected
 
 
 async def _extension_problem(

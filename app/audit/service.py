@@ -31,7 +31,9 @@ from app.audit.checkpoints import (
 )
 from app.audit.repository import AuditFilter, audit_repository
 from app.kit.authz import PLATFORM_DOMAIN, Enforcer, domain_of
+from app.kit.metrics import AUDIT_VERIFY_OK
 from app.kit.principal import Principal
+from app.kit.request_context import current_request_id
 from app.models import AuditChainHead, AuditEntry
 from app.models.base import utcnow
 from app.tenants.repository import tenant_repository
@@ -99,10 +101,14 @@ class AuditService:
         """Append an entry to the tenant's chain (or the global one) in the caller's transaction.
 
         Details hold ids and enums only: no document text, query text, secrets or names (names
-        would survive a person's erasure inside the hash).
+        would survive a person's erasure inside the hash). Inside an HTTP request the request's
+        id is added as `request_id` (so the entry can be matched with the access log line).
         """
         if details and _FORBIDDEN_DETAIL_KEYS.intersection(details):
             raise ValueError(f"audit details may not carry {_FORBIDDEN_DETAIL_KEYS & set(details)}")
+        request_id = current_request_id()
+        if request_id is not None:
+            details = {**(details or {}), "request_id": request_id}
         if isinstance(actor, Principal):
             actor = Actor.of(actor)
         chain = tenant_chain(tenant_id) if tenant_id is not None else GLOBAL_CHAIN
@@ -186,6 +192,7 @@ class AuditService:
                 first_bad = _earliest(verifier.first_bad, anchors.first_bad)
         if first_bad is None:
             first_bad = checkpoint_file_problem(checkpoints, signed.unreadable)
+        AUDIT_VERIFY_OK.labels("verify").set(1 if first_bad is None else 0)
         return VerifyReport(
             ok=first_bad is None, entries=entries, first_bad=first_bad, checkpoints=signed.count
         )

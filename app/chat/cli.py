@@ -4,14 +4,13 @@ citations (registered in app/cli.py). For operators checking the generator and t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from typing import Annotated
 
 import typer
 
+from app.chat.answers import Answer, Answered, AnswerRuntime, Caller, Question, answer_service
 from app.chat.citations import Citation
-from app.chat.service import Answer, chat_service
 from app.kit.errors import CairnError
 from app.kit.settings import Settings, get_settings
 
@@ -21,7 +20,6 @@ async def run_ask(
 ) -> Answer:
     """Answer as the operator (every sensitivity) or with a user's role, printing the text
     as it is generated; audited like an answer through the API."""
-    from app.generation.limits import limits_from_settings
     from app.generation.provider import GeneratorProvider
     from app.kit.db import database_for
     from app.search.cli import resolve_caller
@@ -29,37 +27,32 @@ async def run_ask(
 
     database = database_for(settings)
     try:
+        # More passages than allowed are capped here rather than refused.
+        asked = Question(question, top_k=min(top_k, settings.chat.max_top_k) if top_k else None)
         async with database.read_sessionmaker() as session:
             actor, visibility = await resolve_caller(
                 session, database, tenant=tenant, as_user=as_user, permission=("chat", "ask")
             )
-            grounding = await chat_service.ground(
-                visibility,
+            runtime = AnswerRuntime(
+                settings,
                 Retriever.create(database, settings),
-                settings.chat,
-                question=question,
-                top_k=min(top_k or settings.chat.top_k, settings.chat.max_top_k),
+                GeneratorProvider(settings),
+                database,
             )
-        generator = await GeneratorProvider(settings).get() if grounding.relevant else None
-        parts: list[str] = []
-        deltas = chat_service.stream(grounding, generator, limits_from_settings(settings.generator))
-        async with contextlib.aclosing(deltas) as produced:
-            async for delta in produced:
-                parts.append(delta)
-                typer.echo(delta, nl=False)
+            prepared = await answer_service.prepare(
+                session, Caller(actor, visibility, via="cli"), question=asked, runtime=runtime
+            )
+        answered: Answered | None = None
+        async with answer_service.stream(prepared) as items:
+            async for item in items:
+                if isinstance(item, Answered):
+                    answered = item
+                else:
+                    typer.echo(item, nl=False)
         typer.echo("")
-        answer = chat_service.finish(grounding, "".join(parts), settings.chat)
-        if settings.chat.audit:
-            async with database.sessionmaker() as session, session.begin():
-                await chat_service.audit(
-                    session,
-                    actor=actor,
-                    visibility=visibility,
-                    grounding=grounding,
-                    answer=answer,
-                    via="cli",
-                )
-        return answer
+        if answered is None:
+            raise RuntimeError("the answer stream ended without its answer")
+        return answered.answer
     finally:
         await database.dispose()
 

@@ -5,8 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sse_starlette import EventSourceResponse
 
-from app.chat.conversation import ChatContext, citation_out, conversation
-from app.chat.repository import chat_repository
+from app.chat.adapter import chat_events, chat_response, citation_out, question_of
+from app.chat.answers import AnswerRuntime, Caller, answer_service
 from app.chat.schemas import (
     ChatRequest,
     ChatResponse,
@@ -18,7 +18,7 @@ from app.chat.service import WITHHELD, chat_service
 from app.kit.auth import AppSettings
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import ReadSession, Session
-from app.kit.errors import ResourceNotFound
+from app.kit.disconnect import cancel_on_disconnect
 from app.kit.pagination import Page, Pagination
 from app.kit.public_ids import ChatSessionRef
 from app.search.endpoints import CurrentRetriever
@@ -33,31 +33,39 @@ STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _context(
-    request: Request, access: ChatAccess, settings: AppSettings, retriever: CurrentRetriever
-) -> ChatContext:
-    return ChatContext.of(
-        access,
-        settings=settings,
-        retriever=retriever,
-        generators=request.app.state.generator,
-        database=request.app.state.database,
+def _answer_runtime(
+    request: Request, settings: AppSettings, retriever: CurrentRetriever
+) -> AnswerRuntime:
+    return AnswerRuntime(
+        settings, retriever, request.app.state.generator, request.app.state.database
     )
 
 
-Context = Annotated[ChatContext, Depends(_context)]
+# What the answer service runs with, for every API that answers.
+CurrentAnswerRuntime = Annotated[AnswerRuntime, Depends(_answer_runtime)]
 
 
 @router.post("", response_model=ChatResponse, responses=STREAM_RESPONSE)
 async def chat(
-    data: ChatRequest, request: Request, ctx: Context, session: ReadSession, write: Session
+    data: ChatRequest,
+    request: Request,
+    access: ChatAccess,
+    runtime: CurrentAnswerRuntime,
+    session: ReadSession,
+    write: Session,
 ) -> ChatResponse | EventSourceResponse:
     """Answer from the tenant's documents you may see, with citations; `stream: true` sends
     Server-Sent Events: `delta` {text}, then `done` (this response) or `error`."""
-    prepared = await conversation.prepare(session, ctx, data)
+    caller = Caller.of(access, via="chat")
+    prepared = await answer_service.prepare(
+        session, caller, question=question_of(data), runtime=runtime
+    )
     if data.stream:
-        return EventSourceResponse(conversation.stream(ctx, prepared), ping=15)
-    return await conversation.answer(request, write, ctx, prepared)
+        return EventSourceResponse(chat_events(prepared), ping=15)
+    answered = await cancel_on_disconnect(
+        request, lambda cancel: answer_service.answer(write, prepared, cancel=cancel)
+    )
+    return chat_response(answered)
 
 
 @router.get("/sessions", response_model=Page[SessionOut])
@@ -65,12 +73,8 @@ async def list_sessions(
     access: ChatAccess, session: ReadSession, page: Pagination
 ) -> Page[SessionOut]:
     """Your chat sessions in this tenant, most recently used first."""
-    rows, total = await chat_repository.list_owned(
-        session,
-        tenant_id=access.tenant_id,
-        user_id=access.principal.user_id,
-        limit=page.limit,
-        offset=page.offset,
+    rows, total = await chat_service.list_sessions(
+        session, access.principal, tenant_id=access.tenant_id, limit=page.limit, offset=page.offset
     )
     items = [
         SessionOut(
@@ -91,11 +95,9 @@ async def get_session(
 ) -> SessionDetail:
     """One of your sessions with its messages. An answer that cited a document you can no
     longer see is withheld."""
-    chat_session = await chat_repository.get_owned(
-        session, session_id, tenant_id=access.tenant_id, user_id=access.principal.user_id
+    chat_session = await chat_service.owned_session(
+        session, access.principal, tenant_id=access.tenant_id, session_id=session_id
     )
-    if chat_session is None:
-        raise ResourceNotFound("Chat session not found")
     transcript = await chat_service.transcript(session, Visibility.of(access), chat_session)
     messages = [
         MessageOut(
@@ -122,10 +124,8 @@ async def delete_session(
     session_id: ChatSessionRef, access: ChatAccess, session: Session
 ) -> Response:
     """Delete one of your sessions and everything in it."""
-    chat_session = await chat_repository.get_owned(
-        session, session_id, tenant_id=access.tenant_id, user_id=access.principal.user_id
+    chat_session = await chat_service.owned_session(
+        session, access.principal, tenant_id=access.tenant_id, session_id=session_id
     )
-    if chat_session is None:
-        raise ResourceNotFound("Chat session not found")
     await chat_service.delete_session(session, actor=access.principal, chat_session=chat_session)
     return Response(status_code=204)

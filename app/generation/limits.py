@@ -16,6 +16,12 @@ from app.generation.base import (
     Generator,
     GeneratorBusy,
 )
+from app.kit.metrics import (
+    GENERATION_FIRST_TOKEN,
+    GENERATION_SECONDS,
+    GENERATION_TOKENS,
+    RATE_LIMIT_REJECTIONS,
+)
 from app.kit.settings import GeneratorSettings
 
 # How often an async waiter looks for a free slot. Slots are held for seconds (a whole
@@ -68,6 +74,7 @@ class GenerationSlots:
     def hold(self) -> Iterator[None]:
         """Hold a slot for the duration of the block (blocking wait)."""
         if not self._free.acquire(timeout=self.queue_timeout):
+            RATE_LIMIT_REJECTIONS.labels("generator_slots").inc()
             raise GeneratorBusy()
         self._taken()
         try:
@@ -81,6 +88,7 @@ class GenerationSlots:
         deadline = time.monotonic() + self.queue_timeout
         while not self._free.acquire(blocking=False):
             if time.monotonic() >= deadline:
+                RATE_LIMIT_REJECTIONS.labels("generator_slots").inc()
                 raise GeneratorBusy()
             await asyncio.sleep(_POLL_SECONDS)
         self._taken()
@@ -91,12 +99,15 @@ class GenerationSlots:
 
 
 class LimitedGenerator:
-    """A backend behind the concurrency limit; what `load_generator` hands out."""
+    """A backend behind the concurrency limit; what `load_generator` hands out. Every answer
+    of every caller passes here, so this is where generation is measured."""
 
     def __init__(self, backend: Generator, slots: GenerationSlots) -> None:
         self.backend = backend
         self.slots = slots
         self.name = backend.name
+        # The backend family ("transformers", "llamacpp", "openai"): a bounded metric label.
+        self.family = backend.name.partition(":")[0]
 
     def complete(
         self,
@@ -105,8 +116,12 @@ class LimitedGenerator:
         cancel: threading.Event | None = None,
     ) -> Completion:
         """The whole answer, once a slot is free."""
+        started = time.monotonic()
         with self.slots.hold():
-            return self.backend.complete(messages, limits, cancel)
+            completion = self.backend.complete(messages, limits, cancel)
+        GENERATION_SECONDS.labels(self.family).observe(time.monotonic() - started)
+        GENERATION_TOKENS.labels(self.family).inc(completion.completion_tokens)
+        return completion
 
     async def stream(
         self,
@@ -115,9 +130,21 @@ class LimitedGenerator:
         cancel: threading.Event | None = None,
     ) -> AsyncGenerator[str, None]:
         """Text deltas, once a slot is free; the slot is held until the backend has stopped."""
-        async with self.slots.hold_async():
-            # aclosing: when our consumer stops early, the backend's stream is closed (and its
-            # generation stopped) before the slot is given back.
-            async with contextlib.aclosing(self.backend.stream(messages, limits, cancel)) as it:
-                async for delta in it:
-                    yield delta
+        started = time.monotonic()
+        deltas = 0
+        try:
+            async with self.slots.hold_async():
+                # aclosing: when our consumer stops early, the backend's stream is closed (and
+                # its generation stopped) before the slot is given back.
+                async with contextlib.aclosing(self.backend.stream(messages, limits, cancel)) as it:
+                    async for delta in it:
+                        if deltas == 0:
+                            GENERATION_FIRST_TOKEN.labels(self.family).observe(
+                                time.monotonic() - started
+                            )
+                        deltas += 1
+                        yield delta
+        finally:
+            if deltas:
+                GENERATION_TOKENS.labels(self.family).inc(deltas)
+                GENERATION_SECONDS.labels(self.family).observe(time.monotonic() - started)

@@ -19,10 +19,16 @@ class GeneratorProvider:
         self._settings = settings
         self._generator = generator
         self._lock = asyncio.Lock()
+        self._failure: str | None = None
 
     @property
     def loaded(self) -> bool:
         return self._generator is not None
+
+    @property
+    def failure(self) -> str | None:
+        """The type of the error that stopped the last load, while no load has succeeded."""
+        return self._failure
 
     async def get(self) -> Generator:
         """The generator; the first call loads the model (seconds to a minute)."""
@@ -31,7 +37,12 @@ class GeneratorProvider:
         async with self._lock:
             if self._generator is None:
                 # Loading reads and may convert hundreds of MB: never on the event loop.
-                self._generator = await asyncio.to_thread(load_generator, self._settings)
+                try:
+                    self._generator = await asyncio.to_thread(load_generator, self._settings)
+                except Exception as exc:
+                    self._failure = type(exc).__name__
+                    raise
+                self._failure = None
                 logger.info("generator ready: %s", self._generator.name)
         return self._generator
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
-from sqlalchemy import text
 
+from app.health.schemas import ReadyRead
+from app.health.service import health_service
 from app.kit.auth import AppSettings
-from app.kit.db import Database
 from app.kit.errors import ServiceUnavailable
 from app.kit.metrics import metrics_response, require_metrics_token
 
@@ -19,22 +19,33 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(request: Request) -> dict[str, str]:
-    """The database answers and the schema is migrated."""
-    database: Database = request.app.state.database
-    try:
-        async with database.engine.connect() as conn:
-            await conn.execute(text("SELECT 1 FROM authz_revision"))
-    except Exception as exc:  # any driver error means "not ready"; the detail stays in the log
-        raise ServiceUnavailable("Database not ready") from exc
-    return {"status": "ready"}
+@router.get("/readyz", response_model=ReadyRead)
+async def readyz(request: Request, settings: AppSettings) -> ReadyRead:
+    """Ready to serve: the database answers and is migrated to head, the broker answers when
+    one is configured, the generator is loaded when it is preloaded. Otherwise 503, with the
+    failing checks' reasons in the message and every check in the details."""
+    state = request.app.state
+    report = await health_service.readiness(
+        settings,
+        database=getattr(state, "database", None),
+        generator=getattr(state, "generator", None),
+    )
+    if not report.ready:
+        raise ServiceUnavailable(
+            "Not ready: " + "; ".join(report.reasons),
+            code="not_ready",
+            details={"checks": report.checks, "reasons": report.reasons},
+        )
+    return ReadyRead(checks=report.checks)
 
 
 @router.get("/metrics")
 async def metrics(
-    settings: AppSettings, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    settings: AppSettings,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Prometheus metrics (a bearer token is required when metrics_token is set)."""
     require_metrics_token(settings.metrics_token, authorization)
-    return metrics_response()
+    families = await health_service.metric_families(getattr(request.app.state, "database", None))
+    return metrics_response(families)

@@ -27,6 +27,7 @@ from app.jobs.kinds import JobKind
 from app.jobs.periodic import start_due
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
+from app.kit.logs import configure_logging
 from app.kit.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -123,9 +124,7 @@ def sweep_forever(settings: Settings) -> None:
     database driver, OpenMP) can leave the child hung for good.
     """
     assert settings.broker_url is not None
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s: %(levelname)s/sweeper] %(message)s"
-    )
+    configure_logging(settings)
     parent = os.getppid()
     app = celery_app_for(settings.broker_url)
     interval = min(settings.worker.sweep_seconds, settings.worker.periodic_check_seconds)

@@ -4,7 +4,10 @@ worker must never look for a job it cannot see yet)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
@@ -38,3 +41,20 @@ class CeleryDispatcher:
 def dispatcher_for(broker_url: str | None) -> PollingDispatcher | CeleryDispatcher:
     """Celery when a broker is configured, else the in-process pool's wake-up."""
     return CeleryDispatcher(broker_url) if broker_url else PollingDispatcher()
+
+
+def broker_problem(broker_url: str, timeout: float) -> str | None:
+    """Why the broker does not take a connection, or None when it does (blocking: one
+    attempt, no retries)."""
+    from kombu.connection import Connection
+
+    try:
+        with Connection(broker_url, connect_timeout=timeout) as connection:  # type: ignore[no-untyped-call]
+            connection.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+            )
+    except Exception as exc:  # noqa: BLE001 - any transport error means "not reachable"
+        logger.warning("broker not reachable: %s", exc)
+        # The type only: the message can name hosts (and, for some transports, credentials).
+        return f"unreachable ({type(exc).__name__})"
+    return None

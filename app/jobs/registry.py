@@ -4,9 +4,11 @@ claim only the kinds registered here and hand each job to its handler."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from app.jobs.kinds import JobKind, JobOutcome
+from app.kit.metrics import JOB_SECONDS
 from app.models import Job
 
 logger = logging.getLogger(__name__)
@@ -33,9 +35,17 @@ class JobRegistry:
         return tuple(kind.value for kind in self._handlers)
 
     async def run(self, job: Job) -> JobOutcome:
-        """Run a claimed job with its kind's handler."""
+        """Run a claimed job with its kind's handler, timing it by kind and outcome."""
         try:
-            handler = self._handlers[JobKind(job.kind)]
+            kind = JobKind(job.kind)
+            handler = self._handlers[kind]
         except (KeyError, ValueError) as exc:
             raise UnknownJobKind(job.kind) from exc
-        return await handler(job)
+        started = time.perf_counter()
+        outcome = "error"  # the handler raised (cancelled, or a bug past its own handling)
+        try:
+            result = await handler(job)
+            outcome = result.status
+            return result
+        finally:
+            JOB_SECONDS.labels(kind.value, outcome).observe(time.perf_counter() - started)

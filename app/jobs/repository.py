@@ -145,6 +145,25 @@ class JobRepository:
                 .values(run_after=utcnow())
             )
 
+    async def depth(self, session: AsyncSession) -> list[tuple[str, str, int]]:
+        """(kind, status, count) of unfinished and failed jobs: an index range over status,
+        never the done jobs, which are most of the table."""
+        rows = await session.execute(
+            select(Job.kind, Job.status, func.count())
+            .where(Job.status.in_(("queued", "running", "failed")))
+            .group_by(Job.kind, Job.status)
+        )
+        return [(kind, status, int(n)) for kind, status, n in rows]
+
+    async def oldest_runnable(self, session: AsyncSession) -> dict[str, datetime]:
+        """Per kind, since when its longest-waiting runnable queued job could have run."""
+        rows = await session.execute(
+            select(Job.kind, func.min(Job.run_after))
+            .where(Job.status == "queued", Job.run_after <= utcnow())
+            .group_by(Job.kind)
+        )
+        return {kind: since for kind, since in rows}
+
     async def counts(self, session: AsyncSession) -> dict[str, int]:
         rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
         return {status: int(n) for status, n in rows}

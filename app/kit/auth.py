@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.kit.db import ReadSession
 from app.kit.errors import NotAuthenticated, NotPermitted
 from app.kit.principal import Principal
+from app.kit.request_context import note_user
 from app.kit.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False)
@@ -42,7 +43,9 @@ async def _principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated()
     resolver: CredentialResolver = request.app.state.credentials
-    return await resolver.principal(session, settings, credentials.credentials)
+    principal = await resolver.principal(session, settings, credentials.credentials)
+    note_user(principal.user_id)  # for the request's access log line
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.kit.request_context import REQUEST_ID_HEADER, current_request_id, request_id_of
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,6 +19,8 @@ class CairnError(Exception):
     status_code = 500
     code = "internal_error"
     message = "Internal server error"
+    # Machine-readable particulars rendered as the error's "details" (None: no such key).
+    details: Any = None
 
     def __init__(
         self,
@@ -25,11 +29,14 @@ class CairnError(Exception):
         status_code: int | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        details: Any = None,
     ) -> None:
         self.message = message or self.message
         self.status_code = status_code or self.status_code
         self.code = code or self.code
         self.headers = headers
+        if details is not None:
+            self.details = details
         super().__init__(self.message)
 
 
@@ -96,11 +103,15 @@ class ServiceUnavailable(CairnError):
     message = "Service unavailable"
 
 
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    """SPEC.md's error shape."""
+def error_body(
+    code: str, message: str, details: Any = None, *, request_id: str | None = None
+) -> dict[str, Any]:
+    """SPEC.md's error shape, with the request's id when there is one."""
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
+    if request_id is not None:
+        error["request_id"] = request_id
     return {"error": error}
 
 
@@ -136,13 +147,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def cairn_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CairnError)
         return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers
+            error_body(exc.code, exc.message, exc.details, request_id=current_request_id()),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         return JSONResponse(
-            error_body("validation_error", "Request validation failed", _validation_details(exc)),
+            error_body(
+                "validation_error",
+                "Request validation failed",
+                _validation_details(exc),
+                request_id=current_request_id(),
+            ),
             status_code=422,
         )
 
@@ -151,13 +169,22 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return JSONResponse(
-            error_body(code, message), status_code=exc.status_code, headers=exc.headers
+            error_body(code, message, request_id=current_request_id()),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
-    async def unhandled(_: Request, exc: Exception) -> JSONResponse:
-        # The trace goes to the server log, never to the client.
-        logger.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)
+    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # The trace goes to the server log, never to the client. Starlette runs this handler
+        # outside every middleware, so the request id comes from the scope and the header is
+        # set here.
+        request_id = request_id_of(request.scope)
+        logger.exception("unhandled error", exc_info=exc, extra={"request_id": request_id})
+        return JSONResponse(
+            error_body("internal_error", "Internal server error", request_id=request_id),
+            status_code=500,
+            headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+        )
 
     app.add_exception_handler(CairnError, cairn_error)
     app.add_exception_handler(RequestValidationError, validation_error)

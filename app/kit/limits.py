@@ -8,6 +8,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.kit.errors import error_body
+from app.kit.request_context import current_request_id
 
 
 class BodyTooLarge(Exception):
@@ -21,7 +22,11 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
-            error_body("payload_too_large", f"Request body exceeds {self.max_bytes} bytes")
+            error_body(
+                "payload_too_large",
+                f"Request body exceeds {self.max_bytes} bytes",
+                request_id=current_request_id(),
+            )
         ).encode()
         await send(
             {

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, MetaData, String, Table, inspect, select
+from sqlalchemy.engine import Connection
 
 from app.kit.settings import PROJECT_ROOT
 
@@ -34,3 +39,21 @@ def ensure_embedded_schema(database_url: str) -> None:
 
     if is_sqlite(database_url):
         upgrade(database_url)
+
+
+@cache
+def head_revisions() -> frozenset[str]:
+    """The head revision(s) of migrations/ (read once per process)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("")).get_heads())
+
+
+# Alembic's version table, read directly: a MigrationContext would log two INFO lines per
+# readiness probe.
+_VERSION_TABLE = Table("alembic_version", MetaData(), Column("version_num", String(32)))
+
+
+def current_revisions(connection: Connection) -> frozenset[str]:
+    """The revision(s) the database is at (empty when it was never migrated)."""
+    if not inspect(connection).has_table(_VERSION_TABLE.name):
+        return frozenset()
+    return frozenset(connection.scalars(select(_VERSION_TABLE.c.version_num)))

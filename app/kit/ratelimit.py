@@ -25,6 +25,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from app.kit.errors import ServiceUnavailable
+from app.kit.metrics import RATE_LIMIT_REJECTIONS
 from app.kit.security import keyed_digest
 from app.kit.settings import Settings
 
@@ -116,6 +117,8 @@ class LoginThrottle:
             raise _unavailable() from exc
         if not scopes:
             return None
+        for scope in scopes:
+            RATE_LIMIT_REJECTIONS.labels(f"signin_{scope}").inc()
         return Throttled(scopes=tuple(scopes), retry_after=retry_after, first=first)
 
     async def failed(self, *, username: str, address: str | None) -> None:

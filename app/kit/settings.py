@@ -258,6 +258,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # Console log lines: one JSON object each ("json") or plain text ("text"); the rest of the
+    # logging setup is configs/logging.toml, or the dictConfig TOML file named in log_config.
+    log_format: Literal["json", "text"] = "json"
+    log_config: Path | None = None
 
     jwt_secret: str | None = Field(default=None, repr=False)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -358,6 +362,10 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """The bundled GGUF and converted checkpoints (a cache: safe to delete)."""
         return self.model_cache_dir or self.data_dir / "models"
+
+    @property
+    def resolved_log_config(self) -> Path:
+        return self.log_config or CONFIG_DIR / "logging.toml"
 
     @property
     def resolved_database_url(self) -> str:

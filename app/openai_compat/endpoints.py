@@ -5,13 +5,20 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from app.chat.conversation import ChatContext
-from app.kit.auth import AppSettings, CurrentPrincipal
+from app.chat.answers import Caller, answer_service
+from app.chat.endpoints import CurrentAnswerRuntime
+from app.kit.auth import CurrentPrincipal
 from app.kit.authz import CurrentEnforcer
 from app.kit.db import ReadSession, Session
+from app.kit.disconnect import cancel_on_disconnect
+from app.openai_compat.adapter import (
+    CompletionHeader,
+    completion,
+    completion_chunks,
+    question_of,
+)
 from app.openai_compat.schemas import ChatCompletion, ChatCompletionRequest, ModelList
-from app.openai_compat.service import openai_service
-from app.search.endpoints import CurrentRetriever
+from app.openai_compat.service import model_service
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -25,7 +32,7 @@ async def list_models(
     principal: CurrentPrincipal, session: ReadSession, enforcer: CurrentEnforcer
 ) -> ModelList:
     """`cairn:<tenant-slug>` for every tenant you may chat in."""
-    return await openai_service.models(session, principal, enforcer)
+    return await model_service.models(session, principal, enforcer)
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=STREAM_RESPONSE)
@@ -36,21 +43,18 @@ async def chat_completions(
     session: ReadSession,
     write: Session,
     enforcer: CurrentEnforcer,
-    settings: AppSettings,
-    retriever: CurrentRetriever,
+    runtime: CurrentAnswerRuntime,
 ) -> ChatCompletion | EventSourceResponse:
     """A grounded answer from the model's tenant, with numbered sources in the text and a
     `citations` field; `stream: true` sends `chat.completion.chunk` events and `[DONE]`."""
-    access = await openai_service.access_for(session, principal, enforcer, data.model)
-    ctx = ChatContext.of(
-        access,
-        settings=settings,
-        retriever=retriever,
-        generators=request.app.state.generator,
-        database=request.app.state.database,
-    )
-    asked = openai_service.read(data, ctx)
-    running = await openai_service.start(ctx, data.model, asked)
+    access = await model_service.access(session, principal, enforcer, model=data.model)
+    question = question_of(data)
+    caller = Caller.of(access, via="openai")
+    prepared = await answer_service.prepare(session, caller, question=question, runtime=runtime)
+    header = CompletionHeader.new(data.model)
     if data.stream:
-        return EventSourceResponse(openai_service.stream(ctx, running), ping=15)
-    return await openai_service.complete(request, write, ctx, running)
+        return EventSourceResponse(completion_chunks(prepared, header), ping=15)
+    answered = await cancel_on_disconnect(
+        request, lambda cancel: answer_service.answer(write, prepared, cancel=cancel)
+    )
+    return completion(answered, header)

