@@ -351,11 +351,13 @@ async def test_purge_finished_after_its_worker_is_sigkilled_midway(
     rescuer = spawn_worker(env, rescuer_log)
     try:
 
-        async def receipt_closed() -> bool:
+        async def purge_finished() -> bool:
+            # The receipt closes in one commit and the job row in the next: wait for both.
             _alive(rescuer, rescuer_log)
-            return any(r.status != "pending" for r in await _receipts(app, [doomed]))
+            closed = any(r.status != "pending" for r in await _receipts(app, [doomed]))
+            return closed and all(j.status != "running" for j in await _jobs(app, JobKind.PURGE))
 
-        await poll(receipt_closed, timeout=60, every=0.3)
+        await poll(purge_finished, timeout=60, every=0.3)
     finally:
         stop(rescuer)
 
