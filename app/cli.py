@@ -78,11 +78,7 @@ def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         finally:
             await database.dispose()
 
-    try:
-        return asyncio.run(runner())
-    except CairnError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from exc
+    return _run_async(runner())
 
 
 @app.command()
@@ -336,14 +332,16 @@ def purge(dry_run: DryRun = False) -> None:
 def _run_async(work: Awaitable[T]) -> T:
     """Run a coroutine; Cairn's errors become a message and exit code 1."""
 
-    async def runner() -> T:
-        return await work
-
     try:
-        return asyncio.run(runner())
+        return asyncio.run(_awaited(work))
     except CairnError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=1) from exc
+
+
+async def _awaited(work: Awaitable[T]) -> T:
+    # asyncio.run wants a coroutine; `work` may be any awaitable.
+    return await work
 
 
 @app.command()

@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import GENESIS_HASH, GLOBAL_CHAIN, BadEntry
 from app.audit.repository import audit_repository
-from app.kit.files import PRIVATE_FILE_MODE, private_dir
+from app.kit.files import PRIVATE_FILE_MODE, create_private_file, private_dir
 from app.kit.metrics import AUDIT_VERIFY_OK
 from app.kit.public_ids import IdKind, PublicIds
 from app.kit.settings import InsecureConfiguration, Settings
@@ -188,19 +188,6 @@ def parse_public_key(text: str, source: str) -> Ed25519PublicKey:
     return key
 
 
-def _write_new_private_file(path: Path, text: str) -> bool:
-    """Create `path` 0600 with `text`; False when it already exists (another process won)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
-
-
 class ChainNames:
     """Chain names as stored ("tenant:12") and as signed and shown ("tenant:ten_…")."""
 
@@ -265,7 +252,7 @@ class CheckpointLog:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            _write_new_private_file(path, pem.decode())
+            create_private_file(path, pem.decode())
         return parse_private_key(path.read_text(), str(path))
 
     def verify_key(self) -> Ed25519PublicKey:

@@ -8,7 +8,6 @@ import json
 from typing import Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
@@ -83,16 +82,17 @@ async def retention_purge(settings: Settings, *, dry_run: bool) -> str:
             jobs = [
                 job.id
                 for _, document_id in due
-                if (job := await _open_purge(session, document_id)) is not None
+                if (
+                    job := await job_repository.open_for_subject(
+                        session, JobKind.PURGE, document_id
+                    )
+                )
+                is not None
             ]
         await run_purges(runtime, jobs)
         return json.dumps({"purged": listing}, indent=2)
     finally:
         await runtime.close()
-
-
-async def _open_purge(session: AsyncSession, document_id: int) -> Job | None:
-    return await job_repository.open_for_subject(session, JobKind.PURGE, document_id)
 
 
 DocumentArg = Annotated[str, typer.Argument(help="the document's id (doc_…)")]

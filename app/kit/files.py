@@ -58,11 +58,25 @@ def private_sqlite_file(database_url: str) -> None:
         return
     # SQLite refuses a missing directory; a new one is private like the data directory.
     path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    create_private_file(path, "")
+
+
+def create_private_file(path: Path, text: str) -> bool:
+    """Create `path` 0600 holding `text`, durably; False when it already exists.
+
+    O_EXCL makes creation the race's arbiter: of several processes creating the same secret
+    or key at once, exactly one writes it and the others read the winner's.
+    """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
-        return
-    os.close(fd)
+        return False
+    with os.fdopen(fd, "w") as handle:
+        if text:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return True
 
 
 def secure_data_dir(data_dir: Path, database_url: str) -> None:

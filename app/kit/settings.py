@@ -17,7 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from app.kit.files import private_dir
+from app.kit.files import create_private_file, private_dir
 from ingest.chunking import ChunkingConfig
 from ingest.embedding import EmbeddingConfig
 from ingest.parsers import ParseLimits
@@ -381,14 +381,10 @@ class Settings(BaseSettings):
         # Development only (production refuses to start without one): a random secret kept in
         # the data directory, so a dev server never signs tokens with a publicly known key.
         path = self.data_dir / f".{name}"
-        if path.exists():
-            return path.read_text().strip()
-        private_dir(self.data_dir)
-        generated = secrets.token_urlsafe(48)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(generated)
-        return generated
+        if not path.exists():
+            private_dir(self.data_dir)
+            create_private_file(path, secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
 
 @lru_cache

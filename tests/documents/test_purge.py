@@ -9,6 +9,7 @@ returns anything of it, and the receipt says verified with what was removed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -20,11 +21,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
 from app.documents.purge import purge_service
 from app.receipts.service import Verification
 from tests.chat.conftest import World
-from tests.conftest import Api, assert_error
+from tests.conftest import Api, assert_error, in_thread
 from tests.documents.helpers import wait_for
 
 CANARY = "zqcanary5517"
@@ -334,3 +336,56 @@ async def test_who_may_purge(
         "/api/v1/tenants/hr/deletion-receipts", headers=world.users["auditor"]
     )
     assert auditor.status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_purge_from_the_console(
+    client: httpx.AsyncClient,
+    world: World,
+    admin: dict[str, str],
+    app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app import cli
+
+    monkeypatch.setattr(cli, "get_settings", lambda: app.state.settings)
+    runner = CliRunner()
+    now_id = await _upload(client, admin, "hr", "now.txt", CANARY_DOC)
+    later_id = await _upload(client, admin, "hr", "later.txt", CANARY_DOC + b" second copy")
+    for doc_id in (now_id, later_id):
+        assert (await wait_for(client, admin, "hr", doc_id))["status"] == "ready"
+
+    purged = in_thread(runner.invoke, cli.app, ["documents", "purge", now_id, "--tenant", "hr"])
+    assert purged.exit_code == 0, purged.output
+    receipt = json.loads(purged.output)
+    assert receipt["status"] == "done"
+    assert receipt["verification"]["passed"] is True
+    assert_error(await client.get(f"/api/v1/tenants/hr/documents/{now_id}", headers=admin), 404)
+
+    for args, message in [
+        (["documents", "purge", "42", "--tenant", "hr"], "not a document id"),
+        (["documents", "purge", later_id, "--tenant", "nope"], "tenant 'nope' not found"),
+    ]:
+        refused = in_thread(runner.invoke, cli.app, args)
+        assert refused.exit_code == 1, refused.output
+        assert message in refused.output.lower()
+
+    # Soft-deleted with a zero-day window: due now. A dry run lists it and removes nothing.
+    assert (
+        await client.delete(f"/api/v1/tenants/hr/documents/{later_id}", headers=admin)
+    ).status_code == 202
+    await client.patch("/api/v1/tenants/hr", json={"retention_days": 0}, headers=admin)
+    dry = in_thread(runner.invoke, cli.app, ["purge", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert [d["document_id"] for d in json.loads(dry.output)["would_purge"]] == [later_id]
+    listed = await client.get("/api/v1/tenants/hr/documents?status=deleted", headers=admin)
+    assert later_id in {d["id"] for d in listed.json()["items"]}
+
+    done = in_thread(runner.invoke, cli.app, ["purge"])
+    assert done.exit_code == 0, done.output
+    assert [d["document_id"] for d in json.loads(done.output)["purged"]] == [later_id]
+    receipts = (await client.get("/api/v1/tenants/hr/deletion-receipts", headers=admin)).json()
+    assert {r["status"] for r in receipts["items"]} == {"done"}
+    assert len(receipts["items"]) == 2
+    again = in_thread(runner.invoke, cli.app, ["purge", "--dry-run"])
+    assert json.loads(again.output)["would_purge"] == []
