@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.bench.cli import bench_app
 from app.chat.cli import ask_command
 from app.documents.cli import DocumentArg, DryRun, TenantOpt, purge_document, retention_purge
-from app.evaluation.cli import eval_command
+from app.evaluation.cli import eval_app
 from app.kit.errors import CairnError
 from app.kit.files import restrict_umask, secure_data_dir
 from app.kit.public_ids import configure_public_ids
@@ -41,7 +41,7 @@ app.add_typer(privacy_app, name="privacy")
 app.command("search")(search_command)
 app.command("ask")(ask_command)
 app.add_typer(bench_app, name="bench")
-app.command("eval")(eval_command)
+app.add_typer(eval_app, name="eval")
 
 T = TypeVar("T")
 
@@ -417,7 +417,8 @@ def index_rebuild(
         bool, typer.Option(help="re-embed every chunk with the configured model first")
     ] = False,
 ) -> None:
-    """Rewrite a tenant's shards from the chunks and vectors stored in the database."""
+    """Rewrite a tenant's shards from the chunks and vectors stored in the database; BM25
+    is re-tokenized with the configured tokenizer (no re-embedding without --reembed)."""
     from app.ingest_cli import rebuild_index
 
     settings = _settings()

@@ -182,7 +182,12 @@ async def rebuild_index(settings: Settings, tenant: str, *, reembed: bool = Fals
         embedder = await asyncio.to_thread(load_embedder, settings.embedding)
         indexer = Indexer(database, settings.index_dir, settings.index)
         try:
-            return await indexer.rebuild_tenant(found.id, embedder=embedder, reembed=reembed)
+            return await indexer.rebuild_tenant(
+                found.id,
+                embedder=embedder,
+                reembed=reembed,
+                heading_context=settings.embedding.heading_context,
+            )
         except EmbedderMismatch as exc:
             raise Conflict(str(exc), code="embedder_mismatch") from exc
     finally:

@@ -29,7 +29,7 @@ from app.kit.headers import SecurityHeaders
 from app.kit.limits import BodySizeLimit
 from app.kit.metrics import MetricsMiddleware
 from app.kit.public_ids import configure_public_ids
-from app.kit.ratelimit import LoginThrottle
+from app.kit.ratelimit import LoginThrottle, Quotas
 from app.kit.request_context import RequestContextMiddleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
@@ -43,6 +43,7 @@ from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
 from app.users.passwords import PasswordPolicy
 from app.users.service import user_service
+from app.web import install_web
 
 logger = logging.getLogger("cairn")
 
@@ -94,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.enforcer = Enforcer(database.engine)
         app.state.content_store = runtime.store
         app.state.login_throttle = LoginThrottle.from_settings(settings)
-        app.state.retriever = Retriever.create(database, settings)
+        app.state.quotas = Quotas.from_settings(settings)
+        app.state.retriever = Retriever.create(database, settings, store=runtime.cache)
         if getattr(app.state, "generator", None) is None:
             app.state.generator = GeneratorProvider(settings)
         preloading = (
@@ -146,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # Multipart framing adds a little on top of the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    # The web admin at `/` (the API stays under /api and /v1); inside the security headers.
+    install_web(app, settings)
     # Added late, so outer: the 413 above and CORS answers get the headers too.
     app.add_middleware(SecurityHeaders)
     # Outermost: every response carries X-Request-ID and every request writes its log line.

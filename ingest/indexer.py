@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.cache import versions
 from app.kit.db import Database
 from app.kit.settings import IndexSettings
 from app.models import Chunk, Document, IndexShard
@@ -28,17 +29,19 @@ from app.search.index import (
     VectorShardConfig,
     add_documents,
     add_vectors,
+    analyzer_id,
     build_bm25_shard,
     build_shard,
+    check_analyzer,
+    document_tokens,
     load_bm25_shard,
     load_shard,
     maybe_upgrade,
     save_bm25_shard,
     save_shard,
-    tokenize,
 )
 from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
-from ingest.embedding import Embedder, check_compatible, decode_vectors
+from ingest.embedding import Embedder, check_compatible, decode_vectors, passage_text
 from ingest.locks import tenant_index_lock
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class PendingChunk:
     document_id: int
     text: str
     embedding: bytes
+    heading_path: str  # JSON list, as stored
 
 
 def _write_shards(
@@ -72,16 +76,28 @@ def _extend(
     chunks: list[PendingChunk],
     dim: int,
     config: VectorShardConfig,
+    settings: IndexSettings,
 ) -> tuple[Any, BM25Shard]:
     """Load the shard at `version` (0 = none yet) and return it with `chunks` added."""
     ids = np.array([c.id for c in chunks], dtype=np.int64)
     vectors = decode_vectors([c.embedding for c in chunks], dim)
-    tokens = [tokenize(c.text) for c in chunks]
+    tokens = [
+        document_tokens(
+            c.text,
+            json.loads(c.heading_path),
+            stemmer=settings.bm25_stemmer,
+            heading_repeat=settings.bm25_heading_repeat,
+        )
+        for c in chunks
+    ]
+    analyzer = analyzer_id(settings.bm25_stemmer, settings.bm25_heading_repeat)
     if version == 0:
-        return build_shard(vectors, ids, config), build_bm25_shard(ids, tokens)
+        return build_shard(vectors, ids, config), build_bm25_shard(ids, tokens, analyzer=analyzer)
+    bm25 = load_bm25_shard(shard_path(index_root, tenant_id, "bm25", shard_no, version))
+    # Tokens of two analyzers in one shard would never match a query consistently.
+    check_analyzer(bm25, analyzer, where=f" of tenant {tenant_id}")
     vector_index = load_shard(shard_path(index_root, tenant_id, "vector", shard_no, version))
     add_vectors(vector_index, vectors, ids)
-    bm25 = load_bm25_shard(shard_path(index_root, tenant_id, "bm25", shard_no, version))
     return maybe_upgrade(vector_index, config), add_documents(bm25, ids, tokens)
 
 
@@ -125,7 +141,7 @@ class Indexer:
                 shard_no, version, size = open_shard.shard_no, open_shard.version, open_shard.size
             room = min(self.settings.flush_batch, self.settings.shard_capacity - size)
             rows = await session.execute(
-                select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding)
+                select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding, Chunk.heading_path)
                 .where(Chunk.tenant_id == tenant_id, Chunk.shard_no.is_(None))
                 .order_by(Chunk.id)
                 .limit(room)
@@ -142,6 +158,7 @@ class Indexer:
             pending,
             dim,
             self.vector_config(dim),
+            self.settings,
         )
         new_version = version + 1
         await asyncio.to_thread(
@@ -201,6 +218,8 @@ class Indexer:
                 )
                 .values(status="ready", progress=1.0)
             )
+            # New text to answer from: answers cached before this commit are not found again.
+            await versions.bump(session, tenant_id)
 
     async def _vector_shards(self, session: AsyncSession, tenant_id: int) -> list[IndexShard]:
         rows = await session.scalars(
@@ -222,14 +241,16 @@ class Indexer:
                 await self._vector_shards(session, tenant_id), embedder.name, embedder.dim
             )
 
-    async def _reembed(self, tenant_id: int, embedder: Embedder, batch: int = 64) -> None:
+    async def _reembed(
+        self, tenant_id: int, embedder: Embedder, *, heading_context: bool, batch: int = 64
+    ) -> None:
         """Replace every stored vector of the tenant with one from `embedder`."""
         last_id = 0
         while True:
             async with self.database.read_sessionmaker() as session:
                 rows = (
                     await session.execute(
-                        select(Chunk.id, Chunk.text)
+                        select(Chunk.id, Chunk.text, Chunk.heading_path)
                         .where(Chunk.tenant_id == tenant_id, Chunk.id > last_id)
                         .order_by(Chunk.id)
                         .limit(batch)
@@ -237,9 +258,13 @@ class Indexer:
                 ).all()
             if not rows:
                 return
-            vectors = await asyncio.to_thread(embedder.embed_passages, [text for _, text in rows])
+            texts = [
+                passage_text(text, json.loads(path), heading_context=heading_context)
+                for _, text, path in rows
+            ]
+            vectors = await asyncio.to_thread(embedder.embed_passages, texts)
             async with self.database.sessionmaker() as session, session.begin():
-                for (chunk_id, _), vector in zip(rows, vectors, strict=True):
+                for (chunk_id, _, _), vector in zip(rows, vectors, strict=True):
                     await session.execute(
                         update(Chunk)
                         .where(Chunk.id == chunk_id)
@@ -248,13 +273,19 @@ class Indexer:
             last_id = rows[-1][0]
 
     async def rebuild_tenant(
-        self, tenant_id: int, *, embedder: Embedder, reembed: bool = False
+        self,
+        tenant_id: int,
+        *,
+        embedder: Embedder,
+        reembed: bool = False,
+        heading_context: bool = False,
     ) -> int:
         """Rewrite the tenant's shards from the chunks stored in the database: with their
-        stored vectors, or (`reembed`) with new vectors from `embedder`."""
+        stored vectors, or (`reembed`) with new vectors from `embedder`. BM25 tokens are
+        always made anew with the configured tokenizer (this is the re-tokenize path)."""
         async with tenant_index_lock(self.database, self.index_root, tenant_id):
             if reembed:
-                await self._reembed(tenant_id, embedder)
+                await self._reembed(tenant_id, embedder, heading_context=heading_context)
             else:
                 # Stored vectors come from the model the shards record; refuse to relabel them.
                 await self.check_embedder(tenant_id, embedder)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, insert, select
@@ -26,11 +28,15 @@ from app.kit.storage import ContentStore
 from app.models import Chunk, Document, Job
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import chunk_document
-from ingest.embedding import Embedder, EmbedderMismatch
+from ingest.embedding import Embedder, EmbedderMismatch, passage_text
 from ingest.indexer import Indexer, heading_path_json
 from ingest.parsers import EmptyDocument, ParseError, parse
+from ingest.priority import BackgroundThreads
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class LeaseLost(Exception):
@@ -48,8 +54,11 @@ class IngestPipeline:
         indexer: Indexer,
         worker_id: str,
         defer_index: bool = False,
+        threads: BackgroundThreads | None = None,
     ) -> None:
         self.database = database
+        # CPU-bound steps run on these (lower-priority) threads when given, else asyncio's.
+        self.threads = threads
         # Deferred: a job only stores its chunks and names its tenant in `dirty`; the caller
         # indexes dirty tenants in batches, so a shard is rewritten once per batch, not once
         # per document.
@@ -87,9 +96,9 @@ class IngestPipeline:
         if document is None:
             return
         await self.indexer.check_embedder(job.tenant_id, self.embedder)
-        data = await asyncio.to_thread(self.store.read, document.content_sha256)
-        parsed = await asyncio.to_thread(parse, data, document.filename, self.settings.parse_limits)
-        chunks = await asyncio.to_thread(chunk_document, parsed, self.settings.chunking)
+        data = await self._offload(self.store.read, document.content_sha256)
+        parsed = await self._offload(parse, data, document.filename, self.settings.parse_limits)
+        chunks = await self._offload(chunk_document, parsed, self.settings.chunking)
         if not chunks:
             raise EmptyDocument("The document contains no text that could be indexed")
         vectors = await self._embed(job, document.id, chunks)
@@ -98,6 +107,11 @@ class IngestPipeline:
             self.dirty.add(job.tenant_id)
         else:
             await self.flush(job.tenant_id)
+
+    async def _offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self.threads is not None:
+            return await self.threads.run(fn, *args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def flush(self, tenant_id: int) -> int:
         """Index the tenant's pending chunks."""
@@ -119,12 +133,16 @@ class IngestPipeline:
 
     async def _embed(self, job: Job, document_id: int, chunks: list[TextChunk]) -> np.ndarray:
         batch = self.settings.worker.embed_batch
+        heading_context = self.settings.embedding.heading_context
         parts: list[np.ndarray] = []
         renewed = time.monotonic()
         reported = 0.0
         for start in range(0, len(chunks), batch):
-            texts = [c.text for c in chunks[start : start + batch]]
-            parts.append(await asyncio.to_thread(self.embedder.embed_passages, texts))
+            texts = [
+                passage_text(c.text, c.heading_path, heading_context=heading_context)
+                for c in chunks[start : start + batch]
+            ]
+            parts.append(await self._offload(self.embedder.embed_passages, texts))
             done = min(1.0, (start + len(texts)) / len(chunks))
             now = time.monotonic()
             # Renew the lease (and report progress) a few times per lease period, not per batch.

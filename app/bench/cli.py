@@ -83,3 +83,71 @@ def search(
         output=output,
     )
     typer.echo(result.markdown())
+
+
+def _integers(text: str, name: str, *, minimum: int, maximum: int = 10_000) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} must be comma-separated integers") from exc
+    if not values or min(values) < minimum or max(values) > maximum:
+        raise typer.BadParameter(f"{name} must be integers from {minimum} to {maximum}")
+    return values
+
+
+@bench_app.command("serve")
+def serve(
+    documents: Annotated[
+        int, typer.Option(min=1, help="short documents searched (and asked about)")
+    ] = 60,
+    search_requests: Annotated[
+        int, typer.Option(min=0, help="search requests per row (0: skip the search rows)")
+    ] = 200,
+    concurrency: Annotated[str, typer.Option(help="comma-separated client counts")] = "8,32",
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(help="a PostgreSQL database to create a scratch database beside"),
+    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis for the broker, limits and caches")
+    ] = "redis://127.0.0.1:6379/14",
+    chat_answers: Annotated[
+        int, typer.Option(min=0, max=8, help="distinct chat questions, cold then warm (0: skip)")
+    ] = 4,
+    bulk_documents: Annotated[
+        int, typer.Option(min=0, help="documents ingested during the interactive rows (0: skip)")
+    ] = 120,
+    interactive_searches: Annotated[int, typer.Option(min=1)] = 40,
+    interactive_chats: Annotated[int, typer.Option(min=1)] = 4,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="per chat answer")] = 16,
+    nice: Annotated[
+        str, typer.Option(help="worker.ingest_nice values compared under ingestion")
+    ] = "0,10",
+    output: Output = Path("BENCHMARKS.md"),
+) -> None:
+    """Search req/s and p95 (1 vs 2 API processes), chat with the answer cache cold and warm,
+    and search/chat latency while a bulk ingestion runs, against idle."""
+    import sys
+
+    from app.bench.serve import bench_serve
+    from app.kit.settings import get_settings
+
+    result = bench_serve(
+        models_dir=get_settings().models_dir,
+        documents=documents,
+        search_requests=search_requests,
+        concurrencies=_integers(concurrency, "concurrency", minimum=1, maximum=256),
+        postgres_url=postgres_url or None,
+        redis_url=redis_url or None,
+        chat_answers=chat_answers,
+        bulk_documents=bulk_documents,
+        interactive_searches=interactive_searches,
+        interactive_chats=interactive_chats,
+        max_new_tokens=max_new_tokens,
+        nices=_integers(nice, "nice", minimum=0, maximum=19),
+        output=output,
+        command="cairn bench " + " ".join(sys.argv[sys.argv.index("serve") :])
+        if "serve" in sys.argv
+        else "cairn bench serve",
+    )
+    typer.echo(result.markdown())

@@ -62,7 +62,7 @@ from app.search.index import (
     tokenize,
 )
 from app.search.index.layout import shard_path
-from app.search.index.tokenize import ENGLISH_STOP_WORDS, load_segmenter
+from app.search.index.tokenize import ENGLISH_STOP_WORDS, load_segmenter, stem_english
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import TenantIndex
 from app.search.visibility import Visibility
@@ -105,7 +105,9 @@ def _vocabulary(size: int, rng: np.random.Generator) -> list[str]:
             _ONSETS[int(rng.integers(len(_ONSETS)))] + _VOWELS[int(rng.integers(len(_VOWELS)))]
             for _ in range(syllables)
         )
-        if word not in seen and word not in ENGLISH_STOP_WORDS:
+        # Kept as they are by the default tokenizer (not a stop word, already a stem), so a
+        # chunk's tokens are its words.
+        if word not in seen and word not in ENGLISH_STOP_WORDS and stem_english([word]) == [word]:
             seen.add(word)
             words.append(word)
     return words

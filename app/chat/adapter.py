@@ -1,6 +1,8 @@
 """Cairn's chat API over the answer service: a `ChatRequest` read into a `Question` that keeps
 its turn in a session, and the answer written back as a `ChatResponse` or as Server-Sent
-Events (`delta` {text}, then `done` with the response, or `error` with SPEC.md's error body)."""
+Events (`delta` {text}; then, when the faithfulness check changed or distrusts what was
+streamed, `correction` {answer, grounded, check, note}; then `done` with the response, or
+`error` with SPEC.md's error body)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,12 @@ def question_of(data: ChatRequest) -> Question:
 
 def citation_out(c: Citation | ChatCitation) -> CitationOut:
     return CitationOut(
-        ref=c.ref, document_id=c.document_id, chunk_id=c.chunk_id, title=c.title, snippet=c.snippet
+        ref=c.ref,
+        document_id=c.document_id,
+        chunk_id=c.chunk_id,
+        title=c.title,
+        snippet=c.snippet,
+        quote=c.quote,
     )
 
 
@@ -41,17 +48,43 @@ def chat_response(answered: Answered) -> ChatResponse:
         session_id=answered.session_id or 0,
         finish_reason="length" if answer.finish_reason == "length" else "stop",
         grounded=answer.grounded,
+        check=answer.check,
+        note=answer.note,
     )
+
+
+def corrected(answered: Answered, streamed: str) -> bool:
+    """Whether the `streamed` text is not the final answer or is not to be trusted: the
+    check replaced it (a quote, a second try, loops cut out) or flagged it. (An answer served
+    from the cache streams its final text: nothing to correct unless it is flagged.)"""
+    answer = answered.answer
+    return answer.text != streamed.strip() or answer.check == "unsupported"
+
+
+def correction_event(answered: Answered) -> ServerSentEvent:
+    """`correction`: what replaces (or qualifies) the text streamed before it."""
+    answer = answered.answer
+    body = {
+        "answer": answer.text,
+        "grounded": answer.grounded,
+        "check": answer.check,
+        "note": answer.note,
+    }
+    return ServerSentEvent(json.dumps(body, ensure_ascii=False), event="correction")
 
 
 async def chat_events(prepared: Prepared) -> AsyncIterator[ServerSentEvent]:
     """The streamed answer as events; closing this stops the generation."""
+    streamed: list[str] = []
     try:
         async with answer_service.stream(prepared) as items:
             async for item in items:
                 if isinstance(item, Answered):
+                    if corrected(item, "".join(streamed)):
+                        yield correction_event(item)
                     yield ServerSentEvent(chat_response(item).model_dump_json(), event="done")
                 else:
+                    streamed.append(item)
                     text = json.dumps({"text": item}, ensure_ascii=False)
                     yield ServerSentEvent(text, event="delta")
     except CairnError as exc:

@@ -5,9 +5,9 @@ a `Question` and formats what comes back.
 What the model sees is only ever passages the caller may see: retrieval runs under the
 caller's `Visibility`, and citations are drawn from the prompt passages alone. Every answer
 that was started is audited exactly once, whether it finished, was cancelled or failed; a turn
-is stored only when its answer finished. `_admit` (before any work) and `_complete` /
-`_deltas` (where the answer text comes from) are the single places for per-caller limits and
-for an answer cache.
+is stored only when its answer finished. `_admit` (before any work) holds the per-caller chat
+quota; `prepare` looks the answer cache up (app/chat/answer_cache.py) and `_complete` /
+`_deltas` / `_finish` serve a hit, which is stored and audited like any other answer.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
-from app.chat.citations import Citation, citations_for
+from app.cache.store import CacheStore
+from app.chat.answer_cache import AnswerKey, answer_cache
+from app.chat.citations import Citation
+from app.chat.faithfulness import Outcome, review
 from app.chat.language import Language, detect_language, nothing_found
-from app.chat.prompt import Passage, Turn, build_messages, fit_passages
+from app.chat.prompt import Passage, Turn, build_messages, shape_passages
 from app.chat.repository import chat_repository
 from app.chat.service import chat_service
 from app.generation.base import ChatMessage, GenerationLimits, Generator
@@ -35,6 +38,7 @@ from app.kit.background import run_detached
 from app.kit.db import Database
 from app.kit.errors import ValidationFailed
 from app.kit.principal import Principal
+from app.kit.ratelimit import Quotas
 from app.kit.settings import ChatSettings, Settings
 from app.kit.text import clean_display_text
 from app.search.retriever import QueryVector, Retriever, SearchQuery
@@ -54,6 +58,9 @@ class AnswerRuntime:
     retriever: Retriever
     generators: GeneratorProvider
     database: Database
+    # Per-caller chat quotas and the answer cache (app/chat/answer_cache.py); None: neither.
+    quotas: Quotas | None = None
+    cache: CacheStore | None = None
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,12 @@ class Caller:
     actor: Principal | None
     visibility: Visibility
     via: str
+    # The actor's role in the tenant (its quotas); None for a platform admin without one.
+    role: str | None = None
 
     @classmethod
     def of(cls, access: TenantAccess, *, via: str) -> Caller:
-        return cls(access.principal, Visibility.of(access), via)
+        return cls(access.principal, Visibility.of(access), via, access.role)
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,11 @@ class Answer:
     grounded: bool
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The faithfulness check's outcome (app/chat/faithfulness.py), why the text is not the
+    # model's or is not trusted, and the model's own text when it was replaced.
+    check: Outcome = "unchecked"
+    note: str | None = None
+    generated: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,9 @@ class Prepared:
     generator: Generator | None
     limits: GenerationLimits
     stored: StoredSession | None
+    # Served from the answer cache (nothing is generated), or where a new answer is cached.
+    cached: Answer | None = None
+    cache_key: AnswerKey | None = None
 
     @property
     def session_id(self) -> int | None:
@@ -165,7 +182,7 @@ class AnswerService:
         """Admit the question, ground it (after a stored session's history) and get the
         generator, so that a model that cannot load is a plain 503 before any answer starts."""
         config = runtime.settings.chat
-        top_k = self._admit(config, question)
+        top_k = await self._admit(runtime, caller, question)
         if question.stored is not None and question.stored.id is not None:
             chat_session = await chat_service.owned_session(
                 session,
@@ -178,6 +195,31 @@ class AnswerService:
             )
         else:
             history = self._client_history(config, question.history)
+        instructions = (question.instructions or "")[: config.max_question_chars] or None
+        limits = self._limits(runtime.settings, question)
+        # Keyed before retrieval: the content version read here is older than what retrieval
+        # sees, so an answer is never filed under a version its sources postdate.
+        key = None
+        if runtime.cache is not None:
+            key = await answer_cache.key(
+                session,
+                runtime.settings,
+                caller.visibility,
+                question=question.text,
+                history=history,
+                instructions=instructions,
+                top_k=top_k,
+                limits=limits,
+            )
+        if runtime.cache is not None and key is not None:
+            hit = await answer_cache.lookup(
+                session, runtime.cache, key, caller.visibility, build=lambda f: Answer(**f)
+            )
+            if hit is not None:
+                grounding = Grounding(question.text, hit.language, hit.passages, hit.relevant)
+                return Prepared(
+                    caller, runtime, grounding, None, limits, question.stored, cached=hit.answer
+                )
         grounding = await self._ground(
             caller.visibility,
             runtime.retriever,
@@ -185,11 +227,12 @@ class AnswerService:
             question=question.text,
             top_k=top_k,
             history=history,
-            client_instructions=(question.instructions or "")[: config.max_question_chars] or None,
+            client_instructions=instructions,
         )
         generator = await runtime.generators.get() if grounding.relevant else None
-        limits = self._limits(runtime.settings, question)
-        return Prepared(caller, runtime, grounding, generator, limits, question.stored)
+        return Prepared(
+            caller, runtime, grounding, generator, limits, question.stored, cache_key=key
+        )
 
     async def answer(
         self, session: AsyncSession, prepared: Prepared, *, cancel: threading.Event | None = None
@@ -206,6 +249,7 @@ class AnswerService:
             # Nobody reads this, and a half answer is not history.
             await self._audit(session, prepared, None, chat_session_id=prepared.session_id)
             return Answered(answer, language, prepared.session_id)
+        await self._remember(prepared, answer)
         return Answered(answer, language, await self._record(session, prepared, answer))
 
     @contextlib.asynccontextmanager
@@ -225,7 +269,8 @@ class AnswerService:
                 async for delta in deltas:
                     parts.append(delta)
                     yield delta
-            answer = self._finish(prepared, "".join(parts))
+            answer = await self._finish(prepared, "".join(parts))
+            await self._remember(prepared, answer)
             database = prepared.runtime.database
             async with database.sessionmaker() as session, session.begin():
                 session_id = await self._record(session, prepared, answer)
@@ -239,9 +284,11 @@ class AnswerService:
             if not finished:
                 self._audit_unfinished(prepared)
 
-    def _admit(self, settings: ChatSettings, question: Question) -> int:
+    async def _admit(self, runtime: AnswerRuntime, caller: Caller, question: Question) -> int:
         """Check the question and the passages asked for against configuration (422 when over
-        a bound); the number of passages to retrieve. Limits per caller belong here."""
+        a bound), then count it against the caller's chat quota (429 when used up); the number
+        of passages to retrieve."""
+        settings = runtime.settings.chat
         if len(question.text) > settings.max_question_chars:
             raise ValidationFailed(
                 f"The question is longer than {settings.max_question_chars} characters"
@@ -249,6 +296,10 @@ class AnswerService:
         top_k = question.top_k or settings.top_k
         if top_k > settings.max_top_k:
             raise ValidationFailed(f"top_k may be at most {settings.max_top_k}")
+        if runtime.quotas is not None and caller.actor is not None:
+            await runtime.quotas.spend(
+                "chat", caller.actor, tenant_id=caller.visibility.tenant_id, role=caller.role
+            )
         return top_k
 
     @staticmethod
@@ -268,7 +319,10 @@ class AnswerService:
 
     @staticmethod
     def _limits(settings: Settings, question: Question) -> GenerationLimits:
-        limits = limits_from_settings(settings.generator, max_new_tokens=question.max_new_tokens)
+        limits = limits_from_settings(
+            settings.generator,
+            max_new_tokens=question.max_new_tokens or settings.chat.answer_max_new_tokens,
+        )
         if question.temperature is not None:
             limits = dataclasses.replace(limits, temperature=question.temperature)
         if question.top_p is not None:
@@ -288,19 +342,26 @@ class AnswerService:
     ) -> Grounding:
         """Retrieve the question's passages under the visibility and build the prompt."""
         language = detect_language(question)
-        vector = await retriever.embed_query(question) if settings.mode != "bm25" else None
+        vector = (
+            await retriever.embed_query(question, tenant_id=visibility.tenant_id)
+            if settings.mode != "bm25"
+            else None
+        )
         hits = await retriever.retrieve(
             visibility,
             SearchQuery(text=question, mode=settings.mode, top_k=top_k, vector=vector),
         )
         if not hits or not await self._relevant(visibility, retriever, settings, question, vector):
             return Grounding(question, language, [], relevant=False)
-        passages = fit_passages(
+        passages = shape_passages(
+            question,
             [
                 Passage(i + 1, h.document_id, h.chunk_id, h.title, h.text)
                 for i, h in enumerate(hits)
             ],
             settings.max_context_chars,
+            sentences=settings.passage_sentences,
+            best_last=settings.passage_order == "best_last",
         )
         messages = build_messages(
             question,
@@ -308,6 +369,8 @@ class AnswerService:
             language=language,
             history=history,
             client_instructions=client_instructions,
+            style=settings.prompt_style,
+            native_examples=settings.native_examples,
         )
         return Grounding(question, language, passages, relevant=True, messages=messages)
 
@@ -334,6 +397,8 @@ class AnswerService:
     async def _complete(self, prepared: Prepared, cancel: threading.Event | None) -> Answer:
         """The whole answer (the generation runs in a thread; `cancel` stops it). Without
         relevant passages the answer says so and no generator is needed."""
+        if prepared.cached is not None:
+            return prepared.cached
         grounding = prepared.grounding
         if not grounding.relevant:
             return Answer(nothing_found(grounding.language), [], "stop", grounded=False)
@@ -341,18 +406,21 @@ class AnswerService:
         completion = await asyncio.to_thread(
             prepared.generator.complete, grounding.messages, prepared.limits, cancel
         )
-        text = completion.text.strip()
-        return Answer(
-            text,
-            self._citations(prepared, text),
+        answer = Answer(
+            completion.text.strip(),
+            [],
             completion.finish_reason,
             grounded=True,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
         )
+        return await self._checked(prepared, answer, cancel)
 
     async def _deltas(self, prepared: Prepared) -> AsyncGenerator[str, None]:
         """The answer as text deltas; closing the iterator stops the generation."""
+        if prepared.cached is not None:
+            yield prepared.cached.text
+            return
         grounding = prepared.grounding
         if not grounding.relevant:
             yield nothing_found(grounding.language)
@@ -364,17 +432,69 @@ class AnswerService:
             async for delta in deltas:
                 yield delta
 
-    def _finish(self, prepared: Prepared, text: str) -> Answer:
-        """The answer of a finished stream, with its citations."""
+    async def _finish(self, prepared: Prepared, text: str) -> Answer:
+        """The answer of a finished stream, checked, with its citations."""
+        if prepared.cached is not None:
+            return prepared.cached
         text = text.strip()
         if not prepared.grounding.relevant:
             return Answer(text, [], "stop", grounded=False)
-        return Answer(text, self._citations(prepared, text), "stop", grounded=True)
+        return await self._checked(prepared, Answer(text, [], "stop", grounded=True), None)
 
-    @staticmethod
-    def _citations(prepared: Prepared, text: str) -> list[Citation]:
-        snippet_chars = prepared.runtime.settings.chat.snippet_chars
-        return citations_for(text, prepared.grounding.passages, snippet_chars=snippet_chars)
+    async def _checked(
+        self, prepared: Prepared, answer: Answer, cancel: threading.Event | None
+    ) -> Answer:
+        """The generated answer after the faithfulness check, with its citations: regenerated,
+        replaced by a quote or flagged when its cited passages do not support it."""
+        grounding, generator = prepared.grounding, prepared.generator
+        if answer.finish_reason == "cancelled" or generator is None:
+            return answer
+        strict = build_messages(
+            grounding.question,
+            grounding.passages,
+            language=grounding.language,
+            history=(),
+            style="strict",
+            native_examples=prepared.runtime.settings.chat.native_examples,
+        )
+
+        async def regenerate() -> str:
+            again = await asyncio.to_thread(generator.complete, strict, prepared.limits, cancel)
+            return again.text
+
+        checked = await review(
+            answer.text,
+            question=grounding.question,
+            language=grounding.language,
+            passages=grounding.passages,
+            settings=prepared.runtime.settings.chat,
+            regenerate=regenerate,
+        )
+        return dataclasses.replace(
+            answer,
+            text=checked.text,
+            citations=checked.citations,
+            grounded=checked.grounded,
+            check=checked.outcome,
+            note=checked.note,
+            generated=answer.text if checked.text != answer.text else None,
+        )
+
+    async def _remember(self, prepared: Prepared, answer: Answer) -> None:
+        """Cache a finished answer made for this question (not one served from the cache)."""
+        cache, key = prepared.runtime.cache, prepared.cache_key
+        if cache is None or key is None or answer.finish_reason == "cancelled":
+            return
+        grounding = prepared.grounding
+        await answer_cache.remember(
+            cache,
+            prepared.runtime.settings,
+            key,
+            answer=answer,
+            language=grounding.language,
+            relevant=grounding.relevant,
+            passages=grounding.passages,
+        )
 
     async def _record(
         self, session: AsyncSession, prepared: Prepared, answer: Answer
@@ -410,7 +530,10 @@ class AnswerService:
             session,
             chat_session,
             question=prepared.grounding.question,
-            answer=answer.text,
+            # An answer the check could not verify keeps its warning when it is read again.
+            answer=f"{answer.text}\n\n{answer.note}"
+            if answer.check == "unsupported"
+            else answer.text,
             finish_reason=answer.finish_reason,
             citations=answer.citations,
             sources=prepared.grounding.document_ids,
@@ -439,6 +562,7 @@ class AnswerService:
             target_id=str(chat_session_id) if chat_session_id else None,
             details={
                 "via": caller.via,
+                "cached": prepared.cached is not None,
                 "grounded": grounding.relevant,
                 "passage_document_ids": grounding.document_ids,
                 "cited_document_ids": sorted({c.document_id for c in answer.citations})

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.chat.prompt import Passage
+from app.chat.quotes import supporting_quote
 from app.search.index.tokenize import tokenize
 
 # [1], [1, 3], [1][2], 【1】, [passage 2], [Passage 1, 2], and the prose small models write
@@ -40,6 +41,13 @@ class Citation:
     chunk_id: int
     title: str
     snippet: str
+    # The passage's sentence(s) that support the answer ("" when none matches).
+    quote: str = ""
+
+
+def strip_markers(answer: str) -> str:
+    """The answer without its citation markers."""
+    return _MARKER.sub(" ", answer)
 
 
 def cited_refs(answer: str, count: int) -> list[int]:
@@ -108,12 +116,14 @@ def snippet(text: str, limit: int) -> str:
 
 
 def citations_for(
-    answer: str, passages: Sequence[Passage], *, snippet_chars: int
+    answer: str, passages: Sequence[Passage], *, snippet_chars: int, question: str = ""
 ) -> list[Citation]:
-    """The citations of an answer generated from these prompt passages."""
+    """The citations of an answer generated from these prompt passages, each with the
+    sentence(s) of its passage that support the answer."""
     vocab = passage_words(passages)
     refs = checked_refs(answer, vocab) or overlapping_refs(answer, vocab)
     by_ref = {p.ref: p for p in passages}
+    said = strip_markers(answer)
     return [
         Citation(
             ref=ref,
@@ -121,6 +131,9 @@ def citations_for(
             chunk_id=by_ref[ref].chunk_id,
             title=by_ref[ref].title,
             snippet=snippet(by_ref[ref].text, snippet_chars),
+            quote=supporting_quote(
+                said, by_ref[ref].text, question=question, max_chars=snippet_chars
+            ),
         )
         for ref in refs
         if ref in by_ref
@@ -131,5 +144,5 @@ def sources_block(citations: Sequence[Citation], heading: str) -> str:
     """The numbered references appended to an OpenAI-compatible answer's text."""
     if not citations:
         return ""
-    lines = [f"[{c.ref}] {c.title}" for c in citations]
+    lines = [f"[{c.ref}] {c.title}" + (f"\n    “{c.quote}”" if c.quote else "") for c in citations]
     return f"\n\n{heading}:\n" + "\n".join(lines)

@@ -11,6 +11,7 @@ import typer
 
 from app.chat.answers import Answer, Answered, AnswerRuntime, Caller, Question, answer_service
 from app.chat.citations import Citation
+from app.chat.language import CORRECTION_HEADING
 from app.kit.errors import CairnError
 from app.kit.settings import Settings, get_settings
 
@@ -43,16 +44,24 @@ async def run_ask(
                 session, Caller(actor, visibility, via="cli"), question=asked, runtime=runtime
             )
         answered: Answered | None = None
+        streamed: list[str] = []
         async with answer_service.stream(prepared) as items:
             async for item in items:
                 if isinstance(item, Answered):
                     answered = item
                 else:
+                    streamed.append(item)
                     typer.echo(item, nl=False)
         typer.echo("")
         if answered is None:
             raise RuntimeError("the answer stream ended without its answer")
-        return answered.answer
+        # The same check as the APIs: a replaced or distrusted answer is corrected here.
+        answer = answered.answer
+        if answer.text != "".join(streamed).strip():
+            typer.echo(f"{CORRECTION_HEADING[answered.language]}: {answer.text}")
+        if answer.note:
+            typer.echo(answer.note)
+        return answer
     finally:
         await database.dispose()
 
@@ -61,7 +70,8 @@ def format_citations(citations: list[Citation]) -> str:
     if not citations:
         return "(no citations)"
     return "\n".join(
-        f"[{c.ref}] {c.title}  [document {c.document_id}, chunk {c.chunk_id}]\n    {c.snippet}"
+        f"[{c.ref}] {c.title}  [document {c.document_id}, chunk {c.chunk_id}]\n    "
+        + (f"“{c.quote}”" if c.quote else c.snippet)
         for c in citations
     )
 

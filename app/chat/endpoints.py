@@ -37,7 +37,12 @@ def _answer_runtime(
     request: Request, settings: AppSettings, retriever: CurrentRetriever
 ) -> AnswerRuntime:
     return AnswerRuntime(
-        settings, retriever, request.app.state.generator, request.app.state.database
+        settings,
+        retriever,
+        request.app.state.generator,
+        request.app.state.database,
+        quotas=request.app.state.quotas,
+        cache=request.app.state.runtime.cache if settings.cache.answers else None,
     )
 
 

@@ -53,6 +53,12 @@ NOTHING_FOUND: dict[Language, str] = {
 }
 
 SOURCES_HEADING: dict[Language, str] = {"zh": "来源", "en": "Sources", "other": "Sources"}
+# Heads the corrected answer that ends a streamed one the faithfulness check replaced.
+CORRECTION_HEADING: dict[Language, str] = {
+    "zh": "更正",
+    "en": "Correction",
+    "other": "Correction",
+}
 
 
 def nothing_found(language: Language) -> str:

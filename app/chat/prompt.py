@@ -12,8 +12,10 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from app.chat.language import ANSWER_IN, Language
+from app.chat.quotes import sentence_window
 from app.generation.base import ChatMessage
 
 SYSTEM_RULES = (
@@ -72,6 +74,26 @@ def fit_passages(passages: Sequence[Passage], max_chars: int) -> list[Passage]:
     return kept
 
 
+def shape_passages(
+    question: str,
+    passages: Sequence[Passage],
+    max_chars: int,
+    *,
+    sentences: int = 0,
+    best_last: bool = False,
+) -> list[Passage]:
+    """The passages as the model reads them: cut to the `sentences` around their best match
+    for the question (0: whole), fitted to the budget, then (`best_last`) in reverse rank
+    order so that the best one stands next to the question. Refs keep the rank."""
+    if sentences:
+        passages = [
+            dataclasses.replace(p, text=sentence_window(p.text, question, count=sentences))
+            for p in passages
+        ]
+    kept = fit_passages(passages, max_chars)
+    return kept[::-1] if best_last else kept
+
+
 def render_passages(passages: Sequence[Passage]) -> str:
     lines = ["<passages>"]
     for p in passages:
@@ -94,19 +116,80 @@ EXAMPLE_PASSAGES = (
     Passage(2, 0, 0, "security.txt", "Visitor badges are yellow and must be worn at all times."),
 )
 EXAMPLE_ANSWER = "Visitor badges are yellow [2]."
+# The same example in Chinese, for Chinese questions (`chat.native_examples`).
+EXAMPLE_QUESTION_ZH = "访客证是什么颜色的？"
+EXAMPLE_PASSAGES_ZH = (
+    Passage(1, 0, 0, "安全须知.txt", "员工证是蓝色的。"),
+    Passage(2, 0, 0, "安全须知.txt", "访客证是黄色的，进入园区后必须一直佩戴。"),
+)
+EXAMPLE_ANSWER_ZH = "访客证是黄色的[2]。"
+# Extract-then-answer (`chat.prompt_style = "extract"`): the words copied from the passage,
+# then the answer. A small model that has just copied the right words answers from them.
+EXAMPLE_EXTRACT_ANSWER = 'Quote: "Visitor badges are yellow" [2]\nAnswer: yellow [2].'
+EXAMPLE_EXTRACT_ANSWER_ZH = "原文：“访客证是黄色的”[2]\n答案：黄色[2]。"
+EXTRACT_TASK: dict[Language, str] = {
+    "zh": "先从段落中逐字摘抄能回答问题的原文（“原文：”），再给出简短的答案（“答案：”），"
+    "并在末尾写出段落编号。",
+    "en": 'First copy, word for word, the words of the passage that answer the question ("Quote:"),'
+    ' then give the short answer ("Answer:"), each ending with the passage number.',
+    "other": "First copy, word for word, the words of the passage that answer the question "
+    '("Quote:"), then give the short answer ("Answer:"), each ending with the passage number.',
+}
+# The instruction of a second try after an unsupported answer (app/chat/faithfulness.py).
+STRICT_TASK: dict[Language, str] = {
+    "zh": "只从上面的段落中逐字复制回答问题的词语，不要改写，不要添加段落中没有的内容，"
+    "然后在末尾写出段落编号，例如[1]。",
+    "en": "Copy, word for word, only the words of the passages above that answer the question. "
+    "Do not rephrase and add nothing that is not in the passages; end with the passage number, "
+    "for example [1].",
+    "other": "Copy, word for word, only the words of the passages above that answer the "
+    "question. Do not rephrase and add nothing that is not in the passages; end with the "
+    "passage number, for example [1].",
+}
 # Messages before the conversation's own: the rules, the example question and its answer.
 PREAMBLE = 3
 
+PromptStyle = Literal["plain", "extract", "strict"]
 
-def ask_block(question: str, passages: Sequence[Passage], language: Language) -> str:
+
+def ask_block(
+    question: str,
+    passages: Sequence[Passage],
+    language: Language,
+    style: PromptStyle = "plain",
+) -> str:
     """The last user message: the question, its passages, the question again with the task."""
     asked = neutralise(question).strip()
+    if style == "strict":
+        task = f'The question is "{asked}". {STRICT_TASK[language]}'
+    elif style == "extract":
+        task = f'The question is "{asked}". {EXTRACT_TASK[language]}'
+    else:
+        task = (
+            f'Answer the question "{asked}" briefly, using only the passages above, and cite '
+            f"the passage number in square brackets at the end of each sentence."
+        )
     return (
         f"<question>\n{asked}\n</question>\n\n"
         f"{render_passages(passages)}\n\n"
-        f'Answer the question "{asked}" briefly, using only the passages above, and cite the '
-        f"passage number in square brackets at the end of each sentence. {ANSWER_IN[language]}"
+        f"{task} {ANSWER_IN[language]}"
     )
+
+
+def _example(language: Language, style: PromptStyle, native: bool) -> list[ChatMessage]:
+    chinese = native and language == "zh"
+    question = EXAMPLE_QUESTION_ZH if chinese else EXAMPLE_QUESTION
+    passages = EXAMPLE_PASSAGES_ZH if chinese else EXAMPLE_PASSAGES
+    if style == "extract":
+        answer = EXAMPLE_EXTRACT_ANSWER_ZH if chinese else EXAMPLE_EXTRACT_ANSWER
+    else:
+        answer = EXAMPLE_ANSWER_ZH if chinese else EXAMPLE_ANSWER
+    # The plain example keeps its language-neutral task; the strict retry shows the plain one.
+    shown: PromptStyle = "extract" if style == "extract" else "plain"
+    return [
+        ChatMessage("user", ask_block(question, passages, "zh" if chinese else "en", shown)),
+        ChatMessage("assistant", answer),
+    ]
 
 
 def build_messages(
@@ -116,6 +199,8 @@ def build_messages(
     language: Language,
     history: Sequence[Turn] = (),
     client_instructions: str | None = None,
+    style: PromptStyle = "plain",
+    native_examples: bool = False,
 ) -> list[ChatMessage]:
     """The chat messages for the generator: rules, the worked example, earlier turns, then
     the question with its passages."""
@@ -124,13 +209,9 @@ def build_messages(
         # An OpenAI client's own system prompt: honoured for tone and format, below our rules.
         system += "\n\nAdditional instructions from the chat client (the rules above win):\n"
         system += client_instructions.strip()
-    messages = [
-        ChatMessage("system", system),
-        ChatMessage("user", ask_block(EXAMPLE_QUESTION, EXAMPLE_PASSAGES, "en")),
-        ChatMessage("assistant", EXAMPLE_ANSWER),
-    ]
+    messages = [ChatMessage("system", system), *_example(language, style, native_examples)]
     for turn in history:
         messages.append(ChatMessage("user", turn.question))
         messages.append(ChatMessage("assistant", turn.answer))
-    messages.append(ChatMessage("user", ask_block(question, passages, language)))
+    messages.append(ChatMessage("user", ask_block(question, passages, language, style)))
     return messages

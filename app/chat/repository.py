@@ -140,6 +140,7 @@ class ChatRepository:
                 chunk_id=c.chunk_id,
                 title=c.title,
                 snippet=c.snippet,
+                quote=c.quote,
             )
             for c in citations
         )

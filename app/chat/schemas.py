@@ -42,6 +42,14 @@ class CitationOut(BaseModel):
     chunk_id: ChunkId
     title: str
     snippet: str
+    # The passage's sentence(s) that support the answer ("" when none was found).
+    quote: str = ""
+
+
+# What the faithfulness check did (README, "How answers are checked"): supported as
+# generated; regenerated with a stricter instruction; replaced by a quote of the documents;
+# unsupported (kept, not grounded, with a note); a refusal; or not checked.
+CheckOutcome = Literal["supported", "regenerated", "quoted", "unsupported", "refused", "unchecked"]
 
 
 class ChatResponse(BaseModel):
@@ -49,8 +57,12 @@ class ChatResponse(BaseModel):
     citations: list[CitationOut]
     session_id: ChatSessionId
     finish_reason: Literal["stop", "length"]
-    # False when no visible passage was relevant and Cairn answered that without the model.
+    # True only when the answer was checked against the passages it cites (or quotes them);
+    # false when nothing relevant was found, the model declined, or the check failed.
     grounded: bool
+    check: CheckOutcome = "unchecked"
+    # Why the answer is not the model's own text or is not trusted, for the reader.
+    note: str | None = None
 
 
 class SessionOut(BaseModel):

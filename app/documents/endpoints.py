@@ -20,6 +20,7 @@ from app.kit.db import ReadSession, Session
 from app.kit.errors import ResourceNotFound, ValidationFailed
 from app.kit.pagination import Page, Pagination
 from app.kit.public_ids import DocumentRef
+from app.kit.ratelimit import CallerQuotas
 from app.kit.storage import ContentStore
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant}/documents", tags=["documents"])
@@ -44,6 +45,7 @@ async def upload_document(
     settings: AppSettings,
     store: Store,
     background: BackgroundTasks,
+    quotas: CallerQuotas,
     file: Annotated[UploadFile, File()],
     title: Annotated[str | None, Form(max_length=500)] = None,
     tags: Annotated[str | None, Form(max_length=4000, description="comma-separated")] = None,
@@ -57,6 +59,7 @@ async def upload_document(
         tag_list = clean_tags(tags.split(",")) if tags else []
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from exc
+    await quotas.charge(access, "upload")
     document, job = await document_service.upload(
         session,
         access,
@@ -80,9 +83,20 @@ async def list_documents(
     page: Pagination,
     status: Annotated[DocumentStatus | None, Query()] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
+    sensitivity: Annotated[Sensitivity | None, Query()] = None,
+    title: Annotated[
+        str | None, Query(max_length=200, description="substring of the title, any case")
+    ] = None,
 ) -> Page[DocumentRead]:
     documents, total = await document_service.list_visible(
-        session, access, status=status, tag=tag, limit=page.limit, offset=page.offset
+        session,
+        access,
+        status=status,
+        tag=tag,
+        limit=page.limit,
+        offset=page.offset,
+        sensitivity=sensitivity,
+        title=title,
     )
     items = await document_service.read_models(session, documents)
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
@@ -143,3 +157,18 @@ async def restore_document(
 ) -> DocumentRead:
     document = await document_service.restore(session, access, document_id)
     return (await document_service.read_models(session, [document]))[0]
+
+
+@router.post("/{document_id}/retry", status_code=202, response_model=DocumentAccepted)
+async def retry_document(
+    request: Request,
+    document_id: DocumentRef,
+    access: DocumentsWrite,
+    session: Session,
+    background: BackgroundTasks,
+) -> DocumentAccepted:
+    """Queue a failed document's ingestion again (409 unless it failed)."""
+    document, job = await document_service.retry(session, access, document_id)
+    # After the commit, like every dispatch.
+    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    return DocumentAccepted(id=document.id, status="queued")

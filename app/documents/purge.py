@@ -9,7 +9,9 @@ document at once (status `purging`), opens a pending receipt and queues a `purge
 2. asks the rewritten shards, with no visibility filter, for the document's own terms and its
    own chunk vectors: none of its chunks may come back;
 3. in one transaction deletes the answers whose prompts held it (with their questions), its
-   chunk rows, citations and jobs;
+   chunk rows, citations and jobs; then removes the cached answers whose prompts held it
+   (already unreachable: the request bumped the tenant's content version) and checks that
+   none is left in the cache store;
 4. deletes the stored file unless another document in any tenant shares its content, and
    upload temp files left by crashed uploads; checkpoints SQLite's WAL (secure_delete is on,
    so freed pages are zeroed) so no byte of it stays in the database files;
@@ -37,6 +39,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
+from app.cache import versions
+from app.chat.answer_cache import answer_cache
 from app.documents.purge_repository import ChunkTrace, purge_repository
 from app.documents.repository import document_repository
 from app.jobs.kinds import JobKind
@@ -51,14 +55,16 @@ from app.models.base import utcnow
 from app.receipts.repository import receipt_repository
 from app.receipts.service import Verification, receipt_service
 from app.search.index import tokenize
+from app.search.index.tokenize import StemmerName
 from ingest.erasure import Recorder, files_holding, query_current_shards, remove_chunks
 
 logger = logging.getLogger(__name__)
 
 # Upload temp files older than this belong to uploads that died; a purge sweeps them.
 STALE_UPLOAD_SECONDS = 3600
-# What every document receipt counts (0 when nothing of that kind was there). There is no
-# answer or embedding cache yet, so `cache_entries` is always 0 for now.
+# What every document receipt counts (0 when nothing of that kind was there). `cache_entries`
+# counts cached answers removed from this process's memory or from Redis; query embeddings hold
+# no document content and are not touched.
 REMOVED_COUNTS = (
     "chunks",
     "vectors",
@@ -139,6 +145,8 @@ class PurgeService:
             target_id=document.id,
             details={"receipt_id": receipt.id},
         )
+        # Hidden from now on: no cached answer written from it may be found again.
+        await versions.bump(session, document.tenant_id)
         return Requested(document, receipt, job)
 
     async def run(self, runtime: Runtime, job: Job) -> None:
@@ -170,6 +178,7 @@ class PurgeService:
             await self._check_index(runtime, tenant_id, trace, chunk_ids, verification)
             sha = document.content_sha256 if document else receipt.content_sha256
             shared = await self._delete_rows(database, document_id, record)
+            await self._delete_cached(runtime, tenant_id, document_id, record, verification)
             await self._delete_files(runtime, sha, shared, record)
             await database.checkpoint_wal()
             await self._check_stores(runtime, tenant_id, document_id, sha, chunk_ids, verification)
@@ -231,7 +240,7 @@ class PurgeService:
                 select(IndexShard).where(IndexShard.tenant_id == tenant_id)
             )
             current = {(s.kind, s.shard_no): s.version for s in rows}
-        terms = _telling_terms(trace.texts)
+        terms = _telling_terms(trace.texts, runtime.settings.index.bm25_stemmer)
         surfaced = await asyncio.to_thread(
             query_current_shards,
             runtime.settings.index_dir,
@@ -266,6 +275,33 @@ class PurgeService:
             return await purge_repository.shares_content(
                 session, document.content_sha256, document_id
             )
+
+    async def _delete_cached(
+        self,
+        runtime: Runtime,
+        tenant_id: int,
+        document_id: int,
+        record: Recorder,
+        verification: Verification,
+    ) -> None:
+        """Remove the cached answers whose prompts held the document, then look again."""
+        cache = runtime.cache
+        removed = await answer_cache.forget_document(cache, tenant_id, document_id)
+        # One stored meanwhile by a request that grounded before the purge was requested (it
+        # is filed under the old content version, so it was never reachable) shows here.
+        left = await answer_cache.forget_document(cache, tenant_id, document_id)
+        where = (
+            "Redis (shared by every process)"
+            if cache.backend == "redis"
+            else "this process's memory; other processes' memory caches cannot be reached from "
+            "here: their entries were unreachable from the purge request on (content version) "
+            "and expire with answer_ttl_seconds"
+        )
+        verification.check(
+            "answer_cache", left == 0, f"{removed + left} cached answers removed from {where}"
+        )
+        async with runtime.database.sessionmaker() as session, session.begin():
+            await record(session, {"cache_entries": removed + left})
 
     async def _delete_files(
         self, runtime: Runtime, sha: str | None, shared: bool, record: Recorder
@@ -341,11 +377,12 @@ def _remembered_ids(progress: dict[str, object], trace: ChunkTrace) -> np.ndarra
     return np.union1d(trace.ids, np.array(earlier, dtype=np.int64)).astype(np.int64)
 
 
-def _telling_terms(texts: list[str]) -> list[str]:
-    """The document's least frequent distinct terms (rarest first), which identify it best."""
+def _telling_terms(texts: list[str], stemmer: StemmerName = "english") -> list[str]:
+    """The document's least frequent distinct terms (rarest first), which identify it best.
+    Tokenized as the shards were (the configured stemmer), or no term could ever match."""
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(tokenize(text))
+        counts.update(tokenize(text, stemmer=stemmer))
     return [term for term, _ in sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))][
         :VERIFY_TERMS
     ]

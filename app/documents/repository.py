@@ -8,7 +8,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.authz import TenantAccess
-from app.models import Document, DocumentTag, Tenant
+from app.models import Chunk, Document, DocumentTag, Tenant
 
 
 class DocumentRepository:
@@ -47,8 +47,16 @@ class DocumentRepository:
         tag: str | None,
         limit: int,
         offset: int,
+        sensitivity: str | None = None,
+        title: str | None = None,
     ) -> tuple[Sequence[Document], int]:
         stmt = self.readable_statement(access, include_deleted=include_deleted)
+        if sensitivity is not None:
+            stmt = stmt.where(Document.sensitivity == sensitivity)
+        if title:
+            # A literal substring: LIKE's wildcards in the user's text match themselves.
+            escaped = title.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(Document.title.ilike(f"%{escaped}%", escape="\\"))
         if status == "deleted":
             stmt = stmt.where(Document.deleted_at.is_not(None))
         elif status is not None:
@@ -60,6 +68,12 @@ class DocumentRepository:
         total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = await session.scalars(stmt.order_by(Document.id.desc()).limit(limit).offset(offset))
         return rows.all(), int(total or 0)
+
+    async def chunks(self, session: AsyncSession, document_id: int) -> Sequence[Chunk]:
+        rows = await session.scalars(
+            select(Chunk).where(Chunk.document_id == document_id).order_by(Chunk.position)
+        )
+        return rows.all()
 
     async def find_by_content(
         self, session: AsyncSession, tenant_id: int, sha256: str

@@ -9,6 +9,7 @@ from typing import BinaryIO
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
+from app.cache import versions
 from app.documents.repository import document_repository
 from app.documents.schemas import DocumentRead, DocumentUpdate
 from app.jobs.kinds import JobKind
@@ -24,7 +25,7 @@ from app.kit.errors import (
 from app.kit.public_ids import IdKind, encode_id
 from app.kit.storage import ContentStore, TooLarge
 from app.kit.text import clean_display_text
-from app.models import Document, Job
+from app.models import Chunk, Document, Job
 from app.models.base import utcnow
 from ingest.parsers import UnsupportedType, sniff_media_type
 
@@ -124,6 +125,8 @@ class DocumentService:
         tag: str | None,
         limit: int,
         offset: int,
+        sensitivity: str | None = None,
+        title: str | None = None,
     ) -> tuple[Sequence[Document], int]:
         """The caller's visible documents, newest first."""
         return await document_repository.list_readable(
@@ -134,7 +137,57 @@ class DocumentService:
             tag=tag,
             limit=limit,
             offset=offset,
+            sensitivity=sensitivity,
+            title=title,
         )
+
+    async def retry(
+        self, session: AsyncSession, access: TenantAccess, document_id: int
+    ) -> tuple[Document, Job]:
+        """Queue a failed document's ingestion again (a new job; the failed one stays in its
+        history)."""
+        document = await self._writable(session, access, document_id)
+        if document.deleted_at is not None or document.status != "failed":
+            raise Conflict("Only a failed document can be retried", code="not_failed")
+        document.status = "queued"
+        document.progress = 0.0
+        document.error = document.error_code = None
+        document.updated_at = utcnow()
+        job = job_repository.add(
+            session, Job(kind=JobKind.INGEST, tenant_id=access.tenant_id, document_id=document.id)
+        )
+        await session.flush()
+        await audit_service.record(
+            session,
+            action="document.retry",
+            actor=access.principal,
+            tenant_id=access.tenant_id,
+            target_type="document",
+            target_id=document.id,
+        )
+        return document, job
+
+    async def chunks(
+        self, session: AsyncSession, access: TenantAccess, document_id: int
+    ) -> Sequence[Chunk]:
+        """A visible document's chunks in order (404 when the document is not visible)."""
+        document = await self._visible(session, access, document_id)
+        return await document_repository.chunks(session, document.id)
+
+    async def jobs(
+        self, session: AsyncSession, access: TenantAccess, document_id: int
+    ) -> Sequence[Job]:
+        """A visible document's ingestion jobs, oldest first (404 when not visible)."""
+        document = await self._visible(session, access, document_id)
+        return await job_repository.for_document(session, document.id)
+
+    async def _visible(
+        self, session: AsyncSession, access: TenantAccess, document_id: int
+    ) -> Document:
+        document = await self.get(session, access, document_id)
+        if document is None:
+            raise ResourceNotFound("Document not found")
+        return document
 
     async def update(
         self, session: AsyncSession, access: TenantAccess, document_id: int, data: DocumentUpdate
@@ -164,6 +217,9 @@ class DocumentService:
             details={"fields": changed, "sensitivity": document.sensitivity},
         )
         await session.flush()
+        if changed:
+            # Sensitivity and tags decide who sees it, the title shows in cached citations.
+            await versions.bump(session, access.tenant_id)
         return document
 
     async def soft_delete(
@@ -183,6 +239,7 @@ class DocumentService:
             target_type="document",
             target_id=document.id,
         )
+        await versions.bump(session, access.tenant_id)
 
     async def restore(
         self, session: AsyncSession, access: TenantAccess, document_id: int
@@ -203,6 +260,8 @@ class DocumentService:
             target_type="document",
             target_id=document.id,
         )
+        # Answers cached while it was deleted were written without it.
+        await versions.bump(session, access.tenant_id)
         return document
 
     async def read_models(

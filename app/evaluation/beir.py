@@ -1,11 +1,18 @@
-"""Reading a BEIR-format dataset: corpus.jsonl, queries.jsonl and qrels/test.tsv."""
+"""Reading a BEIR-format dataset: corpus.jsonl, queries.jsonl and qrels/<split>.tsv.
+
+A split's queries come from ``queries-<split>.jsonl`` when the folder has one (SciFact's
+training claims are kept apart from the test claims that way), else from ``queries.jsonl``."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# A split names files in the folder: no separators or dots.
+_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class DatasetError(ValueError):
@@ -18,6 +25,7 @@ class BeirDataset:
     corpus: dict[str, tuple[str, str]]  # doc id -> (title, text)
     queries: dict[str, str]  # query id -> text (only queries that have judgments)
     qrels: dict[str, dict[str, int]]  # query id -> doc id -> relevance grade (> 0)
+    split: str = "test"
 
 
 def _jsonl(path: Path) -> list[dict[str, object]]:
@@ -44,9 +52,12 @@ def load_beir(folder: Path, split: str = "test") -> BeirDataset:
         str(r["_id"]): (str(r.get("title") or ""), str(r.get("text") or ""))
         for r in _jsonl(folder / "corpus.jsonl")
     }
-    all_queries = {
-        str(r["_id"]): str(r.get("text") or "") for r in _jsonl(folder / "queries.jsonl")
-    }
+    if not _SPLIT.fullmatch(split):
+        raise DatasetError(f"split {split!r} is not a plain name")
+    queries_path = folder / f"queries-{split}.jsonl"
+    if not queries_path.is_file():
+        queries_path = folder / "queries.jsonl"
+    all_queries = {str(r["_id"]): str(r.get("text") or "") for r in _jsonl(queries_path)}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise DatasetError(f"qrels/{split}.tsv is missing in {folder}")
@@ -61,4 +72,4 @@ def load_beir(folder: Path, split: str = "test") -> BeirDataset:
     if not qrels:
         raise DatasetError(f"qrels/{split}.tsv judges no query/document pair of this dataset")
     queries = {qid: all_queries[qid] for qid in qrels}
-    return BeirDataset(folder.resolve().name, corpus, queries, qrels)
+    return BeirDataset(folder.resolve().name, corpus, queries, qrels, split)

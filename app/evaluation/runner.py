@@ -65,6 +65,19 @@ class EvalReport:
         return head + "\n".join(rows)
 
 
+def retrieval_settings(settings: Settings) -> str:
+    """The settings that shape a ranking, as one line for the report."""
+    search, index = settings.search, settings.index
+    fusion = (
+        f"rrf k={search.rrf_k:g}" if search.fusion == "rrf" else search.fusion
+    ) + f" weights bm25={search.bm25_weight:g} vector={search.vector_weight:g}"
+    return (
+        f"bm25 stemmer={index.bm25_stemmer} headings={index.bm25_heading_repeat}; "
+        f"embedding heading_context={settings.embedding.heading_context}; "
+        f"fusion {fusion}; candidates={search.candidates}; rerank={search.rerank.backend}"
+    )
+
+
 def document_filename(doc_id: str) -> str:
     """The file a BEIR document is loaded as; its name maps hits back to the BEIR id."""
     return f"beir-{_UNSAFE.sub('_', doc_id)}.md"
@@ -80,11 +93,23 @@ async def _tenant_id(database: Database, slug: str) -> int:
         return tenant.id
 
 
+async def _unfinished(database: Database, tenant_id: int) -> list[int]:
+    """Documents of the tenant still queued or processing (a load that was interrupted)."""
+    async with database.read_sessionmaker() as session:
+        rows = await session.scalars(
+            select(Document.id).where(
+                Document.tenant_id == tenant_id, Document.status.in_(("queued", "processing"))
+            )
+        )
+        return list(rows)
+
+
 async def load_dataset(
     database: Database, settings: Settings, dataset: BeirDataset, tenant: str, progress: Progress
 ) -> float:
-    """Ingest every corpus document not yet in the tenant; returns the seconds it took."""
-    await _tenant_id(database, tenant)
+    """Ingest every corpus document not yet in the tenant, and finish any load that was
+    interrupted; returns the seconds it took."""
+    tenant_id = await _tenant_id(database, tenant)
     access = await operator_access(database, tenant)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cairn-eval-") as scratch:
@@ -103,8 +128,11 @@ async def load_dataset(
             sensitivity="internal",
             progress=progress,
         )
-        if queued:
-            await process_until_done(database, settings, queued, progress)
+        # A load stopped half-way left documents queued (their jobs are still open): finish
+        # them too, or they would silently be missing from the ranking.
+        pending = sorted(set(queued) | set(await _unfinished(database, tenant_id)))
+        if pending:
+            await process_until_done(database, settings, pending, progress)
     return time.perf_counter() - started
 
 
@@ -198,9 +226,16 @@ async def evaluate(
 
 
 def run_eval(
-    settings: Settings, dataset: BeirDataset, *, tenant: str, modes: Sequence[SearchMode]
+    settings: Settings,
+    dataset: BeirDataset,
+    *,
+    tenant: str,
+    modes: Sequence[SearchMode],
+    ingest: bool = True,
 ) -> EvalReport:
     with Progress() as progress:
         return asyncio.run(
-            evaluate(settings, dataset, tenant=tenant, modes=modes, progress=progress)
+            evaluate(
+                settings, dataset, tenant=tenant, modes=modes, progress=progress, ingest=ingest
+            )
         )

@@ -1,9 +1,9 @@
 """Readiness, and the figures /metrics reads from the database at scrape time.
 
 Readiness: the database answers and is at the migrations' head, the broker takes a connection
-when one is configured, and the generator is loaded when it is meant to be preloaded. Each
-failing check gives a short reason (an exception's type, never its text: the endpoint is
-public and driver messages name hosts); the detail goes to the log.
+and Redis answers a PING when they are configured, and the generator is loaded when it is
+meant to be preloaded. Each failing check gives a short reason (an exception's type, never
+its text: the endpoint is public and driver messages name hosts); the detail goes to the log.
 
 Queue depth and documents per tenant are read from the database when /metrics is scraped,
 not kept in gauges by the worker pool: the job table is the truth for every kind of runner
@@ -95,6 +95,13 @@ class HealthService:
             note("broker", problem or OK, ok=problem is None)
         else:
             note("broker", "not configured", ok=True)
+        if settings.redis_url:
+            # Shared quota and sign-in counters and the caches live there: without it the API
+            # processes would each count alone (or refuse), so a replica is not ready.
+            problem = await self._redis_problem(settings.redis_url)
+            note("redis", problem or OK, ok=problem is None)
+        else:
+            note("redis", "not configured", ok=True)
         if not settings.generator.preload:
             note("generator", "not preloaded", ok=True)
         elif generator is not None and generator.loaded:
@@ -125,6 +132,27 @@ class HealthService:
                 return await asyncio.to_thread(broker_problem, broker_url, BROKER_TIMEOUT_SECONDS)
         except TimeoutError:
             return f"no answer within {BROKER_TIMEOUT_SECONDS * 2:g}s"
+
+    async def _redis_problem(self, redis_url: str) -> str | None:
+        """Why Redis does not answer a PING, or None when it does."""
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=BROKER_TIMEOUT_SECONDS,
+            socket_timeout=BROKER_TIMEOUT_SECONDS,
+        )
+        try:
+            async with asyncio.timeout(BROKER_TIMEOUT_SECONDS * 2):
+                await client.ping()
+        except TimeoutError:
+            return f"no answer within {BROKER_TIMEOUT_SECONDS * 2:g}s"
+        except Exception as exc:  # noqa: BLE001 - any client error means "not reachable"
+            logger.warning("readiness: redis unreachable: %s", exc)
+            return f"unreachable ({type(exc).__name__})"
+        finally:
+            await client.aclose()
+        return None
 
     async def metric_families(self, database: Database | None) -> list[Metric]:
         """Queue depth and documents per tenant, read now; `cairn_database_up` 0 (and nothing

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 from app.audit.checkpoints import write_checkpoints
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
-from app.jobs.registry import JobRegistry
+from app.jobs.registry import JobRegistry, Renew
+from app.jobs.repository import job_repository
 from app.jobs.runner import simple_handler
 from app.jobs.runtime import Runtime
 from app.models import Job
 from ingest.erasure import compact_shards
 from ingest.pipeline import IngestPipeline
+from ingest.priority import BackgroundThreads
 
 
 def worker_id() -> str:
     """A name for this worker process, recorded on the jobs it leases."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_renewer(runtime: Runtime, worker: str) -> Renew:
+    """Extends a job's lease by `worker.lease_seconds` while `worker` holds it."""
+    lease = timedelta(seconds=runtime.settings.worker.lease_seconds)
+
+    async def renew(job: Job) -> bool:
+        async with runtime.database.sessionmaker() as session, session.begin():
+            return await job_repository.renew(session, job.id, worker=worker, lease=lease)
+
+    return renew
 
 
 async def build_registry(
@@ -34,8 +48,13 @@ async def build_registry(
         indexer=runtime.indexer,
         worker_id=worker,
         defer_index=defer_index,
+        threads=BackgroundThreads(
+            runtime.settings.worker.ingest_nice, runtime.settings.worker.concurrency
+        ),
     )
-    registry = JobRegistry()
+    registry = JobRegistry(
+        lease_renewer(runtime, worker), renew_every=runtime.settings.worker.lease_seconds / 4
+    )
     registry.register(JobKind.INGEST, pipeline.run)
     registry.register(
         JobKind.PURGE, simple_handler(runtime, worker, lambda job: purge_service.run(runtime, job))

@@ -64,6 +64,8 @@ class WorkerPool:
             # Chunks stored by finished jobs become searchable before the process exits.
             with contextlib.suppress(Exception):
                 await self._flush_dirty()
+            if self.pipeline.threads is not None:
+                self.pipeline.threads.close()
 
     async def _flush_loop(self) -> None:
         """Index what the jobs stored, tenant by tenant, every `flush_interval_seconds`:

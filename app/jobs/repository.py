@@ -21,6 +21,13 @@ class JobRepository:
     async def get(self, session: AsyncSession, job_id: int) -> Job | None:
         return await session.get(Job, job_id)
 
+    async def for_document(self, session: AsyncSession, document_id: int) -> Sequence[Job]:
+        """A document's jobs, oldest first (its history, for the web admin's document page)."""
+        rows = await session.scalars(
+            select(Job).where(Job.document_id == document_id).order_by(Job.id)
+        )
+        return rows.all()
+
     def _claimable(self, now: datetime, kinds: Sequence[str]) -> ColumnElement[bool]:
         return Job.kind.in_(list(kinds)) & or_(
             (Job.status == "queued") & (Job.run_after <= now),

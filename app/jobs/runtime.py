@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from app.cache.store import CacheStore, store_for
 from app.kit.db import Database, database_for
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
@@ -21,12 +22,18 @@ class Runtime:
         self.database = database or database_for(settings)
         self.store = ContentStore(settings.files_dir)
         self.indexer = Indexer(self.database, settings.index_dir, settings.index)
+        # The answer and query-embedding caches; one per process, so that the API and its
+        # in-process workers (purges) see the same memory cache.
+        self.cache: CacheStore = store_for(settings)
         self._embedder: Embedder | None = None
 
     async def embedder(self) -> Embedder:
-        """The embedding model, loaded on first use (off the event loop)."""
+        """The embedding model that embeds documents, loaded on first use (off the event loop);
+        not the instance searches embed queries with (see load_embedder)."""
         if self._embedder is None:
-            self._embedder = await asyncio.to_thread(load_embedder, self.settings.embedding)
+            self._embedder = await asyncio.to_thread(
+                load_embedder, self.settings.embedding, ingestion=True
+            )
         return self._embedder
 
     def now(self) -> datetime:
@@ -34,4 +41,5 @@ class Runtime:
         return utcnow()
 
     async def close(self) -> None:
+        await self.cache.close()
         await self.database.dispose()

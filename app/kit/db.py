@@ -134,9 +134,14 @@ class Database:
     def __init__(self, url: str, *, session_info: dict[str, Any] | None = None) -> None:
         self.url = url
         self.engine = create_engine(url)
-        # On SQLite, a second engine for read-only work, so a request that only reads (or the
-        # authorisation lookups of one that writes) does not queue behind writers.
-        self.read_engine = create_engine(url, immediate=False) if is_sqlite(url) else self.engine
+        # A second engine (its own pool) for read-only work. On SQLite, so a request that only
+        # reads (or the authorisation lookups of one that writes) does not queue behind
+        # writers. On PostgreSQL too: a request holds its read session (authentication) from
+        # its first lookup to its end and takes a write session later (a search's audit entry);
+        # from one shared pool, more concurrent requests than connections all held one and
+        # waited for a second until the pool's timeout (`cairn bench serve`, concurrency 32).
+        # Reads always come first, so two pools cannot wait on each other.
+        self.read_engine = create_engine(url, immediate=False)
         # session_info travels with every session (session.info): it carries per-deployment
         # values that services need wherever they run (API, worker, CLI), e.g. the audit key.
         info = dict(session_info or {})

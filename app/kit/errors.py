@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.kit.request_context import REQUEST_ID_HEADER, current_request_id, request_id_of
@@ -174,6 +175,21 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    async def pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+        # Every database connection stayed busy for the pool's whole timeout: the process is
+        # overloaded (`cairn bench serve` at concurrency 32 on 2 cores), not broken. A client
+        # should back off and retry, as for any 503.
+        request_id = request_id_of(request.scope)
+        logger.warning("database connection pool exhausted: %s", exc)
+        headers = {"Retry-After": "1"}
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        return JSONResponse(
+            error_body("unavailable", "Server busy, retry shortly", request_id=request_id),
+            status_code=503,
+            headers=headers,
+        )
+
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
         # The trace goes to the server log, never to the client. Starlette runs this handler
         # outside every middleware, so the request id comes from the scope and the header is
@@ -189,4 +205,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CairnError, cairn_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(PoolTimeout, pool_exhausted)
     app.add_exception_handler(Exception, unhandled)

@@ -1,4 +1,5 @@
-"""Security headers on every response; `Cache-Control: no-store` on every API response.
+"""Security headers (a strict Content-Security-Policy included) on every response;
+`Cache-Control: no-store` on every API response.
 
 Every /api and /v1 response is private to its caller (tokens, documents, answers, audit
 entries), errors and event streams included, so no browser or proxy may keep a copy.
@@ -18,6 +19,16 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 PRIVATE_PREFIXES = ("/api/", "/v1/")
+# The web admin's pages: scripts and styles only from Cairn itself (no inline script, no
+# eval), nothing framed, nothing framing it, forms posting only back to Cairn.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# The API docs pages load Swagger/ReDoc from a CDN with inline script (only when api_docs is
+# on); every other response gets the policy.
+CSP_EXEMPT = ("/docs", "/redoc")
 
 
 def _is_private(path: str) -> bool:
@@ -38,13 +49,17 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        private = _is_private(str(scope.get("path", "")))
+        path = str(scope.get("path", ""))
+        private = _is_private(path)
+        with_csp = not path.startswith(CSP_EXEMPT)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers[name] = value
+                if with_csp:
+                    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
                 if private:
                     # Replaces any weaker directive (sse-starlette sets no-store too).
                     headers["Cache-Control"] = "no-store"

@@ -83,8 +83,15 @@ GENERATION_SECONDS = Histogram(
 )
 RATE_LIMIT_REJECTIONS = Counter(
     "cairn_rate_limit_rejections_total",
-    "Requests refused by a limit (signin_username, signin_address, generator_slots)",
+    "Requests refused by a limit (signin_username, signin_address, generator_slots, "
+    "quota_search, quota_chat, quota_upload)",
     ["limit"],
+)
+CACHE_LOOKUPS = Counter(
+    "cairn_cache_lookups_total",
+    "Cache lookups by cache (answer, query_embedding) and result (hit, miss, stale: found but "
+    "a document of its prompt is no longer visible to the caller, so not served)",
+    ["cache", "result"],
 )
 AUDIT_VERIFY_OK = Gauge(
     "cairn_audit_verify_ok",

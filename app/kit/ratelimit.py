@@ -1,4 +1,5 @@
-"""Sign-in throttling: failed password attempts counted per username and per client address.
+"""Sign-in throttling (failed password attempts per username and per client address) and
+per-caller quotas (searches, chat questions, uploads).
 
 Counters live in a `limits` storage: process memory by default, Redis when `redis_url` is set
 (then every API process shares them). Each key has a moving window: an attempt is refused while
@@ -9,10 +10,16 @@ holds what someone typed into the username field (sometimes a password).
 Invariant: callers check before hashing any password and record only failures. Concurrent
 attempts that all pass the check before any of them fails can overshoot a limit by the number
 in flight; the bound still holds per window.
+
+Quotas are counted per authenticated user — signed in with a JWT or calling with one of their
+API keys, which share their budget (never anything the request merely claims, such as an
+address or a header) — in each tenant, by the role the user holds there (`[quotas]`); only
+admitted requests count, and a refusal says when to come back.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -24,14 +31,31 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from app.kit.errors import ServiceUnavailable
+from app.kit.authz import TenantAccess
+from app.kit.errors import RateLimited, ServiceUnavailable
 from app.kit.metrics import RATE_LIMIT_REJECTIONS
+from app.kit.principal import Principal
 from app.kit.security import keyed_digest
-from app.kit.settings import Settings
+from app.kit.settings import QuotaAction, QuotaSettings, Settings, parse_quota
+
+logger = logging.getLogger(__name__)
 
 Scope = Literal["username", "address"]
 
 _REDIS_KEY_PREFIX = "cairn-signin"
+_QUOTA_KEY_PREFIX = "cairn-quota"
+
+
+def _storage(settings: Settings, key_prefix: str) -> Storage:
+    """Memory storage, or Redis when `redis_url` is set."""
+    if settings.redis_url:
+        return RedisStorage(
+            f"async+{settings.redis_url}",
+            implementation="redispy",
+            key_prefix=key_prefix,
+            wrap_exceptions=True,
+        )
+    return MemoryStorage()
 
 
 @dataclass(frozen=True)
@@ -73,18 +97,8 @@ class LoginThrottle:
     @classmethod
     def from_settings(cls, settings: Settings) -> LoginThrottle:
         """Memory storage, or Redis when `redis_url` is set."""
-        storage: Storage
-        if settings.redis_url:
-            storage = RedisStorage(
-                f"async+{settings.redis_url}",
-                implementation="redispy",
-                key_prefix=_REDIS_KEY_PREFIX,
-                wrap_exceptions=True,
-            )
-        else:
-            storage = MemoryStorage()
         return cls(
-            storage,
+            _storage(settings, _REDIS_KEY_PREFIX),
             per_username=limits.parse(settings.auth.login_failures_per_username),
             per_address=limits.parse(settings.auth.login_failures_per_address),
             key_secret=settings.secret("jwt_secret"),
@@ -135,6 +149,86 @@ class LoginThrottle:
             raise _unavailable() from exc
 
 
+class Quotas:
+    """Searches, chat questions and uploads per caller, tenant and window, by role."""
+
+    def __init__(self, storage: Storage, settings: QuotaSettings, *, key_secret: str) -> None:
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._settings = settings
+        self._key_secret = key_secret
+        self._parsed: dict[str, list[limits.RateLimitItem]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quotas:
+        """Counters in memory, or in Redis (shared by every API process) when configured."""
+        return cls(
+            _storage(settings, _QUOTA_KEY_PREFIX),
+            settings.quotas,
+            key_secret=settings.secret("jwt_secret"),
+        )
+
+    def _limits(self, role: str | None, action: QuotaAction) -> list[limits.RateLimitItem]:
+        text = self._settings.quota(role, action)
+        parsed = self._parsed.get(text)
+        if parsed is None:
+            parsed = self._parsed[text] = parse_quota(text)
+        return parsed
+
+    async def charge(self, access: TenantAccess, action: QuotaAction) -> None:
+        """`spend` for the caller of a tenant request."""
+        await self.spend(action, access.principal, tenant_id=access.tenant_id, role=access.role)
+
+    async def spend(
+        self, action: QuotaAction, principal: Principal, *, tenant_id: int, role: str | None
+    ) -> None:
+        """Count one `action` of the principal in the tenant, where it holds `role`, or raise
+        RateLimited (429 with Retry-After) when any window of the role's quota is used up;
+        nothing is counted then."""
+        if not self._settings.enabled:
+            return
+        if role is None and principal.is_platform_admin:
+            role = "platform_admin"
+        items = self._limits(role, action)
+        if not items:
+            return
+        # The user, also behind an API key: counting per key would let anyone multiply their
+        # quota by minting keys. Keyed (HMAC) like the sign-in counters: ids of another
+        # deployment sharing the Redis database never meet these, and the store does not list
+        # who used what.
+        key = keyed_digest(self._key_secret, f"quota:{action}:{tenant_id}:{principal.user_id}")
+        try:
+            retry_after = 0
+            for item in items:
+                if not await self._limiter.test(item, key):
+                    stats = await self._limiter.get_window_stats(item, key)
+                    retry_after = max(retry_after, math.ceil(stats.reset_time - time.time()), 1)
+            if not retry_after:
+                for item in items:
+                    if not await self._limiter.hit(item, key):
+                        # Used up by a concurrent request since the test above.
+                        stats = await self._limiter.get_window_stats(item, key)
+                        retry_after = max(retry_after, math.ceil(stats.reset_time - time.time()), 1)
+        except StorageError as exc:
+            # Fail open: quotas share out capacity, they guard no secret, and a Redis outage
+            # should not take search and chat down with it (sign-in, above, fails closed).
+            logger.warning("quota store unavailable, %s not counted: %s", action, exc)
+            return
+        if retry_after:
+            RATE_LIMIT_REJECTIONS.labels(f"quota_{action}").inc()
+            raise RateLimited(
+                f"Too many {_NOUNS[action]}; try again in {retry_after} seconds",
+                headers={"Retry-After": str(retry_after)},
+                details={"quota": action, "retry_after": retry_after},
+            )
+
+
+_NOUNS: dict[QuotaAction, str] = {
+    "search": "searches",
+    "chat": "chat questions",
+    "upload": "uploads",
+}
+
+
 def _unavailable() -> ServiceUnavailable:
     # Fail closed: without its counters the throttle cannot tell a guesser from a person.
     return ServiceUnavailable("Sign-in is unavailable: the rate-limit store does not answer")
@@ -151,5 +245,12 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def quotas_of(request: Request) -> Quotas:
+    """The app's per-caller quotas."""
+    quotas: Quotas = request.app.state.quotas
+    return quotas
+
+
 SignInThrottle = Annotated[LoginThrottle, Depends(login_throttle_of)]
+CallerQuotas = Annotated[Quotas, Depends(quotas_of)]
 ClientAddress = Annotated[str | None, Depends(client_address)]

@@ -6,7 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import limits
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,6 +47,13 @@ class IndexSettings(BaseModel):
     # In-process workers index stored chunks in rounds this far apart (one shard rewrite
     # per round instead of per document).
     flush_interval_seconds: float = Field(default=1.0, gt=0)
+    # BM25 tokenizer (app/search/index/tokenize.py). Both are recorded in every BM25 shard
+    # (its analyzer id); after changing either, re-tokenize with `cairn index rebuild`.
+    # Snowball stemming of English words (Chinese is segmented by jieba either way).
+    bm25_stemmer: Literal["english", "none"] = "english"
+    # A chunk's headings (document title first) are indexed this many times before its text
+    # (0 = chunk text only).
+    bm25_heading_repeat: int = Field(default=1, ge=0, le=5)
 
 
 class WorkerSettings(BaseModel):
@@ -58,6 +65,9 @@ class WorkerSettings(BaseModel):
     max_attempts: int = Field(default=3, ge=1)
     backoff_seconds: float = Field(default=5.0, ge=0)
     embed_batch: int = Field(default=32, ge=1)
+    # Interactive work first (ingest/priority.py): the threads that parse, chunk and embed
+    # documents run this many nice steps below the process (0 = same priority as requests).
+    ingest_nice: int = Field(default=10, ge=0, le=19)
     # Stale-job sweep of `cairn worker` in Celery mode.
     sweep_seconds: float = Field(default=15.0, gt=0)
     # Periodic work (app/jobs/periodic.py): how often each task runs (0 = never) and how often
@@ -95,7 +105,7 @@ class SearchSettings(BaseModel):
     candidates: int = Field(default=100, ge=1, le=100_000)
     # When de-duplication leaves fewer than top_k hits, the depth grows up to this bound.
     max_candidates: int = Field(default=1000, ge=1, le=1_000_000)
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    fusion: Literal["rrf", "weighted", "zscore"] = "rrf"
     # Reciprocal rank fusion: score = sum of weight / (rrf_k + rank), rank starting at 1.
     rrf_k: float = Field(default=60.0, gt=0)
     # Weights of each retriever in either fusion (weighted fusion min-max-normalises scores).
@@ -146,6 +156,31 @@ class ChatSettings(BaseModel):
     snippet_chars: int = Field(default=300, ge=20)
     # Record one audit entry per answer (ids and counts only, never the question or answer).
     audit: bool = True
+    # Answer quality levers (app/chat/prompt.py, app/chat/faithfulness.py); defaults chosen
+    # by `cairn eval answers` on CMRC 2018 trial (BENCHMARKS.md, eval-answers).
+    # What an answer not supported by its cited passages becomes: "regenerate" (once, with a
+    # stricter instruction, then "quote" if still unsupported), "quote" (the passage sentence
+    # closest to the question), "flag" (kept, grounded: false, with a note), "off" (no check).
+    unsupported_answer: Literal["regenerate", "quote", "flag", "off"] = "quote"
+    # Share of an answer's content words that must be found in its cited passages.
+    min_support: float = Field(default=0.75, ge=0, le=1)
+    # Where in a cited passage the check looks: the N sentences closest to the question, each
+    # with the sentence after it (a number elsewhere in the passage is not support); 0 = all.
+    check_sentences: int = Field(default=1, ge=0, le=50)
+    # Sentences a quoted answer gives: the one closest to the question and those after it.
+    quote_sentences: int = Field(default=2, ge=1, le=10)
+    # "plain": answer with citations; "extract": copy the passage's words, then answer.
+    prompt_style: Literal["plain", "extract"] = "plain"
+    # Worked examples in the question's language (Chinese, English) instead of one English one.
+    native_examples: bool = False
+    # "rank": best passage first; "best_last": best passage next to the question.
+    passage_order: Literal["rank", "best_last"] = "rank"
+    # Sentences of each passage around its best match shown to the model; 0 = whole chunk.
+    passage_sentences: int = Field(default=0, ge=0, le=50)
+    # New tokens for an answer (a request may ask for fewer); None = generator.max_new_tokens.
+    answer_max_new_tokens: int | None = Field(default=None, ge=1, le=32_768)
+    # Cut loops (a phrase or sentence the model repeats) out of the answer.
+    trim_repetition: bool = False
 
 
 class OpenAIEndpointSettings(BaseModel):
@@ -245,6 +280,102 @@ class AuthSettings(BaseModel):
         return value
 
 
+UNLIMITED = "unlimited"
+QuotaAction = Literal["search", "chat", "upload"]
+QuotaRole = Literal[
+    "admin", "editor", "viewer", "restricted_viewer", "guest", "auditor", "platform_admin"
+]
+
+
+def parse_quota(value: str) -> list[limits.RateLimitItem]:
+    """The limits of one quota ("20/minute; 500/day"); empty for "unlimited"."""
+    if value.strip().lower() == UNLIMITED:
+        return []
+    try:
+        items = limits.parse_many(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"not a quota like '20/minute; 500/day' or {UNLIMITED!r}: {value!r}"
+        ) from exc
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError(f"every limit of a quota must allow at least 1: {value!r}")
+    return items
+
+
+class RoleQuota(BaseModel):
+    """What one role may do per time window, in the `limits` notation; several windows are
+    separated by ";" ("20/minute; 500/day"), "unlimited" means no limit, unset means the
+    default role's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    search: str | None = None
+    chat: str | None = None
+    upload: str | None = None
+
+    @field_validator("search", "chat", "upload")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quota(value)
+        return value
+
+
+_ROLE_QUOTAS: dict[QuotaRole, RoleQuota] = {
+    "admin": RoleQuota(search="600/minute", upload=UNLIMITED),
+    "platform_admin": RoleQuota(search="600/minute", upload=UNLIMITED),
+}
+
+
+class QuotaSettings(BaseModel):
+    """Per-caller quotas: counted per user (signed in, or through any of their API keys), in
+    each tenant, by the role the user holds there (app/kit/ratelimit.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    default: RoleQuota = RoleQuota(
+        search="120/minute", chat="20/minute; 500/day", upload="300/hour"
+    )
+    roles: dict[QuotaRole, RoleQuota] = Field(default_factory=lambda: dict(_ROLE_QUOTAS))
+
+    @model_validator(mode="after")
+    def _default_is_complete(self) -> QuotaSettings:
+        missing = [
+            name for name in ("search", "chat", "upload") if getattr(self.default, name) is None
+        ]
+        if missing:
+            raise ValueError(f"quotas.default must set {', '.join(missing)} (or 'unlimited')")
+        return self
+
+    def quota(self, role: str | None, action: QuotaAction) -> str:
+        """The quota of `role` (None: the default) for `action`."""
+        # A role without a table of its own (or none at all) has the default's quotas.
+        override = self.roles.get(cast(QuotaRole, role)) if role else None
+        value = getattr(override, action, None) if override is not None else None
+        resolved = value if value is not None else getattr(self.default, action)
+        assert isinstance(resolved, str)
+        return resolved
+
+
+class CacheSettings(BaseModel):
+    """The query-embedding and chat-answer caches: process memory by default, Redis when
+    `redis_url` is set (then shared by every API process)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    answers: bool = True
+    answer_ttl_seconds: float = Field(default=3600.0, gt=0)
+    # Sampled answers (temperature > 0) are one draw of many; asking again should draw again.
+    answer_sampled: bool = False
+    query_embeddings: bool = True
+    query_embedding_ttl_seconds: float = Field(default=86400.0, gt=0)
+    # Memory backend: entries per cache per process, least recently used evicted first.
+    memory_max_entries: int = Field(default=10_000, ge=1)
+    # Redis backend: every key starts with this, so deployments can share one Redis database.
+    key_prefix: str = Field(default="cairn-cache", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CAIRN_",
@@ -285,8 +416,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     retention_days: int = Field(default=30, ge=0)
     broker_url: str | None = None
-    # Shared state of the API processes (sign-in throttling counters); None = process memory,
-    # which is right for one process only. e.g. "redis://127.0.0.1:6379/1".
+    # Shared state of the API processes (sign-in throttling and quota counters, the query
+    # embedding and answer caches); None = process memory, which is right for one process only.
+    # e.g. "redis://127.0.0.1:6379/1".
     redis_url: str | None = None
     # Run the in-process worker pool inside `cairn serve` (embedded default, no broker).
     embedded_workers: bool = True
@@ -300,6 +432,8 @@ class Settings(BaseSettings):
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     # Browser origins allowed to call the API directly (CORS), e.g. a NextChat or Open WebUI
     # page served from another host; empty = no cross-origin browser access.
     cors_origins: list[str] = Field(default_factory=list)

@@ -54,6 +54,8 @@ class ChatCitation(Base):
     chunk_id: Mapped[int] = mapped_column()
     title: Mapped[str] = mapped_column(String(500))
     snippet: Mapped[str] = mapped_column(Text)
+    # The passage's sentence(s) that support the answer ("" for turns stored before quotes).
+    quote: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ChatMessageSource(Base):

@@ -17,4 +17,8 @@ class Tenant(Base):
     # Days a soft-deleted document stays restorable before the scheduled purge; None: the
     # deployment's `retention_days`.
     retention_days: Mapped[int | None] = mapped_column()
+    # Moves with every change of what the tenant's members may see (a document ready, deleted,
+    # restored, purged or re-classified; a membership changed): cached answers are keyed by it
+    # (app/cache/versions.py), so one computed before the change is never found again.
+    content_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,8 @@
 """OpenAI's chat-completions format over the answer service. A request is read into a stateless
 `Question` (the client sends the conversation every time); the answer goes back as a
 `chat.completion` or as `chat.completion.chunk` events and `[DONE]`, its text ending with the
-numbered sources and a `citations` field alongside."""
+check's note (and, when a streamed answer was corrected, the correction), the numbered sources
+with their supporting quotes, and a `citations` field alongside."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from app.chat.adapter import citation_out
+from app.chat.adapter import citation_out, corrected
 from app.chat.answers import Answered, Prepared, Question, answer_service
 from app.chat.citations import sources_block
-from app.chat.language import SOURCES_HEADING
+from app.chat.language import CORRECTION_HEADING, SOURCES_HEADING
 from app.chat.prompt import Turn
 from app.chat.schemas import CitationOut
 from app.kit.errors import BadRequest, CairnError, error_body
@@ -87,6 +88,22 @@ def _sources(answered: Answered) -> str:
     return sources_block(answered.answer.citations, SOURCES_HEADING[answered.language])
 
 
+def _note(answered: Answered) -> str:
+    """The check's note under the answer text (a plain-text client has nowhere else)."""
+    note = answered.answer.note
+    return f"\n\n{note}" if note else ""
+
+
+def _correction(answered: Answered, streamed: str) -> str:
+    """What ends a streamed answer the check replaced or flagged: the corrected answer (or
+    only the note when the text stands but is not trusted)."""
+    answer = answered.answer
+    if answer.text == streamed.strip():
+        return _note(answered)
+    heading = CORRECTION_HEADING[answered.language]
+    return f"\n\n{heading}: {answer.text}{_note(answered)}"
+
+
 def completion(answered: Answered, header: CompletionHeader) -> ChatCompletion:
     answer = answered.answer
     return ChatCompletion(
@@ -95,7 +112,9 @@ def completion(answered: Answered, header: CompletionHeader) -> ChatCompletion:
         model=header.model,
         choices=[
             Choice(
-                message=AssistantMessage(content=answer.text + _sources(answered)),
+                message=AssistantMessage(
+                    content=answer.text + _note(answered) + _sources(answered)
+                ),
                 finish_reason="length" if answer.finish_reason == "length" else "stop",
             )
         ],
@@ -116,10 +135,14 @@ async def completion_chunks(
     try:
         async with answer_service.stream(prepared) as items:
             yield header.event({"role": "assistant", "content": ""})
+            streamed: list[str] = []
             async for item in items:
                 if isinstance(item, str):
+                    streamed.append(item)
                     yield header.event({"content": item})
                     continue
+                if corrected(item, "".join(streamed)):
+                    yield header.event({"content": _correction(item, "".join(streamed))})
                 sources = _sources(item)
                 if sources:
                     yield header.event({"content": sources})

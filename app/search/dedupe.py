@@ -59,7 +59,9 @@ class TokenCache:
             if tokens is not None:
                 self._sets.move_to_end(text)
                 return tokens
-        tokens = frozenset(tokenize(text))
+        # Unstemmed: near-duplicates share their words as written, and stemming every hit's
+        # text would cost a search more than the check is worth.
+        tokens = frozenset(tokenize(text, stemmer="none"))
         with self._lock:
             self._sets[text] = tokens
             self._sets.move_to_end(text)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import Session
+from app.kit.ratelimit import CallerQuotas
 from app.search.retriever import Retriever
 from app.search.schemas import SearchRequest, SearchResponse
 from app.search.service import search_service
@@ -30,7 +31,9 @@ async def search(
     access: SearchAccess,
     audit_session: Session,
     retriever: CurrentRetriever,
+    quotas: CallerQuotas,
 ) -> SearchResponse:
+    await quotas.charge(access, "search")
     visibility = Visibility.of(access, data.filters)
     response = await search_service.search(
         visibility,

@@ -16,9 +16,15 @@ import numpy.typing as npt
 IdArray = npt.NDArray[np.int64]
 ScoreArray = npt.NDArray[np.float64]
 Ranking = tuple[npt.NDArray[np.floating], npt.NDArray[np.integer]]
-FusionMethod = Literal["rrf", "weighted"]
+FusionMethod = Literal["rrf", "weighted", "zscore"]
 
-__all__ = ["FusionMethod", "fuse", "reciprocal_rank_fusion", "weighted_score_fusion"]
+__all__ = [
+    "FusionMethod",
+    "fuse",
+    "reciprocal_rank_fusion",
+    "weighted_score_fusion",
+    "zscore_fusion",
+]
 
 
 def _check(rankings: Sequence[Ranking], weights: Sequence[float]) -> None:
@@ -93,6 +99,46 @@ def weighted_score_fusion(
     return _sorted(totals)
 
 
+def _z(scores: npt.NDArray[np.floating]) -> ScoreArray:
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size == 0:
+        return values
+    std = float(values.std())
+    if std == 0.0:
+        # One candidate, or all tied: nothing to tell them apart by, each is average.
+        return np.zeros_like(values)
+    return (values - float(values.mean())) / std
+
+
+def zscore_fusion(
+    rankings: Sequence[Ranking], weights: Sequence[float]
+) -> tuple[IdArray, ScoreArray]:
+    """Σ weight * z-score, each ranking standardised over its own candidates.
+
+    Each ranking is scaled by the spread of all its candidates rather than by its two
+    extremes (min-max), so its last candidate does not define its zero. An id
+    missing from a ranking gets that ranking's lowest z-score (it scored no better than the
+    last candidate there; its true score is unknown but below the cut).
+    """
+    _check(rankings, weights)
+    parts: list[tuple[list[int], list[float], float, float]] = []
+    for (scores, ids), weight in zip(rankings, weights, strict=True):
+        if weight == 0 or np.size(ids) == 0:
+            continue
+        z = _z(scores)
+        parts.append((np.asarray(ids, dtype=np.int64).tolist(), z.tolist(), float(z.min()), weight))
+    seen: set[int] = set()
+    for ids_list, _, _, _ in parts:
+        seen.update(ids_list)
+    # Every id starts with every ranking's floor; a ranking it appears in replaces its own.
+    base = sum(weight * floor for _, _, floor, weight in parts)
+    totals = dict.fromkeys(seen, base)
+    for ids_list, z_list, floor, weight in parts:
+        for chunk_id, value in zip(ids_list, z_list, strict=True):
+            totals[chunk_id] += weight * (value - floor)
+    return _sorted(totals)
+
+
 def fuse(
     rankings: Sequence[Ranking],
     weights: Sequence[float],
@@ -105,4 +151,6 @@ def fuse(
         return reciprocal_rank_fusion(rankings, weights, rrf_k)
     if method == "weighted":
         return weighted_score_fusion(rankings, weights)
+    if method == "zscore":
+        return zscore_fusion(rankings, weights)
     raise ValueError(f"unknown fusion method {method!r}")

@@ -20,7 +20,7 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.sql.elements import SQLCoreOperations
 
 from app.kit.authz import SENSITIVITY_LEVELS
@@ -133,25 +133,26 @@ class SearchRepository:
         ids = connection.scalars(statement, {"tenant_id": visibility.tenant_id}).all()
         return np.unique(np.array(ids, dtype=np.int64))
 
-    async def shards(self, session: AsyncSession, tenant_id: int) -> Sequence[IndexShard]:
+    # The two reads below serve the shard cache, which runs them while holding a tenant's
+    # lock: they take a connection of the synchronous read engine, never of the async pool
+    # that queued requests hold (see ShardCache).
+    def shards(self, session: SyncSession, tenant_id: int) -> Sequence[IndexShard]:
         """The current version of every shard of the tenant."""
-        rows = await session.scalars(
+        rows = session.scalars(
             select(IndexShard)
             .where(IndexShard.tenant_id == tenant_id)
             .order_by(IndexShard.shard_no, IndexShard.kind)
         )
         return rows.all()
 
-    async def chunk_documents(
-        self, session: AsyncSession, tenant_id: int, shard_no: int
+    def chunk_documents(
+        self, connection: Connection, tenant_id: int, shard_no: int
     ) -> tuple[IdArray, IdArray]:
         """(chunk ids, their document ids) of the chunks written into one shard, by chunk id."""
-        rows = (
-            await session.execute(
-                select(Chunk.id, Chunk.document_id)
-                .where(Chunk.tenant_id == tenant_id, Chunk.shard_no == shard_no)
-                .order_by(Chunk.id)
-            )
+        rows = connection.execute(
+            select(Chunk.id, Chunk.document_id)
+            .where(Chunk.tenant_id == tenant_id, Chunk.shard_no == shard_no)
+            .order_by(Chunk.id)
         ).all()
         if not rows:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)

@@ -37,13 +37,15 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.engine import Connection
 
+from app.cache.store import CacheStore
 from app.kit.db import Database
 from app.kit.errors import ServiceUnavailable
 from app.kit.metrics import EMBEDDING_SECONDS, SEARCH_SECONDS
-from app.kit.settings import SearchSettings, Settings
+from app.kit.settings import IndexSettings, SearchSettings, Settings
 from app.search.dedupe import Candidate, Deduplicator
+from app.search.embedding_cache import QueryEmbeddingCache
 from app.search.fusion import Ranking, fuse
-from app.search.index import merge_results, search_bm25, search_shard, tokenize
+from app.search.index import analyzer_id, merge_results, search_bm25, search_shard, tokenize
 from app.search.repository import search_repository
 from app.search.rerank import Reranker, load_reranker
 from app.search.schemas import SearchMode
@@ -114,17 +116,28 @@ class Retriever:
         *,
         embedding: EmbeddingConfig | None = None,
         reranker: Reranker | None = None,
+        index: IndexSettings | None = None,
+        query_cache: QueryEmbeddingCache | None = None,
     ) -> None:
         self.settings = settings
         self.cache = cache
+        self.query_cache = query_cache
         self.embedding = embedding or EmbeddingConfig()
+        # The BM25 tokenizer: queries are tokenized as the shards were (checked per search).
+        self.index_settings = index or IndexSettings()
+        self.analyzer = analyzer_id(
+            self.index_settings.bm25_stemmer, self.index_settings.bm25_heading_repeat
+        )
         self.reranker = reranker
         # The shard cache's database: the reads of a search are made in its worker thread.
         self.engine = cache.database.blocking_read_engine
 
     @classmethod
-    def create(cls, database: Database, settings: Settings) -> Retriever:
-        """The retriever for an API process, CLI command or benchmark."""
+    def create(
+        cls, database: Database, settings: Settings, *, store: CacheStore | None = None
+    ) -> Retriever:
+        """The retriever for an API process, CLI command or benchmark; with a cache `store`,
+        query embeddings are cached there (when `cache.query_embeddings` is on)."""
         cache = ShardCache(
             database,
             settings.index_dir,
@@ -136,13 +149,27 @@ class Retriever:
             cache,
             embedding=settings.embedding,
             reranker=load_reranker(settings.search.rerank),
+            index=settings.index,
+            query_cache=QueryEmbeddingCache(
+                store, settings.embedding, ttl=settings.cache.query_embedding_ttl_seconds
+            )
+            if store is not None and settings.cache.query_embeddings
+            else None,
         )
 
-    async def embed_query(self, text: str) -> QueryVector:
-        """The query's vector from the configured embedder (loaded once per process)."""
+    async def embed_query(self, text: str, *, tenant_id: int | None = None) -> QueryVector:
+        """The query's vector from the configured embedder (loaded once per process). With a
+        tenant, through that tenant's part of the query-embedding cache."""
+        cache = self.query_cache if tenant_id is not None else None
+        if cache is not None and tenant_id is not None:
+            found = await cache.get(tenant_id, text)
+            if found is not None:
+                return QueryVector(*found)
         started = time.perf_counter()
         vector = await asyncio.to_thread(self._embed, text)
         EMBEDDING_SECONDS.observe(time.perf_counter() - started)
+        if cache is not None and tenant_id is not None:
+            await cache.put(tenant_id, text, vector.vector, vector.embedder)
         return vector
 
     def _embed(self, text: str) -> QueryVector:
@@ -169,6 +196,8 @@ class Retriever:
         index = await self.cache.get(visibility.tenant_id)
         if query.uses_vectors:
             self._check_vector(index, query.vector)
+        if query.uses_bm25:
+            self._check_analyzer(index)
         want = query.top_k
         if self.reranker is not None:
             want = max(want, self.settings.rerank.depth)
@@ -234,9 +263,23 @@ class Retriever:
                 code="embedder_mismatch",
             )
 
-    @staticmethod
+    def _check_analyzer(self, index: TenantIndex) -> None:
+        for shard in index.shards:
+            if shard.bm25 is not None and shard.bm25.analyzer != self.analyzer:
+                raise ServiceUnavailable(
+                    f"This tenant's BM25 index was tokenized by {shard.bm25.analyzer}; the "
+                    f"configured tokenizer is {self.analyzer}. Configure the old tokenizer "
+                    "again, or re-tokenize the tenant with `cairn index rebuild --tenant SLUG` "
+                    "(stored vectors are kept; no re-embedding).",
+                    code="tokenizer_mismatch",
+                )
+
     def _prepare(
-        index: TenantIndex, visible: IdArray | None, hidden: IdArray | None, query: SearchQuery
+        self,
+        index: TenantIndex,
+        visible: IdArray | None,
+        hidden: IdArray | None,
+        query: SearchQuery,
     ) -> _Prepared:
         """Each shard with its allowed ids (shards with none dropped), and the BM25 tokens.
         Exactly one of ``visible`` (filtered searches) and ``hidden`` is given."""
@@ -252,7 +295,8 @@ class Retriever:
             for shard in index.shards
             if (allowed := allowed_in(shard)) is None or allowed.size
         ]
-        return _Prepared(masked, tokenize(query.text) if query.uses_bm25 else [])
+        stemmer = self.index_settings.bm25_stemmer
+        return _Prepared(masked, tokenize(query.text, stemmer=stemmer) if query.uses_bm25 else [])
 
     def _candidates(
         self,

@@ -26,7 +26,11 @@ class SearchService:
     ) -> SearchResponse:
         """Ranked hits of one tenant that the visibility admits; took_ms covers embedding too."""
         started = time.perf_counter()
-        vector = await retriever.embed_query(query) if mode != "bm25" else None
+        vector = (
+            await retriever.embed_query(query, tenant_id=visibility.tenant_id)
+            if mode != "bm25"
+            else None
+        )
         hits = await retriever.retrieve(
             visibility, SearchQuery(text=query, mode=mode, top_k=top_k, vector=vector)
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.orm import Session as SyncSession
 
 from app.kit.db import Database
 from app.kit.errors import ServiceUnavailable
@@ -209,11 +210,26 @@ class ShardCache:
         self._entries.move_to_end(tenant_id)
         return entry
 
+    # The reads below run while the tenant's lock is held, so they must never wait for the
+    # async pool that requests hold their sessions in: searches queued on the lock would hold
+    # every connection, and the lock holder would wait for one until the pool's timeout —
+    # once per queued request (`cairn bench serve` at concurrency 32: each search 30 s, then
+    # 500). They go through the synchronous read engine, a separate pool that nothing holds
+    # while it waits for this lock.
+    def _read_shard_rows(self, tenant_id: int) -> Sequence[IndexShard]:
+        with SyncSession(self.database.blocking_read_engine, expire_on_commit=False) as session:
+            return search_repository.shards(session, tenant_id)
+
+    def _read_chunk_documents(
+        self, tenant_id: int, shard_no: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        with self.database.blocking_read_engine.connect() as connection:
+            return search_repository.chunk_documents(connection, tenant_id, shard_no)
+
     async def _refresh(self, tenant_id: int) -> TenantIndex:
         previous = self._entries.get(tenant_id)
         for attempt in range(1, _LOAD_ATTEMPTS + 1):
-            async with self.database.read_sessionmaker() as session:
-                rows = await search_repository.shards(session, tenant_id)
+            rows = await asyncio.to_thread(self._read_shard_rows, tenant_id)
             key = _key(rows)
             if previous is not None and previous.index.key == key:
                 return previous.index
@@ -267,10 +283,9 @@ class ShardCache:
         # Read after the files: every chunk in them was committed with its shard_no before
         # the version naming them, so the map covers them all (chunks flushed since are extra
         # and harmless; chunks purged since map to 0, never visible).
-        async with self.database.read_sessionmaker() as session:
-            db_ids, db_documents = await search_repository.chunk_documents(
-                session, tenant_id, shard_no
-            )
+        db_ids, db_documents = await asyncio.to_thread(
+            self._read_chunk_documents, tenant_id, shard_no
+        )
         self.loads += 1
         document_of = _align(chunk_ids, db_ids, db_documents)
         documents = np.unique(document_of)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
+from app.cache import versions
 from app.kit import authz
 from app.kit.errors import Conflict, ResourceNotFound
 from app.kit.principal import Principal
@@ -127,6 +128,7 @@ class TenantService:
             details={"role": role, "previous_role": previous},
         )
         await session.flush()
+        await versions.bump(session, tenant.id)
         return membership
 
     async def remove_member(
@@ -152,6 +154,7 @@ class TenantService:
             target_id=user.id,
             details={"previous_role": membership.role},
         )
+        await versions.bump(session, tenant.id)
 
     async def _keep_an_admin(
         self, session: AsyncSession, tenant: Tenant, actor: Principal | None

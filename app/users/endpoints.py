@@ -21,6 +21,7 @@ from app.users.schemas import (
     PasswordReset,
     UserCreate,
     UserRead,
+    UserUpdate,
 )
 from app.users.service import user_service
 
@@ -29,6 +30,7 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 UsersCreate = Annotated[Principal, Depends(PlatformAuthorizer("users", "create"))]
 UsersRead = Annotated[Principal, Depends(PlatformAuthorizer("users", "read"))]
 UsersResetPassword = Annotated[Principal, Depends(PlatformAuthorizer("users", "reset_password"))]
+UsersDisable = Annotated[Principal, Depends(PlatformAuthorizer("users", "disable"))]
 
 
 @router.post("", status_code=201, response_model=UserRead)
@@ -90,3 +92,12 @@ async def reset_password(
         session, principal, username, data.new_password, policy=policy
     )
     return Response(status_code=204)
+
+
+@router.patch("/{username}", response_model=UserRead)
+async def update_user(
+    username: UsernamePath, data: UserUpdate, principal: UsersDisable, session: Session
+) -> UserRead:
+    """Disable or re-enable an account (platform admin)."""
+    user = await user_service.set_active(session, principal, username, active=data.is_active)
+    return UserRead.model_validate(user)

@@ -52,6 +52,15 @@ class PasswordChange(BaseModel):
     new_password: str = Field(max_length=1024)
 
 
+class UserUpdate(BaseModel):
+    """What a platform admin changes on an account: disable (every credential stops working at
+    once, kept for re-enabling) or enable it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    is_active: bool
+
+
 class PasswordReset(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

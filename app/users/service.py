@@ -178,6 +178,28 @@ class UserService:
             details={"api_keys_revoked": revoked},
         )
 
+    async def set_active(
+        self, session: AsyncSession, principal: Principal, username: str, *, active: bool
+    ) -> User:
+        """Disable or re-enable an account (platform admin). A disabled user's tokens and API
+        keys are refused on their next request (credentials check is_active every time)."""
+        user = await user_repository.get_by_username(session, username.lower())
+        if user is None:
+            raise ResourceNotFound("User not found")
+        if user.id == principal.user_id and not active:
+            raise Conflict("You cannot disable your own account", code="self_disable")
+        if user.is_active != active:
+            user.is_active = active
+            await audit_service.record(
+                session,
+                action="user.enable" if active else "user.disable",
+                actor=principal,
+                target_type="user",
+                target_id=user.id,
+            )
+            await session.flush()
+        return user
+
     def actor(self, user: User) -> Actor:
         """The audit actor for a user."""
         return Actor(user.id, user.username)

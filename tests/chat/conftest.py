@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from app.generation.provider import GeneratorProvider
+from app.kit.settings import Settings
 from tests.chat.doubles import EchoGenerator, limited
-from tests.conftest import Api
+from tests.conftest import Api, make_settings
 from tests.documents.helpers import wait_for
 
 # name: (tenant, filename, content, sensitivity)
@@ -45,6 +47,14 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
 # Words only the eng document contains (not the questions): none may reach an hr-only caller.
 ENG_ONLY = ("ninety", "rotation week", "nobody takes", "credentials")
 CONFIDENTIAL_ONLY = ("seven extra", "board grants")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    # The echo double answers with its whole prompt, which the faithfulness check would
+    # (rightly) replace by a quote: these tests are about what reaches the model, so they see
+    # the answer unchecked. tests/chat/test_faithfulness.py runs the check through the APIs.
+    return make_settings(database_url, tmp_path / "data", chat={"unsupported_answer": "off"})
 
 
 @dataclass

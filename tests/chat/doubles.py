@@ -91,7 +91,41 @@ class StallingGenerator(InProcessGenerator):
 
 
 def limited(
-    backend: EchoGenerator | StallingGenerator, *, queue_timeout: float = 5.0
+    backend: EchoGenerator | StallingGenerator | ScriptedGenerator, *, queue_timeout: float = 5.0
 ) -> LimitedGenerator:
     """The double behind the same concurrency limit the real loader applies."""
     return LimitedGenerator(backend, GenerationSlots(1, queue_timeout=queue_timeout))
+
+
+class ScriptedGenerator:
+    """Answers with the given texts in turn (the last one again once they run out), as a model
+    would: for the faithfulness check, which must see an answer, not a prompt."""
+
+    name = "scripted"
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.prompts: list[list[ChatMessage]] = []
+
+    def _text(self, messages: Sequence[ChatMessage]) -> str:
+        self.prompts.append(list(messages))
+        return self.answers[min(len(self.prompts), len(self.answers)) - 1]
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        text = self._text(messages)
+        return Completion(text, "stop", 10, len(text.split()))
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        limits: GenerationLimits,
+        cancel: threading.Event | None = None,
+    ) -> AsyncGenerator[str, None]:
+        text = self._text(messages)
+        for start in range(0, len(text), 4):
+            yield text[start : start + 4]

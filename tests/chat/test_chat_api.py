@@ -49,7 +49,15 @@ async def test_answer_cites_the_passages_it_was_given(
     response = await ask(client, world.users["viewer"], question=VACATION_QUESTION)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"answer", "citations", "session_id", "finish_reason", "grounded"}
+    assert set(body) == {
+        "answer",
+        "citations",
+        "session_id",
+        "finish_reason",
+        "grounded",
+        "check",
+        "note",
+    }
     assert body["grounded"] is True
     assert "twenty five days of paid vacation" in body["answer"]
     # The prompt fences the passages as data and asks for the question's language.
@@ -60,7 +68,7 @@ async def test_answer_cites_the_passages_it_was_given(
     hr_docs = {world.docs[n] for n, d in DOCS.items() if d[0] == "hr"}
     assert cited <= hr_docs
     for citation in body["citations"]:
-        assert set(citation) == {"ref", "document_id", "chunk_id", "title", "snippet"}
+        assert set(citation) == {"ref", "document_id", "chunk_id", "title", "snippet", "quote"}
         assert citation["snippet"]
     assert world.echo.calls == 1
 

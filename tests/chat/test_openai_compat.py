@@ -37,6 +37,9 @@ async def served(
             "quantization": "int8",
             "max_new_tokens": 16,
         },
+        # The echo double answers with its prompt, which the check would replace (its rules
+        # even read as a refusal); test_faithfulness.py runs the check through this API.
+        chat={"unsupported_answer": "off"},
     )
     async with serve(settings) as live:
         yield live

@@ -127,3 +127,43 @@ def test_snippets_and_sources_block() -> None:
     cited = citations_for("[2] then [1]", PASSAGES, snippet_chars=50)
     assert sources_block(cited, "Sources") == "\n\nSources:\n[2] lunch.txt\n[1] vacation.txt"
     assert sources_block([], "Sources") == ""
+
+
+def test_prompt_levers() -> None:
+    from app.chat.prompt import (
+        EXAMPLE_ANSWER_ZH,
+        EXAMPLE_EXTRACT_ANSWER_ZH,
+        EXTRACT_TASK,
+        STRICT_TASK,
+        shape_passages,
+    )
+
+    plain = build_messages("年假有几天？", PASSAGES, language="zh", native_examples=True)
+    assert plain[2].content == EXAMPLE_ANSWER_ZH
+    assert "访客证" in plain[1].content
+    # Off: the one English example, whatever the question's language.
+    assert build_messages("年假有几天？", PASSAGES, language="zh")[2].content == EXAMPLE_ANSWER
+    extract = build_messages(
+        "年假有几天？", PASSAGES, language="zh", style="extract", native_examples=True
+    )
+    assert extract[2].content == EXAMPLE_EXTRACT_ANSWER_ZH
+    assert EXTRACT_TASK["zh"] in extract[-1].content
+    strict = build_messages("How long?", PASSAGES, language="en", style="strict")
+    assert STRICT_TASK["en"] in strict[-1].content
+    # The example keeps its plain task: the strict one is for the real question only.
+    assert STRICT_TASK["en"] not in strict[1].content
+
+    long = Passage(4, 13, 103, "long.txt", "One. Two. Vacation lasts long. Three. Four.")
+    shaped = shape_passages("vacation", [*PASSAGES, long], 10_000, sentences=1, best_last=True)
+    assert [p.ref for p in shaped] == [4, 3, 2, 1]
+    assert shaped[0].text == "Vacation lasts long."
+    # Cut to sentences first, so more passages fit the same budget.
+    budget = sum(len(p.text) + len(p.title) for p in PASSAGES) + len("Vacation lasts long.long.txt")
+    assert len(shape_passages("vacation", [long, *PASSAGES], budget, sentences=1)) == 4
+    assert len(shape_passages("vacation", [long, *PASSAGES], budget)) == 3
+
+
+def test_sources_carry_their_quotes() -> None:
+    cited = citations_for("二十五天 [3]", PASSAGES, snippet_chars=300, question="每年有几天年假？")
+    assert cited[0].quote == "每位员工每年享有二十五天带薪年假。"
+    assert "“每位员工每年享有二十五天带薪年假。”" in sources_block(cited, "来源")

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from app.evaluation.beir import load_beir
-from app.evaluation.runner import evaluate
+from app.evaluation.direct import direct_bm25
+from app.evaluation.runner import document_filename, evaluate
+from app.ingest_cli import operator_access, queue_files
+from app.kit.db import database_for
 from app.kit.settings import Settings
 from tests.evaluation.test_metrics_and_beir import write_dataset
 
@@ -34,3 +37,50 @@ async def test_eval_scores_every_mode(settings: Settings, tmp_path: Path) -> Non
     table = report.markdown({"published": ("0.1", "0.2", "n/a")})
     assert "| hybrid |" in table
     assert "| published | 0.1 | 0.2 | n/a | |" in table
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_an_interrupted_load_is_finished_and_no_load_reuses_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from rich.progress import Progress
+
+    from app.evaluation.runner import _tenant_id
+
+    dataset = load_beir(write_dataset(tmp_path / "tiny"))
+    # A load stopped after queueing two documents: they sit queued, their jobs open.
+    database = database_for(settings)
+    try:
+        await _tenant_id(database, "evalresume")
+        access = await operator_access(database, "evalresume")
+        paths = []
+        for doc_id in ("d1", "d2"):
+            title, text = dataset.corpus[doc_id]
+            path = tmp_path / document_filename(doc_id)
+            path.write_text(f"# {title}\n\n{text}\n", encoding="utf-8")
+            paths.append(path)
+        queued, _ = await queue_files(
+            database,
+            settings,
+            access,
+            paths,
+            tags=["eval"],
+            sensitivity="internal",
+            progress=Progress(disable=True),
+        )
+        assert len(queued) == 2
+    finally:
+        await database.dispose()
+    # The re-run meets d1 and d2 as duplicates and must still finish them.
+    report = await evaluate(settings, dataset, tenant="evalresume", modes=["bm25"])
+    assert report.documents == 4
+    assert report.scores[0].recall_100 == 1.0
+    # --no-load: the loaded tenant is scored again, nothing is ingested.
+    again = await evaluate(settings, dataset, tenant="evalresume", modes=["bm25"], ingest=False)
+    assert again.ingest_seconds == 0.0
+    assert again.documents == 4
+    assert again.scores[0].ndcg_10 == pytest.approx(report.scores[0].ndcg_10)
+    # --direct (no database, no embedder) scores BM25 exactly as the loaded tenant does.
+    direct = direct_bm25(settings, dataset)
+    for field in ("ndcg_10", "recall_100", "mrr_10"):
+        assert getattr(direct, field) == pytest.approx(getattr(report.scores[0], field))

@@ -65,3 +65,46 @@ def test_load_beir_errors(tmp_path: Path) -> None:
     (folder / "corpus.jsonl").write_text('{"_id": "d1"}\nnot json\n')
     with pytest.raises(DatasetError, match="line 2"):
         load_beir(folder)
+
+
+def test_train_split_reads_its_own_queries_and_qrels(tmp_path: Path) -> None:
+    folder = write_dataset(tmp_path / "tiny")
+    (folder / "queries-train.jsonl").write_text(
+        '{"_id": "t1", "text": "brass valve"}\n{"_id": "q1", "text": "not this file\'s q1"}\n'
+    )
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nt1\td2\t1\n")
+    train = load_beir(folder, "train")
+    assert train.split == "train"
+    assert train.queries == {"t1": "brass valve"}
+    assert train.qrels == {"t1": {"d2": 1}}
+    # The test split keeps queries.jsonl (there is no queries-test.jsonl).
+    test = load_beir(folder, "test")
+    assert test.split == "test"
+    assert set(test.queries) == {"q1", "q2", "q3"}
+    assert test.queries["q1"] == "When are the pumps serviced?"
+
+
+def test_split_errors(tmp_path: Path) -> None:
+    folder = write_dataset(tmp_path / "tiny")
+    with pytest.raises(DatasetError, match="qrels/train.tsv is missing"):
+        load_beir(folder, "train")
+    with pytest.raises(DatasetError, match="not a plain name"):
+        load_beir(folder, "../test")
+
+
+def test_retrieval_settings_name_every_lever() -> None:
+    from app.evaluation.runner import retrieval_settings
+    from app.kit.settings import Settings
+
+    base = Settings()
+    line = retrieval_settings(base)
+    for part in ("stemmer=english", "headings=1", "heading_context=False", "rrf k=", "candidates="):
+        assert part in line
+    changed = base.model_copy(
+        update={
+            "index": base.index.model_copy(update={"bm25_stemmer": "none"}),
+            "search": base.search.model_copy(update={"fusion": "zscore"}),
+        }
+    )
+    assert "stemmer=none" in retrieval_settings(changed)
+    assert "fusion zscore" in retrieval_settings(changed)

@@ -83,7 +83,9 @@ async def test_ingest_and_search_show_up(api: Api, client: httpx.AsyncClient) ->
     assert grew("cairn_job_seconds_count", kind="ingest", outcome="done") == 1
     for mode in ("hybrid", "bm25", "vector"):
         assert grew("cairn_search_seconds_count", mode=mode) == 1, mode
-    assert grew("cairn_query_embedding_seconds_count") == 2  # hybrid and vector
+    # Hybrid embeds the query; vector finds its vector in the query-embedding cache.
+    assert grew("cairn_query_embedding_seconds_count") == 1
+    assert grew("cairn_cache_lookups_total", cache="query_embedding", result="hit") == 1
     # Read from the database at scrape time: totals and a histogram, no tenant named.
     assert value(after, "cairn_database_up") == 1
     assert value(after, "cairn_tenants") == 2

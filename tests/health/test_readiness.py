@@ -63,6 +63,7 @@ async def test_ready_lists_every_check(serve: Serve) -> None:
             "database": "ok",
             "migrations": "ok",
             "broker": "not configured",
+            "redis": "not configured",
             "generator": "not preloaded",
         },
     }
@@ -110,6 +111,25 @@ async def test_a_broker_that_answers_is_ready(serve: Serve) -> None:
         response = await client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"]["broker"] == "ok"
+
+
+async def test_a_redis_that_does_not_answer_is_not_ready(serve: Serve) -> None:
+    """Redis (quota and sign-in counters, caches) stopped: not ready, and why; the database
+    and broker checks are unaffected."""
+    async with serve(redis_url=CLOSED_PORT_REDIS) as (_, client):
+        response = await client.get("/readyz")
+    assert reasons(response) == ["redis: unreachable (ConnectionError)"]
+    assert response.json()["error"]["details"]["checks"]["database"] == "ok"
+    assert "127.0.0.1" not in response.text
+
+
+@pytest.mark.redis
+async def test_a_redis_that_answers_is_ready(serve: Serve) -> None:
+    require_service("Redis", REDIS_URL, 6379)
+    async with serve(redis_url=REDIS_URL) as (_, client):
+        response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"]["redis"] == "ok"
 
 
 async def test_a_preloaded_generator_must_be_loaded(

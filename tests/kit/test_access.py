@@ -38,6 +38,7 @@ GLOBAL_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, bool]] = [
         False,
     ),
     ("POST", "/api/v1/users/carol/password", {"new_password": "a new passphrase"}, True),
+    ("PATCH", "/api/v1/users/carol", {"is_active": False}, True),
     ("POST", "/api/v1/api-keys", {"name": "k"}, False),
     ("GET", "/api/v1/api-keys", None, False),
     ("DELETE", "/api/v1/api-keys/key_" + "0" * 32, None, False),

@@ -21,6 +21,7 @@ from app.audit.chain import actor_commitment
 from app.audit.checkpoints import CheckpointLog
 from app.audit.service import audit_service
 from app.generation.provider import GeneratorProvider
+from app.kit.settings import Settings
 from app.models import (
     APIKey,
     AuditEntry,
@@ -31,7 +32,7 @@ from app.models import (
     User,
 )
 from tests.chat.doubles import EchoGenerator, limited
-from tests.conftest import TEST_AUDIT_SECRET, Api, assert_error, in_thread
+from tests.conftest import TEST_AUDIT_SECRET, Api, assert_error, in_thread, make_settings
 from tests.documents.helpers import wait_for
 from tests.helpers import key_of, without_request_id
 
@@ -50,6 +51,14 @@ class Person:
     document_id: str
     session_id: str
     colleague: dict[str, str]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    # The echo double answers with its whole prompt, instructions included, which the
+    # faithfulness check reads as a refusal (no citations): the export is about what was stored,
+    # so the answer stays unchecked here (tests/chat/test_faithfulness.py covers the check).
+    return make_settings(database_url, tmp_path / "data", chat={"unsupported_answer": "off"})
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.search.dedupe import Candidate, Deduplicator, jaccard
-from app.search.fusion import fuse, reciprocal_rank_fusion, weighted_score_fusion
+from app.search.fusion import fuse, reciprocal_rank_fusion, weighted_score_fusion, zscore_fusion
 
 
 def ranking(*ids: int, scores: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +78,31 @@ class TestWeightedScoreFusion:
         assert fuse(rankings, [1.0, 1.0], method="weighted")[0].tolist() == [2, 1, 3]
         with pytest.raises(ValueError, match="unknown fusion"):
             fuse(rankings, [1.0, 1.0], method="nope")  # type: ignore[arg-type]
+
+
+class TestZScoreFusion:
+    def test_hand_checked_sums_with_missing_ids_at_the_floor(self) -> None:
+        bm25 = ranking(1, 2, 3, scores=[3.0, 2.0, 1.0])
+        vector = ranking(3, 4, scores=[10.0, 0.0])
+        ids, scores = zscore_fusion([bm25, vector], [1.0, 1.0])
+        # bm25: mean 2, std sqrt(2/3) → z = ±1.2247, 0; vector: mean 5, std 5 → z = ±1.
+        # A missing id takes that ranking's lowest z: 1 and 2 get -1 there, 4 gets -1.2247.
+        z = 1 / np.sqrt(2 / 3)
+        expected = {1: z - 1, 2: 0 - 1, 3: -z + 1, 4: -z - 1}
+        assert dict(zip(ids.tolist(), scores.tolist(), strict=True)) == pytest.approx(expected)
+        assert ids.tolist() == [1, 3, 2, 4]
+
+    def test_weights_ties_and_fuse_dispatch(self) -> None:
+        ids, scores = zscore_fusion([ranking(5, 4, scores=[2.0, 2.0])], [1.0])
+        assert ids.tolist() == [4, 5]
+        assert scores.tolist() == [0.0, 0.0]
+        ids, _ = zscore_fusion([ranking(1, 2), ranking(2, 1)], [1.0, 0.0])
+        assert ids.tolist() == [1, 2]
+        ids, _ = fuse([ranking(1, 2), ranking(2, 1)], [1.0, 3.0], method="zscore")
+        assert ids.tolist() == [2, 1]
+        assert zscore_fusion([], [])[0].size == 0
+        with pytest.raises(ValueError, match="weights"):
+            zscore_fusion([ranking(1)], [1.0, 1.0])
 
 
 def cand(chunk_id: int, document_id: int, text: str, score: float | None = None) -> Candidate:

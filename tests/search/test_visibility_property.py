@@ -182,7 +182,8 @@ async def run_world(world: World, factory: DatabaseFactory, index_root: Path) ->
     seen: Counter[str] = Counter()
     try:
         corpus = Corpus()
-        index_settings = IndexSettings(shard_capacity=4)
+        # Chunk text only (no headings): the oracle is BM25Okapi over the chunks' text.
+        index_settings = IndexSettings(shard_capacity=4, bm25_heading_repeat=0)
         for n, specs in enumerate(world.tenants):
             tenant_id = await add_tenant(database, f"t{n}")
             corpus.tenants.append(tenant_id)
@@ -200,6 +201,7 @@ async def run_world(world: World, factory: DatabaseFactory, index_root: Path) ->
                 version_poll_seconds=0,
             ),
             ShardCache(database, index_root, max_bytes=1 << 30, poll_seconds=0),
+            index=index_settings,
         )
         for spec in world.queries:
             roles = world.users[spec.user % len(world.users)]

@@ -13,6 +13,7 @@ from app.search.index.bm25_shard import (
     CorpusStats,
     add_documents,
     build_bm25_shard,
+    check_analyzer,
     corpus_stats,
     load_bm25_shard,
     save_bm25_shard,
@@ -26,9 +27,10 @@ from app.search.index.errors import (
     ShardError,
     ShardFormatError,
     StaleCorpusStats,
+    TokenizerMismatch,
 )
 from app.search.index.results import merge_results
-from app.search.index.tokenize import tokenize
+from app.search.index.tokenize import analyzer_id, document_tokens, tokenize
 from app.search.index.vector_shard import (
     VectorShardConfig,
     add_vectors,
@@ -55,16 +57,20 @@ __all__ = [
     "ShardError",
     "ShardFormatError",
     "StaleCorpusStats",
+    "TokenizerMismatch",
     "VectorShardConfig",
     "add_documents",
     "add_vectors",
+    "analyzer_id",
     "atomic_path",
     "atomic_write_bytes",
     "bm25_shard",
     "build_bm25_shard",
     "build_shard",
+    "check_analyzer",
     "corpus_stats",
     "default_nlist",
+    "document_tokens",
     "index_ids",
     "is_approximate",
     "load_bm25_shard",

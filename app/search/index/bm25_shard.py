@@ -12,6 +12,10 @@ the union of the shards' documents:
 * ``score(d, q) = sum over query tokens t (repeats included) of
   idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / avgdl))``.
 
+A shard records the analyzer (tokenizer version and options, ``tokenize.analyzer_id``) that
+made its tokens; ``check_analyzer`` refuses one made by another, since its terms would not
+match the query's. Files written before analyzers were recorded read as ``LEGACY_ANALYZER``.
+
 A query reads only the posting columns of its terms. Shards are immutable: ``add_documents``
 and ``remove_ids`` return new shards and never modify arrays a reader may still be using.
 """
@@ -31,14 +35,22 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from app.search.index.atomic import atomic_write_bytes
-from app.search.index.errors import InvalidIds, ShardError, ShardFormatError, StaleCorpusStats
+from app.search.index.errors import (
+    InvalidIds,
+    ShardError,
+    ShardFormatError,
+    StaleCorpusStats,
+    TokenizerMismatch,
+)
 from app.search.index.results import merge_results
+from app.search.index.tokenize import LEGACY_ANALYZER, analyzer_id
 
 __all__ = [
     "BM25Shard",
     "CorpusStats",
     "add_documents",
     "build_bm25_shard",
+    "check_analyzer",
     "corpus_stats",
     "load_bm25_shard",
     "merge_results",
@@ -61,6 +73,7 @@ class BM25Shard:
     doc_len: npt.NDArray[np.int64]  # (n_docs,) number of tokens per document
     terms: tuple[str, ...]  # column j holds the postings of terms[j]
     tf: sp.csc_matrix  # (n_docs, n_terms) int32 counts; every column has >= 1 posting
+    analyzer: str = field(default_factory=analyzer_id)  # what made the tokens (analyzer_id)
     vocab: Mapping[str, int] = field(init=False, repr=False)  # term -> column
 
     def __post_init__(self) -> None:
@@ -184,18 +197,33 @@ def _count_terms(
     return tf, doc_len
 
 
-def build_bm25_shard(ids: npt.ArrayLike, token_lists: Sequence[Sequence[str]]) -> BM25Shard:
-    """Build a shard from chunk ids and their token lists (see ``tokenize``)."""
-    return add_documents(_empty_shard(), ids, token_lists)
+def build_bm25_shard(
+    ids: npt.ArrayLike, token_lists: Sequence[Sequence[str]], *, analyzer: str | None = None
+) -> BM25Shard:
+    """Build a shard from chunk ids and their token lists, made by ``analyzer`` (default:
+    ``analyzer_id()``, the default options of ``tokenize`` / ``document_tokens``)."""
+    return add_documents(_empty_shard(analyzer or analyzer_id()), ids, token_lists)
 
 
-def _empty_shard() -> BM25Shard:
+def _empty_shard(analyzer: str) -> BM25Shard:
     return BM25Shard(
         ids=np.empty(0, dtype=np.int64),
         doc_len=np.empty(0, dtype=np.int64),
         terms=(),
         tf=sp.csc_matrix((0, 0), dtype=np.int32),
+        analyzer=analyzer,
     )
+
+
+def check_analyzer(shard: BM25Shard, expected: str, *, where: str = "") -> None:
+    """Raise ``TokenizerMismatch`` unless ``shard`` was built by the analyzer ``expected``."""
+    if shard.analyzer != expected:
+        raise TokenizerMismatch(
+            f"A BM25 shard{where} was tokenized by {shard.analyzer!r}; the configured tokenizer "
+            f"is {expected!r}. Re-tokenize the tenant with `cairn index rebuild --tenant SLUG` "
+            "(rebuilds the shards from the stored chunk text and vectors; no re-embedding), or "
+            "configure the old tokenizer again."
+        )
 
 
 def add_documents(
@@ -234,6 +262,7 @@ def add_documents(
         doc_len=np.concatenate([shard.doc_len, new_len]),
         terms=tuple(terms),
         tf=tf,
+        analyzer=shard.analyzer,
     )
 
 
@@ -254,6 +283,7 @@ def remove_ids(shard: BM25Shard, ids: npt.ArrayLike) -> BM25Shard:
         doc_len=shard.doc_len[keep],
         terms=tuple(shard.terms[j] for j in alive.tolist()),
         tf=tf.astype(np.int32, copy=False),
+        analyzer=shard.analyzer,
     )
 
 
@@ -335,6 +365,7 @@ def save_bm25_shard(shard: BM25Shard, path: str | os.PathLike[str]) -> None:
         tf_indptr=shard.tf.indptr,
         tf_shape=np.array(shard.tf.shape, dtype=np.int64),
         vocab_json=np.frombuffer(vocab_json, dtype=np.uint8),
+        analyzer=np.frombuffer(shard.analyzer.encode("utf-8"), dtype=np.uint8),
     )
     # The whole file is serialised in memory first, so a failure while encoding never
     # touches the disk, and the write itself is all-or-nothing.
@@ -366,11 +397,18 @@ def load_bm25_shard(path: str | os.PathLike[str]) -> BM25Shard:
         ids = _as_ids(arrays["ids"])
         if np.unique(ids).size != ids.size:
             raise ShardFormatError(f"{name!r} has duplicate ids")
+        # Files from before analyzers were recorded hold unstemmed chunk-text tokens.
+        analyzer = (
+            arrays["analyzer"].tobytes().decode("utf-8")
+            if "analyzer" in arrays
+            else LEGACY_ANALYZER
+        )
         return BM25Shard(
             ids=ids,
             doc_len=arrays["doc_len"].astype(np.int64, copy=False),
             terms=tuple(terms),
             tf=tf,
+            analyzer=analyzer,
         )
     except (KeyError, ValueError, TypeError, InvalidIds) as exc:
         raise ShardFormatError(f"{name!r} is not a valid BM25 shard: {exc}") from exc

@@ -28,3 +28,7 @@ class ShardFormatError(ShardError):
 
 class StaleCorpusStats(ShardError):
     """Corpus statistics were computed without the shard being searched."""
+
+
+class TokenizerMismatch(ShardError):
+    """A BM25 shard was tokenized by another analyzer than the configured one."""

@@ -3,7 +3,14 @@
 Text is NFKC-normalised (full-width letters and digits become ASCII) and lower-cased, then
 split into runs: CJK ideograph runs are segmented with jieba, every other run of letters or
 digits is one token. Punctuation and whitespace separate runs and never become tokens.
-English and Chinese stop words are dropped.
+English and Chinese stop words are dropped. Non-CJK words are then Snowball-stemmed (English,
+PyStemmer: what bm25s and Lucene's EnglishAnalyzer do), so "cells" finds "cell" and
+"studies" finds "study"; ``stemmer="none"`` keeps the words as they are.
+
+A BM25 shard records the analyzer that built it (``analyzer_id``: the tokenizer version, the
+stemmer and how many times headings were indexed). Query tokens only match document tokens
+made by the same analyzer, so a shard built by another one is refused with a rebuild hint
+rather than silently searched (see ``TokenizerMismatch``).
 
 Chinese runs use ``jieba.cut_for_search`` rather than ``jieba.lcut``: besides the precise
 segmentation it also emits the shorter dictionary words inside long words (中华人民共和国
@@ -18,9 +25,35 @@ import logging
 import re
 import threading
 import unicodedata
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
-__all__ = ["CHINESE_STOP_WORDS", "ENGLISH_STOP_WORDS", "load_segmenter", "tokenize"]
+__all__ = [
+    "CHINESE_STOP_WORDS",
+    "ENGLISH_STOP_WORDS",
+    "LEGACY_ANALYZER",
+    "TOKENIZER_VERSION",
+    "StemmerName",
+    "analyzer_id",
+    "document_tokens",
+    "load_segmenter",
+    "stem_english",
+    "tokenize",
+]
+
+#: Bumped whenever the same text and options could give other tokens.
+TOKENIZER_VERSION = 2
+StemmerName = Literal["english", "none"]
+
+
+def analyzer_id(stemmer: StemmerName = "english", heading_repeat: int = 1) -> str:
+    """The name recorded in a BM25 shard for the tokens this code and these options make."""
+    return f"cairn-bm25/{TOKENIZER_VERSION} stem={stemmer} headings={heading_repeat}"
+
+
+#: What shards written before the analyzer was recorded were built with (no stemming, chunk
+#: text only); they never match ``analyzer_id(...)``, so they are refused until rebuilt.
+LEGACY_ANALYZER = "cairn-bm25/1 stem=none headings=0"
 
 #: the classic English stop-word list (NLTK's, 179 words)
 ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
@@ -85,21 +118,65 @@ def load_segmenter() -> None:
     _jieba()
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-cased search tokens of ``text`` without punctuation and stop words."""
+_stemmers = threading.local()
+
+
+def stem_english(words: list[str]) -> list[str]:
+    """The English Snowball stems of ``words`` (already lower-cased), as ``tokenize`` makes."""
+    return _stem(words)
+
+
+def _stem(words: list[str]) -> list[str]:
+    # PyStemmer objects keep a cache and are not thread-safe: one per thread (searches
+    # tokenize in worker threads).
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        import Stemmer
+
+        stemmer = _stemmers.english = Stemmer.Stemmer("english")
+    stemmed: list[str] = stemmer.stemWords(words)
+    return stemmed
+
+
+def tokenize(text: str, *, stemmer: StemmerName = "english") -> list[str]:
+    """Lower-cased search tokens of ``text`` without punctuation and stop words, stemmed."""
     normalised = unicodedata.normalize("NFKC", text).lower()
+    stem = stemmer == "english"
     if _HAS_CJK.search(normalised) is None:
         # The same tokens as below without the per-run dispatch: most text has no ideograph,
         # and search tokenizes the query and every new hit text for de-duplication.
-        return [word for word in _WORD.findall(normalised) if word not in ENGLISH_STOP_WORDS]
+        words = [word for word in _WORD.findall(normalised) if word not in ENGLISH_STOP_WORDS]
+        return _stem(words) if stem and words else words
     tokens: list[str] = []
     for match in _RUN.finditer(normalised):
         cjk_run, word = match.group(1), match.group(2)
         if word is not None:
             if word not in ENGLISH_STOP_WORDS:
-                tokens.append(word)
+                tokens.append(_stem([word])[0] if stem else word)
             continue
         for piece in _jieba().cut_for_search(cjk_run, HMM=True):
             if piece and piece not in CHINESE_STOP_WORDS:
                 tokens.append(piece)
     return tokens
+
+
+def document_tokens(
+    text: str,
+    heading_path: Sequence[str] = (),
+    *,
+    stemmer: StemmerName = "english",
+    heading_repeat: int = 1,
+) -> list[str]:
+    """A chunk's BM25 tokens: its headings (document title first) ``heading_repeat`` times,
+    then its text.
+
+    A chunk often never names its subject, which its document title or section heading does;
+    indexing the headings with the chunk lets a query that names the subject find it. A
+    heading-only chunk (whose text is its heading) is not counted twice.
+    """
+    tokens = tokenize(text, stemmer=stemmer)
+    headings = [h for h in heading_path if h.strip()]
+    if heading_repeat < 1 or not headings or headings == [text.strip()]:
+        return tokens
+    heading_tokens = tokenize(" ".join(headings), stemmer=stemmer)
+    return heading_tokens * heading_repeat + tokens

@@ -326,3 +326,42 @@ def test_property_random_corpora_match_bm25okapi(
     if any(t for _, t in kept):
         shards = [remove_ids(shard, sorted(doomed)) for shard in shards]
         assert_matches_reference(shards, [t for _, t in kept], [i for i, _ in kept], query)
+
+
+# --------------------------------------------------------------------------- analyzer versions
+
+
+def _strip_analyzer(path: Path) -> None:
+    """Rewrite a shard file as one written before analyzers were recorded."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files if key != "analyzer"}
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_analyzer_is_recorded_kept_and_checked(tmp_path: Path) -> None:
+    from app.search.index.bm25_shard import check_analyzer
+    from app.search.index.errors import TokenizerMismatch
+    from app.search.index.tokenize import LEGACY_ANALYZER, analyzer_id
+
+    plain = analyzer_id("none", 0)
+    shard = build_bm25_shard([1, 2], [["a"], ["b"]], analyzer=plain)
+    assert shard.analyzer == plain
+    assert build_bm25_shard([1], [["a"]]).analyzer == analyzer_id()  # the default
+    # Derived shards keep the analyzer that made their tokens.
+    assert add_documents(shard, [3], [["c"]]).analyzer == plain
+    assert remove_ids(shard, [1]).analyzer == plain
+    path = tmp_path / "bm25.npz"
+    save_bm25_shard(shard, path)
+    assert load_bm25_shard(path).analyzer == plain
+    check_analyzer(load_bm25_shard(path), plain)
+    with pytest.raises(TokenizerMismatch, match="cairn index rebuild --tenant"):
+        check_analyzer(load_bm25_shard(path), analyzer_id())
+    # A file from before analyzers were recorded reads as the legacy analyzer, is still
+    # readable (so it can be rebuilt), and is refused against any current one.
+    _strip_analyzer(path)
+    old = load_bm25_shard(path)
+    assert old.analyzer == LEGACY_ANALYZER
+    np.testing.assert_array_equal(old.ids, shard.ids)
+    with pytest.raises(TokenizerMismatch, match=r"no re-embedding"):
+        check_analyzer(old, plain)

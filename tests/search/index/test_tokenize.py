@@ -1,4 +1,5 @@
-"""BM25 tokenizer: lower-case words, jieba for Chinese, no punctuation, no stop words."""
+"""BM25 tokenizer: lower-case words, jieba for Chinese, no punctuation, no stop words,
+English Snowball stemming (on by default), and the analyzer id recorded in shards."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_english_lower_case_without_punctuation_and_stop_words() -> None:
-    assert tokenize("The QUICK brown fox -- jumped over the lazy dog's back!") == [
+    text = "The QUICK brown fox -- jumped over the lazy dog's back!"
+    assert tokenize(text, stemmer="none") == [
         "quick",
         "brown",
         "fox",
@@ -28,6 +30,8 @@ def test_english_lower_case_without_punctuation_and_stop_words() -> None:
         "dog",
         "back",
     ]
+    # Stemmed by default: "jumped" and "lazy" lose their endings, the rest are stems already.
+    assert tokenize(text) == ["quick", "brown", "fox", "jump", "lazi", "dog", "back"]
 
 
 def test_digits_and_full_width_characters() -> None:
@@ -44,7 +48,7 @@ def test_digits_and_full_width_characters() -> None:
 
 
 def test_non_ascii_letters_stay_inside_words() -> None:
-    assert tokenize("Café naïve Größe") == ["café", "naïve", "größe"]
+    assert tokenize("Café naïve Größe", stemmer="none") == ["café", "naïve", "größe"]
 
 
 def test_chinese_is_segmented_with_search_mode() -> None:
@@ -119,3 +123,65 @@ def test_jieba_initialises_quietly() -> None:
     )
     assert "北京" in done.stdout
     assert done.stderr == ""
+
+
+class TestStemming:
+    def test_inflections_meet_at_one_stem(self) -> None:
+        # What a query for "cell study" must find in "Cells were studied" (SciFact-like).
+        assert tokenize("Cells were studied") == tokenize("cell study")
+        assert tokenize("cells studied", stemmer="none") != tokenize("cell study", stemmer="none")
+
+    def test_stop_words_go_before_stemming(self) -> None:
+        # "was" would stem to "wa" and survive if stemming came first.
+        assert tokenize("it was running") == ["run"]
+
+    def test_chinese_is_not_stemmed_but_english_inside_it_is(self) -> None:
+        tokens = tokenize("索引文档 indexing documents")
+        assert tokens[-2:] == ["index", "document"]
+        assert "索引" in tokens
+        assert tokenize("我来到北京清华大学") == tokenize("我来到北京清华大学", stemmer="none")
+
+    def test_stemming_is_thread_safe(self) -> None:
+        words = " ".join(f"running{i} studies cells" for i in range(200))
+        expected = tokenize(words)
+        results: list[list[str]] = []
+
+        def work() -> None:
+            for _ in range(20):
+                results.append(tokenize(words))
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 80
+        assert all(r == expected for r in results)
+
+
+class TestDocumentTokens:
+    def test_headings_come_first_repeated(self) -> None:
+        tokens = tokenize_module.document_tokens(
+            "It binds the receptor.", ["Insulin signalling"], heading_repeat=2
+        )
+        assert tokens == ["insulin", "signal", "insulin", "signal", "bind", "receptor"]
+
+    def test_off_and_heading_only_chunks(self) -> None:
+        text = "It binds the receptor."
+        assert tokenize_module.document_tokens(text, ["Insulin"], heading_repeat=0) == tokenize(
+            text
+        )
+        assert tokenize_module.document_tokens(text, [], heading_repeat=1) == tokenize(text)
+        # A chunk that is its own heading is not counted twice.
+        assert tokenize_module.document_tokens("Insulin", ["Insulin"]) == ["insulin"]
+
+
+def test_analyzer_id_names_every_option() -> None:
+    ids = {
+        tokenize_module.analyzer_id(stemmer, repeat)
+        for stemmer in ("english", "none")
+        for repeat in (0, 1, 2)
+    }
+    assert len(ids) == 6
+    assert tokenize_module.LEGACY_ANALYZER not in ids
+    assert str(tokenize_module.TOKENIZER_VERSION) in tokenize_module.analyzer_id()

@@ -1,0 +1,297 @@
+"""The faithfulness check: an answer is presented as grounded only when what it says is in
+the passages it cites.
+
+Checked after generation and before the answer is final (for a stream: before its `done`):
+- every number of the answer (digits, or Chinese numerals) must be one of a cited passage;
+- its content words (jieba words for Chinese, stems for English, less the question's own
+  words and the scaffolding every answer uses) must be found in a cited passage, at least
+  `min_support` of them, and every capitalised English name must be;
+- an answer that only restates the question (nothing left once the question's words are
+  taken away) is an echo, and unsupported.
+
+An unsupported answer is, as `chat.unsupported_answer` says, generated again once with a
+stricter instruction (and checked again), replaced by the passage sentence closest to the
+question ("According to the documents: …"), or kept but returned with `grounded: false` and a
+note. It is never presented as grounded. An answer saying that the documents do not answer is
+a refusal: not grounded, and not corrected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from app.chat.citations import Citation, citations_for, snippet, strip_markers
+from app.chat.language import Language
+from app.chat.prompt import Passage
+from app.chat.quotes import best_sentences, contains, evidence, normalise, sentences, words
+from app.kit.settings import ChatSettings
+
+# What the answer service did with a generated answer (returned to clients as `check`).
+Outcome = Literal["supported", "regenerated", "quoted", "unsupported", "refused", "unchecked"]
+Reason = Literal["ok", "empty", "echo", "number", "name", "terms", "uncited"]
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# Chinese numerals: two or more numeral characters, or one before a measure word ("三天").
+_HAN_NUMBER = re.compile(
+    "[零〇一二两三四五六七八九十百千万亿]{2,}"
+    "|[零〇一二两三四五六七八九十百千万亿](?=[天年月日个人次号岁米元名位条种只本部届期倍])"
+)
+_LATIN_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+")
+# Scaffolding an answer may wrap its content in; never content of its own.
+_SCAFFOLD = re.compile(
+    r"根据(?:文档|文章|段落|材料|原文)?[:：,，]?|文档(?:中|里)?(?:提到|显示|指出)?|答案(?:是|为)?"
+    r"|原文[:：]?|回答[:：]?"
+    r"|\baccording to (?:the )?(?:documents?|passages?|text)\b|\bthe answer is\b"
+    r"|\b(?:answer|quote|passage)s?\s*:",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"(?:没有|未)(?:提到|提及|找到|包含|说明|给出)|无法(?:回答|确定|找到)|不能回答|文档中没有"
+    r"|\b(?:do|does) not (?:answer|contain|mention|say|state)\b"
+    r"|\b(?:cannot|can't|could not|unable to) (?:answer|find|determine)\b"
+    r"|\bnot (?:mentioned|stated|found) in\b",
+    re.IGNORECASE,
+)
+_REPEAT = re.compile(r"(.{2,}?)\1{2,}", re.DOTALL)
+
+QUOTED_PREFIX: dict[Language, str] = {
+    "zh": "根据文档：",
+    "en": "According to the documents: ",
+    "other": "According to the documents: ",
+}
+QUOTED_NOTE: dict[Language, str] = {
+    "zh": "生成的回答与文档不符，已改为引用文档原文。",
+    "en": "The generated answer was not supported by the documents; the documents are quoted "
+    "instead.",
+    "other": "The generated answer was not supported by the documents; the documents are "
+    "quoted instead.",
+}
+UNSUPPORTED_NOTE: dict[Language, str] = {
+    "zh": "注意：这个回答无法在所引用的文档中得到核实，可能不准确。",
+    "en": "Note: this answer could not be verified against the documents it cites and may be "
+    "wrong.",
+    "other": "Note: this answer could not be verified against the documents it cites and may "
+    "be wrong.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether an answer is supported by the passages it cites, and if not, why."""
+
+    supported: bool
+    reason: Reason
+    # Share of the answer's content words found in a cited passage.
+    support: float = 0.0
+    # Numbers, names or words of the answer that no cited passage has.
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A generated answer after the check, as the caller gets it."""
+
+    text: str
+    citations: list[Citation]
+    grounded: bool
+    outcome: Outcome
+    # Why the text is not the model's (or is not trusted), in the question's language.
+    note: str | None = None
+    # The model's own answer when it was replaced.
+    generated: str | None = None
+    verdict: Verdict | None = None
+
+
+def is_refusal(answer: str) -> bool:
+    """Whether the answer says that the documents do not answer."""
+    return bool(_REFUSAL.search(answer))
+
+
+def trim_repetition(answer: str) -> str:
+    """The answer without the loops small models fall into: a phrase repeated three or more
+    times in a row is kept once, and the text stops before the first repeated sentence."""
+    text = _REPEAT.sub(r"\1", answer)
+    kept: list[str] = []
+    seen: set[str] = set()
+    for sentence in sentences(text):
+        key = normalise(strip_markers(sentence)).strip(" .。!！?？")
+        if key and key in seen:
+            break
+        seen.add(key)
+        kept.append(sentence)
+    joiner = "" if re.search("[\u4e00-\u9fff]", text) else " "
+    return joiner.join(kept) if kept else text.strip()
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUMBER.findall(normalise(text))}
+
+
+def check(
+    answer: str, question: str, cited: Sequence[str], *, min_support: float = 0.75
+) -> Verdict:
+    """Whether `answer` is supported by the `cited` passage texts (see the module doc)."""
+    body = _SCAFFOLD.sub(" ", strip_markers(answer))
+    if not body.strip(" \n\t.。,，:：;；!！?？"):
+        return Verdict(False, "empty")
+    if not cited:
+        return Verdict(False, "uncited")
+    texts = [normalise(t) for t in cited]
+    vocab = [set(words(t)) for t in cited]
+    numbers = _numbers(body)
+    known_numbers = set().union(*(_numbers(t) for t in cited))
+    missing_numbers = sorted(numbers - known_numbers)
+    # A Chinese numeral must be written the same way in a cited passage.
+    missing_numbers += sorted(
+        {n for n in _HAN_NUMBER.findall(body) if not any(n in t for t in texts)}
+    )
+    asked = set(words(question))
+    content = [w for w in dict.fromkeys(words(body)) if w not in asked and not w.isdigit()]
+    # Single Han characters are mostly particles; they count only when nothing else is left.
+    longer = [w for w in content if len(w) > 1 or not re.fullmatch("[\u4e00-\u9fff]", w)]
+    content = longer or content
+    if not content and not numbers:
+        return Verdict(False, "echo")
+    pairs = list(zip(texts, vocab, strict=True))
+
+    def known(word: str) -> bool:
+        return any(contains(t, v, word) for t, v in pairs)
+
+    found = [w for w in content if known(w)]
+    support = len(found) / len(content) if content else 1.0
+    missing = tuple(w for w in content if w not in found)
+    if missing_numbers:
+        return Verdict(False, "number", support, tuple(missing_numbers) + missing)
+    # A name must be there however many other words are: a wrong name is a wrong answer.
+    names = {m.group(0) for m in _LATIN_NAME.finditer(body)}
+    missing_names = sorted(n for n in names if any(not known(w) for w in words(n)))
+    if missing_names:
+        return Verdict(False, "name", support, tuple(missing_names))
+    if support < min_support:
+        return Verdict(False, "terms", support, missing)
+    return Verdict(True, "ok", support, missing)
+
+
+def closest_sentence(
+    question: str, passages: Sequence[Passage], *, count: int = 1
+) -> tuple[Passage, str] | None:
+    """The passage sentence sharing most of the question's words (earlier passages win ties,
+    as they ranked higher) and the `count` - 1 after it, with its passage; None when no
+    sentence shares any."""
+    asked = words(question)
+    best: tuple[float, int, Passage, str] | None = None
+    # In rank order (refs), whatever order the prompt showed them in.
+    for rank, passage in enumerate(sorted(passages, key=lambda p: p.ref)):
+        parts = sentences(passage.text)
+        picked = best_sentences(passage.text, asked)
+        if not picked:
+            continue
+        sentence = parts[picked[0]]
+        score = len(set(words(sentence)) & set(asked))
+        if best is None or score > best[0]:
+            joiner = "" if re.search("[\u4e00-\u9fff]", sentence) else " "
+            best = (score, rank, passage, joiner.join(parts[picked[0] : picked[0] + count]))
+    return (best[2], best[3]) if best else None
+
+
+Regenerate = Callable[[], Awaitable[str]]
+
+
+async def review(
+    text: str,
+    *,
+    question: str,
+    language: Language,
+    passages: Sequence[Passage],
+    settings: ChatSettings,
+    regenerate: Regenerate | None = None,
+) -> Checked:
+    """The answer to give for the generated `text`: checked against the passages it cites
+    and, when unsupported, regenerated, replaced by a quote or flagged (module doc).
+    `regenerate` generates once more with the stricter instruction; None: not possible."""
+    snippet_chars = settings.snippet_chars
+    if settings.trim_repetition:
+        text = trim_repetition(text)
+
+    def cite(answer: str) -> list[Citation]:
+        return citations_for(answer, passages, snippet_chars=snippet_chars, question=question)
+
+    citations = cite(text)
+    if settings.unsupported_answer == "off":
+        return Checked(text, citations, True, "unchecked")
+    if is_refusal(text):
+        return Checked(text, [], False, "refused")
+    verdict = _verdict(text, question, citations, passages, settings)
+    if verdict.supported:
+        return Checked(text, citations, True, "supported", verdict=verdict)
+    if settings.unsupported_answer == "regenerate" and regenerate is not None:
+        again = (await regenerate()).strip()
+        if settings.trim_repetition:
+            again = trim_repetition(again)
+        again_citations = cite(again)
+        if not is_refusal(again):
+            second = _verdict(again, question, again_citations, passages, settings)
+            if second.supported:
+                return Checked(
+                    again, again_citations, True, "regenerated", generated=text, verdict=second
+                )
+    if settings.unsupported_answer in ("regenerate", "quote"):
+        quoted = _quoted(question, language, passages, snippet_chars, settings.quote_sentences)
+        if quoted is not None:
+            answer, citation = quoted
+            return Checked(
+                answer,
+                [citation],
+                True,
+                "quoted",
+                note=QUOTED_NOTE[language],
+                generated=text,
+                verdict=verdict,
+            )
+    return Checked(
+        text, citations, False, "unsupported", note=UNSUPPORTED_NOTE[language], verdict=verdict
+    )
+
+
+def _verdict(
+    text: str,
+    question: str,
+    citations: Sequence[Citation],
+    passages: Sequence[Passage],
+    settings: ChatSettings,
+) -> Verdict:
+    by_ref = {p.ref: p for p in passages}
+    cited = [
+        evidence(by_ref[c.ref].text, question, count=settings.check_sentences)
+        + " "
+        + by_ref[c.ref].title
+        for c in citations
+        if c.ref in by_ref
+    ]
+    return check(text, question, cited, min_support=settings.min_support)
+
+
+def _quoted(
+    question: str,
+    language: Language,
+    passages: Sequence[Passage],
+    snippet_chars: int,
+    count: int = 1,
+) -> tuple[str, Citation] | None:
+    found = closest_sentence(question, passages, count=count)
+    if found is None:
+        return None
+    passage, sentence = found
+    answer = f"{QUOTED_PREFIX[language]}{sentence} [{passage.ref}]"
+    citation = Citation(
+        ref=passage.ref,
+        document_id=passage.document_id,
+        chunk_id=passage.chunk_id,
+        title=passage.title,
+        snippet=snippet(passage.text, snippet_chars),
+        quote=sentence,
+    )
+    return answer, citation

@@ -1,0 +1,692 @@
+// Cairn web admin. Plain JavaScript, no build step, no inline script (the CSP forbids it).
+// Every user-controlled string reaches the page through textContent or a DOM attribute set
+// from script, never through innerHTML, so titles, file names, chunk text and answers render as
+// text. The session cookie is HttpOnly; the CSRF token comes from the page's <meta>.
+"use strict";
+
+(function () {
+  const M = JSON.parse(document.getElementById("messages").textContent || "{}");
+  const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const TENANT = document.body.dataset.tenant || "";
+  const T = (key, values) => {
+    let text = M["js." + key] || key;
+    for (const [k, v] of Object.entries(values || {})) text = text.split("{" + k + "}").join(String(v));
+    return text;
+  };
+  const $ = (sel, root) => (root || document).querySelector(sel);
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function toast(text, isError) {
+    const box = $("#toast");
+    if (!box) return;
+    box.textContent = text;
+    box.className = isError ? "show error" : "show";
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => (box.className = ""), 5000);
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const err = (body && body.error) || {};
+      super(err.message || "HTTP " + status);
+      this.status = status;
+      this.code = err.code || "";
+    }
+  }
+
+  async function api(method, path, body, extra) {
+    const headers = { "X-CSRF-Token": CSRF };
+    const init = { method, headers, credentials: "same-origin" };
+    if (body instanceof FormData) init.body = body;
+    else if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    Object.assign(init, extra || {});
+    const response = await fetch(path, init);
+    if (response.status === 401) {
+      window.location.href = "/signin?next=" + encodeURIComponent(location.pathname + location.search);
+      throw new ApiError(401, null);
+    }
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  const tenantApi = (suffix) => "/api/v1/tenants/" + encodeURIComponent(TENANT) + suffix;
+  const fmtTime = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace(/(\+00:00|Z)$/, "") : "—");
+  const failWith = (e) => toast(T("error", { message: e.message }), true);
+
+  function statusBadge(doc) {
+    const wrap = el("span", { class: "status-cell" });
+    wrap.append(el("span", { class: "status status-" + doc.status, text: T("status." + doc.status) }));
+    if (doc.status === "processing") {
+      wrap.append(" ", el("progress", { max: "1", value: String(doc.progress || 0), "aria-label": T("progress") }),
+        " " + Math.round((doc.progress || 0) * 100) + "%");
+    }
+    if (doc.status === "failed" && doc.error) {
+      // The reason in the page's language (by its code), the server's particulars beneath.
+      const known = M["js.reason." + doc.error_code];
+      wrap.append(el("span", { class: "reason", text: (known || doc.error) + " (" + (doc.error_code || "") + ")" }));
+      if (known) wrap.append(el("span", { class: "muted detail", text: doc.error }));
+    }
+    return wrap;
+  }
+
+  // Sign-in form and the auto-submitting selects (tenant switcher, language) ------------------
+  for (const select of document.querySelectorAll("select[data-autosubmit]")) {
+    select.addEventListener("change", () => select.form.submit());
+  }
+  for (const button of document.querySelectorAll(".nojs")) button.hidden = true;
+
+  // Documents --------------------------------------------------------------------------------
+  function documentsPage() {
+    const table = $("#docs");
+    const writer = table.dataset.writer === "yes";
+    const tbody = $("tbody", table);
+    const state = { offset: 0, limit: 25, total: 0, items: [], selected: new Set(), timer: null };
+
+    function filters() {
+      const params = new URLSearchParams({ limit: state.limit, offset: state.offset });
+      for (const [key, id] of [["title", "#f-title"], ["status", "#f-status"], ["sensitivity", "#f-sensitivity"], ["tag", "#f-tag"]]) {
+        const value = $(id).value.trim();
+        if (value) params.set(key, value);
+      }
+      return params;
+    }
+
+    async function load() {
+      let page;
+      try {
+        page = await api("GET", tenantApi("/documents?" + filters()));
+      } catch (e) {
+        failWith(e);
+        return;
+      }
+      state.items = page.items;
+      state.total = page.total;
+      render();
+      const busy = page.items.some((d) => d.status === "queued" || d.status === "processing");
+      clearTimeout(state.timer);
+      // Live rows: poll while anything on the page is still moving.
+      if (busy) state.timer = setTimeout(load, 1000);
+    }
+
+    function render() {
+      tbody.replaceChildren();
+      for (const doc of state.items) {
+        const link = el("a", { href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + doc.id, text: doc.title });
+        const row = el("tr", { "data-id": doc.id, "data-status": doc.status },
+          writer ? el("td", {}, el("input", {
+            type: "checkbox", class: "pick", "aria-label": T("select", { title: doc.title }),
+            checked: state.selected.has(doc.id),
+            onchange: (ev) => { ev.target.checked ? state.selected.add(doc.id) : state.selected.delete(doc.id); count(); },
+          })) : null,
+          el("td", {}, link, doc.filename && doc.filename !== doc.title ? el("div", { class: "muted", text: doc.filename }) : null),
+          el("td", {}, statusBadge(doc), writer && doc.status === "failed"
+            ? el("button", { type: "button", class: "small retry", text: T("retry"), onclick: () => retry([doc.id]) }) : null),
+          el("td", { text: T("sensitivity." + doc.sensitivity) }),
+          el("td", { text: doc.tags.join(", ") }),
+          el("td", { text: String(doc.chunk_count) }),
+          el("td", { text: fmtTime(doc.updated_at) }));
+        tbody.append(row);
+      }
+      $("#docs-empty").hidden = state.items.length > 0;
+      const pages = Math.max(1, Math.ceil(state.total / state.limit));
+      $("#page-info").textContent = T("page", { page: Math.floor(state.offset / state.limit) + 1, pages, total: state.total });
+      $("#prev").disabled = state.offset === 0;
+      $("#next").disabled = state.offset + state.limit >= state.total;
+      count();
+    }
+
+    function count() {
+      const box = $("#selected-count");
+      if (box) box.textContent = T("selected", { count: state.selected.size });
+    }
+
+    async function each(ids, action) {
+      let failed = 0;
+      for (const id of ids) {
+        try { await action(id); } catch (e) { failed += 1; failWith(e); }
+      }
+      if (!failed) toast(T("done", { count: ids.length }));
+      state.selected.clear();
+      await load();
+    }
+
+    function retry(ids) {
+      return each(ids, (id) => api("POST", tenantApi("/documents/" + id + "/retry")));
+    }
+
+    $("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.offset = 0; load(); });
+    $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load(); });
+    $("#next").addEventListener("click", () => { state.offset += state.limit; load(); });
+
+    if (writer) {
+      $("#select-all").addEventListener("change", (ev) => {
+        for (const doc of state.items) ev.target.checked ? state.selected.add(doc.id) : state.selected.delete(doc.id);
+        render();
+      });
+      $("#batch-delete").addEventListener("click", () => {
+        if (!state.selected.size || !confirm(T("confirm.delete", { count: state.selected.size }))) return;
+        each([...state.selected], (id) => api("DELETE", tenantApi("/documents/" + id)));
+      });
+      $("#batch-restore").addEventListener("click", () =>
+        each([...state.selected], (id) => api("POST", tenantApi("/documents/" + id + "/restore"))));
+      $("#batch-tag-apply").addEventListener("click", () => {
+        const tag = $("#batch-tag").value.trim();
+        if (!tag) return;
+        each([...state.selected], (id) => {
+          const doc = state.items.find((d) => d.id === id);
+          const tags = doc ? [...new Set([...doc.tags, tag])] : [tag];
+          return api("PATCH", tenantApi("/documents/" + id), { tags });
+        });
+      });
+      $("#batch-sensitivity-apply").addEventListener("click", () =>
+        each([...state.selected], (id) => api("PATCH", tenantApi("/documents/" + id), { sensitivity: $("#batch-sensitivity").value })));
+      $("#retry-all").addEventListener("click", async () => {
+        // Every failed document, not only this page's.
+        const ids = [];
+        for (let offset = 0; ; offset += 100) {
+          const page = await api("GET", tenantApi("/documents?status=failed&limit=100&offset=" + offset));
+          ids.push(...page.items.map((d) => d.id));
+          if (offset + 100 >= page.total) break;
+        }
+        retry(ids);
+      });
+      setUpUploads(load);
+    }
+    load();
+  }
+
+  function setUpUploads(reload) {
+    const zone = $("#dropzone");
+    const list = $("#uploads");
+    const queue = [];
+    let running = 0;
+
+    function upload(file, path) {
+      const progress = el("progress", { max: "100", value: "0", "aria-label": T("transfer", { name: path }) });
+      const status = el("span", { class: "upload-status", text: T("upload.waiting") });
+      const row = el("li", { "data-name": path }, el("span", { class: "name", text: path }), progress, status);
+      list.append(row);
+      queue.push(() => new Promise((resolve) => {
+        const form = new FormData();
+        form.append("file", file, file.name);
+        form.append("sensitivity", $("#upload-sensitivity").value);
+        const tags = $("#upload-tags").value.trim();
+        if (tags) form.append("tags", tags);
+        const xhr = new XMLHttpRequest();
+        xhr.open("POST", tenantApi("/documents"));
+        xhr.setRequestHeader("X-CSRF-Token", CSRF);
+        // Per-file transfer progress; the document's own row then shows ingestion progress.
+        xhr.upload.addEventListener("progress", (ev) => {
+          if (ev.lengthComputable) progress.value = Math.round((ev.loaded / ev.total) * 100);
+          status.textContent = T("upload.sending");
+        });
+        xhr.addEventListener("load", () => {
+          let body = null;
+          try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+          if (xhr.status === 202) {
+            progress.value = 100;
+            status.textContent = T("upload.accepted");
+            row.dataset.state = "accepted";
+          } else {
+            const err = (body && body.error) || {};
+            status.textContent = T("upload.refused", { message: err.message || "HTTP " + xhr.status, code: err.code || xhr.status });
+            row.dataset.state = "refused";
+            row.classList.add("failed");
+          }
+          resolve();
+        });
+        xhr.addEventListener("error", () => {
+          status.textContent = T("upload.network");
+          row.dataset.state = "refused";
+          row.classList.add("failed");
+          resolve();
+        });
+        xhr.send(form);
+      }));
+      pump();
+    }
+
+    function pump() {
+      // Three transfers at a time: a folder of hundreds of files neither floods the server
+      // nor loses any (each file keeps its own row and outcome).
+      while (running < 3 && queue.length) {
+        running += 1;
+        queue.shift()().then(() => { running -= 1; reload(); pump(); });
+      }
+    }
+
+    async function walk(entry, prefix) {
+      if (entry.isFile) {
+        await new Promise((resolve) => entry.file((file) => { upload(file, prefix + file.name); resolve(); }, resolve));
+      } else if (entry.isDirectory) {
+        const reader = entry.createReader();
+        for (;;) {
+          const batch = await new Promise((resolve) => reader.readEntries(resolve, () => resolve([])));
+          if (!batch.length) break;
+          for (const child of batch) await walk(child, prefix + entry.name + "/");
+        }
+      }
+    }
+
+    zone.addEventListener("dragover", (ev) => { ev.preventDefault(); zone.classList.add("over"); });
+    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+    zone.addEventListener("drop", async (ev) => {
+      ev.preventDefault();
+      zone.classList.remove("over");
+      const items = [...(ev.dataTransfer.items || [])];
+      const entries = items.map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+      if (entries.length && entries.every((e) => e)) {
+        for (const entry of entries) await walk(entry, "");
+      } else {
+        for (const file of ev.dataTransfer.files) upload(file, file.name);
+      }
+    });
+    zone.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); $("#file-input").click(); }
+    });
+    zone.addEventListener("click", () => $("#file-input").click());
+    for (const id of ["#file-input", "#folder-input"]) {
+      $(id).addEventListener("change", (ev) => {
+        for (const file of ev.target.files) upload(file, file.webkitRelativePath || file.name);
+        ev.target.value = "";
+      });
+    }
+  }
+
+  // One document -----------------------------------------------------------------------------
+  function documentPage() {
+    const meta = $("#doc-meta");
+    const id = meta.dataset.id;
+    const path = tenantApi("/documents/" + id);
+    const act = (method, suffix) => async () => {
+      try { await api(method, path + suffix); location.reload(); } catch (e) { failWith(e); }
+    };
+    const bind = (sel, fn) => { const b = $(sel); if (b) b.addEventListener("click", fn); };
+    bind("#doc-retry", act("POST", "/retry"));
+    bind("#doc-restore", act("POST", "/restore"));
+    bind("#doc-delete", act("DELETE", ""));
+    const purge = $("#purge-form");
+    if (purge) {
+      purge.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        if ($("#purge-confirm").value !== meta.dataset.title) {
+          toast(T("purge.mismatch"), true);
+          return;
+        }
+        try {
+          const accepted = await api("DELETE", path + "?purge=true");
+          const receiptPath = tenantApi("/deletion-receipts/" + accepted.receipt_id);
+          let receipt = await api("GET", receiptPath);
+          for (let i = 0; i < 60 && receipt.status === "pending"; i++) {
+            await new Promise((r) => setTimeout(r, 500));
+            receipt = await api("GET", receiptPath);
+          }
+          $("#receipt").hidden = false;
+          $("#receipt-body").textContent = JSON.stringify(receipt, null, 2);
+          purge.hidden = true;
+        } catch (e) { failWith(e); }
+      });
+    }
+    const highlighted = $(".chunk.hl");
+    if (highlighted) highlighted.scrollIntoView({ block: "center" });
+    if (meta.dataset.status === "queued" || meta.dataset.status === "processing") setTimeout(() => location.reload(), 1500);
+  }
+
+  // Retrieval test ---------------------------------------------------------------------------
+  function hitItem(hit) {
+    const link = el("a", {
+      href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + hit.document_id + "?chunk=" + hit.chunk_id + "#" + hit.chunk_id,
+      text: hit.title,
+    });
+    return el("li", { class: "hit", "data-document": hit.document_id },
+      el("div", {}, link, " ", el("span", { class: "score", text: T("score", { score: hit.score.toFixed(4) }) }),
+        hit.heading_path && hit.heading_path.length ? el("span", { class: "muted", text: " " + hit.heading_path.join(" › ") }) : null),
+      el("div", { class: "text", text: hit.text }),
+      el("div", { class: "muted mono", text: hit.chunk_id }));
+  }
+
+  function searchPage() {
+    $("#search-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { query: $("#q").value, mode: $("#mode").value, top_k: Number($("#top-k").value) || 10 };
+      const role = $("#view-as") ? $("#view-as").value : "";
+      try {
+        const result = role
+          ? await api("POST", "/t/" + encodeURIComponent(TENANT) + "/search/preview", { ...body, role })
+          : await api("POST", tenantApi("/search"), body);
+        $("#search-info").textContent = T("hits", { count: result.hits.length, ms: Math.round(result.took_ms) })
+          + (role ? " · " + T("viewing_as", { role: T("role." + role) }) : "");
+        $("#hits").replaceChildren(...result.hits.map(hitItem));
+      } catch (e) { failWith(e); }
+    });
+  }
+
+  // Chat -------------------------------------------------------------------------------------
+  function chatPage() {
+    let sessionId = null;
+    const transcript = $("#transcript");
+
+    function answerNode(text, citations, grounded, withheld) {
+      const body = el("div", { class: "answer-text" });
+      const byRef = new Map((citations || []).map((c) => [c.ref, c]));
+      // The answer is text; only [n] markers of real citations become links.
+      let last = 0;
+      for (const match of text.matchAll(/\[(\d+)\]/g)) {
+        const cite = byRef.get(Number(match[1]));
+        if (!cite) continue;
+        body.append(text.slice(last, match.index));
+        body.append(el("a", {
+          class: "cite", href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + cite.document_id + "?chunk=" + cite.chunk_id + "#" + cite.chunk_id,
+          title: cite.title, text: "[" + cite.ref + "]",
+        }));
+        last = match.index + match[0].length;
+      }
+      body.append(text.slice(last));
+      const wrap = el("div", { class: "msg assistant" }, body);
+      if (withheld) wrap.append(el("p", { class: "badge warn", text: T("withheld") }));
+      if (grounded === false) wrap.append(el("p", { class: "badge warn not-grounded", text: T("not_grounded") }));
+      if (citations && citations.length) {
+        wrap.append(el("ol", { class: "citations" }, citations.map((c) => el("li", {},
+          el("a", { class: "cite", href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + c.document_id + "?chunk=" + c.chunk_id + "#" + c.chunk_id, text: "[" + c.ref + "] " + c.title }),
+          el("div", { class: "muted", text: c.snippet })))));
+      }
+      return wrap;
+    }
+
+    async function loadSessions() {
+      try {
+        const page = await api("GET", tenantApi("/chat/sessions?limit=50"));
+        $("#session-list").replaceChildren(...page.items.map((s) => el("li", {},
+          el("button", { type: "button", class: "link" + (s.id === sessionId ? " current" : ""), text: s.title || T("untitled"), onclick: () => openSession(s.id) }))));
+      } catch (e) { failWith(e); }
+    }
+
+    async function openSession(id) {
+      try {
+        const detail = await api("GET", tenantApi("/chat/sessions/" + id));
+        sessionId = id;
+        transcript.replaceChildren(...detail.messages.map((m) => m.role === "user"
+          ? el("div", { class: "msg user", text: m.content })
+          : answerNode(m.content, m.citations, undefined, m.withheld)));
+        loadSessions();
+      } catch (e) { failWith(e); }
+    }
+
+    $("#new-chat").addEventListener("click", () => { sessionId = null; transcript.replaceChildren(); loadSessions(); });
+
+    $("#chat-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const question = $("#question").value.trim();
+      if (!question) return;
+      $("#question").value = "";
+      $("#ask").disabled = true;
+      transcript.append(el("div", { class: "msg user", text: question }));
+      const live = el("div", { class: "msg assistant streaming" });
+      transcript.append(live);
+      const body = { question, stream: true };
+      if (sessionId) body.session_id = sessionId;
+      try {
+        const response = await fetch(tenantApi("/chat"), {
+          method: "POST", credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF, Accept: "text/event-stream" },
+          body: JSON.stringify(body),
+        });
+        if (!response.ok) {
+          const data = await response.json().catch(() => null);
+          throw new ApiError(response.status, data);
+        }
+        // Server-Sent Events over fetch (EventSource cannot POST): `delta`, then `done` or `error`.
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        let text = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const raw = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            let event = "message";
+            const data = [];
+            for (const line of raw.split("\n")) {
+              if (line.startsWith("event:")) event = line.slice(6).trim();
+              else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+            }
+            if (!data.length) continue;
+            const payload = JSON.parse(data.join("\n"));
+            if (event === "delta") {
+              text += payload.text;
+              live.textContent = text;
+            } else if (event === "done") {
+              sessionId = payload.session_id;
+              live.replaceWith(answerNode(payload.answer, payload.citations, payload.grounded, false));
+            } else if (event === "error") {
+              throw new ApiError(500, payload);
+            }
+          }
+        }
+        loadSessions();
+      } catch (e) {
+        live.classList.add("failed");
+        live.textContent = T("error", { message: e.message });
+      } finally {
+        $("#ask").disabled = false;
+      }
+    });
+    loadSessions();
+  }
+
+  // Members ----------------------------------------------------------------------------------
+  function membersPage() {
+    const table = $("#members");
+    const writer = table.dataset.writer === "yes";
+    const options = $("#role-options");
+    async function load() {
+      try {
+        const page = await api("GET", tenantApi("/members?limit=200"));
+        $("tbody", table).replaceChildren(...page.items.map((m) => {
+          let roleCell = el("td", { text: T("role." + m.role) });
+          if (writer) {
+            const select = el("select", { "aria-label": T("role_of", { name: m.username }) });
+            select.append(options.content.cloneNode(true));
+            select.value = m.role;
+            select.addEventListener("change", () => setRole(m.username, select.value));
+            roleCell = el("td", {}, select);
+          }
+          return el("tr", { "data-username": m.username }, el("td", { text: m.username }), roleCell, el("td", { text: fmtTime(m.since) }),
+            writer ? el("td", {}, el("button", { type: "button", class: "danger small", text: T("remove"), onclick: () => remove(m.username) })) : null);
+        }));
+      } catch (e) { failWith(e); }
+    }
+    async function setRole(username, role) {
+      try { await api("PUT", tenantApi("/members/" + encodeURIComponent(username)), { role }); toast(T("saved")); } catch (e) { failWith(e); }
+      load();
+    }
+    async function remove(username) {
+      if (!confirm(T("confirm.remove", { name: username }))) return;
+      try { await api("DELETE", tenantApi("/members/" + encodeURIComponent(username))); } catch (e) { failWith(e); }
+      load();
+    }
+    if (writer) {
+      $("#member-form").addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        setRole($("#m-username").value.trim(), $("#m-role").value);
+      });
+    }
+    load();
+  }
+
+  // Audit ------------------------------------------------------------------------------------
+  function auditPage() {
+    const state = { offset: 0, limit: 50, total: 0 };
+    async function verify() {
+      const badge = $("#chain-badge");
+      try {
+        const report = await api("GET", tenantApi("/audit/verify"));
+        badge.textContent = report.ok ? T("chain.ok", { entries: report.entries }) : T("chain.broken");
+        badge.className = "badge " + (report.ok ? "ok" : "bad");
+        badge.dataset.ok = report.ok ? "true" : "false";
+        $("#chain-detail").textContent = report.first_bad
+          ? T("chain.first_bad", { seq: report.first_bad.seq, reason: report.first_bad.reason }) : "";
+      } catch (e) { badge.textContent = T("chain.unknown"); failWith(e); }
+    }
+    async function load() {
+      const params = new URLSearchParams({ limit: state.limit, offset: state.offset });
+      const actor = $("#a-actor").value.trim();
+      const action = $("#a-action").value.trim();
+      if (actor) params.set("actor", actor);
+      if (action) params.set("action", action);
+      if ($("#a-since").value) params.set("since", $("#a-since").value);
+      if ($("#a-until").value) params.set("until", $("#a-until").value);
+      try {
+        const page = await api("GET", tenantApi("/audit?" + params));
+        state.total = page.total;
+        $("#audit tbody").replaceChildren(...page.items.map((e) => el("tr", { "data-action": e.action },
+          el("td", { text: String(e.seq) }), el("td", { text: fmtTime(e.created_at) }), el("td", { text: e.actor || "—" }),
+          el("td", { text: e.action }), el("td", { class: "outcome-" + e.outcome, text: e.outcome }),
+          el("td", { class: "mono", text: [e.target_type, e.target_id].filter(Boolean).join(" ") }),
+          el("td", { class: "mono small", text: JSON.stringify(e.details) }))));
+        const pages = Math.max(1, Math.ceil(state.total / state.limit));
+        $("#page-info").textContent = T("page", { page: Math.floor(state.offset / state.limit) + 1, pages, total: state.total });
+        $("#prev").disabled = state.offset === 0;
+        $("#next").disabled = state.offset + state.limit >= state.total;
+      } catch (e) { failWith(e); }
+    }
+    $("#audit-filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.offset = 0; load(); });
+    $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load(); });
+    $("#next").addEventListener("click", () => { state.offset += state.limit; load(); });
+    verify();
+    load();
+  }
+
+  // API keys ---------------------------------------------------------------------------------
+  function keysPage() {
+    async function load() {
+      try {
+        const keys = await api("GET", "/api/v1/api-keys");
+        $("#keys tbody").replaceChildren(...keys.map((k) => el("tr", { "data-id": k.id, "data-name": k.name },
+          el("td", { text: k.name }), el("td", { class: "mono", text: k.prefix + "…" }), el("td", { text: fmtTime(k.created_at) }),
+          el("td", { text: fmtTime(k.expires_at) }),
+          el("td", { class: k.revoked_at ? "revoked" : "active", text: k.revoked_at ? T("key.revoked") : T("key.active") }),
+          el("td", {}, k.revoked_at ? null : el("button", { type: "button", class: "danger small revoke", text: T("revoke"), onclick: () => revoke(k) })))));
+      } catch (e) { failWith(e); }
+    }
+    async function revoke(k) {
+      if (!confirm(T("confirm.revoke", { name: k.name }))) return;
+      try { await api("DELETE", "/api/v1/api-keys/" + k.id); } catch (e) { failWith(e); }
+      load();
+    }
+    $("#key-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { name: $("#k-name").value.trim() };
+      if ($("#k-days").value) body.expires_in_days = Number($("#k-days").value);
+      try {
+        const created = await api("POST", "/api/v1/api-keys", body);
+        // Shown once, in the page only: never stored in the browser.
+        $("#new-key-value").textContent = created.key;
+        $("#new-key").hidden = false;
+        load();
+      } catch (e) { failWith(e); }
+    });
+    $("#copy-key").addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText($("#new-key-value").textContent); toast(T("copied")); }
+      catch (e) {
+        const range = document.createRange();
+        range.selectNodeContents($("#new-key-value"));
+        const sel = window.getSelection(); sel.removeAllRanges(); sel.addRange(range);
+        toast(T("copy.manual"));
+      }
+    });
+    load();
+  }
+
+  // Platform: tenants and users --------------------------------------------------------------
+  function tenantsPage() {
+    async function load() {
+      try {
+        const page = await api("GET", "/api/v1/tenants?limit=200");
+        $("#tenants tbody").replaceChildren(...page.items.map((t) => el("tr", {},
+          el("td", { class: "mono", text: t.slug }), el("td", { text: t.name }), el("td", { text: fmtTime(t.created_at) }))));
+      } catch (e) { failWith(e); }
+    }
+    $("#tenant-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        await api("POST", "/api/v1/tenants", { slug: $("#t-slug").value.trim(), name: $("#t-name").value.trim() });
+        toast(T("saved"));
+        $("#tm-tenant").value = $("#t-slug").value.trim();
+        load();
+      } catch (e) { failWith(e); }
+    });
+    $("#tenant-member-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const slug = $("#tm-tenant").value.trim();
+      try {
+        await api("PUT", "/api/v1/tenants/" + encodeURIComponent(slug) + "/members/" + encodeURIComponent($("#tm-username").value.trim()), { role: $("#tm-role").value });
+        toast(T("saved"));
+      } catch (e) { failWith(e); }
+    });
+    load();
+  }
+
+  function usersPage() {
+    async function load() {
+      try {
+        const page = await api("GET", "/api/v1/users?limit=200");
+        $("#users tbody").replaceChildren(...page.items.map((u) => {
+          const input = el("input", { type: "password", autocomplete: "new-password", "aria-label": T("new_password", { name: u.username }) });
+          return el("tr", { "data-username": u.username }, el("td", { text: u.username + (u.is_platform_admin ? " ★" : "") }),
+            el("td", { text: u.email || "—" }),
+            el("td", {}, el("span", { class: u.is_active ? "active" : "revoked", text: u.is_active ? T("user.active") : T("user.disabled") }),
+              el("button", { type: "button", class: "small toggle-active" + (u.is_active ? " danger" : ""), text: u.is_active ? T("user.disable") : T("user.enable"),
+                onclick: async () => {
+                  try { await api("PATCH", "/api/v1/users/" + encodeURIComponent(u.username), { is_active: !u.is_active }); toast(T("saved")); }
+                  catch (e) { failWith(e); }
+                  load();
+                } })),
+            el("td", { text: fmtTime(u.created_at) }),
+            el("td", {}, input, el("button", { type: "button", class: "small", text: T("reset"), onclick: async () => {
+              try { await api("POST", "/api/v1/users/" + encodeURIComponent(u.username) + "/password", { new_password: input.value }); input.value = ""; toast(T("saved")); }
+              catch (e) { failWith(e); }
+            } })));
+        }));
+      } catch (e) { failWith(e); }
+    }
+    $("#user-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { username: $("#u-username").value.trim(), password: $("#u-password").value };
+      if ($("#u-email").value.trim()) body.email = $("#u-email").value.trim();
+      try { await api("POST", "/api/v1/users", body); toast(T("saved")); $("#user-form").reset(); load(); } catch (e) { failWith(e); }
+    });
+    load();
+  }
+
+  const pages = {
+    documents: documentsPage, document: documentPage, search: searchPage, chat: chatPage,
+    members: membersPage, audit: auditPage, keys: keysPage, tenants: tenantsPage, users: usersPage,
+  };
+  const start = pages[document.body.dataset.page];
+  if (start) start();
+})();

@@ -1,0 +1,415 @@
+"""The faithfulness check and supporting quotes: an answer is shown as grounded only when its
+cited passages hold what it says; otherwise it is regenerated, replaced by a quote or
+flagged, through the chat API, the OpenAI-compatible API (streamed too) alike."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.chat.faithfulness import (
+    QUOTED_PREFIX,
+    UNSUPPORTED_NOTE,
+    check,
+    is_refusal,
+    review,
+    trim_repetition,
+)
+from app.chat.prompt import Passage
+from app.chat.quotes import sentence_window, sentences, supporting_quote, words
+from app.generation.provider import GeneratorProvider
+from app.kit.settings import ChatSettings, Settings
+from tests.chat.conftest import World
+from tests.chat.doubles import ScriptedGenerator, limited
+from tests.conftest import make_settings
+
+NIANJIA = "年假制度：每位员工每年享有二十五天带薪年假。年假须提前一周申请。"
+HEIGHT = "姚明身高226厘米，曾效力于休斯顿火箭队。他于2011年退役。"
+VACATION = (
+    "Vacation policy: every employee receives twenty five days of paid vacation per year. "
+    "Requests go to Maria Lopez in human resources. Unused days expire in March."
+)
+
+
+# --- the check itself --------------------------------------------------------------------
+
+
+def test_a_fabricated_number_is_unsupported() -> None:
+    verdict = check("姚明身高229厘米[1]。", "姚明身高多少？", [HEIGHT])
+    assert not verdict.supported
+    assert verdict.reason == "number"
+    assert "229" in verdict.missing
+
+
+def test_a_fabricated_chinese_numeral_is_unsupported() -> None:
+    # Most of its words are the passage's: only the numeral gives it away.
+    verdict = check("每位员工每年享有三十天带薪年假[1]。", "员工的带薪年假有几天？", [NIANJIA])
+    assert (verdict.supported, verdict.reason) == (False, "number")
+    assert check("每位员工每年享有二十五天带薪年假[1]。", "员工的年假有几天？", [NIANJIA]).supported
+
+
+def test_a_copied_number_is_supported() -> None:
+    verdict = check("姚明身高226厘米[1]。", "姚明身高多少？", [HEIGHT])
+    assert verdict.supported, verdict
+
+
+def test_a_question_echo_is_unsupported() -> None:
+    assert check(
+        "罗素-爱因斯坦宣言最初称为什么？", "罗素-爱因斯坦宣言最初称为什么？", [HEIGHT]
+    ).reason == ("echo")
+    # The English echo the issue quotes: "Vacation days? [3]."
+    verdict = check("Vacation days? [3].", "Vacation days?", [VACATION])
+    assert (verdict.supported, verdict.reason) == (False, "echo")
+
+
+def test_a_correct_copy_is_supported_in_both_languages() -> None:
+    assert check("每位员工每年享有二十五天带薪年假[1]。", "年假有几天？", [NIANJIA]).supported
+    assert check(
+        "Every employee receives twenty five days of paid vacations [1].",
+        "How much vacation?",
+        [VACATION],
+    ).supported
+
+
+def test_invented_words_and_names_are_unsupported() -> None:
+    # The passage says otherwise: most of the answer's words are not in it.
+    invented = check(
+        "郑建子孙成为海盗是因为他被任命为皇后[1]。", "郑建子孙为何成为海盗？", [HEIGHT]
+    )
+    assert (invented.supported, invented.reason) == (False, "terms")
+    # One wrong name is enough, however many other words match.
+    name = check(
+        "Requests go to John Smith in human resources [1].", "Who takes requests?", [VACATION]
+    )
+    assert (name.supported, name.reason) == (False, "name")
+    assert check("Requests go to Maria Lopez [1].", "Who takes requests?", [VACATION]).supported
+
+
+def test_focus_on_the_sentences_about_the_question() -> None:
+    from app.chat.faithfulness import _verdict
+    from app.chat.quotes import evidence
+
+    city = (
+        "卡塞雷斯是西班牙的城市。古城区于1986年被列为世界遗产。"
+        "卡塞雷斯城是罗马人在公元前25年建立的。城里有许多教堂。城外有河。"
+    )
+    question = "卡塞雷斯城是何时建立的？"
+    assert evidence(city, question, count=1) == (
+        "卡塞雷斯城是罗马人在公元前25年建立的。\n城里有许多教堂。"
+    )
+    # 1986 is in the passage, but not where it says when the city was founded: with the
+    # whole passage as support the wrong year passes, with the focus it does not.
+    wrong = "卡塞雷斯城是1986年建立的[1]。"
+    passage = [Passage(1, 1, 1, "卡塞雷斯", city)]
+    citations = _cite(wrong, passage)
+    whole = ChatSettings(check_sentences=0)
+    assert _verdict(wrong, question, citations, passage, whole).supported
+    focused = ChatSettings(check_sentences=1)
+    assert not _verdict(wrong, question, citations, passage, focused).supported
+    assert _verdict("公元前25年[1]", question, citations, passage, focused).supported
+    # The sentence after the closest one is still evidence.
+    assert _verdict("许多教堂[1]", question, citations, passage, focused).supported
+    # A faithful copy of a passage about something else is no answer (the bundled model
+    # answered a Gettysburg question with the Alice passage, word for word).
+    alice = [
+        Passage(1, 2, 2, "alice.txt", "Alice was tired. A White Rabbit with pink eyes ran by.")
+    ]
+    copy = "Alice was tired. A White Rabbit with pink eyes ran by [1]."
+    asked = "What proposition was the new nation dedicated to?"
+    assert evidence(alice[0].text, asked, count=1) == ""
+    assert not _verdict(copy, asked, _cite(copy, alice), alice, focused).supported
+    assert _verdict(copy, asked, _cite(copy, alice), alice, whole).supported
+
+
+def _cite(answer: str, passages: list[Passage]) -> list[Any]:
+    from app.chat.citations import citations_for
+
+    return citations_for(answer, passages, snippet_chars=300)
+
+
+def test_nothing_cited_is_unsupported() -> None:
+    assert check("二十五天", "年假有几天？", []).reason == "uncited"
+
+
+def test_refusals_and_repetition() -> None:
+    assert is_refusal("文档中没有提到这个问题的答案。")
+    assert is_refusal("The documents do not answer this question.")
+    assert not is_refusal("每位员工每年享有二十五天带薪年假[1]。")
+    assert trim_repetition("年假二十五天[1]。年假二十五天[1]。年假二十五天[1]。") == (
+        "年假二十五天[1]。"
+    )
+    assert trim_repetition("yes yes yes yes we do.") == "yes we do."
+
+
+# --- supporting quotes -------------------------------------------------------------------
+
+
+def test_supporting_quote_in_chinese() -> None:
+    quote = supporting_quote("二十五天", NIANJIA, question="每年有几天年假？")
+    assert quote == "年假制度：每位员工每年享有二十五天带薪年假。"
+    assert supporting_quote("一周", NIANJIA, question="年假要提前多久申请？") == (
+        "年假须提前一周申请。"
+    )
+
+
+def test_supporting_quote_in_english() -> None:
+    # Stemming: "expires" in the answer finds "expire" in the passage.
+    assert supporting_quote("Unused vacation expires in March", VACATION) == (
+        "Unused days expire in March."
+    )
+    assert supporting_quote("Maria Lopez", VACATION, question="Who takes requests?") == (
+        "Requests go to Maria Lopez in human resources."
+    )
+    assert supporting_quote("quantum chromodynamics", VACATION) == ""
+
+
+def test_sentences_and_windows() -> None:
+    assert sentences(HEIGHT) == ["姚明身高226厘米，曾效力于休斯顿火箭队。", "他于2011年退役。"]
+    assert sentences("He left in 3.5 hours. Then he came back!") == [
+        "He left in 3.5 hours.",
+        "Then he came back!",
+    ]
+    text = "A one. B two. Vacation is long. C three. D four."
+    assert sentence_window(text, "How long is vacation?", count=2) == "B two. Vacation is long."
+    assert sentence_window(text, "vacation", count=0) == text
+    assert words("Vacations running") == ["vacat", "run"]
+
+
+# --- review: regenerate, quote or flag ---------------------------------------------------
+
+PASSAGES = [
+    Passage(1, 10, 100, "height.txt", HEIGHT),
+    Passage(2, 11, 110, "nianjia.txt", NIANJIA),
+]
+
+
+async def _review(
+    text: str, question: str, mode: str, again: str | None = None, quote_sentences: int = 1
+) -> Any:
+    calls: list[int] = []
+
+    async def regenerate() -> str:
+        calls.append(1)
+        assert again is not None
+        return again
+
+    checked = await review(
+        text,
+        question=question,
+        language="zh",
+        passages=PASSAGES,
+        settings=ChatSettings(unsupported_answer=mode, quote_sentences=quote_sentences),
+        regenerate=regenerate if again is not None else None,
+    )
+    return checked, len(calls)
+
+
+async def test_a_supported_answer_is_kept_with_its_quote() -> None:
+    checked, calls = await _review("姚明身高226厘米[1]。", "姚明身高多少？", "regenerate", "x")
+    assert (checked.outcome, checked.grounded, calls) == ("supported", True, 0)
+    assert checked.citations[0].quote == "姚明身高226厘米，曾效力于休斯顿火箭队。"
+
+
+async def test_an_unsupported_answer_is_regenerated_once() -> None:
+    checked, calls = await _review(
+        "姚明身高2米29厘米[1]。", "姚明身高多少？", "regenerate", "226厘米[1]"
+    )
+    assert (checked.outcome, checked.grounded, calls) == ("regenerated", True, 1)
+    assert checked.text == "226厘米[1]"
+    assert checked.generated == "姚明身高2米29厘米[1]。"
+
+
+async def test_a_second_failure_is_replaced_by_the_quote() -> None:
+    checked, calls = await _review(
+        "姚明身高2米29厘米[1]。", "姚明身高多少？", "regenerate", "姚明身高3米[1]"
+    )
+    assert (checked.outcome, checked.grounded, calls) == ("quoted", True, 1)
+    assert checked.text == f"{QUOTED_PREFIX['zh']}姚明身高226厘米，曾效力于休斯顿火箭队。 [1]"
+    assert checked.note
+    assert [c.ref for c in checked.citations] == [1]
+    assert checked.citations[0].quote == "姚明身高226厘米，曾效力于休斯顿火箭队。"
+
+
+async def test_flag_keeps_the_text_but_not_as_grounded() -> None:
+    checked, calls = await _review("年假有三十天[2]。", "年假有几天？", "flag", "unused")
+    assert (checked.outcome, checked.grounded, calls) == ("unsupported", False, 0)
+    assert checked.text == "年假有三十天[2]。"
+    assert checked.note == UNSUPPORTED_NOTE["zh"]
+
+
+async def test_a_refusal_is_not_grounded_nor_corrected() -> None:
+    checked, _ = await _review("文档中没有提到。", "年假有几天？", "quote")
+    assert (checked.outcome, checked.grounded, checked.citations) == ("refused", False, [])
+
+
+# --- through the APIs --------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    # The shipped default (quote), not the echo world's "off".
+    return make_settings(database_url, tmp_path / "data")
+
+
+def _script(app: FastAPI, *answers: str) -> ScriptedGenerator:
+    scripted = ScriptedGenerator(*answers)
+    app.state.generator = GeneratorProvider(app.state.settings, limited(scripted))
+    return scripted
+
+
+QUESTION_ZH = "每位员工每年享有多少天带薪年假？"
+
+
+async def test_chat_api_replaces_a_fabricated_number(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    _script(app, "每位员工每年享有三十天带薪年假[1]。")
+    response = await client.post(
+        "/api/v1/tenants/hr/chat", json={"question": QUESTION_ZH}, headers=world.users["viewer"]
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["check"] == "quoted"
+    assert body["answer"].startswith(QUOTED_PREFIX["zh"])
+    assert "二十五天" in body["answer"]
+    assert "三十" not in body["answer"]
+    assert body["note"]
+    [citation] = body["citations"]
+    assert citation["document_id"] == world.docs["nianjia"]
+    assert "二十五天" in citation["quote"]
+    # The stored turn keeps the corrected answer and its quote.
+    detail = await client.get(
+        f"/api/v1/tenants/hr/chat/sessions/{body['session_id']}", headers=world.users["viewer"]
+    )
+    stored = detail.json()["messages"][-1]
+    assert stored["content"] == body["answer"]
+    assert stored["citations"][0]["quote"] == citation["quote"]
+
+
+async def test_chat_api_keeps_a_supported_answer(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    _script(app, "每位员工每年享有二十五天带薪年假[1]。")
+    response = await client.post(
+        "/api/v1/tenants/hr/chat", json={"question": QUESTION_ZH}, headers=world.users["viewer"]
+    )
+    body = response.json()
+    assert (body["check"], body["grounded"], body["note"]) == ("supported", True, None)
+    assert body["answer"] == "每位员工每年享有二十五天带薪年假[1]。"
+    assert "二十五天" in body["citations"][0]["quote"]
+
+
+async def test_a_question_echo_is_flagged(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    app.state.settings.chat.unsupported_answer = "flag"
+    _script(app, "Vacation days? [1].")
+    response = await client.post(
+        "/api/v1/tenants/hr/chat",
+        json={"question": "Vacation days?"},
+        headers=world.users["viewer"],
+    )
+    body = response.json()
+    assert (body["check"], body["grounded"]) == ("unsupported", False), body
+    assert body["note"] == UNSUPPORTED_NOTE["en"]
+
+
+def _events(text: str) -> list[tuple[str, str]]:
+    events, kind = [], "message"
+    for line in text.splitlines():
+        if line.startswith("event:"):
+            kind = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            events.append((kind, line.split(":", 1)[1].strip()))
+            kind = "message"
+    return events
+
+
+async def test_a_streamed_answer_ends_with_its_correction(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    scripted = _script(app, "每位员工每年享有三十天带薪年假[1]。", "二十五天[1]")
+    app.state.settings.chat.unsupported_answer = "regenerate"
+    response = await client.post(
+        "/api/v1/tenants/hr/chat",
+        json={"question": QUESTION_ZH, "stream": True},
+        headers=world.users["viewer"],
+    )
+    events = _events(response.text)
+    kinds = [k for k, _ in events]
+    assert kinds[-2:] == ["correction", "done"], kinds
+    streamed = "".join(json.loads(d)["text"] for k, d in events if k == "delta")
+    assert streamed == "每位员工每年享有三十天带薪年假[1]。"
+    correction = json.loads(events[-2][1])
+    assert correction == {
+        "answer": "二十五天[1]",
+        "grounded": True,
+        "check": "regenerated",
+        "note": None,
+    }
+    assert json.loads(events[-1][1])["answer"] == "二十五天[1]"
+    # The second try was asked with the stricter instruction.
+    assert "逐字复制" in scripted.prompts[1][-1].content
+
+
+async def test_a_supported_stream_has_no_correction(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    _script(app, "每位员工每年享有二十五天带薪年假[1]。")
+    response = await client.post(
+        "/api/v1/tenants/hr/chat",
+        json={"question": QUESTION_ZH, "stream": True},
+        headers=world.users["viewer"],
+    )
+    assert "correction" not in [k for k, _ in _events(response.text)]
+
+
+async def test_openai_api_goes_through_the_same_check(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    _script(app, "每位员工每年享有三十天带薪年假[1]。")
+    request = {"model": "cairn:hr", "messages": [{"role": "user", "content": QUESTION_ZH}]}
+    response = await client.post(
+        "/v1/chat/completions", json=request, headers=world.users["viewer"]
+    )
+    assert response.status_code == 200, response.text
+    content = response.json()["choices"][0]["message"]["content"]
+    assert content.startswith(QUOTED_PREFIX["zh"])
+    assert "三十" not in content
+    # The note and the supporting quote are in the text a plain client shows.
+    assert "已改为引用文档原文" in content
+    assert "“年假制度：每位员工每年享有二十五天带薪年假。" in content
+    # Another wording: the same question again would be served from the answer cache.
+    again = {
+        "model": "cairn:hr",
+        "messages": [{"role": "user", "content": "员工的带薪年假有几天？"}],
+    }
+    streamed = await client.post(
+        "/v1/chat/completions", json=again | {"stream": True}, headers=world.users["viewer"]
+    )
+    chunks = [json.loads(d) for _, d in _events(streamed.text) if d != "[DONE]" and "choices" in d]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text.startswith("每位员工每年享有三十天带薪年假[1]。")
+    assert "更正: " + QUOTED_PREFIX["zh"] in text
+
+
+async def test_the_quote_can_come_from_any_prompt_passage() -> None:
+    checked, _ = await _review("年假须提前三个月申请[2]。", "年假须提前多久申请？", "quote")
+    assert checked.outcome == "quoted"
+    assert checked.text == f"{QUOTED_PREFIX['zh']}年假须提前一周申请。 [2]"
+    [citation] = checked.citations
+    assert (citation.ref, citation.document_id, citation.quote) == (2, 11, "年假须提前一周申请。")
+
+
+async def test_the_quote_goes_on_to_the_next_sentence() -> None:
+    checked, _ = await _review(
+        "姚明身高2米29厘米[1]。", "姚明身高多少？", "quote", quote_sentences=2
+    )
+    assert checked.text == (
+        f"{QUOTED_PREFIX['zh']}姚明身高226厘米，曾效力于休斯顿火箭队。他于2011年退役。 [1]"
+    )

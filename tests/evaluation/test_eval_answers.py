@@ -1,0 +1,166 @@
+"""`cairn eval answers`: the metrics by hand, the dataset pieces, and a whole run through the
+answer service with the generator chosen by settings (the tiny DeepSeek stands in for
+another model an operator would point Cairn at)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.evaluation.answers import (
+    Record,
+    apply_overrides,
+    contains_gold,
+    corpus_subset,
+    evaluate_answers,
+    load_gold,
+    markdown,
+    parse_variant,
+    sample_queries,
+    summarise,
+)
+from app.evaluation.beir import DatasetError, load_beir
+from app.kit.settings import Settings
+
+EN_QA = Path(__file__).parent / "fixtures" / "en-qa"
+
+
+def test_gold_span_matching() -> None:
+    assert contains_gold("黄色的 [2]。", ["黄色"])
+    # Citation markers, spaces, punctuation, width and case do not matter.
+    assert contains_gold("根据文档：生命数耗完即算为踢爆[1]", ["踢爆"])
+    assert contains_gold("It took FOUR score, and seven years [1].", ["four score and seven"])
+    assert contains_gold("１８２厘米", ["182厘米"])
+    assert not contains_gold("2米29厘米", ["182厘米"])
+    # A marker is not an answer: "[1]" does not contain the gold "1".
+    assert not contains_gold("See [1].", ["1"])
+    assert not contains_gold("anything", ["", "  "])
+
+
+def _record(**flags: object) -> Record:
+    record = Record(
+        variant="v",
+        query_id="q",
+        question="?",
+        gold=["x"],
+        gold_document=["d"],
+        answer="a",
+        generated=None,
+        check=str(flags.pop("check", "supported")),
+        grounded=bool(flags.pop("grounded", True)),
+        note=None,
+        cited_documents=["d"],
+        quotes=[],
+        seconds=float(str(flags.pop("seconds", 1.0))),
+    )
+    for name, value in flags.items():
+        setattr(record, name, value)
+    return record
+
+
+def test_rates_are_shares_of_all_answers() -> None:
+    records = [
+        _record(gold_span=True, gold_cited=True, seconds=1.0),
+        _record(gold_span=False, gold_cited=True, unsupported=True, seconds=3.0),
+        _record(gold_span=False, grounded=False, check="refused", refused=True, seconds=2.0),
+        _record(gold_span=True, grounded=False, check="unsupported", seconds=10.0),
+    ]
+    metrics = summarise("v", records)
+    assert metrics.answers == 4
+    assert metrics.gold_span == 0.5
+    assert metrics.gold_cited == 0.5
+    assert metrics.unsupported == 0.25
+    # Shown as grounded without a gold span: only the second.
+    assert metrics.grounded_wrong == 0.25
+    assert metrics.refusal == 0.25
+    assert metrics.median_seconds == 2.5
+    assert metrics.outcomes == {"refused": 1, "supported": 2, "unsupported": 1}
+    table = markdown([metrics])
+    assert "| v | 4 | 0.500 | 0.500 | 0.250 | 0.250 | 0.250 | 2.50 |" in table
+
+
+def test_variants_and_overrides(settings: Settings) -> None:
+    name, overrides = parse_variant("short:chat.passage_sentences=3, chat.trim_repetition=true")
+    assert (name, overrides) == (
+        "short",
+        {"chat.passage_sentences": "3", "chat.trim_repetition": "true"},
+    )
+    changed = apply_overrides(settings, overrides | {"generator.max_new_tokens": "16"})
+    assert changed.chat.passage_sentences == 3
+    assert changed.chat.trim_repetition is True
+    assert changed.generator.max_new_tokens == 16
+    assert settings.chat.passage_sentences == 0
+    with pytest.raises(ValueError, match="unknown setting"):
+        apply_overrides(settings, {"chat.no_such_thing": "1"})
+    with pytest.raises(ValueError, match="prompt_style"):
+        apply_overrides(settings, {"chat.prompt_style": "poetry"})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_variant("bad:chat.top_k")
+
+
+def test_fixture_sample_and_subset(tmp_path: Path) -> None:
+    dataset = load_beir(EN_QA)
+    gold = load_gold(EN_QA)
+    assert gold["q4"] == ["Ishmael"]
+    picked = sample_queries(dataset, gold, size=3, seed=7)
+    assert picked == sample_queries(dataset, gold, size=3, seed=7)
+    assert len(picked) == 3
+    subset = corpus_subset(dataset, picked, distractors=1, seed=7)
+    judged = {doc for q in picked for doc in dataset.qrels[q]}
+    assert judged <= set(subset.corpus)
+    assert len(subset.corpus) == len(judged) + 1
+    # Every gold span is copied from its passage.
+    for query_id, spans in gold.items():
+        [doc] = dataset.qrels[query_id]
+        assert any(contains_gold(dataset.corpus[doc][1], [s]) for s in spans), query_id
+    (tmp_path / "answers.jsonl").write_text('{"_id": "q1", "answers": "not a list"}\n')
+    with pytest.raises(DatasetError, match="no list"):
+        load_gold(tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_run_through_the_answer_service_with_another_model(
+    settings: Settings, tmp_path: Path, tiny_deepseek_v3: Path
+) -> None:
+    dataset = load_beir(EN_QA)
+    gold = load_gold(EN_QA)
+    picked = sample_queries(dataset, gold, size=2, seed=1)
+    other_model = {
+        "generator.model_path": str(tiny_deepseek_v3),
+        "generator.max_new_tokens": "8",
+        "chat.unsupported_answer": "flag",
+    }
+    report = await evaluate_answers(
+        settings,
+        corpus_subset(dataset, picked, distractors=2, seed=1),
+        gold,
+        tenant="evalen",
+        query_ids=picked,
+        variants=[
+            ("tiny", other_model),
+            ("tiny+quote", other_model | {"chat.unsupported_answer": "quote"}),
+        ],
+        log_dir=tmp_path / "logs",
+        reuse=True,
+    )
+    assert report.documents == 4
+    first, second = report.metrics
+    assert (first.answers, second.answers) == (2, 2)
+    # The second variant sends the same prompts: the tiny model's text is reused, not redone.
+    assert second.reused == 2
+    assert report.settings["tiny"]["generator.model_path"] == str(tiny_deepseek_v3)
+    assert report.settings["tiny+quote"]["chat.unsupported_answer"] == "quote"
+    lines = [json.loads(line) for line in report.logs[0].read_text().splitlines()]
+    assert [line["query_id"] for line in lines] == picked
+    for line in lines:
+        # The tiny model writes noise: never shown as grounded unless the check passed it.
+        assert line["grounded"] == (line["check"] == "supported")
+        assert set(line) >= {"answer", "gold_span", "gold_cited", "unsupported", "seconds"}
+    # Quoting the documents instead of the noise: grounded answers are verbatim quotes.
+    quoted = [json.loads(line) for line in report.logs[1].read_text().splitlines()]
+    for line in quoted:
+        if line["check"] == "quoted":
+            assert line["answer"].startswith("According to the documents: ")
+            assert line["grounded"] is True
