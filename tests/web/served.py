@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,22 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from app.bench.processes import free_port, start_api, stop, wait_healthy
+
 ADMIN_PASSWORD = "web-admin-password-for-tests"
 # What the stand-in model answers, citing the first passage of its prompt.
 ANSWER = "The pelican migration starts in early spring along the river delta [1]."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _model_app() -> Starlette:
@@ -91,7 +83,6 @@ class Served:
 @contextmanager
 def cairn_serve(data_dir: Path, model_url: str) -> Iterator[Served]:
     """`cairn serve` in its own process; stopped (SIGTERM, then SIGKILL) afterwards."""
-    port = free_port()
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -107,34 +98,9 @@ def cairn_serve(data_dir: Path, model_url: str) -> Iterator[Served]:
     }
     for name in ("CAIRN_DATABASE_URL", "CAIRN_REDIS_URL", "CAIRN_BROKER_URL"):
         env.pop(name, None)
-    cairn = Path(sys.executable).with_name("cairn")
-    log = data_dir.parent / "cairn-serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(cairn), "serve", "--port", str(port), "--no-preload"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"cairn serve exited: {log.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"cairn serve did not start: {log.read_text()[-3000:]}")
-                time.sleep(0.3)
-            yield Served(url, data_dir, log)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    api = start_api(env, data_dir.parent / "cairn-serve.log")
+    try:
+        wait_healthy(api)
+        yield Served(api.url, data_dir, api.log)
+    finally:
+        stop(api.process, timeout=30)
