@@ -35,20 +35,12 @@ async def search(
 ) -> SearchResponse:
     await quotas.charge(access, "search")
     visibility = Visibility.of(access, data.filters)
-    response = await search_service.search(
-        visibility,
+    return await search_service.search_audited(
+        audit_session,
+        actor=access.principal,
+        visibility=visibility,
         query=data.query,
         top_k=data.top_k,
         mode=data.mode,
         retriever=retriever,
     )
-    if retriever.settings.audit:
-        await search_service.audit(
-            audit_session,
-            actor=access.principal,
-            visibility=visibility,
-            mode=data.mode,
-            top_k=data.top_k,
-            response=response,
-        )
-    return response

@@ -37,6 +37,32 @@ class SearchService:
         took_ms = round((time.perf_counter() - started) * 1000, 3)
         return SearchResponse(hits=[_hit(h) for h in hits], took_ms=took_ms)
 
+    async def search_audited(
+        self,
+        session: AsyncSession,
+        *,
+        actor: Principal | None,
+        visibility: Visibility,
+        query: str,
+        top_k: int,
+        mode: SearchMode,
+        retriever: Retriever,
+    ) -> SearchResponse:
+        """A caller's search, audited when search auditing is on (the API and the web page)."""
+        response = await self.search(
+            visibility, query=query, top_k=top_k, mode=mode, retriever=retriever
+        )
+        if retriever.settings.audit:
+            await self.audit(
+                session,
+                actor=actor,
+                visibility=visibility,
+                mode=mode,
+                top_k=top_k,
+                response=response,
+            )
+        return response
+
     async def audit(
         self,
         session: AsyncSession,

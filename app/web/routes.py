@@ -401,19 +401,15 @@ async def preview_search(
     await quotas.charge(access, "search")
     levels = tuple(lvl for lvl in _role_levels(data.role) if lvl in access.sensitivity)
     visibility = Visibility.for_tenant(access.tenant_id, levels)
-    retriever = request.app.state.retriever
-    response = await search_service.search(
-        visibility, query=data.query, top_k=data.top_k, mode=data.mode, retriever=retriever
-    )
-    await search_service.audit(
+    return await search_service.search_audited(
         session,
         actor=principal,
         visibility=visibility,
-        mode=data.mode,
+        query=data.query,
         top_k=data.top_k,
-        response=response,
+        mode=data.mode,
+        retriever=request.app.state.retriever,
     )
-    return response
 
 
 @router.get("/t/{tenant}/chat")
