@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import cast, get_args
 
 from sse_starlette import ServerSentEvent
 
 from app.chat.answers import Answered, Prepared, Question, StoredSession, answer_service
 from app.chat.citations import Citation
-from app.chat.schemas import ChatRequest, ChatResponse, CitationOut
+from app.chat.schemas import ChatRequest, ChatResponse, CheckOutcome, CitationOut, MessageOut
+from app.chat.service import WITHHELD, TranscriptEntry
 from app.kit.errors import CairnError, error_body
 from app.models import ChatCitation
 
@@ -39,6 +41,31 @@ def citation_out(c: Citation | ChatCitation) -> CitationOut:
     )
 
 
+_OUTCOMES = frozenset(get_args(CheckOutcome))
+
+
+def _outcome(stored: str | None) -> CheckOutcome | None:
+    # A value this version does not know (written by a later one) reads as not recorded.
+    return cast(CheckOutcome, stored) if stored in _OUTCOMES else None
+
+
+def message_out(entry: TranscriptEntry) -> MessageOut:
+    """A stored message as its session is read: a withheld answer shows the notice instead of
+    its text, and neither its citations nor what the check made of it."""
+    message = entry.stored.message
+    shown = entry.role == "assistant" and not entry.withheld
+    return MessageOut(
+        role="assistant" if entry.role == "assistant" else "user",
+        content=WITHHELD if entry.withheld else entry.content,
+        created_at=message.created_at,
+        citations=[citation_out(c) for c in entry.stored.citations] if shown else [],
+        withheld=entry.withheld,
+        grounded=message.grounded if shown else None,
+        check=_outcome(message.check_outcome) if shown else None,
+        note=message.note if shown else None,
+    )
+
+
 def chat_response(answered: Answered) -> ChatResponse:
     answer = answered.answer
     return ChatResponse(
@@ -55,8 +82,9 @@ def chat_response(answered: Answered) -> ChatResponse:
 
 def corrected(answered: Answered, streamed: str) -> bool:
     """Whether the `streamed` text is not the final answer or is not to be trusted: the
-    check replaced it (a quote, a second try, loops cut out) or flagged it. (An answer served
-    from the cache streams its final text: nothing to correct unless it is flagged.)"""
+    check replaced it (a quote, a second try, loops cut out, markers renumbered to name its
+    citations) or flagged it. (An answer served from the cache streams its final text:
+    nothing to correct unless it is flagged.)"""
     answer = answered.answer
     return answer.text != streamed.strip() or answer.check == "unsupported"
 

@@ -43,7 +43,7 @@ from app.search.visibility import Visibility
 logger = logging.getLogger(__name__)
 
 # Bumped when what an entry holds, or how an answer is made from the same inputs, changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 KIND = "answer"
 
 T = TypeVar("T")

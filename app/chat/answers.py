@@ -269,6 +269,10 @@ class AnswerService:
                 async for delta in deltas:
                     parts.append(delta)
                     yield delta
+            # The deltas went out as the model wrote them and cannot be taken back: the check,
+            # the citations and the markers rewritten to name them (app/chat/citations.py) need
+            # the whole text. The final text goes out in the `Answered` (the API's `correction`
+            # and `done`) and is what the turn stores and the cache keeps.
             answer = await self._finish(prepared, "".join(parts))
             await self._remember(prepared, answer)
             database = prepared.runtime.database
@@ -535,6 +539,9 @@ class AnswerService:
             if answer.check == "unsupported"
             else answer.text,
             finish_reason=answer.finish_reason,
+            grounded=answer.grounded,
+            check=answer.check,
+            note=answer.note,
             citations=answer.citations,
             sources=prepared.grounding.document_ids,
         )

@@ -6,12 +6,18 @@ answer's words come from one passage) are cited instead. And they sometimes put 
 number on a sentence: a marker is moved to another passage when that one plainly holds the
 sentence (most of its words) and the marked one does not. A citation can only ever name a
 passage that was in the prompt: the prompt passages are the only candidates.
+
+The answer's text is made to agree with its citations (`cite`): a moved marker is rewritten
+to the passage it now names, and a marker naming no prompt passage is removed, so every
+marker left in the answer names one of its citations. Only the number is rewritten, in
+whatever form the model wrote it ([1], 【1】, "passage 1", "第1段"): the prose forms are part of
+a sentence, which a bracketed [n] would not read as.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.chat.prompt import Passage
@@ -27,6 +33,10 @@ _MARKER = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d+")
+# What separates the numbers of one marker ("1, 3", "1、3", "1 and 3"): kept when rewritten.
+_SEPARATOR = re.compile(r"\s*(?:[,，、;]|and)\s*", re.IGNORECASE)
+# What may follow a removed marker with no space before it ("days [9]." -> "days.").
+_CLOSING = ".,;:!?。，；：！？、)）"
 
 # Share of the answer's distinct words found in a passage for it to count as a source.
 MIN_OVERLAP = 0.5
@@ -72,26 +82,114 @@ def passage_words(passages: Sequence[Passage]) -> dict[int, set[str]]:
     return {p.ref: set(tokenize(p.text + " " + p.title)) for p in passages}
 
 
-def checked_refs(answer: str, vocab: dict[int, set[str]]) -> list[int]:
-    """The markers' passage numbers, sentence by sentence, each kept unless another passage
-    holds most of that sentence's words while the marked one holds at most half as many: then
-    that passage is cited instead. `vocab` is `passage_words` of the prompt passages."""
+def _sentences(answer: str) -> list[tuple[str, str]]:
+    """The answer's sentences, each with the separator after it ("" for the last one)."""
+    pieces: list[tuple[str, str]] = []
+    start = 0
+    for end in _SENTENCE_END.finditer(answer):
+        pieces.append((answer[start : end.start()], end.group(0)))
+        start = end.end()
+    pieces.append((answer[start:], ""))
+    return pieces
+
+
+def _rewritten(
+    sentence: str, resolve: Callable[[int], int | None], refs: list[int]
+) -> tuple[str, bool]:
+    """The sentence with each marker's numbers resolved (`resolve`: None drops one), a marker
+    left with none removed, and whether anything changed; `refs` gets the resolved numbers
+    in order of first mention. A number moved to a passage the sentence already cites, or
+    naming one a moved number went to, is dropped: "[1][2]", both moved to 2, reads "[2]"."""
+    out = ""
+    start = 0
+    changed = False
+    named: set[int] = set()
+    moved: set[int] = set()
+    for marker in _MARKER.finditer(sentence):
+        out += sentence[start : marker.start()]
+        start = marker.end()
+        group = next(i for i, g in enumerate(marker.groups(), 1) if g is not None)
+        numbers = [int(n) for n in _NUMBER.findall(marker.group(group))]
+        kept: list[int] = []
+        for number in numbers:
+            ref = resolve(number)
+            if ref is None or ref in kept or (ref in named and (ref != number or ref in moved)):
+                continue
+            if ref != number:
+                moved.add(ref)
+            kept.append(ref)
+        named.update(kept)
+        refs.extend(ref for ref in kept if ref not in refs)
+        if kept == numbers:
+            out += marker.group(0)
+            continue
+        changed = True
+        if kept:
+            # The number(s) rewritten in place; the marker's own form and separator kept.
+            separator = _SEPARATOR.search(marker.group(group))
+            joiner = separator.group(0) if separator else ", "
+            out += (
+                sentence[marker.start() : marker.start(group)]
+                + joiner.join(str(ref) for ref in kept)
+                + sentence[marker.end(group) : marker.end()]
+            )
+            continue
+        # Removed, with the space that set it off: "days [9]." -> "days.", "a [9] b" -> "a b".
+        rest = sentence[start:]
+        if not rest or rest[0] in _CLOSING:
+            out = out.rstrip(" \t")
+        elif not out or out[-1].isspace():
+            start += len(rest) - len(rest.lstrip(" \t"))
+    return out + sentence[start:], changed
+
+
+def _resolver(words: set[str], vocab: dict[int, set[str]]) -> Callable[[int], int | None]:
+    """Which passage a marker's number in a sentence of these words names: the passage holding
+    most of the words when that holds at least MIN_OVERLAP of them and twice the marked one's
+    share, else the marked one; None when no prompt passage has the number (made up)."""
+    scores = [(_share(words, v), r) for r, v in vocab.items()]
+    best, better = max(scores) if scores else (0.0, 0)
+
+    def resolve(ref: int) -> int | None:
+        if not 1 <= ref <= len(vocab) or ref not in vocab:
+            return None
+        own = _share(words, vocab[ref])
+        if better != ref and best >= MIN_OVERLAP and best >= 2 * own:
+            return better
+        return ref
+
+    return resolve
+
+
+def remark(answer: str, vocab: dict[int, set[str]]) -> tuple[str, list[int]]:
+    """The answer with its markers checked sentence by sentence, and the passage numbers they
+    name in order of first mention. A marker is kept unless another passage holds most of its
+    sentence's words while the marked one holds at most half as many: then it names that
+    passage instead. A number naming no prompt passage is removed. `vocab` is
+    `passage_words` of the prompt passages; with none, every marker is removed."""
     refs: list[int] = []
     previous: set[str] = set()
-    for sentence in _SENTENCE_END.split(answer):
-        marked = cited_refs(sentence, len(vocab))
+    out: list[str] = []
+    changed = False
+    for sentence, end in _sentences(answer):
+        # A sentence of markers alone (written after the stop) is the one before it.
         words = set(tokenize(_MARKER.sub(" ", sentence))) or previous
         previous = words
-        for ref in marked:
-            if ref not in vocab:
-                continue
-            own = _share(words, vocab[ref])
-            best, better = max((_share(words, v), r) for r, v in vocab.items())
-            if better != ref and best >= MIN_OVERLAP and best >= 2 * own:
-                ref = better
-            if ref not in refs:
-                refs.append(ref)
-    return refs
+        text, moved = _rewritten(sentence, _resolver(words, vocab), refs)
+        changed = changed or moved
+        out.append(text + end)
+    # Untouched answers come back exactly as written; a removal may leave an edge space.
+    return ("".join(out).strip() if changed else answer), refs
+
+
+def checked_refs(answer: str, vocab: dict[int, set[str]]) -> list[int]:
+    """The passage numbers the answer's markers name once checked (see `remark`)."""
+    return remark(answer, vocab)[1]
+
+
+def drop_markers(answer: str) -> str:
+    """The answer without its citation markers, for an answer given with no citations."""
+    return remark(answer, {})[0]
 
 
 def overlapping_refs(answer: str, vocab: dict[int, set[str]]) -> list[int]:
@@ -115,16 +213,28 @@ def snippet(text: str, limit: int) -> str:
     return cut.rstrip() + "…"
 
 
-def citations_for(
+@dataclass(frozen=True, slots=True)
+class Cited:
+    """An answer whose markers name its citations, with those citations."""
+
+    text: str
+    citations: list[Citation]
+
+
+def cite(
     answer: str, passages: Sequence[Passage], *, snippet_chars: int, question: str = ""
-) -> list[Citation]:
+) -> Cited:
     """The citations of an answer generated from these prompt passages, each with the
-    sentence(s) of its passage that support the answer."""
+    sentence(s) of its passage that support the answer, and the answer with every marker
+    naming one of them (`remark`): a marker's number is moved to the passage its sentence is
+    cited from, and one naming no prompt passage is removed. An answer without valid markers
+    is cited by its words and keeps no marker."""
     vocab = passage_words(passages)
-    refs = checked_refs(answer, vocab) or overlapping_refs(answer, vocab)
+    text, refs = remark(answer, vocab)
+    refs = refs or overlapping_refs(answer, vocab)
     by_ref = {p.ref: p for p in passages}
     said = strip_markers(answer)
-    return [
+    citations = [
         Citation(
             ref=ref,
             document_id=by_ref[ref].document_id,
@@ -138,6 +248,14 @@ def citations_for(
         for ref in refs
         if ref in by_ref
     ]
+    return Cited(text, citations)
+
+
+def citations_for(
+    answer: str, passages: Sequence[Passage], *, snippet_chars: int, question: str = ""
+) -> list[Citation]:
+    """The citations of an answer generated from these prompt passages (see `cite`)."""
+    return cite(answer, passages, snippet_chars=snippet_chars, question=question).citations
 
 
 def sources_block(citations: Sequence[Citation], heading: str) -> str:

@@ -5,16 +5,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sse_starlette import EventSourceResponse
 
-from app.chat.adapter import chat_events, chat_response, citation_out, question_of
+from app.chat.adapter import chat_events, chat_response, message_out, question_of
 from app.chat.answers import AnswerRuntime, Caller, answer_service
 from app.chat.schemas import (
     ChatRequest,
     ChatResponse,
-    MessageOut,
     SessionDetail,
     SessionOut,
 )
-from app.chat.service import WITHHELD, chat_service
+from app.chat.service import chat_service
 from app.kit.auth import AppSettings
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import ReadSession, Session
@@ -104,16 +103,7 @@ async def get_session(
         session, access.principal, tenant_id=access.tenant_id, session_id=session_id
     )
     transcript = await chat_service.transcript(session, Visibility.of(access), chat_session)
-    messages = [
-        MessageOut(
-            role="assistant" if e.role == "assistant" else "user",
-            content=WITHHELD if e.withheld else e.content,
-            created_at=e.stored.message.created_at,
-            citations=[] if e.withheld else [citation_out(c) for c in e.stored.citations],
-            withheld=e.withheld,
-        )
-        for e in transcript
-    ]
+    messages = [message_out(e) for e in transcript]
     return SessionDetail(
         id=chat_session.id,
         title=chat_session.title,

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from app.chat.citations import Citation, citations_for, snippet, strip_markers
+from app.chat.citations import Citation, Cited, cite, drop_markers, snippet, strip_markers
 from app.chat.language import Language
 from app.chat.prompt import Passage
 from app.chat.quotes import best_sentences, contains, evidence, normalise, sentences, words
@@ -216,27 +216,33 @@ async def review(
     if settings.trim_repetition:
         text = trim_repetition(text)
 
-    def cite(answer: str) -> list[Citation]:
-        return citations_for(answer, passages, snippet_chars=snippet_chars, question=question)
+    def cited(answer: str) -> Cited:
+        # The text given is the cited one: its markers name the citations given with it.
+        return cite(answer, passages, snippet_chars=snippet_chars, question=question)
 
-    citations = cite(text)
+    first = cited(text)
     if settings.unsupported_answer == "off":
-        return Checked(text, citations, True, "unchecked")
+        return Checked(first.text, first.citations, True, "unchecked")
     if is_refusal(text):
-        return Checked(text, [], False, "refused")
-    verdict = _verdict(text, question, citations, passages, settings)
+        return Checked(drop_markers(text), [], False, "refused")
+    verdict = _verdict(first.text, question, first.citations, passages, settings)
     if verdict.supported:
-        return Checked(text, citations, True, "supported", verdict=verdict)
+        return Checked(first.text, first.citations, True, "supported", verdict=verdict)
     if settings.unsupported_answer == "regenerate" and regenerate is not None:
         again = (await regenerate()).strip()
         if settings.trim_repetition:
             again = trim_repetition(again)
-        again_citations = cite(again)
         if not is_refusal(again):
-            second = _verdict(again, question, again_citations, passages, settings)
-            if second.supported:
+            second = cited(again)
+            checked = _verdict(second.text, question, second.citations, passages, settings)
+            if checked.supported:
                 return Checked(
-                    again, again_citations, True, "regenerated", generated=text, verdict=second
+                    second.text,
+                    second.citations,
+                    True,
+                    "regenerated",
+                    generated=text,
+                    verdict=checked,
                 )
     if settings.unsupported_answer in ("regenerate", "quote"):
         quoted = _quoted(question, language, passages, snippet_chars, settings.quote_sentences)
@@ -252,7 +258,12 @@ async def review(
                 verdict=verdict,
             )
     return Checked(
-        text, citations, False, "unsupported", note=UNSUPPORTED_NOTE[language], verdict=verdict
+        first.text,
+        first.citations,
+        False,
+        "unsupported",
+        note=UNSUPPORTED_NOTE[language],
+        verdict=verdict,
     )
 
 

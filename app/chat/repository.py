@@ -118,17 +118,23 @@ class ChatRepository:
         question: str,
         answer: str,
         finish_reason: str,
+        grounded: bool,
+        check: str,
+        note: str | None,
         citations: Sequence[Citation],
         sources: Sequence[int],
     ) -> None:
-        """Store a question and its answer with the answer's citations and the documents
-        whose passages were in its prompt."""
+        """Store a question and its answer (with what the faithfulness check made of it) with
+        the answer's citations and the documents whose passages were in its prompt."""
         asked = ChatMessage(session_id=chat_session.id, role="user", content=question)
         answered = ChatMessage(
             session_id=chat_session.id,
             role="assistant",
             content=answer,
             finish_reason=finish_reason,
+            grounded=grounded,
+            check_outcome=check,
+            note=note,
         )
         session.add_all([asked, answered])
         await session.flush()

@@ -81,6 +81,11 @@ class MessageOut(BaseModel):
     # True when the answer is withheld because a document it was written from (cited or
     # only in its prompt) is no longer visible to you (deleted, or above your level now).
     withheld: bool = False
+    # An answer's `grounded`, `check` and `note` as its ChatResponse gave them; null for
+    # questions, withheld answers and answers stored before these were kept.
+    grounded: bool | None = None
+    check: CheckOutcome | None = None
+    note: str | None = None
 
 
 class SessionDetail(SessionOut):

@@ -128,6 +128,13 @@ def _own_the_float_weights(model: Any) -> None:
             tensor.data = tensor.data.clone()
 
 
+# Left in half precision under bnb8: the output head (transformers' own default) and the
+# DeepSeek MLA key/value up-projection, which transformers calls on a 4-D tensor that
+# bitsandbytes' int8 matmul refuses ("only two or three dimensional matrices"; seen on an
+# H200 with DeepSeek-V2 and V3 models). bnb4's Linear4bit takes any rank.
+BNB8_SKIP_MODULES = ("lm_head", "kv_b_proj")
+
+
 def load_model(checkpoint: Path, settings: GeneratorSettings, device: str) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for `checkpoint`, quantized as configured."""
     import torch
@@ -150,7 +157,7 @@ def load_model(checkpoint: Path, settings: GeneratorSettings, device: str) -> tu
             ) from exc
         bits_and_bytes: Any = _BitsAndBytesConfig  # untyped in transformers
         kwargs["quantization_config"] = (
-            bits_and_bytes(load_in_8bit=True)
+            bits_and_bytes(load_in_8bit=True, llm_int8_skip_modules=list(BNB8_SKIP_MODULES))
             if quantization == "bnb8"
             else bits_and_bytes(
                 load_in_4bit=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -71,26 +72,44 @@ def create_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> AsyncEn
     return engine
 
 
-def checkpoint_sqlite_wal(url: str) -> bool:
+# A TRUNCATE checkpoint blocks new writers while it waits for readers of older snapshots, so
+# it waits only briefly each time and steps aside between tries: a request that holds a read
+# snapshot and then writes (every audited request does) would otherwise wait on a checkpoint
+# that waits on it, until one of them times out (seen as a 10 s stall in the fuzz test).
+_CHECKPOINT_TRY_SECONDS = 0.2
+_CHECKPOINT_PAUSE_SECONDS = 0.3
+_CHECKPOINT_TRIES = 40
+
+
+def checkpoint_sqlite_wal(url: str, *, tries: int = _CHECKPOINT_TRIES) -> bool:
     """Copy every committed page of a SQLite database's WAL into the database file and truncate
     the WAL to zero bytes (`PRAGMA wal_checkpoint(TRUNCATE)`); True when that completed.
 
     With `secure_delete` a deletion overwrites the rows in the pages it changes, but older
     copies of those pages stay in earlier WAL frames until the log is reset: an erasure is
-    only complete on disk once this has run. It waits (busy timeout) for readers that still
-    hold an older snapshot, and answers False when one outlasts that; the bytes then leave
+    only complete on disk once this has run. Readers that still hold an older snapshot hold
+    it back: it tries `tries` times, never blocking writers for more than a fraction of a
+    second at a time, and answers False when readers outlast every try; the bytes then leave
     the WAL at a later checkpoint. Blocking: call it from a worker thread.
     """
     path = make_url(url).database
     if not is_sqlite(url) or not path or path == ":memory:":
         return True
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    connection = sqlite3.connect(path, timeout=_CHECKPOINT_TRY_SECONDS, isolation_level=None)
     try:
-        row = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        for attempt in range(tries):
+            if attempt:
+                time.sleep(_CHECKPOINT_PAUSE_SECONDS)
+            try:
+                row = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError:
+                continue  # locked by a writer past the short wait: try again
+            # (busy, frames in the log, frames checkpointed); busy is 1 when a reader held it.
+            if row is not None and row[0] == 0:
+                return True
+        return False
     finally:
         connection.close()
-    # (busy, frames in the log, frames checkpointed); busy is 1 when a reader held it back.
-    return row is not None and row[0] == 0
 
 
 _SQLITE_MMAP_BYTES = 1 << 30

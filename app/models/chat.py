@@ -35,6 +35,13 @@ class ChatMessage(Base):
     content: Mapped[str] = mapped_column(Text)
     # stop | length (assistant messages)
     finish_reason: Mapped[str | None] = mapped_column(String(16))
+    # Assistant messages: whether the answer was given as grounded, what the faithfulness
+    # check made of it (app/chat/faithfulness.py `Outcome`; not named "check", an SQL
+    # keyword) and the note given with it. NULL for user messages and for answers stored
+    # before revision 0009.
+    grounded: Mapped[bool | None] = mapped_column()
+    check_outcome: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -11,7 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.audit.schemas import AuditEntryRead
-from app.kit.public_ids import APIKeyId, ChatSessionId, ChunkId, DocumentId, TenantId, UserId
+from app.chat.schemas import CheckOutcome, CitationOut
+from app.kit.public_ids import APIKeyId, ChatSessionId, DocumentId, TenantId, UserId
 
 EXPORT_FORMAT = "cairn.privacy-export.v1"
 
@@ -52,23 +53,22 @@ class ExportAPIKey(BaseModel):
     revoked_at: datetime | None
 
 
-class ExportCitation(BaseModel):
-    ref: int
-    document_id: DocumentId
-    chunk_id: ChunkId
-    title: str
-    snippet: str
-
-
 class ExportMessage(BaseModel):
+    """A message as the person's chat history shows it (app/chat/adapter.py `message_out`),
+    with its finish reason."""
+
     role: Literal["user", "assistant"]
     # None when withheld: the answer was written from a document the person can no longer
     # see (deleted, or above their level now), exactly as their chat history shows it.
     content: str | None
     finish_reason: str | None
     created_at: datetime
-    citations: list[ExportCitation]
+    citations: list[CitationOut]
     withheld: bool
+    # What the faithfulness check made of an answer; null as in the chat history.
+    grounded: bool | None = None
+    check: CheckOutcome | None = None
+    note: str | None = None
 
 
 class ExportChatSession(BaseModel):

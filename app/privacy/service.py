@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.chain import actor_commitment
 from app.audit.schemas import AuditEntryRead, public_chain
 from app.audit.service import audit_secret_of, audit_service
-from app.chat.service import chat_service
+from app.chat.adapter import message_out
+from app.chat.service import TranscriptEntry, chat_service
 from app.kit import authz
 from app.kit.authz import Enforcer
 from app.kit.db import Database
@@ -31,7 +32,6 @@ from app.privacy.schemas import (
     ExportAPIKey,
     ExportAuditEntry,
     ExportChatSession,
-    ExportCitation,
     ExportDocument,
     ExportMembership,
     ExportMessage,
@@ -47,6 +47,17 @@ class ErasureUnverified(CairnError):
     status_code = 500
     code = "erasure_unverified"
     message = "The erasure could not be verified and was rolled back"
+
+
+def _export_message(entry: TranscriptEntry) -> ExportMessage:
+    """The message as the chat history shows it, but a withheld answer without any text."""
+    shown = message_out(entry)
+    return ExportMessage(
+        **shown.model_dump(exclude={"content", "citations"}),
+        content=None if shown.withheld else shown.content,
+        citations=shown.citations,
+        finish_reason=entry.stored.message.finish_reason,
+    )
 
 
 class PrivacyService:
@@ -77,28 +88,7 @@ class PrivacyService:
                     title=chat_session.title,
                     created_at=chat_session.created_at,
                     updated_at=chat_session.updated_at,
-                    messages=[
-                        ExportMessage(
-                            role="assistant" if e.role == "assistant" else "user",
-                            content=None if e.withheld else e.content,
-                            finish_reason=e.stored.message.finish_reason,
-                            created_at=e.stored.message.created_at,
-                            citations=[]
-                            if e.withheld
-                            else [
-                                ExportCitation(
-                                    ref=c.ref,
-                                    document_id=c.document_id,
-                                    chunk_id=c.chunk_id,
-                                    title=c.title,
-                                    snippet=c.snippet,
-                                )
-                                for c in e.stored.citations
-                            ],
-                            withheld=e.withheld,
-                        )
-                        for e in transcript
-                    ],
+                    messages=[_export_message(e) for e in transcript],
                 )
             )
         export = PrivacyExport(

@@ -176,6 +176,9 @@ async def test_sessions_keep_history_per_owner(client: httpx.AsyncClient, world:
     detail = (await client.get(f"{SESSIONS.format(t='hr')}/{session_id}", headers=viewer)).json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"] * 2
     assert detail["messages"][1]["citations"] == first["citations"]
+    # An answer keeps what the check made of it (here: not checked); a question has none.
+    checks = [(m["grounded"], m["check"], m["note"]) for m in detail["messages"][:2]]
+    assert checks == [(None, None, None), (first["grounded"], first["check"], first["note"])]
     # Another hr member sees none of it.
     other = world.users["restricted"]
     assert (await client.get(SESSIONS.format(t="hr"), headers=other)).json()["total"] == 0
@@ -217,6 +220,7 @@ async def test_a_soft_deleted_source_hides_old_answers(
     assert answer["withheld"] is True
     assert answer["content"] == WITHHELD
     assert answer["citations"] == []
+    assert (answer["grounded"], answer["check"], answer["note"]) == (None, None, None)
     # Nor does the old answer go back into the model with the next question.
     await ask(client, viewer, question="Who issues parking permits?", session_id=session_id)
     prompt_text = "\n".join(m.content for m in world.echo.prompts[-1])

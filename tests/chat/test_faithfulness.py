@@ -5,6 +5,8 @@ flagged, through the chat API, the OpenAI-compatible API (streamed too) alike.""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from app.chat.faithfulness import (
 )
 from app.chat.prompt import Passage
 from app.chat.quotes import sentence_window, sentences, supporting_quote, words
+from app.generation.base import ChatMessage
 from app.generation.provider import GeneratorProvider
 from app.kit.settings import ChatSettings, Settings
 from tests.chat.conftest import World
@@ -289,6 +292,8 @@ async def test_chat_api_replaces_a_fabricated_number(
     stored = detail.json()["messages"][-1]
     assert stored["content"] == body["answer"]
     assert stored["citations"][0]["quote"] == citation["quote"]
+    # And what the check made of it: quoted, which is grounded, with its note.
+    assert (stored["grounded"], stored["check"], stored["note"]) == (True, "quoted", body["note"])
 
 
 async def test_chat_api_keeps_a_supported_answer(
@@ -317,6 +322,84 @@ async def test_a_question_echo_is_flagged(
     body = response.json()
     assert (body["check"], body["grounded"]) == ("unsupported", False), body
     assert body["note"] == UNSUPPORTED_NOTE["en"]
+    # Read again, the stored turn is still told apart from a grounded answer.
+    asked, answered = await _stored(client, world, body["session_id"])
+    assert (answered["grounded"], answered["check"]) == (False, "unsupported")
+    assert answered["note"] == UNSUPPORTED_NOTE["en"]
+    assert (asked["grounded"], asked["check"], asked["note"]) == (None, None, None)
+
+
+async def _stored(client: httpx.AsyncClient, world: World, session_id: str) -> list[dict[str, Any]]:
+    detail = await client.get(
+        f"/api/v1/tenants/hr/chat/sessions/{session_id}", headers=world.users["viewer"]
+    )
+    assert detail.status_code == 200, detail.text
+    messages: list[dict[str, Any]] = detail.json()["messages"]
+    return messages
+
+
+class Misnumbering(ScriptedGenerator):
+    """Answers with the annual-leave sentence, but numbered as another passage of its prompt
+    (and with a made-up number after it), as small models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.right = self.wrong = 0
+
+    def _text(self, messages: Sequence[ChatMessage]) -> str:
+        self.prompts.append(list(messages))
+        shown = re.findall(r'<passage number="(\d+)"[^>]*>\n([^\n]*)', messages[-1].content)
+        self.right = next(int(n) for n, text in shown if "二十五天" in text)
+        self.wrong = next(int(n) for n, text in shown if int(n) != self.right)
+        return f"每位员工每年享有二十五天带薪年假[{self.wrong}][99]。"
+
+
+async def _ask_misnumbered(
+    app: FastAPI, client: httpx.AsyncClient, world: World, *, stream: bool
+) -> tuple[Misnumbering, httpx.Response]:
+    model = Misnumbering()
+    app.state.generator = GeneratorProvider(app.state.settings, limited(model))
+    response = await client.post(
+        "/api/v1/tenants/hr/chat",
+        json={"question": QUESTION_ZH, "top_k": 4, "stream": stream},
+        headers=world.users["viewer"],
+    )
+    assert response.status_code == 200, response.text
+    return model, response
+
+
+async def test_a_misnumbered_marker_is_rewritten_in_the_answer(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    model, response = await _ask_misnumbered(app, client, world, stream=False)
+    body = response.json()
+    # The marker names the passage the sentence is cited from; the made-up one is gone.
+    assert body["answer"] == f"每位员工每年享有二十五天带薪年假[{model.right}]。"
+    assert [c["ref"] for c in body["citations"]] == [model.right]
+    assert body["citations"][0]["document_id"] == world.docs["nianjia"]
+    assert (body["check"], body["grounded"]) == ("supported", True)
+    _, answered = await _stored(client, world, body["session_id"])
+    assert answered["content"] == body["answer"]
+    assert answered["citations"] == body["citations"]
+    assert (answered["grounded"], answered["check"], answered["note"]) == (True, "supported", None)
+
+
+async def test_a_streamed_misnumbered_marker_is_rewritten_in_done(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    model, response = await _ask_misnumbered(app, client, world, stream=True)
+    events = _events(response.text)
+    # What was streamed went out as written; the correction and `done` carry the rewrite.
+    streamed = "".join(json.loads(d)["text"] for k, d in events if k == "delta")
+    assert streamed == f"每位员工每年享有二十五天带薪年假[{model.wrong}][99]。"
+    assert [k for k, _ in events][-2:] == ["correction", "done"]
+    rewritten = f"每位员工每年享有二十五天带薪年假[{model.right}]。"
+    assert json.loads(events[-2][1])["answer"] == rewritten
+    done = json.loads(events[-1][1])
+    assert done["answer"] == rewritten
+    assert [c["ref"] for c in done["citations"]] == [model.right]
+    _, answered = await _stored(client, world, done["session_id"])
+    assert (answered["content"], answered["check"]) == (rewritten, "supported")
 
 
 def _events(text: str) -> list[tuple[str, str]]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from app.chat.citations import citations_for, cited_refs, snippet, sources_block
+from app.chat.citations import (
+    citations_for,
+    cite,
+    cited_refs,
+    drop_markers,
+    snippet,
+    sources_block,
+)
 from app.chat.language import detect_language
 from app.chat.prompt import (
     EXAMPLE_ANSWER,
@@ -104,6 +111,86 @@ def test_a_misnumbered_sentence_cites_the_passage_that_holds_it() -> None:
     # Markers before the sentence, and a marker after the full stop.
     ahead = citations_for("[2] The cafeteria serves lunch at noon. [3]", PASSAGES, snippet_chars=80)
     assert [c.ref for c in ahead] == [2]
+
+
+@pytest.mark.parametrize(
+    ("answer", "text", "refs"),
+    [
+        # Re-assigned: the sentence is passage 2's, so its marker says 2.
+        (
+            "Lunch is served from noon until two [1].",
+            "Lunch is served from noon until two [2].",
+            [2],
+        ),
+        # Both markers moved to the same passage: one is enough.
+        (
+            "Lunch is served from noon until two [1][3].",
+            "Lunch is served from noon until two [2].",
+            [2],
+        ),
+        (
+            "Lunch is served from noon until two [1, 2].",
+            "Lunch is served from noon until two [2].",
+            [2],
+        ),
+        # A marker after the full stop belongs to the sentence before it.
+        ("The cafeteria serves lunch at noon. [3]", "The cafeteria serves lunch at noon. [2]", [2]),
+        # Each sentence on its own.
+        (
+            "Lunch from noon until two [1]. Twenty five days of vacation [1].",
+            "Lunch from noon until two [2]. Twenty five days of vacation [1].",
+            [2, 1],
+        ),
+        # Valid markers are left exactly as written.
+        ("You get 25 days off [1].", "You get 25 days off [1].", [1]),
+        ("[2] then [1]", "[2] then [1]", [2, 1]),
+        # Dangling markers go, with the space before them.
+        ("Twenty five days [1] [7].", "Twenty five days [1].", [1]),
+        ("Twenty five days [1, 7].", "Twenty five days [1].", [1]),
+        ("[9] Lunch is served at noon.", "Lunch is served at noon.", [2]),
+        ("Lunch is served at noon [0] every day.", "Lunch is served at noon every day.", [2]),
+        # Chinese markers keep their form; only the number changes.
+        ("每位员工每年享有二十五天带薪年假【1】。", "每位员工每年享有二十五天带薪年假【3】。", [3]),
+        (
+            "每位员工每年享有二十五天带薪年假【1、3】。",
+            "每位员工每年享有二十五天带薪年假【3】。",
+            [3],
+        ),
+        (
+            "每位员工每年享有二十五天带薪年假（第2段）。",
+            "每位员工每年享有二十五天带薪年假（第3段）。",
+            [3],
+        ),
+        ("每位员工每年享有二十五天带薪年假【9】。", "每位员工每年享有二十五天带薪年假。", [3]),
+        ("每位员工每年享有二十五天带薪年假【3】。", "每位员工每年享有二十五天带薪年假【3】。", [3]),
+        # Prose markers too.
+        (
+            "As passage 1 says, lunch is served from noon until two.",
+            "As passage 2 says, lunch is served from noon until two.",
+            [2],
+        ),
+    ],
+)
+def test_markers_are_rewritten_to_name_their_citations(
+    answer: str, text: str, refs: list[int]
+) -> None:
+    cited = cite(answer, PASSAGES, snippet_chars=80)
+    assert cited.text == text
+    assert [c.ref for c in cited.citations] == refs
+    # Every marker left in the answer names one of its citations.
+    assert set(cited_refs(cited.text, len(PASSAGES))) <= {c.ref for c in cited.citations}
+    assert cited.citations == citations_for(answer, PASSAGES, snippet_chars=80)
+
+
+def test_an_answer_without_citations_keeps_no_marker() -> None:
+    assert drop_markers("文档中没有提到【1】。") == "文档中没有提到。"
+    assert drop_markers("The documents do not say [2].") == "The documents do not say."
+    # Cited by its words: the made-up marker goes, the words are attributed.
+    cited = cite("Lunch is served from noon until two [8].", PASSAGES, snippet_chars=80)
+    assert (cited.text, [c.ref for c in cited.citations]) == (
+        "Lunch is served from noon until two.",
+        [2],
+    )
 
 
 def test_citations_come_only_from_prompt_passages() -> None:

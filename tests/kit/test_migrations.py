@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import inspect
 
@@ -16,6 +18,25 @@ async def _tables(url: str) -> set[str]:
     try:
         async with engine.connect() as conn:
             return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def _execute(url: str, statements: list[str]) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+async def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return [tuple(r) for r in await conn.exec_driver_sql(query)]
     finally:
         await engine.dispose()
 
@@ -37,7 +58,6 @@ async def test_0005_gives_old_answers_every_document_their_session_was_prompted_
     """Answers stored before 0005 depend on their cited documents plus every document the
     audit log says was in a prompt of their session: over-withholding is safe, a leak is not."""
     in_thread(downgrade, database_url, "0004")
-    engine = create_engine(database_url)
     statements = [
         "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '2026-01-01')",
         "INSERT INTO users (id, username, password_hash, is_platform_admin, is_active, "
@@ -57,19 +77,33 @@ async def test_0005_gives_old_answers_every_document_their_session_was_prompted_
         "'2026-01-01', 'chat.ask', 'success', 1, 'chat_session', '3', "
         "'{\"passage_document_ids\":[7,9]}', '0', '1')",
     ]
-    try:
-        async with engine.begin() as conn:
-            for statement in statements:
-                await conn.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
+    await _execute(database_url, statements)
     in_thread(upgrade, database_url, "head")
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.exec_driver_sql(
-                "SELECT message_id, document_id FROM chat_message_sources ORDER BY document_id"
-            )
-            assert [tuple(r) for r in rows] == [(11, 7), (11, 9)]
-    finally:
-        await engine.dispose()
+    rows = await _rows(
+        database_url,
+        "SELECT message_id, document_id FROM chat_message_sources ORDER BY document_id",
+    )
+    assert rows == [(11, 7), (11, 9)]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_0009_leaves_what_the_check_made_of_old_answers_unknown(database_url: str) -> None:
+    """Answers stored before 0009 read back with no `grounded`, check outcome or note (NULL),
+    never as if they had been checked."""
+    in_thread(downgrade, database_url, "0008")
+    statements = [
+        "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '2026-01-01')",
+        "INSERT INTO users (id, username, password_hash, is_platform_admin, is_active, "
+        "created_at) VALUES (1, 'u', 'x', false, true, '2026-01-01')",
+        "INSERT INTO chat_sessions (id, tenant_id, user_id, title, created_at, updated_at) "
+        "VALUES (3, 1, 1, 'q', '2026-01-01', '2026-01-01')",
+        "INSERT INTO chat_messages (id, session_id, role, content, finish_reason, created_at) "
+        "VALUES (10, 3, 'user', 'q', NULL, '2026-01-01'), "
+        "(11, 3, 'assistant', 'a', 'stop', '2026-01-01')",
+    ]
+    await _execute(database_url, statements)
+    in_thread(upgrade, database_url, "head")
+    rows = await _rows(
+        database_url, "SELECT id, content, grounded, check_outcome, note FROM chat_messages"
+    )
+    assert sorted(rows) == [(10, "q", None, None, None), (11, "a", None, None, None)]

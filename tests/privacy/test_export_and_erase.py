@@ -146,6 +146,11 @@ async def test_export_holds_everything_about_the_person(
     assert chat["messages"][0]["content"] == QUESTION
     assert chat["messages"][1]["content"]
     assert chat["messages"][1]["withheld"] is False
+    # As the person's chat history shows it: what the check made of the answer, and quotes.
+    answer = chat["messages"][1]
+    assert (answer["grounded"], answer["check"], answer["note"]) == (True, "unchecked", None)
+    assert all("quote" in c for c in answer["citations"])
+    assert chat["messages"][0]["check"] is None
     [document] = mine["documents"]
     assert document["id"] == person.document_id
     assert document["filename"] == "vacation.txt"
