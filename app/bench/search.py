@@ -62,7 +62,13 @@ from app.search.index import (
     tokenize,
 )
 from app.search.index.layout import shard_path
-from app.search.index.tokenize import ENGLISH_STOP_WORDS, load_segmenter, stem_english
+from app.search.index.tokenize import (
+    ENGLISH_STOP_WORDS,
+    StemmerName,
+    analyzer_id,
+    load_segmenter,
+    stem_english,
+)
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import TenantIndex
 from app.search.visibility import Visibility
@@ -285,7 +291,16 @@ def build_tenant(
             vector_index = build_shard(batch.vectors[:head], batch.ids[:head], config)
             if head < count:
                 add_vectors(vector_index, batch.vectors[head:], batch.ids[head:])
-            bm25 = build_bm25_shard(batch.ids, batch.tokens)
+            # Tagged with the configured analyzer, so a run with other tokenizer settings
+            # (levers off) searches it rather than refusing it as another tokenizer's; the
+            # synthetic words are the same tokens under every analyzer.
+            bm25 = build_bm25_shard(
+                batch.ids,
+                batch.tokens,
+                analyzer=analyzer_id(
+                    settings.index.bm25_stemmer, settings.index.bm25_heading_repeat
+                ),
+            )
             version = 1
             vector_file = shard_path(settings.index_dir, tenant_id, "vector", shard_no, version)
             vector_file.parent.mkdir(parents=True, exist_ok=True)
@@ -549,9 +564,11 @@ def _raw_vector(index: TenantIndex, vector: npt.NDArray[np.float32], k: int) -> 
     return merge_results(per_shard, k)
 
 
-def _raw_bm25(index: TenantIndex, text: str, k: int) -> tuple[Any, Any]:
+def _raw_bm25(
+    index: TenantIndex, text: str, k: int, stemmer: StemmerName = "english"
+) -> tuple[Any, Any]:
     assert index.stats is not None
-    tokens = tokenize(text)
+    tokens = tokenize(text, stemmer=stemmer)
     per_shard = [
         search_bm25(shard.bm25, index.stats, tokens, k) for shard in index.shards if shard.bm25
     ]
@@ -616,7 +633,7 @@ async def measure_size(
         return _raw_vector(index, vectors[i], depth)
 
     async def raw_bm25(i: int) -> Any:
-        return _raw_bm25(index, texts[i], depth)
+        return _raw_bm25(index, texts[i], depth, settings.index.bm25_stemmer)
 
     def service(mode: str) -> Callable[[int], Awaitable[Any]]:
         async def call(i: int) -> Any:

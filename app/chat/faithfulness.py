@@ -31,13 +31,20 @@ from app.kit.settings import ChatSettings
 
 # What the answer service did with a generated answer (returned to clients as `check`).
 Outcome = Literal["supported", "regenerated", "quoted", "unsupported", "refused", "unchecked"]
-Reason = Literal["ok", "empty", "echo", "number", "name", "terms", "uncited"]
+Reason = Literal["ok", "empty", "echo", "number", "name", "terms", "uncited", "type"]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Chinese numerals: two or more numeral characters, or one before a measure word ("三天").
 _HAN_NUMBER = re.compile(
     "[零〇一二两三四五六七八九十百千万亿]{2,}"
     "|[零〇一二两三四五六七八九十百千万亿](?=[天年月日个人次号岁米元名位条种只本部届期倍])"
+)
+# A question asking for a quantity, a date or a time, whose answer is a number.
+_ASKS_NUMBER = re.compile(
+    r"多少|几[个次年天岁名位种条人月日号倍届期]|哪一?年|何年|哪一?天|何时|什么时候|几时"
+    r"|多[高长大重远久宽深厚快]"
+    r"|\bhow (?:many|much|long|old|tall|far|high|often)\b|\bwhat year\b|\bwhen\b",
+    re.IGNORECASE,
 )
 _LATIN_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+")
 # Scaffolding an answer may wrap its content in; never content of its own.
@@ -130,10 +137,21 @@ def _numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(normalise(text))}
 
 
+def asks_for_a_number(question: str) -> bool:
+    """Whether `question` asks for a quantity, a date or a time."""
+    return _ASKS_NUMBER.search(question) is not None
+
+
 def check(
-    answer: str, question: str, cited: Sequence[str], *, min_support: float = 0.75
+    answer: str,
+    question: str,
+    cited: Sequence[str],
+    *,
+    min_support: float = 0.75,
+    expect_number: bool = False,
 ) -> Verdict:
-    """Whether `answer` is supported by the `cited` passage texts (see the module doc)."""
+    """Whether `answer` is supported by the `cited` passage texts (see the module doc);
+    `expect_number`: a question asking for a number needs one in the answer."""
     body = _SCAFFOLD.sub(" ", strip_markers(answer))
     if not body.strip(" \n\t.。,，:：;；!！?？"):
         return Verdict(False, "empty")
@@ -165,6 +183,13 @@ def check(
     missing = tuple(w for w in content if w not in found)
     if missing_numbers:
         return Verdict(False, "number", support, tuple(missing_numbers) + missing)
+    if (
+        expect_number
+        and not numbers
+        and not _HAN_NUMBER.search(body)
+        and asks_for_a_number(question)
+    ):
+        return Verdict(False, "type", support, missing)
     # A name must be there however many other words are: a wrong name is a wrong answer.
     names = {m.group(0) for m in _LATIN_NAME.finditer(body)}
     missing_names = sorted(n for n in names if any(not known(w) for w in words(n)))
@@ -251,7 +276,7 @@ async def review(
             return Checked(
                 answer,
                 [citation],
-                True,
+                settings.quote_grounded,
                 "quoted",
                 note=QUOTED_NOTE[language],
                 generated=text,
@@ -282,7 +307,13 @@ def _verdict(
         for c in citations
         if c.ref in by_ref
     ]
-    return check(text, question, cited, min_support=settings.min_support)
+    return check(
+        text,
+        question,
+        cited,
+        min_support=settings.min_support,
+        expect_number=settings.expect_number,
+    )
 
 
 def _quoted(

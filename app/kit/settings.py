@@ -105,7 +105,9 @@ class SearchSettings(BaseModel):
     candidates: int = Field(default=100, ge=1, le=100_000)
     # When de-duplication leaves fewer than top_k hits, the depth grows up to this bound.
     max_candidates: int = Field(default=1000, ge=1, le=1_000_000)
-    fusion: Literal["rrf", "weighted", "zscore"] = "rrf"
+    # "zscore" (default: won on SciFact train, BENCHMARKS.md retrieval-levers), "rrf" or
+    # "weighted" (min-max).
+    fusion: Literal["rrf", "weighted", "zscore"] = "zscore"
     # Reciprocal rank fusion: score = sum of weight / (rrf_k + rank), rank starting at 1.
     rrf_k: float = Field(default=60.0, gt=0)
     # Weights of each retriever in either fusion (weighted fusion min-max-normalises scores).
@@ -168,7 +170,14 @@ class ChatSettings(BaseModel):
     # with the sentence after it (a number elsewhere in the passage is not support); 0 = all.
     check_sentences: int = Field(default=1, ge=0, le=50)
     # Sentences a quoted answer gives: the one closest to the question and those after it.
-    quote_sentences: int = Field(default=2, ge=1, le=10)
+    quote_sentences: int = Field(default=3, ge=1, le=10)
+    # Whether a quoted answer is presented as grounded. The quote is the document's own text,
+    # but nothing verified that it answers the question: False returns it with
+    # `grounded: false` and the note, so a reader knows to read it as evidence.
+    quote_grounded: bool = False
+    # A question asking for a quantity, a date or a time ("多少", "哪一年", "how many",
+    # "when") needs a number in its answer; an answer without one is unsupported.
+    expect_number: bool = True
     # "plain": answer with citations; "extract": copy the passage's words, then answer.
     prompt_style: Literal["plain", "extract"] = "plain"
     # Worked examples in the question's language (Chinese, English) instead of one English one.

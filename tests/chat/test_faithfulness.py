@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app.chat.faithfulness import (
     QUOTED_PREFIX,
     UNSUPPORTED_NOTE,
+    asks_for_a_number,
     check,
     is_refusal,
     review,
@@ -112,7 +113,8 @@ def test_focus_on_the_sentences_about_the_question() -> None:
     citations = _cite(wrong, passage)
     whole = ChatSettings(check_sentences=0)
     assert _verdict(wrong, question, citations, passage, whole).supported
-    focused = ChatSettings(check_sentences=1)
+    # (expect_number off: "许多教堂" answers no "when", and this is about where support is.)
+    focused = ChatSettings(check_sentences=1, expect_number=False)
     assert not _verdict(wrong, question, citations, passage, focused).supported
     assert _verdict("公元前25年[1]", question, citations, passage, focused).supported
     # The sentence after the closest one is still evidence.
@@ -192,7 +194,12 @@ PASSAGES = [
 
 
 async def _review(
-    text: str, question: str, mode: str, again: str | None = None, quote_sentences: int = 1
+    text: str,
+    question: str,
+    mode: str,
+    again: str | None = None,
+    quote_sentences: int = 1,
+    **levers: Any,
 ) -> Any:
     calls: list[int] = []
 
@@ -206,7 +213,7 @@ async def _review(
         question=question,
         language="zh",
         passages=PASSAGES,
-        settings=ChatSettings(unsupported_answer=mode, quote_sentences=quote_sentences),
+        settings=ChatSettings(unsupported_answer=mode, quote_sentences=quote_sentences, **levers),
         regenerate=regenerate if again is not None else None,
     )
     return checked, len(calls)
@@ -231,11 +238,38 @@ async def test_a_second_failure_is_replaced_by_the_quote() -> None:
     checked, calls = await _review(
         "姚明身高2米29厘米[1]。", "姚明身高多少？", "regenerate", "姚明身高3米[1]"
     )
-    assert (checked.outcome, checked.grounded, calls) == ("quoted", True, 1)
+    # The quote is the document's text, but nothing verified that it answers: by default it
+    # is not presented as grounded.
+    assert (checked.outcome, checked.grounded, calls) == ("quoted", False, 1)
     assert checked.text == f"{QUOTED_PREFIX['zh']}姚明身高226厘米，曾效力于休斯顿火箭队。 [1]"
     assert checked.note
     assert [c.ref for c in checked.citations] == [1]
     assert checked.citations[0].quote == "姚明身高226厘米，曾效力于休斯顿火箭队。"
+
+
+async def test_a_quote_is_grounded_only_when_configured() -> None:
+    checked, _ = await _review(
+        "姚明身高2米29厘米[1]。", "姚明身高多少？", "quote", quote_grounded=True
+    )
+    assert (checked.outcome, checked.grounded) == ("quoted", True)
+
+
+def test_a_question_asking_for_a_number_needs_one() -> None:
+    assert asks_for_a_number("姚明身高多少？")
+    assert asks_for_a_number("When did Yao Ming retire?")
+    assert not asks_for_a_number("姚明效力于哪支球队？")
+    # Supported word for word, but it does not give what was asked.
+    answer = "姚明曾效力于休斯顿火箭队[1]。"
+    assert check(answer, "姚明身高多少？", [HEIGHT]).supported
+    verdict = check(answer, "姚明身高多少？", [HEIGHT], expect_number=True)
+    assert (verdict.supported, verdict.reason) == (False, "type")
+    # A number, in digits or in Chinese numerals, is the kind of answer asked for.
+    assert check("姚明身高226厘米[1]。", "姚明身高多少？", [HEIGHT], expect_number=True).supported
+    assert check(
+        "每位员工每年享有二十五天带薪年假[1]。", "年假有几天？", [NIANJIA], expect_number=True
+    ).supported
+    # Other questions are not held to it.
+    assert check(answer, "姚明效力于哪支球队？", [HEIGHT], expect_number=True).supported
 
 
 async def test_flag_keeps_the_text_but_not_as_grounded() -> None:
@@ -292,8 +326,9 @@ async def test_chat_api_replaces_a_fabricated_number(
     stored = detail.json()["messages"][-1]
     assert stored["content"] == body["answer"]
     assert stored["citations"][0]["quote"] == citation["quote"]
-    # And what the check made of it: quoted, which is grounded, with its note.
-    assert (stored["grounded"], stored["check"], stored["note"]) == (True, "quoted", body["note"])
+    # And what the check made of it: quoted, not presented as grounded, with its note.
+    assert body["grounded"] is False
+    assert (stored["grounded"], stored["check"], stored["note"]) == (False, "quoted", body["note"])
 
 
 async def test_chat_api_keeps_a_supported_answer(

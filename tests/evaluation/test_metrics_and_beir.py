@@ -98,13 +98,14 @@ def test_retrieval_settings_name_every_lever() -> None:
 
     base = Settings()
     line = retrieval_settings(base)
-    for part in ("stemmer=english", "headings=1", "heading_context=False", "rrf k=", "candidates="):
+    for part in ("stemmer=english", "headings=1", "heading_context=False", "fusion zscore"):
         assert part in line
+    assert "candidates=" in line
     changed = base.model_copy(
         update={
             "index": base.index.model_copy(update={"bm25_stemmer": "none"}),
-            "search": base.search.model_copy(update={"fusion": "zscore"}),
+            "search": base.search.model_copy(update={"fusion": "rrf"}),
         }
     )
     assert "stemmer=none" in retrieval_settings(changed)
-    assert "fusion zscore" in retrieval_settings(changed)
+    assert "fusion rrf k=" in retrieval_settings(changed)

@@ -92,6 +92,18 @@ class TestZScoreFusion:
         assert dict(zip(ids.tolist(), scores.tolist(), strict=True)) == pytest.approx(expected)
         assert ids.tolist() == [1, 3, 2, 4]
 
+    def test_it_ranks_by_how_far_above_the_rest_not_by_rank(self) -> None:
+        # X is near the top of both retrievers; Y tops BM25 but the vector index scores it
+        # with the junk. RRF sees ranks 2+2 against 1+3 and puts Y first; z-score sees that X
+        # stands out in both, which is the shipped default's reason (SciFact train +0.012).
+        x, y, z, a, b, c = 1, 2, 3, 4, 5, 6
+        bm25 = ranking(y, x, a, b, c, scores=[10.0, 9.9, 5.0, 5.0, 5.0])
+        vector = ranking(z, x, y, a, b, scores=[0.9, 0.89, 0.5, 0.5, 0.5])
+        rrf_ids, _ = reciprocal_rank_fusion([bm25, vector], [1.0, 1.0])
+        assert rrf_ids.tolist()[0] == y
+        z_ids, _ = zscore_fusion([bm25, vector], [1.0, 1.0])
+        assert z_ids.tolist()[0] == x
+
     def test_weights_ties_and_fuse_dispatch(self) -> None:
         ids, scores = zscore_fusion([ranking(5, 4, scores=[2.0, 2.0])], [1.0])
         assert ids.tolist() == [4, 5]

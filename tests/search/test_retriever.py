@@ -135,7 +135,7 @@ async def test_weighted_fusion_is_configuration(database: Database, index_root: 
     specs = [DocSpec([f"budget {w} plan"]) for w in ("alpha", "bravo", "charlie", "delta")]
     tenant = await tenant_with(database, index_root, corpus, "t", specs)
     vis = Visibility.for_tenant(tenant)
-    rrf = make_retriever(database, index_root)
+    rrf = make_retriever(database, index_root, fusion="rrf")
     weighted = make_retriever(database, index_root, fusion="weighted", bm25_weight=0.0)
     vector_only = make_retriever(database, index_root)
     rrf_hits = await rrf.retrieve(vis, query("budget alpha", "hybrid"))
