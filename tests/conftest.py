@@ -15,6 +15,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,21 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url="http://cairn.test"
     ) as c:
         yield c
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, *, client_address: tuple[str, int] = ("127.0.0.1", 123)
+) -> AsyncIterator[tuple[FastAPI, Api]]:
+    """The app for `settings` with its lifespan running, and an Api on an in-process client
+    connecting from `client_address` (for tests that start apps with their own settings)."""
+    application = create_app(settings)
+    transport = httpx.ASGITransport(app=application, client=client_address)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(transport=transport, base_url="http://cairn.test") as http,
+    ):
+        yield application, Api(http)
 
 
 class Api:

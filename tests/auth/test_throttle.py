@@ -27,6 +27,7 @@ from tests.conftest import (
     assert_error,
     make_settings,
     require_service,
+    running_app,
 )
 from tests.helpers import without_request_id
 
@@ -40,15 +41,8 @@ def served(database_url: str, tmp_path: Path) -> Served:
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[tuple[FastAPI, Api]]:
         settings = make_settings(database_url, tmp_path / "data", **overrides)
-        application = create_app(settings)
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=application, client=("10.0.0.1", 4000)),
-                base_url="http://cairn.test",
-            ) as client,
-        ):
-            yield application, Api(client)
+        async with running_app(settings, client_address=("10.0.0.1", 4000)) as started:
+            yield started
 
     return start
 

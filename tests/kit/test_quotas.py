@@ -27,6 +27,7 @@ from tests.conftest import (
     assert_error,
     make_settings,
     require_service,
+    running_app,
 )
 
 Started = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, Api]]]
@@ -42,15 +43,9 @@ def started(database_url: str, tmp_path: Path) -> Started:
         values: dict[str, Any] = {"embedded_workers": False, "chat": {"mode": "bm25"}}
         values.update(overrides)
         settings = make_settings(database_url, tmp_path / "data", **values)
-        application = create_app(settings)
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=application), base_url="http://cairn.test"
-            ) as client,
-        ):
+        async with running_app(settings) as (application, api):
             application.state.generator = GeneratorProvider(settings, limited(EchoGenerator()))
-            yield application, Api(client)
+            yield application, api
 
     return start
 
