@@ -7,7 +7,7 @@ import asyncio
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +83,20 @@ def document_filename(doc_id: str) -> str:
     return f"beir-{_UNSAFE.sub('_', doc_id)}.md"
 
 
+def write_corpus_files(
+    dataset: BeirDataset, folder: Path, doc_ids: Iterable[str] | None = None
+) -> list[Path]:
+    """Each corpus document (or those of `doc_ids`) as the Markdown file it is uploaded as:
+    its title as the heading, then its text."""
+    paths = []
+    for doc_id in dataset.corpus if doc_ids is None else doc_ids:
+        title, text = dataset.corpus[doc_id]
+        path = folder / document_filename(doc_id)
+        path.write_text(f"# {title or doc_id}\n\n{text}\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
 async def _tenant_id(database: Database, slug: str) -> int:
     async with database.sessionmaker() as session, session.begin():
         tenant = await tenant_repository.get_by_slug(session, slug)
@@ -113,11 +127,7 @@ async def load_dataset(
     access = await operator_access(database, tenant)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cairn-eval-") as scratch:
-        paths = []
-        for doc_id, (title, text) in dataset.corpus.items():
-            path = Path(scratch) / document_filename(doc_id)
-            path.write_text(f"# {title or doc_id}\n\n{text}\n", encoding="utf-8")
-            paths.append(path)
+        paths = write_corpus_files(dataset, Path(scratch))
         # Content already in the tenant is refused as a duplicate: re-running skips it.
         queued, _ = await queue_files(
             database,

@@ -8,7 +8,7 @@ import pytest
 
 from app.evaluation.beir import load_beir
 from app.evaluation.direct import direct_bm25
-from app.evaluation.runner import document_filename, evaluate
+from app.evaluation.runner import evaluate, write_corpus_files
 from app.ingest_cli import operator_access, queue_files
 from app.kit.db import database_for
 from app.kit.settings import Settings
@@ -53,12 +53,7 @@ async def test_an_interrupted_load_is_finished_and_no_load_reuses_it(
     try:
         await _tenant_id(database, "evalresume")
         access = await operator_access(database, "evalresume")
-        paths = []
-        for doc_id in ("d1", "d2"):
-            title, text = dataset.corpus[doc_id]
-            path = tmp_path / document_filename(doc_id)
-            path.write_text(f"# {title}\n\n{text}\n", encoding="utf-8")
-            paths.append(path)
+        paths = write_corpus_files(dataset, tmp_path, ["d1", "d2"])
         queued, _ = await queue_files(
             database,
             settings,
