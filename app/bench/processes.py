@@ -102,13 +102,13 @@ def start_api(
     return ApiProcess(f"http://127.0.0.1:{port}", spawn(args, env, log), log)
 
 
-def wait_healthy(api: ApiProcess, timeout: float = 180.0) -> None:
-    """Until /readyz answers 200 (the database migrated, the broker reachable)."""
+def wait_healthy(api: ApiProcess, timeout: float = 180.0, path: str = "/readyz") -> None:
+    """Until `path` answers 200 (/readyz: the database migrated, the broker reachable)."""
     deadline = time.monotonic() + timeout
     while True:
         api.alive()
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{api.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{api.url}{path}", timeout=2).status_code == 200:
                 return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{api.url} not ready within {timeout}s: {api.log.read_text()}")

@@ -26,7 +26,6 @@ import asyncio
 import gc
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import numpy.typing as npt
 from sqlalchemy import create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine, make_url
 
+from app.bench.processes import ApiProcess, free_port, stop, wait_healthy
 from app.bench.report import section, write_section
 from app.kit.db import Database, database_for
 from app.kit.migrate import upgrade
@@ -698,12 +698,6 @@ async def measure_size(
 # --------------------------------------------------------------------------- HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def serve_from_environment() -> None:
     """Entry point of the server subprocess: settings as JSON in CAIRN_BENCH_SETTINGS."""
     import uvicorn
@@ -718,36 +712,31 @@ def serve_from_environment() -> None:
 @contextmanager
 def running_server(settings: Settings) -> Iterator[str]:
     """The app in a uvicorn subprocess on a free local port; its base URL."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env["CAIRN_BENCH_SETTINGS"] = settings.model_dump_json()
     env["CAIRN_BENCH_PORT"] = str(port)
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from app.bench.search import serve_from_environment as s; s()"],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the bench server exited with {process.returncode}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the bench server did not start within 120 s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-server-") as scratch:
+        log = Path(scratch) / "server.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from app.bench.search import serve_from_environment as s; s()",
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = ApiProcess(f"http://127.0.0.1:{port}", process, log)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            # /healthz, not /readyz: the bench server has no broker or Redis to wait for.
+            wait_healthy(server, timeout=120, path="/healthz")
+            yield server.url
+        finally:
+            stop(process, timeout=30)
 
 
 async def viewer_headers(
