@@ -183,7 +183,7 @@ class ChatSettings(BaseModel):
     # Worked examples in the question's language (Chinese, English) instead of one English one.
     native_examples: bool = False
     # "rank": best passage first; "best_last": best passage next to the question.
-    passage_order: Literal["rank", "best_last"] = "rank"
+    passage_order: Literal["rank", "best_last"] = "best_last"
     # Sentences of each passage around its best match shown to the model; 0 = whole chunk.
     passage_sentences: int = Field(default=0, ge=0, le=50)
     # New tokens for an answer (a request may ask for fewer); None = generator.max_new_tokens.
