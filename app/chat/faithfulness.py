@@ -162,10 +162,9 @@ def check(
     numbers = _numbers(body)
     known_numbers = set().union(*(_numbers(t) for t in cited))
     missing_numbers = sorted(numbers - known_numbers)
+    han_numbers = set(_HAN_NUMBER.findall(body))
     # A Chinese numeral must be written the same way in a cited passage.
-    missing_numbers += sorted(
-        {n for n in _HAN_NUMBER.findall(body) if not any(n in t for t in texts)}
-    )
+    missing_numbers += sorted(n for n in han_numbers if not any(n in t for t in texts))
     asked = set(words(question))
     content = [w for w in dict.fromkeys(words(body)) if w not in asked and not w.isdigit()]
     # Single Han characters are mostly particles; they count only when nothing else is left.
@@ -183,12 +182,7 @@ def check(
     missing = tuple(w for w in content if w not in found)
     if missing_numbers:
         return Verdict(False, "number", support, tuple(missing_numbers) + missing)
-    if (
-        expect_number
-        and not numbers
-        and not _HAN_NUMBER.search(body)
-        and asks_for_a_number(question)
-    ):
+    if expect_number and not numbers and not han_numbers and asks_for_a_number(question):
         return Verdict(False, "type", support, missing)
     # A name must be there however many other words are: a wrong name is a wrong answer.
     names = {m.group(0) for m in _LATIN_NAME.finditer(body)}

@@ -51,6 +51,16 @@ async def test_upgrade_downgrade_upgrade(database_url: str) -> None:
     assert set(Base.metadata.tables) <= await _tables(database_url)
 
 
+# A tenant, a user and one chat session of theirs (id 3), as the chat migration tests need.
+_TENANT_USER_SESSION = [
+    "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '2026-01-01')",
+    "INSERT INTO users (id, username, password_hash, is_platform_admin, is_active, "
+    "created_at) VALUES (1, 'u', 'x', false, true, '2026-01-01')",
+    "INSERT INTO chat_sessions (id, tenant_id, user_id, title, created_at, updated_at) "
+    "VALUES (3, 1, 1, 'q', '2026-01-01', '2026-01-01')",
+]
+
+
 @pytest.mark.usefixtures("backend")
 async def test_0005_gives_old_answers_every_document_their_session_was_prompted_with(
     database_url: str,
@@ -59,15 +69,11 @@ async def test_0005_gives_old_answers_every_document_their_session_was_prompted_
     audit log says was in a prompt of their session: over-withholding is safe, a leak is not."""
     in_thread(downgrade, database_url, "0004")
     statements = [
-        "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '2026-01-01')",
-        "INSERT INTO users (id, username, password_hash, is_platform_admin, is_active, "
-        "created_at) VALUES (1, 'u', 'x', false, true, '2026-01-01')",
+        *_TENANT_USER_SESSION,
         "INSERT INTO documents (id, tenant_id, title, media_type, size_bytes, content_sha256, "
         "sensitivity, status, progress, chunk_count, created_at, updated_at) VALUES "
         "(7, 1, 'public', 'text/plain', 1, 'a', 'public', 'ready', 1, 1, "
         "'2026-01-01', '2026-01-01')",
-        "INSERT INTO chat_sessions (id, tenant_id, user_id, title, created_at, updated_at) "
-        "VALUES (3, 1, 1, 'q', '2026-01-01', '2026-01-01')",
         "INSERT INTO chat_messages (id, session_id, role, content, created_at) VALUES "
         "(10, 3, 'user', 'q', '2026-01-01'), (11, 3, 'assistant', 'a', '2026-01-01')",
         "INSERT INTO chat_citations (message_id, ref, document_id, chunk_id, title, snippet) "
@@ -92,11 +98,7 @@ async def test_0009_leaves_what_the_check_made_of_old_answers_unknown(database_u
     never as if they had been checked."""
     in_thread(downgrade, database_url, "0008")
     statements = [
-        "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '2026-01-01')",
-        "INSERT INTO users (id, username, password_hash, is_platform_admin, is_active, "
-        "created_at) VALUES (1, 'u', 'x', false, true, '2026-01-01')",
-        "INSERT INTO chat_sessions (id, tenant_id, user_id, title, created_at, updated_at) "
-        "VALUES (3, 1, 1, 'q', '2026-01-01', '2026-01-01')",
+        *_TENANT_USER_SESSION,
         "INSERT INTO chat_messages (id, session_id, role, content, finish_reason, created_at) "
         "VALUES (10, 3, 'user', 'q', NULL, '2026-01-01'), "
         "(11, 3, 'assistant', 'a', 'stop', '2026-01-01')",
