@@ -136,6 +136,8 @@ class Answer:
     check: Outcome = "unchecked"
     note: str | None = None
     generated: str | None = None
+    # The supporting quote that ends `text` (`chat.answer_quote`); "" when none does.
+    quote: str = ""
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,11 @@ class AnswerService:
             # the whole text. The final text goes out in the `Answered` (the API's `correction`
             # and `done`) and is what the turn stores and the cache keeps.
             answer = await self._finish(prepared, "".join(parts))
+            said = "".join(parts).strip()
+            if answer.text != said and answer.text.startswith(said):
+                # What the check adds after the model's words (the supporting quote) goes out
+                # as the last delta: an addition, not a correction.
+                yield answer.text[len(said) :]
             await self._remember(prepared, answer)
             database = prepared.runtime.database
             async with database.sessionmaker() as session, session.begin():
@@ -360,7 +367,7 @@ class AnswerService:
         passages = shape_passages(
             question,
             [
-                Passage(i + 1, h.document_id, h.chunk_id, h.title, h.text)
+                Passage(i + 1, h.document_id, h.chunk_id, h.title, h.text, h.heading_path)
                 for i, h in enumerate(hits)
             ],
             settings.max_context_chars,
@@ -481,7 +488,8 @@ class AnswerService:
             grounded=checked.grounded,
             check=checked.outcome,
             note=checked.note,
-            generated=answer.text if checked.text != answer.text else None,
+            generated=answer.text if checked.text != answer.text + checked.quote else None,
+            quote=checked.quote,
         )
 
     async def _remember(self, prepared: Prepared, answer: Answer) -> None:

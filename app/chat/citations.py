@@ -258,9 +258,13 @@ def citations_for(
     return cite(answer, passages, snippet_chars=snippet_chars, question=question).citations
 
 
-def sources_block(citations: Sequence[Citation], heading: str) -> str:
-    """The numbered references appended to an OpenAI-compatible answer's text."""
+def sources_block(citations: Sequence[Citation], heading: str, *, shown: str = "") -> str:
+    """The numbered references appended to an OpenAI-compatible answer's text, each with its
+    supporting quote unless the `shown` answer text already quotes it."""
     if not citations:
         return ""
-    lines = [f"[{c.ref}] {c.title}" + (f"\n    “{c.quote}”" if c.quote else "") for c in citations]
+    lines = [
+        f"[{c.ref}] {c.title}" + (f"\n    “{c.quote}”" if c.quote and c.quote not in shown else "")
+        for c in citations
+    ]
     return f"\n\n{heading}:\n" + "\n".join(lines)

@@ -18,6 +18,7 @@ a refusal: not grounded, and not corrected.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,12 +27,20 @@ from typing import Literal
 from app.chat.citations import Citation, Cited, cite, drop_markers, snippet, strip_markers
 from app.chat.language import Language
 from app.chat.prompt import Passage
-from app.chat.quotes import best_sentences, contains, evidence, normalise, sentences, words
+from app.chat.quotes import (
+    best_sentences,
+    contains,
+    evidence,
+    normalise,
+    sentences,
+    supporting_index,
+    words,
+)
 from app.kit.settings import ChatSettings
 
 # What the answer service did with a generated answer (returned to clients as `check`).
 Outcome = Literal["supported", "regenerated", "quoted", "unsupported", "refused", "unchecked"]
-Reason = Literal["ok", "empty", "echo", "number", "name", "terms", "uncited", "type"]
+Reason = Literal["ok", "empty", "echo", "number", "name", "terms", "uncited", "type", "off_focus"]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Chinese numerals: two or more numeral characters, or one before a measure word ("三天").
@@ -76,6 +85,12 @@ QUOTED_NOTE: dict[Language, str] = {
     "other": "The generated answer was not supported by the documents; the documents are "
     "quoted instead.",
 }
+# How a grounded answer shows its supporting quote (`chat.answer_quote`).
+QUOTE_LABEL: dict[Language, str] = {
+    "zh": "原文：“{quote}”",
+    "en": 'Source: "{quote}"',
+    "other": 'Source: "{quote}"',
+}
 UNSUPPORTED_NOTE: dict[Language, str] = {
     "zh": "注意：这个回答无法在所引用的文档中得到核实，可能不准确。",
     "en": "Note: this answer could not be verified against the documents it cites and may be "
@@ -110,6 +125,8 @@ class Checked:
     # The model's own answer when it was replaced.
     generated: str | None = None
     verdict: Verdict | None = None
+    # The supporting quote that ends `text` (`chat.answer_quote`), "" when none does.
+    quote: str = ""
 
 
 def is_refusal(answer: str) -> bool:
@@ -194,26 +211,67 @@ def check(
     return Verdict(True, "ok", support, missing)
 
 
-def closest_sentence(
-    question: str, passages: Sequence[Passage], *, count: int = 1
-) -> tuple[Passage, str] | None:
-    """The passage sentence sharing most of the question's words (earlier passages win ties,
-    as they ranked higher) and the `count` - 1 after it, with its passage; None when no
-    sentence shares any."""
-    asked = words(question)
-    best: tuple[float, int, Passage, str] | None = None
+def focus(
+    question: str, passages: Sequence[Passage], *, subjects: bool = True
+) -> tuple[Passage, int] | None:
+    """The prompt's sentence closest to the question, as its passage and index there; None
+    when no sentence shares a word with it. The passage: the one with the sentence sharing
+    most of the question's words (earlier-ranked passages win ties), its subject's words
+    included, since they tell which document the question is about. The sentence within it:
+    the one `best_sentences` picks, the subject's words counting half (`subjects`; else
+    every word counts one)."""
+    asked = set(words(question))
+    best: tuple[int, Passage] | None = None
     # In rank order (refs), whatever order the prompt showed them in.
-    for rank, passage in enumerate(sorted(passages, key=lambda p: p.ref)):
-        parts = sentences(passage.text)
-        picked = best_sentences(passage.text, asked)
-        if not picked:
-            continue
-        sentence = parts[picked[0]]
-        score = len(set(words(sentence)) & set(asked))
-        if best is None or score > best[0]:
-            joiner = "" if re.search("[\u4e00-\u9fff]", sentence) else " "
-            best = (score, rank, passage, joiner.join(parts[picked[0] : picked[0] + count]))
-    return (best[2], best[3]) if best else None
+    for passage in sorted(passages, key=lambda p: p.ref):
+        score = max((len(set(words(s)) & asked) for s in sentences(passage.text)), default=0)
+        if score and (best is None or score > best[0]):
+            best = (score, passage)
+    if best is None:
+        return None
+    passage = best[1]
+    subject = words(passage.subject) if subjects else []
+    picked = best_sentences(passage.text, asked, subject=subject)
+    return (passage, picked[0]) if picked else None
+
+
+def closest_sentence(
+    question: str, passages: Sequence[Passage], *, count: int = 1, subjects: bool = True
+) -> tuple[Passage, str] | None:
+    """The `focus` sentence and the `count` - 1 after it, with its passage; None when no
+    sentence shares a word with the question."""
+    found = focus(question, passages, subjects=subjects)
+    if found is None:
+        return None
+    passage, index = found
+    parts = sentences(passage.text)
+    joiner = "" if re.search("[\u4e00-\u9fff]", parts[index]) else " "
+    return passage, joiner.join(parts[index : index + count])
+
+
+def on_focus(
+    answer: str,
+    question: str,
+    citations: Sequence[Citation],
+    passages: Sequence[Passage],
+    *,
+    window: int,
+    subjects: bool = True,
+) -> bool:
+    """Whether a cited passage supports the answer with the sentence closest to the question
+    (`focus`) or one of the `window` sentences after it: the sentence the answer's words come
+    from is the one the question is about."""
+    found = focus(question, passages, subjects=subjects)
+    if found is None:
+        return False
+    passage, index = found
+    said = strip_markers(answer)
+    return any(
+        c.ref == passage.ref
+        and (at := supporting_index(said, passage.text, question=question)) is not None
+        and index <= at <= index + window
+        for c in citations
+    )
 
 
 Regenerate = Callable[[], Awaitable[str]]
@@ -246,25 +304,27 @@ async def review(
         return Checked(drop_markers(text), [], False, "refused")
     verdict = _verdict(first.text, question, first.citations, passages, settings)
     if verdict.supported:
-        return Checked(first.text, first.citations, True, "supported", verdict=verdict)
+        checked = Checked(first.text, first.citations, True, "supported", verdict=verdict)
+        return _with_quote(checked, language, settings)
     if settings.unsupported_answer == "regenerate" and regenerate is not None:
         again = (await regenerate()).strip()
         if settings.trim_repetition:
             again = trim_repetition(again)
         if not is_refusal(again):
             second = cited(again)
-            checked = _verdict(second.text, question, second.citations, passages, settings)
-            if checked.supported:
-                return Checked(
+            retried = _verdict(second.text, question, second.citations, passages, settings)
+            if retried.supported:
+                checked = Checked(
                     second.text,
                     second.citations,
                     True,
                     "regenerated",
                     generated=text,
-                    verdict=checked,
+                    verdict=retried,
                 )
+                return _with_quote(checked, language, settings)
     if settings.unsupported_answer in ("regenerate", "quote"):
-        quoted = _quoted(question, language, passages, snippet_chars, settings.quote_sentences)
+        quoted = _quoted(question, language, passages, settings)
         if quoted is not None:
             answer, citation = quoted
             return Checked(
@@ -286,6 +346,24 @@ async def review(
     )
 
 
+def quote_block(citations: Sequence[Citation], language: Language) -> str:
+    """What follows a grounded answer when `chat.answer_quote` is on: its first citation's
+    supporting quote, marked with that citation ("" when no citation has a quote)."""
+    for c in citations:
+        if c.quote:
+            return f"\n\n{QUOTE_LABEL[language].format(quote=c.quote)} [{c.ref}]"
+    return ""
+
+
+def _with_quote(checked: Checked, language: Language, settings: ChatSettings) -> Checked:
+    if not settings.answer_quote:
+        return checked
+    block = quote_block(checked.citations, language)
+    if not block:
+        return checked
+    return dataclasses.replace(checked, text=checked.text + block, quote=block)
+
+
 def _verdict(
     text: str,
     question: str,
@@ -295,29 +373,46 @@ def _verdict(
 ) -> Verdict:
     by_ref = {p.ref: p for p in passages}
     cited = [
-        evidence(by_ref[c.ref].text, question, count=settings.check_sentences)
+        evidence(
+            by_ref[c.ref].text,
+            question,
+            count=settings.check_sentences,
+            subject=by_ref[c.ref].subject if settings.subject_words else "",
+        )
         + " "
         + by_ref[c.ref].title
         for c in citations
         if c.ref in by_ref
     ]
-    return check(
+    verdict = check(
         text,
         question,
         cited,
         min_support=settings.min_support,
         expect_number=settings.expect_number,
     )
+    if (
+        verdict.supported
+        and settings.require_focus
+        and not on_focus(
+            text,
+            question,
+            citations,
+            passages,
+            window=settings.focus_window,
+            subjects=settings.subject_words,
+        )
+    ):
+        return Verdict(False, "off_focus", verdict.support, verdict.missing)
+    return verdict
 
 
 def _quoted(
-    question: str,
-    language: Language,
-    passages: Sequence[Passage],
-    snippet_chars: int,
-    count: int = 1,
+    question: str, language: Language, passages: Sequence[Passage], settings: ChatSettings
 ) -> tuple[str, Citation] | None:
-    found = closest_sentence(question, passages, count=count)
+    found = closest_sentence(
+        question, passages, count=settings.quote_sentences, subjects=settings.subject_words
+    )
     if found is None:
         return None
     passage, sentence = found
@@ -327,7 +422,7 @@ def _quoted(
         document_id=passage.document_id,
         chunk_id=passage.chunk_id,
         title=passage.title,
-        snippet=snippet(passage.text, snippet_chars),
+        snippet=snippet(passage.text, settings.snippet_chars),
         quote=sentence,
     )
     return answer, citation

@@ -42,6 +42,14 @@ class Passage:
     chunk_id: int
     title: str
     text: str
+    # The chunk's heading path (document title, section headings): what its sentences are
+    # about, whether or not they name it.
+    headings: tuple[str, ...] = ()
+
+    @property
+    def subject(self) -> str:
+        """The title and headings, the words every sentence of the passage is about."""
+        return " ".join((self.title, *self.headings))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@ The corpus is loaded into a tenant through the real pipeline (once: a re-run fin
 a sample of the questions is asked as the operator, stateless (only the audit entry is kept),
 and each answer is scored:
 
-- gold span: the answer (citation markers removed, NFKC, case, spaces and punctuation
-  ignored) contains one of the question's gold spans;
+- gold span: the answer as shown (citation markers removed, NFKC, case, spaces and
+  punctuation ignored) contains one of the question's gold spans; "in own words": the same
+  for the answer without the supporting quote it ends with (`chat.answer_quote`);
 - gold passage cited: a citation names the question's judged document;
 - unsupported: the answer as shown fails the faithfulness check against its cited passages
   (app/chat/faithfulness.py), whatever the configured `chat.unsupported_answer` did;
@@ -63,6 +64,10 @@ RECORDED = (
     "chat.min_support",
     "chat.check_sentences",
     "chat.quote_sentences",
+    "chat.subject_words",
+    "chat.require_focus",
+    "chat.focus_window",
+    "chat.answer_quote",
     "chat.prompt_style",
     "chat.native_examples",
     "chat.passage_order",
@@ -213,9 +218,15 @@ class Record:
     cited_documents: list[str]
     quotes: list[str]
     seconds: float
+    # The prompt passages in rank order: {"ref", "document" (BEIR id), "text"}.
+    passages: list[dict[str, Any]] = field(default_factory=list)
     # Seconds of reused generations (--reuse) included in `seconds`: what they took when made.
     replayed_seconds: float = 0.0
+    # The supporting quote the answer ends with ("" when none).
+    quote: str = ""
     gold_span: bool = False
+    # The answer without `quote` contains a gold span.
+    gold_span_own: bool = False
     gold_cited: bool = False
     unsupported: bool = False
     refused: bool = False
@@ -236,6 +247,8 @@ class Metrics:
     refusal: float
     median_seconds: float
     outcomes: dict[str, int] = field(default_factory=dict)
+    # Gold span in the answer without its supporting quote (the model's own words).
+    gold_span_own: float = 0.0
     # Generations taken from an earlier variant (its time is not in median_seconds).
     reused: int = 0
 
@@ -260,18 +273,20 @@ def summarise(variant: str, records: Sequence[Record]) -> Metrics:
         rate([r.refused for r in records]),
         statistics.median(r.seconds for r in records) if records else 0.0,
         dict(sorted(outcomes.items())),
+        rate([r.gold_span_own for r in records]),
     )
 
 
 def markdown(metrics: Sequence[Metrics]) -> str:
     """The table of variants."""
     head = (
-        "| variant | answers | gold span | gold passage cited | unsupported | "
-        "grounded but wrong | refusal | median s/answer | check outcomes |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "| variant | answers | gold span | gold span in own words | gold passage cited | "
+        "unsupported | grounded but wrong | refusal | median s/answer | check outcomes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = [
-        f"| {m.variant} | {m.answers} | {m.gold_span:.3f} | {m.gold_cited:.3f} | "
+        f"| {m.variant} | {m.answers} | {m.gold_span:.3f} | {m.gold_span_own:.3f} | "
+        f"{m.gold_cited:.3f} | "
         f"{m.unsupported:.3f} | {m.grounded_wrong:.3f} | {m.refusal:.3f} | "
         f"{m.median_seconds:.2f}{' (r)' if m.reused else ''} | "
         + ", ".join(f"{k} {v}" for k, v in m.outcomes.items())
@@ -386,9 +401,15 @@ async def ask(
         cited_documents=[beir_ids.get(c.document_id, "?") for c in answer.citations],
         quotes=[c.quote for c in answer.citations],
         seconds=round(seconds, 3),
+        passages=[
+            {"ref": p.ref, "document": beir_ids.get(p.document_id, "?"), "text": p.text}
+            for p in sorted(prepared.grounding.passages, key=lambda p: p.ref)
+        ],
         replayed_seconds=round(replayed, 3),
     )
+    record.quote = answer.quote
     record.gold_span = contains_gold(answer.text, record.gold)
+    record.gold_span_own = contains_gold(answer.text.removesuffix(answer.quote), record.gold)
     record.gold_cited = bool(set(record.cited_documents) & set(record.gold_document))
     record.refused = refused
     record.unsupported = (

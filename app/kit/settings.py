@@ -178,6 +178,18 @@ class ChatSettings(BaseModel):
     # A question asking for a quantity, a date or a time ("多少", "哪一年", "how many",
     # "when") needs a number in its answer; an answer without one is unsupported.
     expect_number: bool = True
+    # An answer is supported only when the sentence it comes from (its supporting quote) is
+    # the prompt's sentence closest to the question or one of the `focus_window` after it: a
+    # faithful copy of another sentence answers something else.
+    require_focus: bool = True
+    # Choosing the sentence closest to the question (the check's evidence, the focus, a
+    # quoted answer), a passage's title and heading words count as half a word together:
+    # the sentence that names the subject is not for that reason the one about what is asked.
+    subject_words: bool = True
+    focus_window: int = Field(default=1, ge=0, le=10)
+    # A grounded answer ends with its supporting quote ("原文：“…” [n]" / 'Source: "…" [n]'), so
+    # that every client shows the evidence with the answer.
+    answer_quote: bool = True
     # "plain": answer with citations; "extract": copy the passage's words, then answer.
     prompt_style: Literal["plain", "extract"] = "plain"
     # Worked examples in the question's language (Chinese, English) instead of one English one.

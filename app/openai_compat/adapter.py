@@ -85,7 +85,8 @@ class CompletionHeader:
 
 
 def _sources(answered: Answered) -> str:
-    return sources_block(answered.answer.citations, SOURCES_HEADING[answered.language])
+    answer = answered.answer
+    return sources_block(answer.citations, SOURCES_HEADING[answered.language], shown=answer.text)
 
 
 def _note(answered: Answered) -> str:
@@ -98,7 +99,7 @@ def _correction(answered: Answered, streamed: str) -> str:
     """What ends a streamed answer the check replaced or flagged: the corrected answer (or
     only the note when the text stands but is not trusted)."""
     answer = answered.answer
-    if answer.text == streamed.strip():
+    if answer.text.split() == streamed.split():
         return _note(answered)
     heading = CORRECTION_HEADING[answered.language]
     return f"\n\n{heading}: {answer.text}{_note(answered)}"

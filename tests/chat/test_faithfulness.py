@@ -111,7 +111,7 @@ def test_focus_on_the_sentences_about_the_question() -> None:
     wrong = "卡塞雷斯城是1986年建立的[1]。"
     passage = [Passage(1, 1, 1, "卡塞雷斯", city)]
     citations = _cite(wrong, passage)
-    whole = ChatSettings(check_sentences=0)
+    whole = ChatSettings(check_sentences=0, require_focus=False)
     assert _verdict(wrong, question, citations, passage, whole).supported
     # (expect_number off: "许多教堂" answers no "when", and this is about where support is.)
     focused = ChatSettings(check_sentences=1, expect_number=False)
@@ -129,6 +129,9 @@ def test_focus_on_the_sentences_about_the_question() -> None:
     assert evidence(alice[0].text, asked, count=1) == ""
     assert not _verdict(copy, asked, _cite(copy, alice), alice, focused).supported
     assert _verdict(copy, asked, _cite(copy, alice), alice, whole).supported
+    # With the focus required (the default), whole-passage support does not make it one.
+    focus_only = ChatSettings(check_sentences=0)
+    assert _verdict(copy, asked, _cite(copy, alice), alice, focus_only).reason == "off_focus"
 
 
 def _cite(answer: str, passages: list[Passage]) -> list[Any]:
@@ -230,7 +233,8 @@ async def test_an_unsupported_answer_is_regenerated_once() -> None:
         "姚明身高2米29厘米[1]。", "姚明身高多少？", "regenerate", "226厘米[1]"
     )
     assert (checked.outcome, checked.grounded, calls) == ("regenerated", True, 1)
-    assert checked.text == "226厘米[1]"
+    assert checked.text == "226厘米[1]" + checked.quote
+    assert checked.quote == "\n\n原文：“姚明身高226厘米，曾效力于休斯顿火箭队。” [1]"
     assert checked.generated == "姚明身高2米29厘米[1]。"
 
 
@@ -300,6 +304,7 @@ def _script(app: FastAPI, *answers: str) -> ScriptedGenerator:
 
 
 QUESTION_ZH = "每位员工每年享有多少天带薪年假？"
+NIANJIA_QUOTE = "\n\n原文：“年假制度：每位员工每年享有二十五天带薪年假。”"
 
 
 async def test_chat_api_replaces_a_fabricated_number(
@@ -340,7 +345,8 @@ async def test_chat_api_keeps_a_supported_answer(
     )
     body = response.json()
     assert (body["check"], body["grounded"], body["note"]) == ("supported", True, None)
-    assert body["answer"] == "每位员工每年享有二十五天带薪年假[1]。"
+    # The answer ends with its supporting quote, marked with its citation.
+    assert body["answer"] == f"每位员工每年享有二十五天带薪年假[1]。{NIANJIA_QUOTE} [1]"
     assert "二十五天" in body["citations"][0]["quote"]
 
 
@@ -409,7 +415,9 @@ async def test_a_misnumbered_marker_is_rewritten_in_the_answer(
     model, response = await _ask_misnumbered(app, client, world, stream=False)
     body = response.json()
     # The marker names the passage the sentence is cited from; the made-up one is gone.
-    assert body["answer"] == f"每位员工每年享有二十五天带薪年假[{model.right}]。"
+    assert body["answer"] == (
+        f"每位员工每年享有二十五天带薪年假[{model.right}]。{NIANJIA_QUOTE} [{model.right}]"
+    )
     assert [c["ref"] for c in body["citations"]] == [model.right]
     assert body["citations"][0]["document_id"] == world.docs["nianjia"]
     assert (body["check"], body["grounded"]) == ("supported", True)
@@ -428,7 +436,7 @@ async def test_a_streamed_misnumbered_marker_is_rewritten_in_done(
     streamed = "".join(json.loads(d)["text"] for k, d in events if k == "delta")
     assert streamed == f"每位员工每年享有二十五天带薪年假[{model.wrong}][99]。"
     assert [k for k, _ in events][-2:] == ["correction", "done"]
-    rewritten = f"每位员工每年享有二十五天带薪年假[{model.right}]。"
+    rewritten = f"每位员工每年享有二十五天带薪年假[{model.right}]。{NIANJIA_QUOTE} [{model.right}]"
     assert json.loads(events[-2][1])["answer"] == rewritten
     done = json.loads(events[-1][1])
     assert done["answer"] == rewritten
@@ -465,12 +473,12 @@ async def test_a_streamed_answer_ends_with_its_correction(
     assert streamed == "每位员工每年享有三十天带薪年假[1]。"
     correction = json.loads(events[-2][1])
     assert correction == {
-        "answer": "二十五天[1]",
+        "answer": f"二十五天[1]{NIANJIA_QUOTE} [1]",
         "grounded": True,
         "check": "regenerated",
         "note": None,
     }
-    assert json.loads(events[-1][1])["answer"] == "二十五天[1]"
+    assert json.loads(events[-1][1])["answer"] == f"二十五天[1]{NIANJIA_QUOTE} [1]"
     # The second try was asked with the stricter instruction.
     assert "逐字复制" in scripted.prompts[1][-1].content
 
@@ -499,9 +507,10 @@ async def test_openai_api_goes_through_the_same_check(
     content = response.json()["choices"][0]["message"]["content"]
     assert content.startswith(QUOTED_PREFIX["zh"])
     assert "三十" not in content
-    # The note and the supporting quote are in the text a plain client shows.
+    # The note and the quote are in the text a plain client shows; the sources do not
+    # repeat a quote the answer already gives.
     assert "已改为引用文档原文" in content
-    assert "“年假制度：每位员工每年享有二十五天带薪年假。" in content
+    assert content.count("年假制度：每位员工每年享有二十五天带薪年假。") == 1
     # Another wording: the same question again would be served from the answer cache.
     again = {
         "model": "cairn:hr",
@@ -531,3 +540,99 @@ async def test_the_quote_goes_on_to_the_next_sentence() -> None:
     assert checked.text == (
         f"{QUOTED_PREFIX['zh']}姚明身高226厘米，曾效力于休斯顿火箭队。他于2011年退役。 [1]"
     )
+
+
+# --- the focus, the subject's words and the quote the answer ends with ---------------------
+
+FISH = (
+    "斯氏腔吻鳕为辐鳍鱼纲鳕形目鼠尾鳕科的其中一种。分布于大西洋东部海域。"
+    "本鱼体长可达32公分。生活在泥沙底质上，几乎是以多毛类为食。"
+)
+
+
+def test_the_subjects_words_count_half_choosing_the_sentence() -> None:
+    from app.chat.faithfulness import focus
+
+    question = "斯氏腔吻鳕主要以什么为食？"
+    passage = Passage(1, 1, 1, "fish.md", FISH, ("斯氏腔吻鳕",))
+    # Every word of the subject is in the first, defining sentence; the food is further on.
+    assert focus(question, [passage]) == (passage, 3)
+    assert focus(question, [passage], subjects=False) == (passage, 0)
+    # Across passages the subject still tells which document the question is about.
+    other = Passage(2, 2, 2, "food.md", "多毛类为食的鱼很多。", ("鱼类",))
+    assert focus(question, [other, passage]) == (passage, 3)
+
+
+async def test_an_answer_copied_from_another_sentence_is_off_focus() -> None:
+    # Both passages share words with the question, but the first one is about it; a faithful
+    # copy of the second (supported by its own sentence) answers something else.
+    passages = [
+        Passage(1, 10, 10, "nianjia.txt", "年假制度：每位员工每年享有二十五天带薪年假。"),
+        Passage(2, 11, 11, "bingjia.txt", "病假制度：员工每年享有十天带薪病假。"),
+    ]
+    settings = ChatSettings(unsupported_answer="quote")
+    copy = "员工每年享有十天带薪病假[2]。"
+    checked = await review(
+        copy, question=QUESTION_ZH, language="zh", passages=passages, settings=settings
+    )
+    assert (checked.outcome, checked.grounded) == ("quoted", False)
+    assert checked.verdict.reason == "off_focus"
+    assert "二十五天" in checked.text
+    loose = ChatSettings(unsupported_answer="quote", require_focus=False)
+    checked = await review(
+        copy, question=QUESTION_ZH, language="zh", passages=passages, settings=loose
+    )
+    assert (checked.outcome, checked.grounded) == ("supported", True)
+
+
+async def test_the_quote_block_follows_a_grounded_answer_only() -> None:
+    right = "每位员工每年享有二十五天带薪年假[2]。"
+    checked, _ = await _review(right, QUESTION_ZH, "quote")
+    assert checked.text == right + NIANJIA_QUOTE + " [2]"
+    assert checked.quote == NIANJIA_QUOTE + " [2]"
+    english = await review(
+        "Maria Lopez in human resources [1].",
+        question="Who handles vacation requests?",
+        language="en",
+        passages=[Passage(1, 1, 1, "vacation.txt", VACATION)],
+        settings=ChatSettings(),
+    )
+    assert english.quote == '\n\nSource: "Requests go to Maria Lopez in human resources." [1]'
+    # Off: the model's words alone.
+    plain, _ = await _review(right, QUESTION_ZH, "quote", answer_quote=False)
+    assert (plain.text, plain.quote) == (right, "")
+    # A quoted or flagged answer gets none: it is the quote, or it is not trusted.
+    quoted, _ = await _review("每位员工每年享有三十天带薪年假[2]。", QUESTION_ZH, "quote")
+    flagged, _ = await _review("每位员工每年享有三十天带薪年假[2]。", QUESTION_ZH, "flag")
+    assert (quoted.quote, flagged.quote) == ("", "")
+
+
+async def test_a_streamed_grounded_answer_ends_with_its_quote_as_a_delta(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    _script(app, "每位员工每年享有二十五天带薪年假[1]。")
+    response = await client.post(
+        "/api/v1/tenants/hr/chat",
+        json={"question": QUESTION_ZH, "stream": True},
+        headers=world.users["viewer"],
+    )
+    events = _events(response.text)
+    deltas = [json.loads(d)["text"] for k, d in events if k == "delta"]
+    # The quote is an addition, not a correction: what was streamed is the final answer.
+    assert deltas[-1] == NIANJIA_QUOTE + " [1]"
+    assert [k for k, _ in events][-1] == "done"
+    assert "correction" not in [k for k, _ in events]
+    assert json.loads(events[-1][1])["answer"] == "".join(deltas)
+    # The OpenAI-compatible stream: the same delta, and sources that do not repeat the quote.
+    request = {
+        "model": "cairn:hr",
+        "messages": [{"role": "user", "content": "员工的带薪年假有几天？"}],
+        "stream": True,
+    }
+    streamed = await client.post(
+        "/v1/chat/completions", json=request, headers=world.users["viewer"]
+    )
+    chunks = [json.loads(d) for _, d in _events(streamed.text) if d != "[DONE]" and "choices" in d]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert "更正" not in text
+    assert text.count("年假制度：每位员工每年享有二十五天带薪年假。") == 1

@@ -62,7 +62,8 @@ def _record(**flags: object) -> Record:
 
 def test_rates_are_shares_of_all_answers() -> None:
     records = [
-        _record(gold_span=True, gold_cited=True, seconds=1.0),
+        # Its gold span is in its own words, not only in the quote it ends with.
+        _record(gold_span=True, gold_span_own=True, gold_cited=True, seconds=1.0),
         _record(gold_span=False, gold_cited=True, unsupported=True, seconds=3.0),
         _record(gold_span=False, grounded=False, check="refused", refused=True, seconds=2.0),
         _record(gold_span=True, grounded=False, check="unsupported", seconds=10.0),
@@ -78,7 +79,8 @@ def test_rates_are_shares_of_all_answers() -> None:
     assert metrics.median_seconds == 2.5
     assert metrics.outcomes == {"refused": 1, "supported": 2, "unsupported": 1}
     table = markdown([metrics])
-    assert "| v | 4 | 0.500 | 0.500 | 0.250 | 0.250 | 0.250 | 2.50 |" in table
+    assert metrics.gold_span_own == 0.25
+    assert "| v | 4 | 0.500 | 0.250 | 0.500 | 0.250 | 0.250 | 0.250 | 2.50 |" in table
 
 
 def test_variants_and_overrides(settings: Settings) -> None:
@@ -158,6 +160,11 @@ async def test_a_run_through_the_answer_service_with_another_model(
         # The tiny model writes noise: never shown as grounded unless the check passed it.
         assert line["grounded"] == (line["check"] == "supported")
         assert set(line) >= {"answer", "gold_span", "gold_cited", "unsupported", "seconds"}
+        # The prompt passages are logged, and the quote a grounded answer ends with.
+        assert line["passages"]
+        assert {"ref", "document", "text"} <= set(line["passages"][0])
+        assert line["answer"].endswith(line["quote"])
+        assert line["gold_span_own"] <= line["gold_span"]
     # Quoting the documents instead of the noise: verbatim quotes, shown as evidence rather
     # than as a grounded answer (chat.quote_grounded is off).
     quoted = [json.loads(line) for line in report.logs[1].read_text().splitlines()]
