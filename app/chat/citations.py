@@ -222,13 +222,19 @@ class Cited:
 
 
 def cite(
-    answer: str, passages: Sequence[Passage], *, snippet_chars: int, question: str = ""
+    answer: str,
+    passages: Sequence[Passage],
+    *,
+    snippet_chars: int,
+    question: str = "",
+    subjects: bool = True,
 ) -> Cited:
     """The citations of an answer generated from these prompt passages, each with the
     sentence(s) of its passage that support the answer, and the answer with every marker
     naming one of them (`remark`): a marker's number is moved to the passage its sentence is
     cited from, and one naming no prompt passage is removed. An answer without valid markers
-    is cited by its words and keeps no marker."""
+    is cited by its words and keeps no marker. `subjects`: a passage's title and heading
+    words count half choosing its supporting sentence (`chat.subject_words`)."""
     vocab = passage_words(passages)
     text, refs = remark(answer, vocab)
     refs = refs or overlapping_refs(answer, vocab)
@@ -242,7 +248,11 @@ def cite(
             title=by_ref[ref].title,
             snippet=snippet(by_ref[ref].text, snippet_chars),
             quote=supporting_quote(
-                said, by_ref[ref].text, question=question, max_chars=snippet_chars
+                said,
+                by_ref[ref].text,
+                question=question,
+                max_chars=snippet_chars,
+                subject=by_ref[ref].subject if subjects else "",
             ),
         )
         for ref in refs

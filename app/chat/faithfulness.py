@@ -268,7 +268,12 @@ def on_focus(
     said = strip_markers(answer)
     return any(
         c.ref == passage.ref
-        and (at := supporting_index(said, passage.text, question=question)) is not None
+        and (
+            at := supporting_index(
+                said, passage.text, question=question, subject=passage.subject if subjects else ""
+            )
+        )
+        is not None
         and index <= at <= index + window
         for c in citations
     )
@@ -295,7 +300,13 @@ async def review(
 
     def cited(answer: str) -> Cited:
         # The text given is the cited one: its markers name the citations given with it.
-        return cite(answer, passages, snippet_chars=snippet_chars, question=question)
+        return cite(
+            answer,
+            passages,
+            snippet_chars=snippet_chars,
+            question=question,
+            subjects=settings.subject_words,
+        )
 
     first = cited(text)
     if settings.unsupported_answer == "off":

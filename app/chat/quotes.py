@@ -119,17 +119,22 @@ def evidence(text: str, question: str, *, count: int, subject: str = "") -> str:
     return "\n".join(parts[j] for j in keep)
 
 
-def supporting_quote(answer: str, passage: str, *, question: str = "", max_chars: int = 300) -> str:
+def supporting_quote(
+    answer: str, passage: str, *, question: str = "", max_chars: int = 300, subject: str = ""
+) -> str:
     """The sentence(s) of the passage that support the answer: those sharing most of the
     answer's words (the question's words break ties; when the answer shares none, the
-    question's words choose). Empty when nothing of the passage matches either."""
-    index = supporting_index(answer, passage, question=question)
+    question's words choose; the `subject`'s words count half, see `best_sentences`). Empty
+    when nothing of the passage matches either."""
+    index = supporting_index(answer, passage, question=question, subject=subject)
     return "" if index is None else _cut(sentences(passage)[index], max_chars)
 
 
-def supporting_index(answer: str, passage: str, *, question: str = "") -> int | None:
+def supporting_index(
+    answer: str, passage: str, *, question: str = "", subject: str = ""
+) -> int | None:
     """Which sentence of the passage `supporting_quote` quotes; None when none matches."""
-    picked = best_sentences(passage, words(answer), also=words(question))
+    picked = best_sentences(passage, words(answer), also=words(question), subject=words(subject))
     return picked[0] if picked else None
 
 
