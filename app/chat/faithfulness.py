@@ -257,26 +257,24 @@ def on_focus(
     *,
     window: int,
     subjects: bool = True,
-) -> bool:
-    """Whether a cited passage supports the answer with the sentence closest to the question
-    (`focus`) or one of the `window` sentences after it: the sentence the answer's words come
-    from is the one the question is about."""
+) -> tuple[Citation, str] | None:
+    """The citation whose passage supports the answer with the sentence closest to the
+    question (`focus`) or one of the `window` sentences after it, with that sentence: the
+    sentence the answer's words come from is the one the question is about. None when no
+    citation does."""
     found = focus(question, passages, subjects=subjects)
     if found is None:
-        return False
+        return None
     passage, index = found
     said = strip_markers(answer)
-    return any(
-        c.ref == passage.ref
-        and (
-            at := supporting_index(
-                said, passage.text, question=question, subject=passage.subject if subjects else ""
-            )
-        )
-        is not None
-        and index <= at <= index + window
-        for c in citations
-    )
+    subject = passage.subject if subjects else ""
+    for c in citations:
+        if c.ref != passage.ref:
+            continue
+        at = supporting_index(said, passage.text, question=question, subject=subject)
+        if at is not None and index <= at <= index + window:
+            return c, sentences(passage.text)[at]
+    return None
 
 
 Regenerate = Callable[[], Awaitable[str]]
@@ -316,7 +314,7 @@ async def review(
     verdict = _verdict(first.text, question, first.citations, passages, settings)
     if verdict.supported:
         checked = Checked(first.text, first.citations, True, "supported", verdict=verdict)
-        return _with_quote(checked, language, settings)
+        return _with_quote(checked, language, settings, question=question, passages=passages)
     if settings.unsupported_answer == "regenerate" and regenerate is not None:
         again = (await regenerate()).strip()
         if settings.trim_repetition:
@@ -333,7 +331,9 @@ async def review(
                     generated=text,
                     verdict=retried,
                 )
-                return _with_quote(checked, language, settings)
+                return _with_quote(
+                    checked, language, settings, question=question, passages=passages
+                )
     if settings.unsupported_answer in ("regenerate", "quote"):
         quoted = _quoted(question, language, passages, settings)
         if quoted is not None:
@@ -366,10 +366,33 @@ def quote_block(citations: Sequence[Citation], language: Language) -> str:
     return ""
 
 
-def _with_quote(checked: Checked, language: Language, settings: ChatSettings) -> Checked:
+def _with_quote(
+    checked: Checked,
+    language: Language,
+    settings: ChatSettings,
+    *,
+    question: str,
+    passages: Sequence[Passage],
+) -> Checked:
+    """The checked answer followed by its supporting quote (`chat.answer_quote`): that of the
+    citation on the focus when the focus is required (the evidence the answer was passed
+    on), else the first one's."""
     if not settings.answer_quote:
         return checked
-    block = quote_block(checked.citations, language)
+    citations = list(checked.citations)
+    if settings.require_focus:
+        focused = on_focus(
+            checked.text,
+            question,
+            citations,
+            passages,
+            window=settings.focus_window,
+            subjects=settings.subject_words,
+        )
+        if focused is not None:
+            citations.remove(focused[0])
+            citations.insert(0, focused[0])
+    block = quote_block(citations, language)
     if not block:
         return checked
     return dataclasses.replace(checked, text=checked.text + block, quote=block)
@@ -402,19 +425,27 @@ def _verdict(
         min_support=settings.min_support,
         expect_number=settings.expect_number,
     )
-    if (
-        verdict.supported
-        and settings.require_focus
-        and not on_focus(
-            text,
-            question,
-            citations,
-            passages,
-            window=settings.focus_window,
-            subjects=settings.subject_words,
-        )
-    ):
+    if not verdict.supported or not settings.require_focus:
+        return verdict
+    focused = on_focus(
+        text,
+        question,
+        citations,
+        passages,
+        window=settings.focus_window,
+        subjects=settings.subject_words,
+    )
+    if focused is None:
         return Verdict(False, "off_focus", verdict.support, verdict.missing)
+    if settings.numbers_in_quote:
+        # The sentence the answer comes from is the evidence shown with it: a number from
+        # elsewhere in the passage is not what that sentence says.
+        body = _SCAFFOLD.sub(" ", strip_markers(text))
+        quoted = normalise(focused[1])
+        loose = sorted(_numbers(body) - _numbers(focused[1]))
+        loose += sorted(n for n in set(_HAN_NUMBER.findall(body)) if n not in quoted)
+        if loose:
+            return Verdict(False, "number", verdict.support, tuple(loose))
     return verdict
 
 

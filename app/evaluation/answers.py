@@ -67,6 +67,7 @@ RECORDED = (
     "chat.subject_words",
     "chat.require_focus",
     "chat.focus_window",
+    "chat.numbers_in_quote",
     "chat.answer_quote",
     "chat.prompt_style",
     "chat.native_examples",
@@ -384,8 +385,12 @@ async def ask(
     by_ref = {p.ref: p for p in prepared.grounding.passages}
     # The passage text the model saw (possibly cut to sentences), as the check sees it.
     cited_texts = [by_ref[c.ref].text + " " + by_ref[c.ref].title for c in answer.citations]
+    # The check tells refusals apart; unchecked text is read for one here. (A quote is the
+    # documents' text, whatever it says: "…没有包含…" in it is no refusal.)
     refused = (
-        not prepared.grounding.relevant or answer.check == "refused" or is_refusal(answer.text)
+        not prepared.grounding.relevant
+        or answer.check == "refused"
+        or (answer.check == "unchecked" and is_refusal(answer.text))
     )
     record = Record(
         variant=variant,

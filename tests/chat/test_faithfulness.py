@@ -636,3 +636,57 @@ async def test_a_streamed_grounded_answer_ends_with_its_quote_as_a_delta(
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert "更正" not in text
     assert text.count("年假制度：每位员工每年享有二十五天带薪年假。") == 1
+
+
+async def test_the_quote_shown_is_the_one_on_the_focus() -> None:
+    passages = [
+        Passage(1, 10, 10, "tims.txt", "桃花源小厨是一所在2000年于香港开设的小店。"),
+        Passage(2, 11, 11, "shop.txt", "第一家专卖店于1995年开设于香港。"),
+    ]
+    # Cited [2] first, but what the answer was passed on is the sentence of [1].
+    checked = await review(
+        "第一家专卖店开设于香港[2]。桃花源小厨在2000年于香港开设[1]。",
+        question="2000年桃花源小厨在哪儿开设？",
+        language="zh",
+        passages=passages,
+        settings=ChatSettings(),
+    )
+    assert (checked.outcome, [c.ref for c in checked.citations]) == ("supported", [2, 1])
+    assert checked.quote == "\n\n原文：“桃花源小厨是一所在2000年于香港开设的小店。” [1]"
+
+
+async def test_the_answers_numbers_must_be_in_the_sentence_it_comes_from() -> None:
+    passages = [
+        Passage(
+            1,
+            10,
+            10,
+            "tyson.txt",
+            "泰森食品公司斥资77亿美元收购希尔夏品牌。此前的出价是85.5亿美元。",
+        )
+    ]
+    question = "泰森食品公司共斥资多少钱收购了希尔夏品牌？"
+    wrong = "泰森食品公司共斥资85.5亿美元收购希尔夏品牌[1]。"
+    strict = await review(
+        wrong, question=question, language="zh", passages=passages, settings=ChatSettings()
+    )
+    assert strict.outcome == "quoted"
+    assert strict.verdict.reason == "number"
+    assert strict.verdict.missing == ("85.5",)
+    # Off: a number of the next sentence (the evidence around the focus) passes.
+    loose = await review(
+        wrong,
+        question=question,
+        language="zh",
+        passages=passages,
+        settings=ChatSettings(numbers_in_quote=False),
+    )
+    assert loose.outcome == "supported"
+    right = await review(
+        "泰森食品公司斥资77亿美元[1]。",
+        question=question,
+        language="zh",
+        passages=passages,
+        settings=ChatSettings(),
+    )
+    assert right.outcome == "supported"
