@@ -7,7 +7,15 @@ Checked after generation and before the answer is final (for a stream: before it
   words and the scaffolding every answer uses) must be found in a cited passage, at least
   `min_support` of them, and every capitalised English name must be;
 - an answer that only restates the question (nothing left once the question's words are
-  taken away) is an echo, and unsupported.
+  taken away) is an echo, and unsupported;
+- (`chat.require_focus`) the sentence the answer comes from (its supporting quote) must be the
+  prompt's sentence closest to the question (`focus`) or one of the `focus_window` after it,
+  and (`chat.numbers_in_quote`) hold every number of the answer: a faithful copy of another
+  sentence, or a number from beside the right one, answers something else.
+
+"Closest to the question" counts shared words, a passage's title and heading words (its
+subject) as half a word together when choosing a sentence within it (`chat.subject_words`).
+A grounded answer ends with its supporting quote (`chat.answer_quote`, `quote_block`).
 
 An unsupported answer is, as `chat.unsupported_answer` says, generated again once with a
 stricter instruction (and checked again), replaced by the passage sentence closest to the

@@ -186,7 +186,7 @@ class ChatSettings(BaseModel):
     # quoted answer), a passage's title and heading words count as half a word together:
     # the sentence that names the subject is not for that reason the one about what is asked.
     subject_words: bool = True
-    focus_window: int = Field(default=1, ge=0, le=10)
+    focus_window: int = Field(default=0, ge=0, le=10)
     # With the focus required: every number of the answer must be in the sentence it comes
     # from (the quote shown with it), not only somewhere near it.
     numbers_in_quote: bool = True

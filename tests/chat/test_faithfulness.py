@@ -117,8 +117,11 @@ def test_focus_on_the_sentences_about_the_question() -> None:
     focused = ChatSettings(check_sentences=1, expect_number=False)
     assert not _verdict(wrong, question, citations, passage, focused).supported
     assert _verdict("公元前25年[1]", question, citations, passage, focused).supported
-    # The sentence after the closest one is still evidence.
-    assert _verdict("许多教堂[1]", question, citations, passage, focused).supported
+    # The sentence after the closest one is still evidence, but by default not the focus:
+    # the answer must come from the closest sentence itself (`focus_window` 0).
+    assert _verdict("许多教堂[1]", question, citations, passage, focused).reason == "off_focus"
+    after = ChatSettings(check_sentences=1, expect_number=False, focus_window=1)
+    assert _verdict("许多教堂[1]", question, citations, passage, after).supported
     # A faithful copy of a passage about something else is no answer (the bundled model
     # answered a Gettysburg question with the Alice passage, word for word).
     alice = [
