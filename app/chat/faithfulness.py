@@ -265,11 +265,10 @@ def on_focus(
     *,
     window: int,
     subjects: bool = True,
-) -> tuple[Citation, str] | None:
+) -> Citation | None:
     """The citation whose passage supports the answer with the sentence closest to the
-    question (`focus`) or one of the `window` sentences after it, with that sentence: the
-    sentence the answer's words come from is the one the question is about. None when no
-    citation does."""
+    question (`focus`) or one of the `window` sentences after it: the sentence the answer's
+    words come from is the one the question is about. None when no citation does."""
     found = focus(question, passages, subjects=subjects)
     if found is None:
         return None
@@ -281,7 +280,7 @@ def on_focus(
             continue
         at = supporting_index(said, passage.text, question=question, subject=subject)
         if at is not None and index <= at <= index + window:
-            return c, sentences(passage.text)[at]
+            return c
     return None
 
 
@@ -398,8 +397,8 @@ def _with_quote(
             subjects=settings.subject_words,
         )
         if focused is not None:
-            citations.remove(focused[0])
-            citations.insert(0, focused[0])
+            citations.remove(focused)
+            citations.insert(0, focused)
     block = quote_block(citations, language)
     if not block:
         return checked
@@ -435,7 +434,7 @@ def _verdict(
     )
     if not verdict.supported or not settings.require_focus:
         return verdict
-    focused = on_focus(
+    on = on_focus(
         text,
         question,
         citations,
@@ -443,18 +442,46 @@ def _verdict(
         window=settings.focus_window,
         subjects=settings.subject_words,
     )
-    if focused is None:
+    if on is None:
         return Verdict(False, "off_focus", verdict.support, verdict.missing)
     if settings.numbers_in_quote:
-        # The sentence the answer comes from is the evidence shown with it: a number from
-        # elsewhere in the passage is not what that sentence says.
-        body = _SCAFFOLD.sub(" ", strip_markers(text))
-        quoted = normalise(focused[1])
-        loose = sorted(_numbers(body) - _numbers(focused[1]))
-        loose += sorted(n for n in set(_HAN_NUMBER.findall(body)) if n not in quoted)
+        sources = [p for p in passages if p.ref in {c.ref for c in citations}]
+        loose = numbers_beside_their_sentence(
+            text, question, sources, subjects=settings.subject_words
+        )
         if loose:
-            return Verdict(False, "number", verdict.support, tuple(loose))
+            return Verdict(False, "number", verdict.support, loose)
     return verdict
+
+
+def numbers_beside_their_sentence(
+    answer: str, question: str, cited: Sequence[Passage], *, subjects: bool = True
+) -> tuple[str, ...]:
+    """The numbers of the answer that are not in the passage sentence their own sentence of
+    the answer comes from (the cited sentence sharing most of its words): a number from
+    beside the right sentence is not what that sentence says. Each sentence of the answer is
+    matched on its own, so an answer drawing on two sentences keeps the numbers of both."""
+    loose: list[str] = []
+    for said in sentences(_SCAFFOLD.sub(" ", strip_markers(answer))):
+        digits, han = _numbers(said), set(_HAN_NUMBER.findall(said))
+        if not digits and not han:
+            continue
+        own = set(words(said))
+        source = ""
+        best = -1
+        for passage in cited:
+            subject = passage.subject if subjects else ""
+            at = supporting_index(said, passage.text, question=question, subject=subject)
+            if at is None:
+                continue
+            sentence = sentences(passage.text)[at]
+            shared = len(own & set(words(sentence)))
+            if shared > best:
+                source, best = sentence, shared
+        written = normalise(source)
+        loose += sorted(digits - _numbers(source))
+        loose += sorted(n for n in han if n not in written)
+    return tuple(dict.fromkeys(loose))
 
 
 def _quoted(

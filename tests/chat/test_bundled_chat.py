@@ -70,7 +70,7 @@ async def test_answers_with_a_citation(
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["grounded"] is True
+    assert body["grounded"] is True, body
     assert expected in body["answer"], body["answer"]
     cited = {c["document_id"] for c in body["citations"]}
     assert cited & handbook["handbooks"], body

@@ -685,6 +685,15 @@ async def test_the_answers_numbers_must_be_in_the_sentence_it_comes_from() -> No
         settings=ChatSettings(numbers_in_quote=False),
     )
     assert loose.outcome == "supported"
+    # An answer drawing on two sentences keeps the numbers of both, each in its own.
+    both = await review(
+        "泰森食品公司斥资77亿美元收购希尔夏品牌[1]。此前的出价是85.5亿美元[1]。",
+        question=question,
+        language="zh",
+        passages=passages,
+        settings=ChatSettings(),
+    )
+    assert both.outcome == "supported"
     right = await review(
         "泰森食品公司斥资77亿美元[1]。",
         question=question,

@@ -206,7 +206,9 @@ def _search(page: Page, query: str, *, view_as: str = "") -> list[str]:
         page.select_option("#view-as", view_as)
     with page.expect_response(re.compile(r"/search(/preview)?$")):
         page.click("#search-form button[type=submit]")
-    page.wait_for_function("document.querySelector('#search-info').textContent.length > 0")
+    # An expectation, not wait_for_function: a string predicate that has to poll is run
+    # through eval, which the page's CSP (rightly) refuses.
+    expect(page.locator("#search-info")).not_to_have_text("", timeout=WAIT_MS)
     return [t.strip() for t in page.locator("#hits li.hit > div:first-child a").all_inner_texts()]
 
 
