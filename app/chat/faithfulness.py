@@ -445,9 +445,11 @@ def _verdict(
     if on is None:
         return Verdict(False, "off_focus", verdict.support, verdict.missing)
     if settings.numbers_in_quote:
-        sources = [p for p in passages if p.ref in {c.ref for c in citations}]
+        # Sentences of the focused passage only: an answer about the question's subject
+        # that takes its numbers from another document answers about something else.
+        source = [p for p in passages if p.ref == on.ref]
         loose = numbers_beside_their_sentence(
-            text, question, sources, subjects=settings.subject_words
+            text, question, source, subjects=settings.subject_words
         )
         if loose:
             return Verdict(False, "number", verdict.support, loose)
@@ -458,9 +460,10 @@ def numbers_beside_their_sentence(
     answer: str, question: str, cited: Sequence[Passage], *, subjects: bool = True
 ) -> tuple[str, ...]:
     """The numbers of the answer that are not in the passage sentence their own sentence of
-    the answer comes from (the cited sentence sharing most of its words): a number from
-    beside the right sentence is not what that sentence says. Each sentence of the answer is
-    matched on its own, so an answer drawing on two sentences keeps the numbers of both."""
+    the answer comes from (the sentence of the `cited` passages sharing most of its words): a
+    number from beside the right sentence is not what that sentence says. Each sentence of
+    the answer is matched on its own, so an answer drawing on two sentences keeps the numbers
+    of both."""
     loose: list[str] = []
     for said in sentences(_SCAFFOLD.sub(" ", strip_markers(answer))):
         digits, han = _numbers(said), set(_HAN_NUMBER.findall(said))

@@ -187,8 +187,8 @@ class ChatSettings(BaseModel):
     # the sentence that names the subject is not for that reason the one about what is asked.
     subject_words: bool = True
     focus_window: int = Field(default=0, ge=0, le=10)
-    # With the focus required: every number of the answer must be in the sentence it comes
-    # from (the quote shown with it), not only somewhere near it.
+    # With the focus required: every number of the answer must be in the sentence of the
+    # focused passage that its own sentence of the answer comes from, not only near it.
     numbers_in_quote: bool = True
     # A grounded answer ends with its supporting quote ("原文：“…” [n]" / 'Source: "…" [n]'), so
     # that every client shows the evidence with the answer.

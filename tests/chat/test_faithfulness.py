@@ -702,3 +702,20 @@ async def test_the_answers_numbers_must_be_in_the_sentence_it_comes_from() -> No
         settings=ChatSettings(),
     )
     assert right.outcome == "supported"
+
+
+async def test_numbers_from_another_document_do_not_pass_the_focus() -> None:
+    passages = [
+        Passage(1, 10, 10, "canoe.txt", "中国皮划艇队共计40人，其中运动员23人，领队刘刚。"),
+        Passage(2, 11, 11, "swim.txt", "中国花样游泳队一行共计15人，其中运动员9人。"),
+    ]
+    checked = await review(
+        "中国皮划艇队一行共计15人，其中运动员9人[1][2]。",
+        question="中国皮划艇队共计多少人？",
+        language="zh",
+        passages=passages,
+        settings=ChatSettings(),
+    )
+    assert checked.outcome == "quoted"
+    assert checked.verdict.reason == "number"
+    assert "40人" in checked.text
