@@ -118,6 +118,9 @@ class Verdict:
     support: float = 0.0
     # Numbers, names or words of the answer that no cited passage has.
     missing: tuple[str, ...] = ()
+    # The ref of the citation on the focus (`on_focus`) of a supported answer, when the focus
+    # is required: the one whose quote the answer is shown with.
+    focused: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,17 @@ def _numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(normalise(text))}
 
 
+def missing_numbers(text: str, sources: Sequence[str]) -> list[str]:
+    """The numbers of `text` (digits, and Chinese numerals as written) found in none of the
+    `sources`, digits first."""
+    written = [normalise(s) for s in sources]
+    known = set().union(*(_numbers(s) for s in sources))
+    missing = sorted(_numbers(text) - known)
+    # A Chinese numeral must be written the same way in a source.
+    missing += sorted(n for n in set(_HAN_NUMBER.findall(text)) if not any(n in w for w in written))
+    return missing
+
+
 def asks_for_a_number(question: str) -> bool:
     """Whether `question` asks for a quantity, a date or a time."""
     return _ASKS_NUMBER.search(question) is not None
@@ -185,11 +199,8 @@ def check(
     texts = [normalise(t) for t in cited]
     vocab = [set(words(t)) for t in cited]
     numbers = _numbers(body)
-    known_numbers = set().union(*(_numbers(t) for t in cited))
-    missing_numbers = sorted(numbers - known_numbers)
     han_numbers = set(_HAN_NUMBER.findall(body))
-    # A Chinese numeral must be written the same way in a cited passage.
-    missing_numbers += sorted(n for n in han_numbers if not any(n in t for t in texts))
+    loose_numbers = missing_numbers(body, cited)
     asked = set(words(question))
     content = [w for w in dict.fromkeys(words(body)) if w not in asked and not w.isdigit()]
     # Single Han characters are mostly particles; they count only when nothing else is left.
@@ -205,8 +216,8 @@ def check(
     found = [w for w in content if known(w)]
     support = len(found) / len(content) if content else 1.0
     missing = tuple(w for w in content if w not in found)
-    if missing_numbers:
-        return Verdict(False, "number", support, tuple(missing_numbers) + missing)
+    if loose_numbers:
+        return Verdict(False, "number", support, tuple(loose_numbers) + missing)
     if expect_number and not numbers and not han_numbers and asks_for_a_number(question):
         return Verdict(False, "type", support, missing)
     # A name must be there however many other words are: a wrong name is a wrong answer.
@@ -321,7 +332,7 @@ async def review(
     verdict = _verdict(first.text, question, first.citations, passages, settings)
     if verdict.supported:
         checked = Checked(first.text, first.citations, True, "supported", verdict=verdict)
-        return _with_quote(checked, language, settings, question=question, passages=passages)
+        return _with_quote(checked, language, settings)
     if settings.unsupported_answer == "regenerate" and regenerate is not None:
         again = (await regenerate()).strip()
         if settings.trim_repetition:
@@ -338,9 +349,7 @@ async def review(
                     generated=text,
                     verdict=retried,
                 )
-                return _with_quote(
-                    checked, language, settings, question=question, passages=passages
-                )
+                return _with_quote(checked, language, settings)
     if settings.unsupported_answer in ("regenerate", "quote"):
         quoted = _quoted(question, language, passages, settings)
         if quoted is not None:
@@ -373,32 +382,15 @@ def quote_block(citations: Sequence[Citation], language: Language) -> str:
     return ""
 
 
-def _with_quote(
-    checked: Checked,
-    language: Language,
-    settings: ChatSettings,
-    *,
-    question: str,
-    passages: Sequence[Passage],
-) -> Checked:
+def _with_quote(checked: Checked, language: Language, settings: ChatSettings) -> Checked:
     """The checked answer followed by its supporting quote (`chat.answer_quote`): that of the
     citation on the focus when the focus is required (the evidence the answer was passed
-    on), else the first one's."""
+    on, named by its verdict), else the first one's."""
     if not settings.answer_quote:
         return checked
-    citations = list(checked.citations)
-    if settings.require_focus:
-        focused = on_focus(
-            checked.text,
-            question,
-            citations,
-            passages,
-            window=settings.focus_window,
-            subjects=settings.subject_words,
-        )
-        if focused is not None:
-            citations.remove(focused)
-            citations.insert(0, focused)
+    focused = checked.verdict.focused if checked.verdict else None
+    # The focused citation first; sorted() is stable, so the others keep their order.
+    citations = sorted(checked.citations, key=lambda c: c.ref != focused)
     block = quote_block(citations, language)
     if not block:
         return checked
@@ -453,7 +445,7 @@ def _verdict(
         )
         if loose:
             return Verdict(False, "number", verdict.support, loose)
-    return verdict
+    return dataclasses.replace(verdict, focused=on.ref)
 
 
 def numbers_beside_their_sentence(
@@ -466,8 +458,7 @@ def numbers_beside_their_sentence(
     of both."""
     loose: list[str] = []
     for said in sentences(_SCAFFOLD.sub(" ", strip_markers(answer))):
-        digits, han = _numbers(said), set(_HAN_NUMBER.findall(said))
-        if not digits and not han:
+        if not _numbers(said) and not _HAN_NUMBER.search(said):
             continue
         own = set(words(said))
         source = ""
@@ -481,9 +472,7 @@ def numbers_beside_their_sentence(
             shared = len(own & set(words(sentence)))
             if shared > best:
                 source, best = sentence, shared
-        written = normalise(source)
-        loose += sorted(digits - _numbers(source))
-        loose += sorted(n for n in han if n not in written)
+        loose += missing_numbers(said, [source])
     return tuple(dict.fromkeys(loose))
 
 

@@ -88,9 +88,10 @@ def best_sentences(
     Wanted words that are `subject` words (the passage's title and headings) count as half a
     word, all of them together: every sentence of the passage is about its subject, and the
     one that names it (often the first, defining one) is not for that reason the one about
-    what is asked of it. Measured on the 900 CMRC 2018 trial questions not used for tuning,
-    the gold paragraph's best sentence holds the gold span 0.78 of the time against 0.66 when
-    subject words count in full (BENCHMARKS.md, eval-answers)."""
+    what is asked of it. Measured on the 807 CMRC 2018 trial questions outside both tuning
+    samples (scripts/sentence_choice.py), the gold paragraph's best sentence holds the gold
+    span 0.78 of the time against 0.66 when subject words count in full (BENCHMARKS.md,
+    eval-answers)."""
     wanted_set, also_set, subject_set = set(wanted), set(also), set(subject)
     scored: list[tuple[float, float, int]] = []
     for i, sentence in enumerate(sentences(text)):

@@ -566,6 +566,18 @@ def test_the_subjects_words_count_half_choosing_the_sentence() -> None:
     assert focus(question, [other, passage]) == (passage, 3)
 
 
+async def _review_in(passages: list[Passage], answer: str, question: str, **levers: Any) -> Any:
+    """The check of a Chinese answer against these passages, under default settings but for
+    `levers`."""
+    return await review(
+        answer,
+        question=question,
+        language="zh",
+        passages=passages,
+        settings=ChatSettings(**levers),
+    )
+
+
 async def test_an_answer_copied_from_another_sentence_is_off_focus() -> None:
     # Both passages share words with the question, but the first one is about it; a faithful
     # copy of the second (supported by its own sentence) answers something else.
@@ -573,17 +585,13 @@ async def test_an_answer_copied_from_another_sentence_is_off_focus() -> None:
         Passage(1, 10, 10, "nianjia.txt", "年假制度：每位员工每年享有二十五天带薪年假。"),
         Passage(2, 11, 11, "bingjia.txt", "病假制度：员工每年享有十天带薪病假。"),
     ]
-    settings = ChatSettings(unsupported_answer="quote")
     copy = "员工每年享有十天带薪病假[2]。"
-    checked = await review(
-        copy, question=QUESTION_ZH, language="zh", passages=passages, settings=settings
-    )
+    checked = await _review_in(passages, copy, QUESTION_ZH, unsupported_answer="quote")
     assert (checked.outcome, checked.grounded) == ("quoted", False)
     assert checked.verdict.reason == "off_focus"
     assert "二十五天" in checked.text
-    loose = ChatSettings(unsupported_answer="quote", require_focus=False)
-    checked = await review(
-        copy, question=QUESTION_ZH, language="zh", passages=passages, settings=loose
+    checked = await _review_in(
+        passages, copy, QUESTION_ZH, unsupported_answer="quote", require_focus=False
     )
     assert (checked.outcome, checked.grounded) == ("supported", True)
 
@@ -647,12 +655,10 @@ async def test_the_quote_shown_is_the_one_on_the_focus() -> None:
         Passage(2, 11, 11, "shop.txt", "第一家专卖店于1995年开设于香港。"),
     ]
     # Cited [2] first, but what the answer was passed on is the sentence of [1].
-    checked = await review(
+    checked = await _review_in(
+        passages,
         "第一家专卖店开设于香港[2]。桃花源小厨在2000年于香港开设[1]。",
-        question="2000年桃花源小厨在哪儿开设？",
-        language="zh",
-        passages=passages,
-        settings=ChatSettings(),
+        "2000年桃花源小厨在哪儿开设？",
     )
     assert (checked.outcome, [c.ref for c in checked.citations]) == ("supported", [2, 1])
     assert checked.quote == "\n\n原文：“桃花源小厨是一所在2000年于香港开设的小店。” [1]"
@@ -670,37 +676,19 @@ async def test_the_answers_numbers_must_be_in_the_sentence_it_comes_from() -> No
     ]
     question = "泰森食品公司共斥资多少钱收购了希尔夏品牌？"
     wrong = "泰森食品公司共斥资85.5亿美元收购希尔夏品牌[1]。"
-    strict = await review(
-        wrong, question=question, language="zh", passages=passages, settings=ChatSettings()
-    )
+    strict = await _review_in(passages, wrong, question)
     assert strict.outcome == "quoted"
     assert strict.verdict.reason == "number"
     assert strict.verdict.missing == ("85.5",)
     # Off: a number of the next sentence (the evidence around the focus) passes.
-    loose = await review(
-        wrong,
-        question=question,
-        language="zh",
-        passages=passages,
-        settings=ChatSettings(numbers_in_quote=False),
-    )
+    loose = await _review_in(passages, wrong, question, numbers_in_quote=False)
     assert loose.outcome == "supported"
     # An answer drawing on two sentences keeps the numbers of both, each in its own.
-    both = await review(
-        "泰森食品公司斥资77亿美元收购希尔夏品牌[1]。此前的出价是85.5亿美元[1]。",
-        question=question,
-        language="zh",
-        passages=passages,
-        settings=ChatSettings(),
+    both = await _review_in(
+        passages, "泰森食品公司斥资77亿美元收购希尔夏品牌[1]。此前的出价是85.5亿美元[1]。", question
     )
     assert both.outcome == "supported"
-    right = await review(
-        "泰森食品公司斥资77亿美元[1]。",
-        question=question,
-        language="zh",
-        passages=passages,
-        settings=ChatSettings(),
-    )
+    right = await _review_in(passages, "泰森食品公司斥资77亿美元[1]。", question)
     assert right.outcome == "supported"
 
 
@@ -709,12 +697,8 @@ async def test_numbers_from_another_document_do_not_pass_the_focus() -> None:
         Passage(1, 10, 10, "canoe.txt", "中国皮划艇队共计40人，其中运动员23人，领队刘刚。"),
         Passage(2, 11, 11, "swim.txt", "中国花样游泳队一行共计15人，其中运动员9人。"),
     ]
-    checked = await review(
-        "中国皮划艇队一行共计15人，其中运动员9人[1][2]。",
-        question="中国皮划艇队共计多少人？",
-        language="zh",
-        passages=passages,
-        settings=ChatSettings(),
+    checked = await _review_in(
+        passages, "中国皮划艇队一行共计15人，其中运动员9人[1][2]。", "中国皮划艇队共计多少人？"
     )
     assert checked.outcome == "quoted"
     assert checked.verdict.reason == "number"
