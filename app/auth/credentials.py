@@ -8,10 +8,12 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.repository import api_key_repository
+from app.auth.repository import auth_session_repository
 from app.kit.errors import NotAuthenticated
 from app.kit.principal import Principal
 from app.kit.security import InvalidToken, decode_access_token, hash_api_key, looks_like_api_key
 from app.kit.settings import Settings
+from app.models import User
 from app.models.base import utcnow
 from app.users.repository import user_repository
 
@@ -19,8 +21,6 @@ from app.users.repository import user_repository
 class BearerCredentials:
     async def principal(self, session: AsyncSession, settings: Settings, token: str) -> Principal:
         """The caller behind a bearer token; 401 for anything not currently valid."""
-        api_key_id: int | None = None
-        token_version: int | None = None
         if looks_like_api_key(token):
             key = await api_key_repository.get_by_hash(session, hash_api_key(token))
             now = utcnow()
@@ -30,27 +30,38 @@ class BearerCredentials:
                 or (key.expires_at is not None and key.expires_at <= now)
             ):
                 raise NotAuthenticated("Invalid or revoked API key")
-            user_id, api_key_id = key.user_id, key.id
-        else:
-            try:
-                claims = decode_access_token(
-                    token, secret=settings.secret("jwt_secret"), algorithm=settings.jwt_algorithm
-                )
-            except InvalidToken as exc:
-                raise NotAuthenticated("Invalid or expired token") from exc
-            user_id, token_version = claims.user_id, claims.version
-        user = await user_repository.get(session, user_id)
-        # Checked on every request, so deactivation and a password change (which bumps
-        # token_version) revoke outstanding tokens at once, in every process.
-        if user is None or not user.is_active:
+            user = await user_repository.get(session, key.user_id)
+            if user is None or not user.is_active:
+                raise NotAuthenticated("Invalid or revoked API key")
+            return self._principal(user, api_key_id=key.id)
+        try:
+            claims = decode_access_token(
+                token, secret=settings.secret("jwt_secret"), algorithm=settings.jwt_algorithm
+            )
+        except InvalidToken as exc:
+            raise NotAuthenticated("Invalid or expired token") from exc
+        # The token names a sign-in session and the account's random subject, never a row
+        # number: signing out, a password change or reset and deactivation end sessions, and
+        # an erased account's subject matches no one, whatever ids come after it.
+        found = await auth_session_repository.live(
+            session, handle=claims.session, subject=claims.subject, now=utcnow()
+        )
+        if found is None:
             raise NotAuthenticated("Invalid or expired token")
-        if token_version is not None and token_version != user.token_version:
+        signed_in, user = found
+        if not user.is_active or claims.version != user.token_version:
             raise NotAuthenticated("Invalid or expired token")
+        return self._principal(user, session_id=signed_in.id)
+
+    def _principal(
+        self, user: User, *, api_key_id: int | None = None, session_id: int | None = None
+    ) -> Principal:
         return Principal(
             user_id=user.id,
             username=user.username,
             is_platform_admin=user.is_platform_admin,
             api_key_id=api_key_id,
+            session_id=session_id,
         )
 
 

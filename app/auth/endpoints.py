@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Response
 from pydantic import BaseModel
 
 from app.auth.service import auth_service
-from app.kit.auth import AppSettings
+from app.kit.auth import AppSettings, CurrentPrincipal
 from app.kit.db import Session
 from app.kit.ratelimit import ClientAddress, SignInThrottle
 
@@ -32,3 +32,10 @@ async def issue_token(
         session, settings, throttle, username=username, password=password, address=address
     )
     return Token(access_token=token, expires_in=settings.jwt_ttl_minutes * 60)
+
+
+@router.post("/signout", status_code=204)
+async def signout(principal: CurrentPrincipal, session: Session) -> Response:
+    """End this token's (or this cookie's) sign-in session on the server."""
+    await auth_service.signout(session, principal)
+    return Response(status_code=204)

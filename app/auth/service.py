@@ -1,4 +1,5 @@
-"""Password login: throttle, verify, audit (success and failure), issue a JWT."""
+"""Password login: throttle, verify, audit (success and failure), start a sign-in session and
+issue a JWT naming it; signing out and ending every session of a person."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, audit_service
-from app.kit.errors import NotAuthenticated, RateLimited
+from app.auth.repository import auth_session_repository
+from app.kit.errors import BadRequest, NotAuthenticated, RateLimited
+from app.kit.principal import Principal
 from app.kit.ratelimit import LoginThrottle
 from app.kit.security import create_access_token, verify_password
 from app.kit.settings import Settings
 from app.models import User
+from app.models.base import utcnow
 from app.users.repository import user_repository
 
 
@@ -26,8 +30,10 @@ class AuthService:
         username: str,
         password: str,
         address: str | None,
+        kind: str = "api",
     ) -> str:
         """A JWT for valid credentials; 401 otherwise (the failure is audited and committed).
+        `kind` names where the session lives: "api" (a bearer token) or "web" (a cookie).
 
         The throttle is consulted before the password is hashed: a refused attempt costs no
         argon2 and, past the first refusal in a window, no audit entry.
@@ -55,7 +61,7 @@ class AuthService:
         await audit_service.record(
             session, action="auth.login", actor=Actor(user.id, user.username)
         )
-        return self.issue_token(settings, user.id, version=user.token_version)
+        return await self.issue_token(session, settings, user, kind=kind)
 
     async def refuse_if_throttled(
         self,
@@ -90,15 +96,44 @@ class AuthService:
             headers={"Retry-After": str(refused.retry_after)},
         )
 
-    def issue_token(self, settings: Settings, user_id: int, *, version: int) -> str:
-        """An access token for the user, valid while their token_version is `version`."""
+    async def issue_token(
+        self, session: AsyncSession, settings: Settings, user: User, *, kind: str
+    ) -> str:
+        """Start a sign-in session for the user and return an access token naming it."""
+        now = utcnow()
+        ttl = timedelta(minutes=settings.jwt_ttl_minutes)
+        await auth_session_repository.prune(session, now=now)
+        started = await auth_session_repository.start(
+            session, user_id=user.id, kind=kind, expires_at=now + ttl
+        )
         return create_access_token(
-            user_id,
+            user.subject,
+            started.handle,
             secret=settings.secret("jwt_secret"),
             algorithm=settings.jwt_algorithm,
-            ttl=timedelta(minutes=settings.jwt_ttl_minutes),
-            version=version,
+            ttl=ttl,
+            now=now,
+            version=user.token_version,
         )
+
+    async def signout(self, session: AsyncSession, principal: Principal) -> None:
+        """End the caller's sign-in session on the server: the token or cookie that carried
+        this request gets 401 from now on, in every process. API keys have no session."""
+        if principal.session_id is None:
+            raise BadRequest(
+                "An API key has no session to sign out of; revoke it with "
+                "DELETE /api/v1/api-keys/{id}",
+                code="not_a_session",
+            )
+        await auth_session_repository.end(
+            session, principal.session_id, reason="signout", now=utcnow()
+        )
+        await audit_service.record(session, action="auth.signout", actor=principal)
+
+    async def end_sessions(self, session: AsyncSession, user_id: int, *, reason: str) -> int:
+        """End every sign-in session of a person (password change or reset, deactivation);
+        how many were live."""
+        return await auth_session_repository.end_all(session, user_id, reason=reason, now=utcnow())
 
 
 auth_service = AuthService()

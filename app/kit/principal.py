@@ -12,3 +12,6 @@ class Principal:
     is_platform_admin: bool
     # Set when the request authenticated with an API key rather than a JWT.
     api_key_id: int | None = None
+    # Set when the request authenticated with a token or cookie: its sign-in session, which
+    # signing out ends.
+    session_id: int | None = None

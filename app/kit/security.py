@@ -45,9 +45,12 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 @dataclass(frozen=True)
 class TokenClaims:
-    user_id: int
+    # The account's random subject (users.subject), never its row number.
+    subject: str
+    # The sign-in session's handle (auth_sessions.handle): the token dies with that session.
+    session: str
     expires_at: datetime
-    # The user's token_version when the token was issued; a token without `ver` counts as 0.
+    # The user's token_version when the token was issued.
     version: int = 0
 
 
@@ -56,7 +59,8 @@ class InvalidToken(Exception):
 
 
 def create_access_token(
-    user_id: int,
+    subject: str,
+    session: str,
     *,
     secret: str,
     algorithm: str,
@@ -64,11 +68,12 @@ def create_access_token(
     now: datetime | None = None,
     version: int = 0,
 ) -> str:
-    """A signed JWT for the user, expiring after `ttl`, valid while the user's token_version is
-    `version`."""
+    """A signed JWT for the account `subject` and sign-in session `session`, expiring after
+    `ttl`, valid while the user's token_version is `version` and the session has not ended."""
     issued = now or datetime.now(UTC)
     payload = {
-        "sub": str(user_id),
+        "sub": subject,
+        "sid": session,
         "iat": int(issued.timestamp()),
         "exp": int((issued + ttl).timestamp()),
         "typ": "access",
@@ -78,25 +83,32 @@ def create_access_token(
 
 
 def decode_access_token(token: str, *, secret: str, algorithm: str) -> TokenClaims:
-    """The token's claims; raises InvalidToken for anything but a valid, unexpired access token."""
+    """The token's claims; raises InvalidToken for anything but a valid, unexpired access token.
+
+    Tokens issued before sessions existed (an integer `sub`, no `sid`) are refused: they name
+    a row number, which is exactly what must never identify an account."""
     try:
         # Pinning the algorithm list blocks "alg: none" and key-confusion attacks.
         payload = jwt.decode(
-            token, secret, algorithms=[algorithm], options={"require": ["exp", "sub", "iat"]}
+            token,
+            secret,
+            algorithms=[algorithm],
+            options={"require": ["exp", "sub", "iat", "sid"]},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
     if payload.get("typ") != "access":
         raise InvalidToken("not an access token")
-    try:
-        user_id = int(payload["sub"])
-    except (TypeError, ValueError) as exc:
-        raise InvalidToken("bad subject") from exc
-    version = payload.get("ver", 0)
+    subject, session, version = payload["sub"], payload["sid"], payload.get("ver", 0)
+    if not isinstance(subject, str) or not isinstance(session, str):
+        raise InvalidToken("bad subject or session")
+    if not (0 < len(subject) <= 64 and 0 < len(session) <= 64):
+        raise InvalidToken("bad subject or session")
     if type(version) is not int:
         raise InvalidToken("bad version")
     return TokenClaims(
-        user_id=user_id,
+        subject=subject,
+        session=session,
         expires_at=datetime.fromtimestamp(payload["exp"], UTC),
         version=version,
     )

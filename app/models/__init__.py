@@ -2,6 +2,7 @@
 
 from app.models.api_key import APIKey
 from app.models.audit_entry import AuditChainHead, AuditEntry
+from app.models.auth_session import AuthSession
 from app.models.authz import AuthzRevision, CasbinRule
 from app.models.base import Base
 from app.models.chat import ChatCitation, ChatMessage, ChatMessageSource, ChatSession
@@ -19,6 +20,7 @@ __all__ = [
     "APIKey",
     "AuditChainHead",
     "AuditEntry",
+    "AuthSession",
     "AuthzRevision",
     "Base",
     "CasbinRule",

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, utcnow
+from app.models.base import NEVER_REUSE_IDS, Base, utcnow
 
 
 class AuditEntry(Base):
@@ -15,6 +15,7 @@ class AuditEntry(Base):
     __table_args__ = (
         UniqueConstraint("chain", "seq"),
         Index("ix_audit_entries_tenant_created", "tenant_id", "created_at"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,17 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Table options for every table whose ids leave the server (public ids, tokens, receipts, audit
+# entries): on SQLite, AUTOINCREMENT stops the newest deleted row's id from being handed to the
+# next insert (migration 0010). PostgreSQL sequences never go back anyway.
+NEVER_REUSE_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
+def new_subject() -> str:
+    """A random, unguessable handle (192 bits) for an account or a sign-in session."""
+    return secrets.token_urlsafe(24)
 
 
 def utcnow() -> datetime:

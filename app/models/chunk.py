@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import ForeignKey, Index, LargeBinary, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base
+from app.models.base import NEVER_REUSE_IDS, Base
 
 
 class Chunk(Base):
@@ -14,6 +14,7 @@ class Chunk(Base):
     __table_args__ = (
         Index("ix_chunks_tenant_shard", "tenant_id", "shard_no"),
         Index("ix_chunks_document_position", "document_id", "position"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, utcnow
+from app.models.base import NEVER_REUSE_IDS, Base, utcnow
 
 
 class DeletionReceipt(Base):
@@ -18,6 +18,7 @@ class DeletionReceipt(Base):
     __table_args__ = (
         Index("ix_deletion_receipts_tenant", "tenant_id", "requested_at"),
         Index("ix_deletion_receipts_subject", "subject_type", "subject_id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

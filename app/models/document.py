@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, utcnow
+from app.models.base import NEVER_REUSE_IDS, Base, utcnow
 
 
 class Document(Base):
@@ -16,6 +16,7 @@ class Document(Base):
         # Search asks for the few hidden documents of a tenant rather than its many visible.
         Index("ix_documents_tenant_deleted", "tenant_id", "deleted_at"),
         Index("ix_documents_tenant_sensitivity", "tenant_id", "sensitivity"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, utcnow
+from app.models.base import NEVER_REUSE_IDS, Base, utcnow
 
 
 class Job(Base):
@@ -15,6 +15,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_status_run_after", "status", "run_after"),
         Index("ix_jobs_kind_subject", "kind", "subject_id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

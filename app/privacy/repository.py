@@ -14,6 +14,7 @@ from app.kit.authz import subject_of
 from app.models import (
     APIKey,
     AuditEntry,
+    AuthSession,
     Base,
     CasbinRule,
     ChatMessage,
@@ -188,14 +189,11 @@ class PrivacyRepository:
         )
         return uploaded
 
-    async def pseudonymise_audit(self, session: AsyncSession, user_id: int) -> int:
-        """Blank the readable actor (outside the hash) of the user's entries; the keyed
-        commitment (inside the hash) stays, so every chain still verifies."""
+    async def delete_sign_in_sessions(self, session: AsyncSession, user_id: int) -> int:
         return await _affected(
             session,
-            sql_update(AuditEntry)
-            .where(AuditEntry.actor_id == user_id)
-            .values(actor_id=None, actor_name=None)
+            delete(AuthSession)
+            .where(AuthSession.user_id == user_id)
             .execution_options(synchronize_session=False),
         )
 
@@ -215,6 +213,9 @@ class PrivacyRepository:
             .select_from(Membership)
             .where(Membership.user_id == user_id),
             "api_keys": select(func.count()).select_from(APIKey).where(APIKey.user_id == user_id),
+            "sign_in_sessions": select(func.count())
+            .select_from(AuthSession)
+            .where(AuthSession.user_id == user_id),
             "chat_sessions": select(func.count())
             .select_from(ChatSession)
             .where(ChatSession.user_id == user_id),

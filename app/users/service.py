@@ -105,9 +105,10 @@ class UserService:
         """Change the caller's own password; returns a fresh access token.
 
         Needs the current password, checked under the sign-in throttle (a wrong one counts as a
-        failed sign-in). Bumping token_version revokes every access token issued before,
-        including the caller's; the caller's API keys are kept (they are managed on their own
-        and a person changing a password is not a sign that they leaked), unlike a reset.
+        failed sign-in). Every sign-in session ends (and token_version is bumped), so every
+        token and cookie issued before stops working at once, including the caller's; the
+        caller's API keys are kept (they are managed on their own and a person changing a
+        password is not a sign that they leaked), unlike a reset.
         """
         user = await user_repository.get(session, principal.user_id)
         if user is None:
@@ -135,17 +136,20 @@ class UserService:
             )
             await session.commit()
             raise NotPermitted("The current password is incorrect", code="wrong_password")
-        version = await user_repository.set_password(
+        await user_repository.set_password(
             session, user.id, await asyncio.to_thread(hash_password, data.new_password)
         )
+        ended = await auth_service.end_sessions(session, user.id, reason="password_changed")
         await audit_service.record(
             session,
             action="user.password_change",
             actor=principal,
             target_type="user",
             target_id=user.id,
+            details={"sessions_ended": ended},
         )
-        return auth_service.issue_token(settings, user.id, version=version)
+        await session.refresh(user)
+        return await auth_service.issue_token(session, settings, user, kind="api")
 
     async def reset_password(
         self,
@@ -159,7 +163,7 @@ class UserService:
         """Set a user's password (platform admin); revokes their access tokens and API keys.
 
         A reset is what follows a suspected compromise, so every credential the user held
-        stops working: tokens through token_version, API keys by revoking them.
+        stops working: sign-in sessions end, API keys are revoked.
         """
         user = await user_repository.get_by_username(session, username.lower())
         if user is None:
@@ -169,13 +173,14 @@ class UserService:
             session, user.id, await asyncio.to_thread(hash_password, new_password)
         )
         revoked = await api_key_repository.revoke_all_owned(session, user.id, now=utcnow())
+        ended = await auth_service.end_sessions(session, user.id, reason="password_reset")
         await audit_service.record(
             session,
             action="user.password_reset",
             actor=principal,
             target_type="user",
             target_id=user.id,
-            details={"api_keys_revoked": revoked},
+            details={"api_keys_revoked": revoked, "sessions_ended": ended},
         )
 
     async def set_active(
@@ -190,12 +195,19 @@ class UserService:
             raise Conflict("You cannot disable your own account", code="self_disable")
         if user.is_active != active:
             user.is_active = active
+            # Re-enabling an account must not revive the tokens it held when disabled.
+            ended = (
+                0
+                if active
+                else await auth_service.end_sessions(session, user.id, reason="deactivated")
+            )
             await audit_service.record(
                 session,
                 action="user.enable" if active else "user.disable",
                 actor=principal,
                 target_type="user",
                 target_id=user.id,
+                details={} if active else {"sessions_ended": ended},
             )
             await session.flush()
         return user

@@ -224,7 +224,13 @@ async def signin(
     try:
         # The API's own sign-in: the same throttle, the same audit of failures.
         token = await auth_service.login(
-            session, settings, throttle, username=username, password=password, address=address
+            session,
+            settings,
+            throttle,
+            username=username,
+            password=password,
+            address=address,
+            kind="web",
         )
     except CairnError as exc:
         if exc.status_code not in (401, 429):
@@ -249,9 +255,16 @@ async def signin(
 
 @router.post("/signout")
 async def signout(
-    request: Request, csrf_token_field: Annotated[str, Form(alias=CSRF_FIELD)] = ""
+    request: Request,
+    session: Session,
+    csrf_token_field: Annotated[str, Form(alias=CSRF_FIELD)] = "",
 ) -> Response:
     _check_csrf(request, csrf_token_field)
+    # End the session on the server, not only in this browser: a copied cookie replayed
+    # afterwards gets 401 like any other stale credential.
+    principal = await _principal_of(request, session)
+    if principal is not None:
+        await auth_service.signout(session, principal)
     response = RedirectResponse("/signin", status_code=303)
     clear_cookie(response, request, SESSION_COOKIE)
     return response

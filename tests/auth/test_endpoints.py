@@ -43,7 +43,8 @@ async def test_missing_form_fields_are_422(client: httpx.AsyncClient) -> None:
 
 async def test_expired_jwt_is_401(api: Api, client: httpx.AsyncClient) -> None:
     token = create_access_token(
-        1,
+        "some-subject",
+        "some-session",
         secret=TEST_SECRET,
         algorithm="HS256",
         ttl=timedelta(minutes=5),

@@ -477,7 +477,9 @@ async def test_platform_admin_disables_and_enables_a_user(world: Api, browser: B
     assert (await sign_in(await browser(), "vi", "vi-password")).status_code == 401
     enabled = await admin.patch("/api/v1/users/vi", json={"is_active": True}, headers=token)
     assert enabled.json()["is_active"] is True
-    assert (await vi.get("/t/hr/documents")).status_code == 200
+    # Disabling ended the session on the server: enabling again does not revive it.
+    assert (await vi.get("/t/hr/documents")).status_code == 303
+    assert (await (await browser("vi")).get("/t/hr/documents")).status_code == 200
 
 
 async def test_unknown_document_is_404_page(world: Api, browser: Browser) -> None:
