@@ -113,6 +113,7 @@ def serve(
     from app.kit.db import is_sqlite
     from app.kit.logs import configure_logging
     from app.kit.migrate import upgrade
+    from app.kit.serving import server_config
     from app.main import create_app
 
     settings = _settings()
@@ -126,15 +127,21 @@ def serve(
     # `cairn migrate` once per deploy instead (or pass --migrate).
     if migrate_first if migrate_first is not None else is_sqlite(url):
         upgrade(url)
-    uvicorn.run(
+    # Slow-client bounds, the connection limit and no proxy headers of uvicorn's own: the
+    # same Config the live-server tests run.
+    config = server_config(
         create_app(settings),
+        settings,
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
         log_config=log_config,
-        # app.kit.request_context writes the access line (with the request id) instead.
-        access_log=False,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        # As uvicorn.run: a server that never started (port taken, lifespan failed) fails.
+        raise typer.Exit(code=3)
 
 
 @users_app.command("create")

@@ -25,6 +25,7 @@ from app.kit.authz import Enforcer, sync_role_permissions
 from app.kit.db import Database
 from app.kit.errors import install_error_handlers
 from app.kit.files import secure_data_dir
+from app.kit.forwarded import ForwardedHeaders
 from app.kit.headers import SecurityHeaders
 from app.kit.limits import BodySizeLimit
 from app.kit.metrics import MetricsMiddleware
@@ -33,6 +34,7 @@ from app.kit.ratelimit import LoginThrottle, Quotas
 from app.kit.request_context import RequestContextMiddleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
+from app.kit.slow_clients import BodyReadTimeout
 from app.openai_compat.endpoints import router as openai_router
 from app.privacy.endpoints import router as privacy_router
 from app.receipts.endpoints import router as receipts_router
@@ -148,12 +150,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # Multipart framing adds a little on top of the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    # A body trickled in too slowly is cut with 408 (headers are bounded by cairn serve's
+    # protocol, app/kit/slow_clients.py).
+    app.add_middleware(
+        BodyReadTimeout,
+        timeout=settings.server.body_timeout_seconds,
+        min_bytes_per_second=settings.server.body_min_bytes_per_second,
+    )
     # The web admin at `/` (the API stays under /api and /v1); inside the security headers.
     install_web(app, settings)
     # Added late, so outer: the 413 above and CORS answers get the headers too.
     app.add_middleware(SecurityHeaders)
-    # Outermost: every response carries X-Request-ID and every request writes its log line.
+    # Outermost that answers: every response carries X-Request-ID and every request writes
+    # its log line.
     app.add_middleware(RequestContextMiddleware)
+    # Outside everything (it only rewrites the scope): the client's address and scheme, from
+    # configured proxies only.
+    app.add_middleware(ForwardedHeaders, trusted_proxies=settings.server.trusted_proxies)
     for router in (
         health_router,
         auth_router,

@@ -1,10 +1,13 @@
 """The deployment artifacts (docker/, deploy/k8s/) checked against the code, without Docker or
 a cluster: every CAIRN_* variable they set is a setting, every command parses as a `cairn`
 command, every probe hits a real route, the Cairn containers run as a non-root user on a
-read-only root filesystem, and no secret value is committed (only placeholders)."""
+read-only root filesystem, no secret value is committed (only placeholders), and the proxy in
+front bounds slow clients no more loosely than Cairn does and is the only one Cairn believes
+about client addresses."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -22,7 +25,7 @@ from typer.core import TyperGroup
 
 from app.audit.checkpoints import parse_private_key
 from app.cli import app as cli_app
-from app.kit.settings import MIN_SECRET_LENGTH, InsecureConfiguration, Settings
+from app.kit.settings import MIN_SECRET_LENGTH, InsecureConfiguration, ServerSettings, Settings
 from app.main import create_app
 from tests.conftest import make_settings
 
@@ -293,6 +296,117 @@ def test_prometheus_scrapes_every_api_replica_with_the_metrics_token(
             assert "groups" in yaml.safe_load(local.read_text())
 
 
+# --- docker/nginx: the proxy in front of the API replicas ----------------------------------------
+
+NGINX = DOCKER / "nginx" / "cairn.conf"
+# h11's default limit on a request line and headers, which Cairn keeps.
+CAIRN_MAX_HEADER_BYTES = 16 * 1024
+_NGINX_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+_NGINX_SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def nginx_directives() -> list[tuple[str, list[str]]]:
+    """(name, arguments) of every directive in docker/nginx/cairn.conf, blocks flattened."""
+    text = re.sub(r"#[^\n]*", "", NGINX.read_text())
+    found = []
+    for statement in re.split(r"[;{}]", text):
+        words = shlex.split(statement)
+        if words:
+            found.append((words[0], words[1:]))
+    return found
+
+
+def nginx_one(name: str) -> list[str]:
+    """The arguments of the one `name` directive."""
+    matches = [args for directive, args in nginx_directives() if directive == name]
+    assert len(matches) == 1, f"{NGINX.name}: {len(matches)} {name} directives"
+    return matches[0]
+
+
+def nginx_seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)([smh]?)", value)
+    assert match, f"{value!r} is not an nginx time"
+    return int(match[1]) * _NGINX_UNITS[match[2]]
+
+
+def nginx_bytes(value: str) -> int:
+    match = re.fullmatch(r"(\d+)([kmg]?)", value.lower())
+    assert match, f"{value!r} is not an nginx size"
+    return int(match[1]) * _NGINX_SIZES[match[2]]
+
+
+def test_the_proxy_bounds_slow_clients_no_more_loosely_than_cairn() -> None:
+    settings = Settings()
+    server = settings.server
+    assert nginx_seconds(nginx_one("client_header_timeout")[0]) <= server.header_timeout_seconds
+    assert nginx_seconds(nginx_one("client_body_timeout")[0]) <= server.body_timeout_seconds
+    assert nginx_seconds(nginx_one("keepalive_timeout")[0]) <= 60
+    assert nginx_seconds(nginx_one("send_timeout")[0]) <= 300
+    count, size = nginx_one("large_client_header_buffers")
+    assert int(count) * nginx_bytes(size) <= 4 * CAIRN_MAX_HEADER_BYTES
+    assert nginx_bytes(size) <= CAIRN_MAX_HEADER_BYTES
+    # Every upload Cairn accepts passes the proxy (Cairn refuses larger ones itself).
+    assert nginx_bytes(nginx_one("client_max_body_size")[0]) >= settings.max_upload_bytes
+    # Connections per client address, in a zone keyed by that address; 503 past the limit.
+    zone_key, zone = nginx_one("limit_conn_zone")
+    assert zone_key == "$binary_remote_addr"
+    name, limit = nginx_one("limit_conn")
+    assert zone == f"zone={name}:10m"
+    assert 0 < int(limit) <= server.max_connections
+    assert nginx_one("limit_conn_status") == ["503"]
+    # Slow uploads are absorbed by nginx; streamed answers are not held back.
+    assert nginx_one("proxy_request_buffering") == ["on"]
+    assert nginx_one("proxy_buffering") == ["off"]
+
+
+def test_the_proxy_replaces_the_forwarding_headers_cairn_reads() -> None:
+    headers = {
+        args[0].lower(): args[1] for name, args in nginx_directives() if name == "proxy_set_header"
+    }
+    # Replaced with the address nginx saw, never appended to what the client wrote.
+    assert headers["x-forwarded-for"] == "$remote_addr"
+    assert headers["x-forwarded-proto"] == "$scheme"
+    # Headers Cairn never reads are not passed on either.
+    assert headers["x-real-ip"] == ""
+    assert headers["forwarded"] == ""
+
+
+def test_compose_puts_the_proxy_in_front_and_cairn_believes_only_it(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    proxy, api = services["proxy"], services["api"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in proxy["volumes"]}
+    assert mounts["/etc/nginx/conf.d/default.conf"] == "./nginx/cairn.conf"
+    assert (DOCKER / mounts["/etc/nginx/conf.d/default.conf"]).resolve() == NGINX
+    # The certificate and key come from a folder git ignores.
+    assert mounts["/etc/nginx/tls"] == "./tls"
+    for directive in ("ssl_certificate", "ssl_certificate_key"):
+        assert Path(nginx_one(directive)[0]).parent == Path("/etc/nginx/tls")
+    ignored = (DOCKER / "tls" / ".gitignore").read_text().split()
+    assert "*" in ignored
+    assert "!.gitignore" in ignored
+    # The proxy's published port is the one it listens on; the API replicas publish none.
+    listen = nginx_one("listen")
+    assert listen[1:] == ["ssl"]
+    assert [port.split(":")[-1] for port in proxy["ports"]] == [listen[0]]
+    assert "ports" not in api, "clients must come through the proxy"
+    # nginx sends to the API replicas' port.
+    target = next(args[1] for name, args in nginx_directives() if name == "set")
+    assert urlsplit(target).hostname == "api"
+    assert urlsplit(target).port == Settings().port
+
+    # Its fixed address, outside the range replicas are given, is the one trusted proxy.
+    address = ipaddress.ip_address(proxy["networks"]["edge"]["ipv4_address"])
+    (edge,) = compose["networks"]["edge"]["ipam"]["config"]
+    assert address in ipaddress.ip_network(edge["subnet"])
+    assert address not in ipaddress.ip_network(edge["ip_range"])
+    assert "edge" in api["networks"]
+    trusted = json.loads(service_env(api)["CAIRN_SERVER__TRUSTED_PROXIES"])
+    assert trusted == [str(address)]
+    assert ServerSettings(trusted_proxies=trusted).trusted_proxies == trusted
+
+
 # --- deploy/k8s ----------------------------------------------------------------------------------
 
 
@@ -449,6 +563,9 @@ def test_k8s_sets_only_real_settings(
     settings = Settings()
     assert settings.environment == "production"
     assert str(settings.data_dir) == config["CAIRN_DATA_DIR"]
+    # Named, so an operator sees where the ingress goes; no proxy is believed until they do.
+    assert json.loads(config["CAIRN_SERVER__TRUSTED_PROXIES"]) == []
+    assert settings.server.trusted_proxies == []
 
 
 def test_k8s_commits_no_secret(manifests: dict[str, dict[str, Any]]) -> None:

@@ -19,6 +19,7 @@ admitted requests count, and a refusal says when to come back.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from limits.errors import StorageError
 
 from app.kit.authz import TenantAccess
 from app.kit.errors import RateLimited, ServiceUnavailable
+from app.kit.forwarded import parse_address
 from app.kit.metrics import RATE_LIMIT_REJECTIONS
 from app.kit.principal import Principal
 from app.kit.security import keyed_digest
@@ -241,8 +243,20 @@ def login_throttle_of(request: Request) -> LoginThrottle:
 
 
 def client_address(request: Request) -> str | None:
-    """The calling client's address (the peer, or the forwarded one uvicorn trusts)."""
-    return request.client.host if request.client else None
+    """The address the sign-in throttle counts the caller under.
+
+    The connection's peer, or the client a configured proxy names (app/kit/forwarded.py sets
+    `request.client`; no request header is read here). An IPv6 caller counts as its /64: one
+    host is usually given a whole /64, and counting single addresses would let it rotate
+    through them.
+    """
+    host = request.client.host if request.client else None
+    address = parse_address(host) if host else None
+    if address is None:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def quotas_of(request: Request) -> Quotas:

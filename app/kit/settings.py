@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
@@ -400,6 +401,39 @@ class CacheSettings(BaseModel):
     key_prefix: str = Field(default="cairn-cache", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+class ServerSettings(BaseModel):
+    """How `cairn serve` meets the network: whose forwarding headers are believed, and how long
+    and how many slow clients may hold connections (app/kit/forwarded.py, slow_clients.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For and X-Forwarded-Proto
+    # are believed. Empty (the default): none, not even loopback; the peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # The request line and headers must arrive within this many seconds of the connection
+    # waiting for them, or it is closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Waiting for a request body may take this long plus one second per
+    # body_min_bytes_per_second bytes received; past it, 408 and the connection is closed.
+    body_timeout_seconds: float = Field(default=20.0, gt=0)
+    body_min_bytes_per_second: int = Field(default=500, ge=1)
+    # Open connections past which requests are answered 503 (twice as many: new connections
+    # are closed unanswered).
+    max_connections: int = Field(default=256, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"server.trusted_proxies: {entry!r} is not an IP address or network"
+                ) from None
+        return [entry.strip() for entry in value]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CAIRN_",
@@ -458,6 +492,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     # Browser origins allowed to call the API directly (CORS), e.g. a NextChat or Open WebUI
     # page served from another host; empty = no cross-origin browser access.
     cors_origins: list[str] = Field(default_factory=list)

@@ -59,7 +59,8 @@ def new_presession() -> str:
 
 
 def is_https(connection: HTTPConnection) -> bool:
-    """Whether the page was served over HTTPS (uvicorn applies trusted proxy headers)."""
+    """Whether the page was served over HTTPS: the connection's scheme, or X-Forwarded-Proto
+    from a configured proxy only (app/kit/forwarded.py sets the scope's scheme)."""
     return connection.url.scheme == "https"
 
 

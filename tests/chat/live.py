@@ -1,5 +1,6 @@
 """A real HTTP server (uvicorn on a free port, in a thread) for clients that must talk over a
-socket: the `openai` package, and clients that hang up mid-answer."""
+socket: the `openai` package, and clients that hang up mid-answer. It runs the uvicorn Config
+`cairn serve` runs (app/kit/serving.py), with the app's own settings."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from app.kit.serving import server_config
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -23,9 +26,10 @@ def _free_port() -> int:
 def live_server(app: FastAPI, *, start_timeout: float = 60.0) -> Iterator[str]:
     """Serve `app` (its lifespan included) and yield its base URL."""
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = server_config(
+        app, app.state.settings, host="127.0.0.1", port=port, log_level="warning"
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout
