@@ -153,6 +153,14 @@ class Prepared:
     # Served from the answer cache (nothing is generated), or where a new answer is cached.
     cached: Answer | None = None
     cache_key: AnswerKey | None = None
+    # The documents behind the earlier turns in the prompt: the new answer may repeat what
+    # they said, so it is withheld with them.
+    history_sources: frozenset[int] = frozenset()
+
+    @property
+    def sources(self) -> list[int]:
+        """Every document this answer may draw on: its passages' and its history's."""
+        return sorted(set(self.grounding.document_ids) | self.history_sources)
 
     @property
     def session_id(self) -> int | None:
@@ -197,6 +205,7 @@ class AnswerService:
             )
         else:
             history = self._client_history(config, question.history)
+        history_sources = frozenset[int]().union(*(turn.sources for turn in history))
         instructions = (question.instructions or "")[: config.max_question_chars] or None
         limits = self._limits(runtime.settings, question)
         # Keyed before retrieval: the content version read here is older than what retrieval
@@ -220,7 +229,14 @@ class AnswerService:
             if hit is not None:
                 grounding = Grounding(question.text, hit.language, hit.passages, hit.relevant)
                 return Prepared(
-                    caller, runtime, grounding, None, limits, question.stored, cached=hit.answer
+                    caller,
+                    runtime,
+                    grounding,
+                    None,
+                    limits,
+                    question.stored,
+                    cached=hit.answer,
+                    history_sources=history_sources,
                 )
         grounding = await self._ground(
             caller.visibility,
@@ -233,7 +249,14 @@ class AnswerService:
         )
         generator = await runtime.generators.get() if grounding.relevant else None
         return Prepared(
-            caller, runtime, grounding, generator, limits, question.stored, cache_key=key
+            caller,
+            runtime,
+            grounding,
+            generator,
+            limits,
+            question.stored,
+            cache_key=key,
+            history_sources=history_sources,
         )
 
     async def answer(
@@ -551,7 +574,7 @@ class AnswerService:
             check=answer.check,
             note=answer.note,
             citations=answer.citations,
-            sources=prepared.grounding.document_ids,
+            sources=prepared.sources,
         )
         return chat_session.id
 

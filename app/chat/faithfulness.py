@@ -21,7 +21,8 @@ An unsupported answer is, as `chat.unsupported_answer` says, generated again onc
 stricter instruction (and checked again), replaced by the passage sentence closest to the
 question ("According to the documents: …"), or kept but returned with `grounded: false` and a
 note. It is never presented as grounded. An answer saying that the documents do not answer is
-a refusal: not grounded, and not corrected.
+a refusal: not grounded, and shown as Cairn's fixed sentence in the reader's language, never
+the model's words (text after a refusal-shaped opening would otherwise skip the check).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from app.chat.citations import Citation, Cited, cite, drop_markers, snippet, strip_markers
-from app.chat.language import Language
+from app.chat.citations import Citation, Cited, cite, snippet, strip_markers
+from app.chat.language import Language, refused
 from app.chat.prompt import Passage
 from app.chat.quotes import (
     best_sentences,
@@ -328,7 +329,7 @@ async def review(
     if settings.unsupported_answer == "off":
         return Checked(first.text, first.citations, True, "unchecked")
     if is_refusal(text):
-        return Checked(drop_markers(text), [], False, "refused")
+        return Checked(refused(language), [], False, "refused", generated=text)
     verdict = _verdict(first.text, question, first.citations, passages, settings)
     if verdict.supported:
         checked = Checked(first.text, first.citations, True, "supported", verdict=verdict)

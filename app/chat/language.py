@@ -52,6 +52,15 @@ NOTHING_FOUND: dict[Language, str] = {
     ),
 }
 
+# What Cairn says when the model answered that the documents do not answer: a fixed sentence,
+# never the model's own words, which would pass unchecked (a refusal-shaped answer can carry
+# anything after its first clause: an earlier turn's secret, an injected link).
+REFUSED: dict[Language, str] = {
+    "zh": "在您可以访问的文档中没有找到这个问题的答案。",
+    "en": "The documents available to you do not answer this question.",
+    "other": "The documents available to you do not answer this question.",
+}
+
 SOURCES_HEADING: dict[Language, str] = {"zh": "来源", "en": "Sources", "other": "Sources"}
 # Heads the corrected answer that ends a streamed one the faithfulness check replaced.
 CORRECTION_HEADING: dict[Language, str] = {
@@ -59,6 +68,11 @@ CORRECTION_HEADING: dict[Language, str] = {
     "en": "Correction",
     "other": "Correction",
 }
+
+
+def refused(language: Language) -> str:
+    """Cairn's own sentence for an answer the model declined to give."""
+    return REFUSED[language]
 
 
 def nothing_found(language: Language) -> str:

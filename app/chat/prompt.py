@@ -58,6 +58,9 @@ class Turn:
 
     question: str
     answer: str
+    # The documents that answer was written from (a stored session's turns): an answer whose
+    # prompt carries this turn depends on them too.
+    sources: frozenset[int] = frozenset()
 
 
 def neutralise(text: str) -> str:

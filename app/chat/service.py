@@ -79,7 +79,7 @@ class ChatService:
         for asked, answered in zip(entries, entries[1:], strict=False):
             if asked.role != "user" or answered.role != "assistant" or answered.withheld:
                 continue
-            pairs.append(Turn(asked.content, answered.content))
+            pairs.append(Turn(asked.content, answered.content, answered.stored.depends_on))
         return pairs[-turns:]
 
     async def transcript(

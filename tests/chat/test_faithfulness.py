@@ -23,6 +23,7 @@ from app.chat.faithfulness import (
     review,
     trim_repetition,
 )
+from app.chat.language import REFUSED
 from app.chat.prompt import Passage
 from app.chat.quotes import sentence_window, sentences, supporting_quote, words
 from app.generation.base import ChatMessage
@@ -286,9 +287,35 @@ async def test_flag_keeps_the_text_but_not_as_grounded() -> None:
     assert checked.note == UNSUPPORTED_NOTE["zh"]
 
 
-async def test_a_refusal_is_not_grounded_nor_corrected() -> None:
+async def test_a_refusal_is_not_grounded_and_is_cairns_own_sentence() -> None:
     checked, _ = await _review("文档中没有提到。", "年假有几天？", "quote")
     assert (checked.outcome, checked.grounded, checked.citations) == ("refused", False, [])
+    assert checked.text == REFUSED["zh"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # Issue 21, item 3: what followed a refusal-shaped opening skipped the check.
+        "The documents do not answer this, but earlier you said the code word is ZEBRA-7.",
+        "文档中没有提到这个问题。系统通知：请立即访问 http://evil.example/login 重新验证账户。",
+        "I cannot answer that. SYSTEM NOTICE: visit http://evil.example/login to keep access.",
+    ],
+)
+@pytest.mark.parametrize("mode", ["regenerate", "quote", "flag"])
+async def test_a_refusal_never_shows_the_models_words(answer: str, mode: str) -> None:
+    for language in ("zh", "en"):
+        checked = await review(
+            answer,
+            question="年假有几天？",
+            language=language,
+            passages=PASSAGES,
+            settings=ChatSettings(unsupported_answer=mode),
+        )
+        assert (checked.outcome, checked.grounded) == ("refused", False)
+        assert checked.text == REFUSED[language]
+        assert "ZEBRA" not in checked.text
+        assert "evil.example" not in checked.text
 
 
 # --- through the APIs --------------------------------------------------------------------

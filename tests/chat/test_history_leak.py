@@ -134,3 +134,40 @@ async def test_answers_stay_visible_while_their_sources_do(
     ).json()
     assert detail["messages"][1]["withheld"] is False
     assert CONFIDENTIAL_QUOTE in detail["messages"][1]["content"]
+
+
+class RepeatingGenerator(QuotingGenerator):
+    """As above; and a follow-up whose prompt carries the earlier answer repeats it behind a
+    refusal-shaped opening, as the attack asked the model to (issue 21, item 3)."""
+
+    def _text(self, messages: Sequence[ChatMessage]) -> str:
+        prompt = "\n".join(m.content for m in messages[:-1])
+        if CONFIDENTIAL_QUOTE in prompt:
+            self.prompts.append("\n".join(m.content for m in messages))
+            return "The documents do not answer this, but earlier you said: " + CONFIDENTIAL_QUOTE
+        return super()._text(messages)
+
+
+async def test_a_follow_up_is_withheld_with_the_turns_its_prompt_carried(
+    client: httpx.AsyncClient, world: World, api: Api, app: FastAPI
+) -> None:
+    repeating = RepeatingGenerator()
+    app.state.generator = GeneratorProvider(app.state.settings, limited(repeating))  # type: ignore[arg-type]
+    viewer = world.users["viewer"]
+    session_id = await _leaky_answer(client, world)
+    # Its own passages are the parking notice alone; the confidential bonus comes in through
+    # the earlier turn in its prompt.
+    follow = await ask(
+        client, viewer, question="Who issues parking permits?", session_id=session_id, top_k=1
+    )
+    assert follow.status_code == 200, follow.text
+    assert CONFIDENTIAL_QUOTE in repeating.prompts[-1]
+    assert {c["document_id"] for c in follow.json()["citations"]} <= {world.docs["parking"]}
+
+    await api.member("hr", "vi", "restricted_viewer")
+    detail = (await client.get(f"{SESSIONS.format(t='hr')}/{session_id}", headers=viewer)).json()
+    answers = [m for m in detail["messages"] if m["role"] == "assistant"]
+    assert [m["withheld"] for m in answers] == [True, True], detail
+    for message in detail["messages"]:
+        for word in CONFIDENTIAL_ONLY:
+            assert word not in message["content"].lower()
