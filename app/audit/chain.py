@@ -1,17 +1,33 @@
 """The audit hash chain: what each entry's hash covers, and how a chain is verified.
 
 entry_hash = SHA-256(prev_hash || "\\n" || canonical JSON of the entry's content). The content
-holds a keyed commitment to the actor (HMAC of "id:username"), never the readable actor: erasing
-a person blanks the readable columns beside it and leaves every hash valid. While the readable
-actor is present, verification recomputes the commitment, so editing it is detected too.
+holds a keyed commitment to the actor (HMAC of "id:username"), never the readable actor, so
+erasing a person can blank the readable columns beside it and leave every hash valid. While the
+readable actor is present, verification recomputes the commitment, so editing it is detected.
+
+The hash alone is public arithmetic: whoever can write the database can edit an entry and
+recompute every later hash. So each entry also carries a seal, an HMAC under the deployment's
+audit secret (never in the database) of its hash and of its actor's state:
+
+    seal = HMAC(audit_secret, "seal:entry:" + entry_hash)    as written
+    seal = HMAC(audit_secret, "seal:erased:" + entry_hash)   once an erasure blanked the actor
+
+Without the secret a database writer can neither seal a rewritten entry nor pass off blanked
+actor columns as an erasure: only the server's erasure re-seals an entry as erased. Entries
+written before revision 0011 carry no seal (NULL); they verify by hash alone, may only precede
+the chain's first sealed entry, and one of them with a blanked actor passes only while no
+account and no readable entry carries its commitment (the person is gone, as an erasure leaves
+it). Signed checkpoints (app/audit/checkpoints.py) cover what a holder of the secret, or a
+truncation of the newest entries, could still do.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +46,12 @@ def tenant_chain(tenant_id: int) -> str:
 def actor_commitment(secret: str, user_id: int, username: str) -> str:
     """Keyed commitment to an actor; unlinkable without the deployment's audit secret."""
     return keyed_digest(secret, f"{user_id}:{username}")
+
+
+def entry_seal(secret: str, entry_hash: str, *, erased: bool = False) -> str:
+    """The seal an entry with this hash carries: as written, or once its actor was erased."""
+    state = "erased" if erased else "entry"
+    return keyed_digest(secret, f"seal:{state}:{entry_hash}")
 
 
 def canonical_details(details: dict[str, Any] | None) -> str:
@@ -69,7 +91,11 @@ class BadEntry:
 
 @dataclass
 class ChainVerifier:
-    """Feed one chain's entries in seq order; it remembers the first broken link."""
+    """Feed one chain's entries in seq order; it remembers the first broken link.
+
+    Unsealed entries with a blanked actor (erasures from before revision 0011) cannot be judged
+    from the chain alone: their commitments are collected in `unsealed_blanked`, and the caller
+    settles them with `settle_unsealed` once it knows which persons are gone."""
 
     chain: str
     secret: str
@@ -77,6 +103,9 @@ class ChainVerifier:
     prev_hash: str = GENESIS_HASH
     entries: int = 0
     first_bad: BadEntry | None = None
+    # commitment -> the first unsealed entry (seq, id) that carries it with a blanked actor.
+    unsealed_blanked: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _sealed: bool = field(default=False, init=False)
 
     def feed(self, entries: Iterable[AuditEntry]) -> None:
         """Check the next entries of the chain."""
@@ -99,13 +128,52 @@ class ChainVerifier:
             return "previous-hash link broken"
         if compute_hash(entry) != entry.entry_hash:
             return "content does not match its hash"
-        if entry.actor_id is not None or entry.actor_name is not None:
-            if entry.actor_id is None or entry.actor_name is None or entry.actor_commitment is None:
+        readable = entry.actor_id is not None or entry.actor_name is not None
+        if entry.seal is None:
+            if self._sealed:
+                return "seal missing after sealed entries"
+            if not readable and entry.actor_commitment is not None:
+                self.unsealed_blanked.setdefault(entry.actor_commitment, (entry.seq, entry.id))
+                return None
+        else:
+            self._sealed = True
+            problem = self._seal_problem(entry, blanked=not readable)
+            if problem is not None:
+                return problem
+        if readable:
+            if entry.actor_commitment is None:
+                return "actor added to an entry without one"
+            if entry.actor_id is None or entry.actor_name is None:
                 return "actor partially blanked"
             expected = actor_commitment(self.secret, entry.actor_id, entry.actor_name)
             if expected != entry.actor_commitment:
                 return "actor does not match its commitment"
         return None
+
+    def _seal_problem(self, entry: AuditEntry, *, blanked: bool) -> str | None:
+        assert entry.seal is not None
+        if blanked and entry.actor_commitment is not None:
+            erased = entry_seal(self.secret, entry.entry_hash, erased=True)
+            if hmac.compare_digest(entry.seal, erased):
+                return None
+            return "actor blanked without an erasure"
+        if hmac.compare_digest(entry.seal, entry_seal(self.secret, entry.entry_hash)):
+            return None
+        if hmac.compare_digest(entry.seal, entry_seal(self.secret, entry.entry_hash, erased=True)):
+            return "erased actor written back"
+        return "seal does not match the entry"
+
+    def settle_unsealed(self, gone: Collection[str]) -> None:
+        """Report the first unsealed blanked entry whose person is not gone (`gone`: the
+        commitments of `unsealed_blanked` that no account and no readable entry carries)."""
+        kept = [pos for c, pos in self.unsealed_blanked.items() if c not in gone]
+        if not kept:
+            return
+        seq, entry_id = min(kept)
+        if self.first_bad is None or seq < self.first_bad.seq:
+            self.first_bad = BadEntry(
+                self.chain, seq, entry_id, "actor blanked, but the person was not erased"
+            )
 
     def finish(self, head_seq: int | None, head_hash: str | None) -> None:
         """Compare the last entry seen with the chain head (detects a truncated tail)."""

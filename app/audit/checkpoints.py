@@ -21,7 +21,11 @@ Invariants:
   chain rewritten in the database is never blessed by a later signature;
 - verification checks every checkpoint: its signature, that the entry at its seq still
   carries the signed hash, and that the chain (head included) still reaches that seq. Entries
-  newer than a chain's last checkpoint are covered by the hash chain alone.
+  newer than a chain's last checkpoint are covered by the hash chain and their keyed seals
+  alone: there, deleting the newest entries (and moving the head back), or a rewrite by
+  someone holding the audit secret, goes unseen. Checkpoints come every
+  `worker.audit_checkpoint_seconds` and every `worker.audit_checkpoint_entries` entries of a
+  chain, which bounds that window.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -478,21 +483,75 @@ def _signing_key_checked(log: CheckpointLog) -> Ed25519PrivateKey:
     return key
 
 
+@dataclass
+class _Tail:
+    """What one process has read of a checkpoint file: up to `offset`, its `lines` lines."""
+
+    identity: tuple[int, int]  # (st_dev, st_ino): a replaced file is read again
+    offset: int = 0
+    lines: int = 0
+    # The last whole line read, which must still end at `offset` (else the file was rewritten).
+    boundary: bytes = b""
+    last: dict[str, Checkpoint] = field(default_factory=dict)
+    # Per chain, the lines newer than its last valid checkpoint whose signature fails.
+    bad: dict[str, set[int]] = field(default_factory=dict)
+
+
+_tails: dict[tuple[str, str], _Tail] = {}
+_tails_lock = threading.Lock()
+
+
 def _last_valid_per_chain(
     log: CheckpointLog, key: Ed25519PublicKey
 ) -> tuple[dict[str, Checkpoint], set[int]]:
     """Each chain's newest checkpoint whose signature holds (public chain names), and the
-    numbers of the lines whose signature does not."""
+    numbers of the lines newer than it whose signature does not.
+
+    The file is only appended to, so a process reads only what was appended since it last
+    looked: checkpoints now come every few entries and the file grows for good. A file that
+    was replaced or got shorter is read again from its start. Only whole lines are read (a
+    writer may be mid-append)."""
     key_id = key_id_of(key)
-    last: dict[str, Checkpoint] = {}
-    rejected: set[int] = set()
-    for number, checkpoint in reversed(log.read()):
-        if checkpoint is None or checkpoint.chain in last:
-            continue
-        if signature_problem(checkpoint, key, key_id) is None:
-            last[checkpoint.chain] = checkpoint
-        else:
-            rejected.add(number)
+    with _tails_lock:
+        cache = (str(log.path), key_id)
+        try:
+            handle = log.path.open("rb")
+        except FileNotFoundError:
+            _tails.pop(cache, None)
+            return {}, set()
+        with handle:
+            status = os.fstat(handle.fileno())
+            identity = (status.st_dev, status.st_ino)
+            tail = _tails.get(cache)
+            if tail is None or tail.identity != identity or status.st_size < tail.offset:
+                tail = _Tail(identity)
+            handle.seek(tail.offset - len(tail.boundary))
+            data = handle.read()
+            if not data.startswith(tail.boundary):
+                tail = _Tail(identity)
+                handle.seek(0)
+                data = handle.read()
+            else:
+                data = data[len(tail.boundary) :]
+        whole = data.rfind(b"\n") + 1
+        if whole:
+            tail.boundary = data[data.rfind(b"\n", 0, whole - 1) + 1 : whole]
+        for raw in data[:whole].split(b"\n")[:-1]:
+            tail.lines += 1
+            checkpoint = Checkpoint.parse(raw.decode("utf-8", errors="replace"))
+            if checkpoint is None:
+                continue
+            if signature_problem(checkpoint, key, key_id) is None:
+                tail.last[checkpoint.chain] = checkpoint
+                tail.bad.pop(checkpoint.chain, None)
+            else:
+                tail.bad.setdefault(checkpoint.chain, set()).add(tail.lines)
+        tail.offset += whole
+        _tails[cache] = tail
+        last = dict(tail.last)
+        rejected: set[int] = set()
+        for lines in tail.bad.values():
+            rejected |= lines
     if rejected:
         logger.error("audit checkpoint file %s: lines %s do not verify", log.path, sorted(rejected))
     return last, rejected

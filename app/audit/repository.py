@@ -1,15 +1,15 @@
-"""Audit queries: the only code that touches audit_entries and audit_chain_heads."""
+"""Audit queries: the only code that writes audit_entries and audit_chain_heads."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AuditChainHead, AuditEntry
+from app.models import AuditChainHead, AuditEntry, User
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,53 @@ class AuditRepository:
             after = rows[-1].seq
             for row in rows:  # keep the identity map (and memory) flat on long chains
                 session.expunge(row)
+
+    async def acted_by(
+        self, session: AsyncSession, user_id: int, *, limit: int
+    ) -> list[tuple[int, str, str | None]]:
+        """(id, entry_hash, seal) of up to `limit` entries whose readable actor is the user."""
+        rows = await session.execute(
+            select(AuditEntry.id, AuditEntry.entry_hash, AuditEntry.seal)
+            .where(AuditEntry.actor_id == user_id)
+            .order_by(AuditEntry.id)
+            .limit(limit)
+        )
+        return [(entry_id, hashed, seal) for entry_id, hashed, seal in rows]
+
+    async def blank_actor(self, session: AsyncSession, seals: Mapping[int, str | None]) -> None:
+        """Blank the readable actor of these entries (by id) and give each its new seal."""
+        if seals:
+            # ORM bulk UPDATE by primary key: one executemany.
+            await session.execute(
+                update(AuditEntry),
+                [
+                    {"id": entry_id, "actor_id": None, "actor_name": None, "seal": seal}
+                    for entry_id, seal in seals.items()
+                ],
+            )
+
+    async def readable_commitments(
+        self, session: AsyncSession, commitments: Collection[str]
+    ) -> set[str]:
+        """Those of the commitments that some entry still shows with a readable actor."""
+        found: set[str] = set()
+        wanted = sorted(commitments)
+        for start in range(0, len(wanted), 500):  # bounded IN lists
+            rows = await session.scalars(
+                select(AuditEntry.actor_commitment)
+                .where(
+                    AuditEntry.actor_commitment.in_(wanted[start : start + 500]),
+                    or_(AuditEntry.actor_id.is_not(None), AuditEntry.actor_name.is_not(None)),
+                )
+                .distinct()
+            )
+            found.update(c for c in rows if c is not None)
+        return found
+
+    async def accounts(self, session: AsyncSession) -> list[tuple[int, str]]:
+        """(id, username) of every account: what actor commitments are made of."""
+        rows = await session.execute(select(User.id, User.username))
+        return [(user_id, username) for user_id, username in rows]
 
 
 audit_repository = AuditRepository()

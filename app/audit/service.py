@@ -1,4 +1,10 @@
-"""The audit service: every state change and every login is recorded through `record`."""
+"""The audit service: every state change and every login is recorded through `record`.
+
+Every `worker.audit_checkpoint_entries`-th entry of a chain also queues an `audit_checkpoint`
+job in the same transaction (app/audit/checkpoints.py), so no chain runs more than that many
+entries ahead of its last signed checkpoint for longer than a job takes to start; the periodic
+run every `worker.audit_checkpoint_seconds` bounds the time a quiet chain waits.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from app.audit.chain import (
     actor_commitment,
     canonical_details,
     compute_hash,
+    entry_seal,
     tenant_chain,
 )
 from app.audit.checkpoints import (
@@ -30,11 +37,13 @@ from app.audit.checkpoints import (
     public_key_pem,
 )
 from app.audit.repository import AuditFilter, audit_repository
+from app.jobs.kinds import JobKind
+from app.jobs.repository import job_repository
 from app.kit.authz import PLATFORM_DOMAIN, Enforcer, domain_of
 from app.kit.metrics import AUDIT_VERIFY_OK
 from app.kit.principal import Principal
 from app.kit.request_context import current_request_id
-from app.models import AuditChainHead, AuditEntry
+from app.models import AuditChainHead, AuditEntry, Job
 from app.models.base import utcnow
 from app.tenants.repository import tenant_repository
 
@@ -44,6 +53,13 @@ _FORBIDDEN_DETAIL_KEYS = frozenset(
 )
 
 DetailValue = str | int | float | bool | None | list[str] | list[int]
+
+
+# session.info key (app.kit.db.database_for): a checkpoint is queued every this many entries
+# of a chain (0 or absent: never on count, only periodically).
+CHECKPOINT_EVERY_KEY = "audit_checkpoint_entries"
+# Pseudonymising a person's entries reads and rewrites them this many at a time.
+_PSEUDONYMISE_BATCH = 1000
 
 
 def audit_secret_of(session: AsyncSession) -> str:
@@ -70,6 +86,27 @@ class VerifyReport:
     entries: int
     first_bad: BadEntry | None
     checkpoints: int = 0
+
+
+class _Persons:
+    """Which actor commitments belong to nobody any more, for unsealed (pre-0011) entries whose
+    actor is blanked: an erasure blanks every entry of the person and deletes the account, so
+    a commitment still carried by an account or by a readable entry was blanked by someone
+    else. The accounts' commitments are computed once per verification, and only if needed."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self._accounts: set[str] | None = None
+
+    async def gone(self, session: AsyncSession, commitments: Collection[str]) -> set[str]:
+        candidates = set(commitments)
+        candidates -= await audit_repository.readable_commitments(session, candidates)
+        if candidates and self._accounts is None:
+            self._accounts = {
+                actor_commitment(self.secret, user_id, username)
+                for user_id, username in await audit_repository.accounts(session)
+            }
+        return candidates - (self._accounts or set())
 
 
 def _earliest(walk: BadEntry | None, anchors: BadEntry | None) -> BadEntry | None:
@@ -135,11 +172,45 @@ class AuditService:
             prev_hash=head.last_hash,
         )
         entry.entry_hash = compute_hash(entry)
+        entry.seal = entry_seal(audit_secret_of(session), entry.entry_hash)
         head.seq = entry.seq
         head.last_hash = entry.entry_hash
         audit_repository.add(session, entry)
+        every = session.info.get(CHECKPOINT_EVERY_KEY)
+        if isinstance(every, int) and every > 0 and entry.seq % every == 0:
+            await self._queue_checkpoint(session)
         await session.flush()
         return entry
+
+    async def _queue_checkpoint(self, session: AsyncSession) -> None:
+        # In the entry's transaction: the job exists exactly when the entry does. One queued
+        # job covers every chain, so another is only added once that one has started.
+        if not await job_repository.queued_of_kind(session, JobKind.AUDIT_CHECKPOINT.value):
+            job_repository.add(session, Job(kind=JobKind.AUDIT_CHECKPOINT.value, tenant_id=None))
+
+    async def pseudonymise_actor(self, session: AsyncSession, user_id: int) -> int:
+        """Erase the readable actor from every entry the user acted in; how many changed.
+
+        The commitment inside each hash stays, so every chain still verifies, and each entry is
+        re-sealed as erased: the seal (keyed with the audit secret) is what tells this erasure
+        from actor columns blanked in the database. Entries from before revision 0011 have no
+        seal and get none (sealing one would break the rule that they only precede sealed
+        entries); verification accepts them blanked while the person has no account left.
+        """
+        secret = audit_secret_of(session)
+        changed = 0
+        while True:
+            rows = await audit_repository.acted_by(session, user_id, limit=_PSEUDONYMISE_BATCH)
+            if not rows:
+                return changed
+            await audit_repository.blank_actor(
+                session,
+                {
+                    entry_id: None if seal is None else entry_seal(secret, hashed, erased=True)
+                    for entry_id, hashed, seal in rows
+                },
+            )
+            changed += len(rows)
 
     async def list_for_tenant(
         self,
@@ -178,6 +249,7 @@ class AuditService:
             names = list(chains)
         entries = 0
         first_bad: BadEntry | None = None
+        persons = _Persons(secret)
         for name in names:
             verifier = ChainVerifier(chain=name, secret=secret)
             anchors = CheckpointVerifier(chain=name, checkpoints=signed.by_chain.get(name, []))
@@ -186,6 +258,10 @@ class AuditService:
                 anchors.feed(batch)
             head = await audit_repository.head(session, name)
             verifier.finish(head.seq if head else None, head.last_hash if head else None)
+            if verifier.unsealed_blanked:
+                verifier.settle_unsealed(
+                    await persons.gone(session, verifier.unsealed_blanked.keys())
+                )
             anchors.finish(head)
             entries += verifier.entries
             if first_bad is None:

@@ -14,6 +14,7 @@ class JobKind(StrEnum):
     # Periodic (app/jobs/periodic.py): no tenant, started once per period.
     RETENTION_PURGE = "retention_purge"
     SHARD_COMPACTION = "shard_compaction"
+    # Also queued by app.audit.service every worker.audit_checkpoint_entries entries of a chain.
     AUDIT_CHECKPOINT = "audit_checkpoint"
 
 

@@ -199,6 +199,13 @@ class JobRepository:
             or 0
         )
 
+    async def queued_of_kind(self, session: AsyncSession, kind: str) -> bool:
+        """Whether a job of this kind waits to start (one that has started does not count)."""
+        found = await session.scalar(
+            select(Job.id).where(Job.kind == kind, Job.status == "queued").limit(1)
+        )
+        return found is not None
+
     async def delete_for_document(self, session: AsyncSession, document_id: int) -> None:
         """Drop the jobs that name a document being erased."""
         await session.execute(delete(Job).where(Job.document_id == document_id))

@@ -241,5 +241,9 @@ def database_for(settings: Settings) -> Database:
     place every process (API, workers, CLI, benchmarks) gets its database from."""
     return Database(
         settings.resolved_database_url,
-        session_info={"audit_secret": settings.secret("audit_secret")},
+        session_info={
+            "audit_secret": settings.secret("audit_secret"),
+            # app.audit.service queues a checkpoint every this many entries of a chain.
+            "audit_checkpoint_entries": settings.worker.audit_checkpoint_entries,
+        },
     )

@@ -75,7 +75,11 @@ class WorkerSettings(BaseModel):
     # a process looks for a due one. Each period starts one job, however many processes look.
     retention_purge_seconds: float = Field(default=86400.0, ge=0)
     shard_compaction_seconds: float = Field(default=86400.0, ge=0)
-    audit_checkpoint_seconds: float = Field(default=3600.0, ge=0)
+    # A signed audit checkpoint at least this often (if the chain moved) and at least every
+    # audit_checkpoint_entries entries of a chain (0 = not on count): what a database writer
+    # could still rewrite unnoticed is what came after the last one (app/audit/checkpoints.py).
+    audit_checkpoint_seconds: float = Field(default=300.0, ge=0)
+    audit_checkpoint_entries: int = Field(default=100, ge=0)
     periodic_check_seconds: float = Field(default=30.0, gt=0)
 
 

@@ -30,6 +30,9 @@ class AuditEntry(Base):
     actor_name: Mapped[str | None] = mapped_column(String(64))
     # Keyed commitment to the actor, inside the hash.
     actor_commitment: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Keyed seal over the hash and whether an erasure blanked the actor (app/audit/chain.py);
+    # NULL only on entries written before revision 0011.
+    seal: Mapped[str | None] = mapped_column(String(64))
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[str] = mapped_column(Text, default="{}")

@@ -4,8 +4,9 @@ An export gathers everything held about one account. An erasure removes the acco
 memberships, role assignments, API keys and chat sessions with their messages; documents the
 person uploaded stay with their tenant without the link to them; their audit entries keep
 the keyed actor commitment (inside the hash, so every chain still verifies) and lose the
-readable actor. It runs in one transaction under a deletion receipt that is completed only
-after the removal was verified; a failed verification rolls the whole erasure back.
+readable actor, each re-sealed as erased (app/audit/chain.py: an actor blanked any other way
+fails verification). It runs in one transaction under a deletion receipt that is completed
+only after the removal was verified; a failed verification rolls the whole erasure back.
 """
 
 from __future__ import annotations
@@ -198,12 +199,11 @@ class PrivacyService:
             "chat_sessions": chat_sessions,
             "chat_messages": chat_messages,
             "api_keys": await privacy_repository.delete_api_keys(session, user_id),
+            "sign_in_sessions": await privacy_repository.delete_sign_in_sessions(session, user_id),
             "memberships": await privacy_repository.delete_memberships(session, user_id),
             "role_rules": role_rules,
             "documents_unlinked": await privacy_repository.unlink_documents(session, user_id),
-            "audit_entries_pseudonymised": await privacy_repository.pseudonymise_audit(
-                session, user_id
-            ),
+            "audit_entries_pseudonymised": await audit_service.pseudonymise_actor(session, user_id),
             "users": await privacy_repository.delete_user(session, user_id),
         }
         verification = await self._verify(
@@ -227,7 +227,7 @@ class PrivacyService:
         )
         if principal is not None and principal.user_id == user_id:
             # A platform admin erasing their own account: the entry just recorded names them.
-            await privacy_repository.pseudonymise_audit(session, user_id)
+            await audit_service.pseudonymise_actor(session, user_id)
         return receipt
 
     async def scrub(self, database: Database) -> None:

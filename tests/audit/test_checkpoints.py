@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fastapi import FastAPI
 from sqlalchemy import select, text
 
-from app.audit.chain import GENESIS_HASH, compute_hash
+from app.audit.chain import GENESIS_HASH, compute_hash, entry_seal
 from app.audit.checkpoints import (
     Checkpoint,
     CheckpointLog,
@@ -68,8 +68,9 @@ async def _head_seq(app: FastAPI, chain: str) -> int:
 
 
 async def _rewrite(app: FastAPI, chain: str, how: str, seq: int) -> None:
-    """Edit or delete the entry at `seq`, then recompute every later hash and the head, as
-    someone with write access to the database could: the hash chain alone then verifies."""
+    """Edit or delete the entry at `seq`, then recompute every later hash, seal and the head,
+    as someone with write access to the database and the audit secret could: the hash chain
+    and the seals alone then verify."""
     async with app.state.database.sessionmaker() as session, session.begin():
         rows = list(
             await session.scalars(
@@ -88,6 +89,7 @@ async def _rewrite(app: FastAPI, chain: str, how: str, seq: int) -> None:
         for row in rows:
             row.prev_hash = prev
             row.entry_hash = compute_hash(row)
+            row.seal = entry_seal(TEST_AUDIT_SECRET, row.entry_hash)
             prev = row.entry_hash
         head = await session.get(AuditChainHead, chain)
         assert head is not None
@@ -97,7 +99,11 @@ async def _rewrite(app: FastAPI, chain: str, how: str, seq: int) -> None:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     # These tests take every checkpoint themselves: the periodic job is switched off.
-    return make_settings(database_url, tmp_path / "data", worker={"audit_checkpoint_seconds": 0})
+    return make_settings(
+        database_url,
+        tmp_path / "data",
+        worker={"audit_checkpoint_seconds": 0, "audit_checkpoint_entries": 0},
+    )
 
 
 @pytest.fixture
@@ -136,7 +142,7 @@ async def test_a_consistent_rewrite_is_caught_by_an_earlier_checkpoint(
     # An entry after the first checkpoint: that one still matches, the second does not.
     await _rewrite(app, name, how, early + 1)
     walk_only = await _verify_all(app, CheckpointLog(settings, path=tmp_path / "none.jsonl"))
-    assert walk_only.ok, walk_only.first_bad  # the hash chain alone is fooled
+    assert walk_only.ok, walk_only.first_bad  # hash chain and seals alone are fooled
     report = await _verify(client, auditor)
     assert report["ok"] is False
     assert report["checkpoints"] == 2
