@@ -189,17 +189,6 @@ class PrivacyRepository:
         )
         return uploaded
 
-    async def pseudonymise_audit(self, session: AsyncSession, user_id: int) -> int:
-        """Blank the readable actor (outside the hash) of the user's entries; the keyed
-        commitment (inside the hash) stays, so every chain still verifies."""
-        return await _affected(
-            session,
-            sql_update(AuditEntry)
-            .where(AuditEntry.actor_id == user_id)
-            .values(actor_id=None, actor_name=None)
-            .execution_options(synchronize_session=False),
-        )
-
     async def delete_sign_in_sessions(self, session: AsyncSession, user_id: int) -> int:
         return await _affected(
             session,
