@@ -13,12 +13,15 @@ audit secret (never in the database) of its hash and of its actor's state:
     seal = HMAC(audit_secret, "seal:erased:" + entry_hash)   once an erasure blanked the actor
 
 Without the secret a database writer can neither seal a rewritten entry nor pass off blanked
-actor columns as an erasure: only the server's erasure re-seals an entry as erased. Entries
-written before revision 0011 carry no seal (NULL); they verify by hash alone, may only precede
-the chain's first sealed entry, and one of them with a blanked actor passes only while no
-account and no readable entry carries its commitment (the person is gone, as an erasure leaves
-it). Signed checkpoints (app/audit/checkpoints.py) cover what a holder of the secret, or a
-truncation of the newest entries, could still do.
+actor columns as an erasure: only the server's erasure re-seals an entry as erased. A sealed
+entry's hashed content also holds "sealed": true, so its seal cannot be dropped either (to pass
+it off as an old entry) without changing its hash, which a signed checkpoint then contradicts.
+
+Entries written before revision 0011 carry no seal (NULL) and no such key; they verify by hash
+and commitment, may only precede the chain's first sealed entry, and one of them with a blanked
+actor passes only while no account and no readable entry carries its commitment (the person is
+gone, as an erasure leaves it). Signed checkpoints (app/audit/checkpoints.py) cover what a
+holder of the secret, or a deletion of the newest entries, could still do.
 """
 
 from __future__ import annotations
@@ -63,9 +66,10 @@ def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def compute_hash(entry: AuditEntry) -> str:
-    """The hash an entry must carry, given its content and prev_hash."""
-    content = {
+def compute_hash(entry: AuditEntry, *, sealed: bool | None = None) -> str:
+    """The hash an entry must carry, given its content and prev_hash; `sealed` (default:
+    whether it has a seal) says whether it was written sealed, since revision 0011."""
+    content: dict[str, Any] = {
         "chain": entry.chain,
         "seq": entry.seq,
         "created_at": _timestamp(entry.created_at),
@@ -77,6 +81,10 @@ def compute_hash(entry: AuditEntry) -> str:
         "target_id": entry.target_id,
         "details": entry.details,
     }
+    if sealed is None:
+        sealed = entry.seal is not None
+    if sealed:
+        content["sealed"] = True
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{entry.prev_hash}\n{canonical}".encode()).hexdigest()
 

@@ -171,7 +171,7 @@ class AuditService:
             details=canonical_details(details),
             prev_hash=head.last_hash,
         )
-        entry.entry_hash = compute_hash(entry)
+        entry.entry_hash = compute_hash(entry, sealed=True)
         entry.seal = entry_seal(audit_secret_of(session), entry.entry_hash)
         head.seq = entry.seq
         head.last_hash = entry.entry_hash

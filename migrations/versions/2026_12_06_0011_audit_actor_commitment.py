@@ -1,9 +1,10 @@
 """Sealed audit entries: a keyed seal over each entry's hash and its actor's state.
 
 `audit_entries.seal` is HMAC(audit secret, "seal:entry:" + entry_hash), or "seal:erased:" once
-an erasure blanked the actor (app/audit/chain.py). A database writer, who does not hold the
-secret, can then neither rewrite an entry (recomputing the public hashes) nor blank its actor
-columns and pass that off as an erasure.
+an erasure blanked the actor (app/audit/chain.py); the hashed content of a sealed entry also
+holds "sealed": true. A database writer, who does not hold the secret, can then neither rewrite
+an entry (recomputing the public hashes) nor blank its actor columns and pass that off as an
+erasure.
 
 Entries already stored stay NULL: this revision cannot seal them (the secret is not the
 database's to know), and sealing them later would bless whatever was done to them before.

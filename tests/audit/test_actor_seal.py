@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, text
 
 from app.audit.chain import GENESIS_HASH, actor_commitment, compute_hash, entry_seal
-from app.audit.checkpoints import CheckpointLog
+from app.audit.checkpoints import CheckpointLog, write_checkpoints
 from app.audit.service import VerifyReport, audit_service
 from app.kit.public_ids import IdKind
 from app.kit.settings import Settings
@@ -164,7 +164,8 @@ async def test_an_erased_actor_written_back_is_caught(
 
 async def _recompute_from(app: FastAPI, chain: str, seq: int, *, strip_seals: bool) -> None:
     """Recompute every hash (and the head) from `seq` on, as a database writer without the
-    audit secret can; optionally drop the seals it cannot recompute."""
+    audit secret can; optionally drop the seals it cannot recompute first, to pass those
+    entries off as written before seals existed."""
     async with app.state.database.sessionmaker() as session, session.begin():
         rows = list(
             await session.scalars(
@@ -173,10 +174,10 @@ async def _recompute_from(app: FastAPI, chain: str, seq: int, *, strip_seals: bo
         )
         prev = rows[seq - 2].entry_hash if seq > 1 else GENESIS_HASH
         for row in rows[seq - 1 :]:
-            row.prev_hash = prev
-            row.entry_hash = compute_hash(row)
             if strip_seals:
                 row.seal = None
+            row.prev_hash = prev
+            row.entry_hash = compute_hash(row)
             prev = row.entry_hash
         head = await session.get(AuditChainHead, chain)
         assert head is not None
@@ -212,8 +213,12 @@ async def test_entries_from_before_seals_verify_as_before(
     ahead of the first sealed entry, and a blanked actor passes only when the person is gone
     (no account, no readable entry): what an erasure before 0011 left."""
     await _erase(api, client, "u1")
-    # As stored before revision 0011 (the migration adds the column empty).
-    await _sql(app, "UPDATE audit_entries SET seal = NULL")
+    # As stored before revision 0011 (which adds the column empty): no seals, and hashes of
+    # content without "sealed".
+    async with app.state.database.read_sessionmaker() as session:
+        chains = list(await session.scalars(select(AuditChainHead.chain)))
+    for chain in chains:
+        await _recompute_from(app, chain, 1, strip_seals=True)
     assert (await _verify(client, hr.auditor))["ok"] is True
     # Sealed from here on. (Stripping every sealed entry's seal would pass until the chain's
     # next checkpoint: the window the checkpoint cadence bounds.)
@@ -242,10 +247,33 @@ async def test_entries_from_before_seals_verify_as_before(
     )
     assert (await _verify(client, hr.auditor))["ok"] is True
 
-    # Dropping the seal of a newer entry, to pass it off as an old one.
+    # Dropping the seal of a newer entry (and recomputing its hash), to pass it off as old.
     newest = (await _entries(app, hr.chain))[-1]
     assert newest.seal is not None
-    await _sql(app, "UPDATE audit_entries SET seal = NULL WHERE id = :i", i=newest.id)
+    await _recompute_from(app, hr.chain, newest.seq, strip_seals=True)
     first_bad = (await _verify(client, hr.auditor))["first_bad"]
     assert first_bad["seq"] == newest.seq
     assert first_bad["reason"] == "seal missing after sealed entries"
+
+
+async def test_dropping_seals_is_caught_and_a_checkpoint_pins_them(
+    hr: Hr, app: FastAPI, client: httpx.AsyncClient, settings: Settings, tmp_path: Path
+) -> None:
+    """A sealed entry's hash covers that it was sealed: dropping the seals breaks the hashes.
+    Recomputing every hash too passes the chain off as written before seals existed, which
+    only a checkpoint signed before can tell."""
+    async with app.state.database.sessionmaker() as session, session.begin():
+        assert await write_checkpoints(session, settings) >= 1
+    await _sql(app, "UPDATE audit_entries SET seal = NULL WHERE chain = :c", c=hr.chain)
+    first_bad = (await _verify(client, hr.auditor))["first_bad"]
+    assert (first_bad["seq"], first_bad["reason"]) == (1, "content does not match its hash")
+
+    await _recompute_from(app, hr.chain, 1, strip_seals=True)
+    async with app.state.database.sessionmaker() as session:
+        walk_only = await audit_service.verify(
+            session, checkpoints=CheckpointLog(settings, path=tmp_path / "none.jsonl")
+        )
+    assert walk_only.ok, walk_only.first_bad
+    report = await _verify(client, hr.auditor)
+    assert report["ok"] is False
+    assert report["first_bad"]["reason"].startswith("checkpoint mismatch")

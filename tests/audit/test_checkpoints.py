@@ -64,7 +64,7 @@ async def _head_seq(app: FastAPI, chain: str) -> int:
     async with app.state.database.sessionmaker() as session:
         head = await session.get(AuditChainHead, chain)
         assert head is not None
-        return head.seq
+        return int(head.seq)
 
 
 async def _rewrite(app: FastAPI, chain: str, how: str, seq: int) -> None:
