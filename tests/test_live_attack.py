@@ -3,12 +3,18 @@ server over a real socket (uvicorn, the whole middleware stack, the client's rea
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
+from app.generation.limits import GenerationSlots, LimitedGenerator
+from app.generation.provider import GeneratorProvider
 from app.kit.settings import Settings
 from app.main import create_app
 from tests.chat.live import live_server
 from tests.conftest import ADMIN_PASSWORD, Api
+from tests.documents.helpers import wait_for
+from tests.generation.slow import SlowGenerator
 
 
 async def test_an_outsider_and_a_viewer_against_a_live_server(settings: Settings) -> None:
@@ -68,3 +74,82 @@ async def test_an_outsider_and_a_viewer_against_a_live_server(settings: Settings
             assert (await client.get("/metrics")).status_code == 401
             metrics = await client.get("/metrics", headers={"Authorization": "Bearer " + "m" * 40})
             assert metrics.status_code == 200
+
+
+async def test_a_huge_history_cannot_hold_the_generator(settings: Settings) -> None:
+    """Issue 21, item 6: a /v1 request with a ten-turn, 5 KB-per-turn history held the
+    generator to the request timeout while everyone else got 429. Now its prompt is cut to the
+    token budget, its generation is capped, a second request of the same user is refused at
+    once, and another tenant's user waiting meanwhile is served."""
+    cap, budget = 8.0, 1500
+    generator_settings = settings.generator.model_copy(
+        update={"timeout_seconds": cap, "max_prompt_tokens": budget}
+    )
+    settings = settings.model_copy(update={"generator": generator_settings})
+    # Slow per token, as a CPU model is: 2 ms of uninterruptible prefill per prompt token
+    # (the uncut prompt, ~5,600 tokens, would take 11 s: past the cap), 20 ms per word.
+    slow = SlowGenerator(prefill_seconds=0.002, token_seconds=0.02)
+    app = create_app(settings)
+    slots = GenerationSlots.from_settings(generator_settings)
+    app.state.generator = GeneratorProvider(settings, LimitedGenerator(slow, slots))
+    question = "How many days of paid vacation does every employee receive per year?"
+    policy = "Vacation policy: every employee receives twenty five days of paid vacation per year."
+    with live_server(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            api = Api(client)
+            users = {}
+            for slug in ("hr", "eng"):
+                await api.tenant(slug)
+                editor = await api.user(f"ed-{slug}", **{slug: "editor"})
+                users[slug] = await api.user(f"vi-{slug}", **{slug: "viewer"})
+                uploaded = await client.post(
+                    f"/api/v1/tenants/{slug}/documents",
+                    files={"file": ("vacation.txt", policy.encode())},
+                    headers=editor,
+                )
+                document = uploaded.json()["id"]
+                assert (await wait_for(client, editor, slug, document))["status"] == "ready"
+
+            history: list[dict[str, str]] = []
+            for n in range(10):  # ten turns of 5 KB: a 1 KB question and a 4 KB answer
+                history.append({"role": "user", "content": f"question {n} " + "x" * 1000})
+                history.append({"role": "assistant", "content": f"answer {n} " + "y " * 2000})
+
+            def ask(slug: str, messages: list[dict[str, str]]) -> dict[str, object]:
+                return {"model": f"cairn:{slug}", "messages": messages}
+
+            flooding = asyncio.create_task(
+                client.post(
+                    "/v1/chat/completions",
+                    json=ask("hr", [*history, {"role": "user", "content": question}]),
+                    headers=users["hr"],
+                )
+            )
+            assert await asyncio.to_thread(slow.started.wait, 60)
+            again, other = await asyncio.gather(
+                client.post(
+                    "/v1/chat/completions",
+                    json=ask("hr", [{"role": "user", "content": question}]),
+                    headers=users["hr"],
+                ),
+                client.post(
+                    "/v1/chat/completions",
+                    json=ask("eng", [{"role": "user", "content": question}]),
+                    headers=users["eng"],
+                ),
+            )
+            first = await flooding
+
+            # The flooding user's own second request: refused at once, with Retry-After.
+            assert again.status_code == 429, again.text
+            assert again.json()["error"]["code"] == "answer_in_progress"
+            assert 1 <= int(again.headers["retry-after"]) <= cap
+            # The huge request was answered inside the cap from a prompt cut to the budget.
+            assert first.status_code == 200, first.text
+            assert first.json()["choices"][0]["message"]["content"]
+            assert slow.prompt_tokens[0] <= budget
+            assert slow.timed_out[0] is False
+            # The other tenant's user waited for the generator and was served, not refused.
+            assert other.status_code == 200, other.text
+            assert len(slow.prompt_tokens) == 2
+            assert slots.in_use == 0

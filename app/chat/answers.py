@@ -27,12 +27,13 @@ from app.chat.answer_cache import AnswerKey, answer_cache
 from app.chat.citations import Citation
 from app.chat.faithfulness import Outcome, review
 from app.chat.language import Language, detect_language, nothing_found
-from app.chat.prompt import Passage, Turn, build_messages, shape_passages
+from app.chat.prompt import Passage, Turn, build_messages, fit_prompt, shape_passages
 from app.chat.repository import chat_repository
 from app.chat.service import chat_service
 from app.generation.base import ChatMessage, GenerationLimits, Generator
-from app.generation.limits import limits_from_settings
+from app.generation.limits import Requester, complete_async, limits_from_settings, queued_for
 from app.generation.provider import GeneratorProvider
+from app.generation.tokens import TokenBudget, token_budget
 from app.kit.authz import TenantAccess
 from app.kit.background import run_detached
 from app.kit.db import Database
@@ -239,15 +240,20 @@ class AnswerService:
                     history_sources=history_sources,
                 )
         grounding = await self._ground(
-            caller.visibility,
-            runtime.retriever,
-            config,
-            question=question.text,
-            top_k=top_k,
-            history=history,
-            client_instructions=instructions,
+            caller.visibility, runtime.retriever, config, question=question.text, top_k=top_k
         )
-        generator = await runtime.generators.get() if grounding.relevant else None
+        generator = None
+        if grounding.relevant:
+            # In the generator's fair queue under the caller's name (429 at once when they
+            # already have an answer in flight), and the prompt cut to its token budget.
+            generator = queued_for(await runtime.generators.get(), _requester(caller))
+            grounding = await self._prompt(
+                grounding,
+                config,
+                token_budget(generator, runtime.settings.generator, limits),
+                history=history,
+                instructions=instructions,
+            )
         return Prepared(
             caller,
             runtime,
@@ -371,10 +377,9 @@ class AnswerService:
         *,
         question: str,
         top_k: int,
-        history: Sequence[Turn],
-        client_instructions: str | None,
     ) -> Grounding:
-        """Retrieve the question's passages under the visibility and build the prompt."""
+        """Retrieve the question's passages under the visibility (the prompt comes later,
+        `_prompt`, once the generator that sets its budget is known)."""
         language = detect_language(question)
         vector = (
             await retriever.embed_query(question, tenant_id=visibility.tenant_id)
@@ -397,16 +402,32 @@ class AnswerService:
             sentences=settings.passage_sentences,
             best_last=settings.passage_order == "best_last",
         )
-        messages = build_messages(
-            question,
-            passages,
-            language=language,
+        return Grounding(question, language, passages, relevant=True)
+
+    @staticmethod
+    async def _prompt(
+        grounding: Grounding,
+        settings: ChatSettings,
+        budget: TokenBudget,
+        *,
+        history: Sequence[Turn],
+        instructions: str | None,
+    ) -> Grounding:
+        """The grounding with its prompt, cut to the token budget (app/chat/prompt.py
+        fit_prompt); its passages are the ones the prompt kept, which citations come from.
+        Counting tokens is tokenizer work: off the event loop."""
+        prompt = await asyncio.to_thread(
+            fit_prompt,
+            grounding.question,
+            grounding.passages,
+            language=grounding.language,
+            budget=budget,
             history=history,
-            client_instructions=client_instructions,
+            client_instructions=instructions,
             style=settings.prompt_style,
             native_examples=settings.native_examples,
         )
-        return Grounding(question, language, passages, relevant=True, messages=messages)
+        return dataclasses.replace(grounding, passages=prompt.passages, messages=prompt.messages)
 
     async def _relevant(
         self,
@@ -437,8 +458,8 @@ class AnswerService:
         if not grounding.relevant:
             return Answer(nothing_found(grounding.language), [], "stop", grounded=False)
         assert prepared.generator is not None, "a grounded answer needs a generator"
-        completion = await asyncio.to_thread(
-            prepared.generator.complete, grounding.messages, prepared.limits, cancel
+        completion = await complete_async(
+            prepared.generator, grounding.messages, prepared.limits, cancel
         )
         answer = Answer(
             completion.text.strip(),
@@ -493,7 +514,7 @@ class AnswerService:
         )
 
         async def regenerate() -> str:
-            again = await asyncio.to_thread(generator.complete, strict, prepared.limits, cancel)
+            again = await complete_async(generator, strict, prepared.limits, cancel)
             return again.text
 
         checked = await review(
@@ -619,6 +640,12 @@ class AnswerService:
     async def _audit_alone(self, prepared: Prepared) -> None:
         async with prepared.runtime.database.sessionmaker() as session, session.begin():
             await self._audit(session, prepared, None, chat_session_id=prepared.session_id)
+
+
+def _requester(caller: Caller) -> Requester:
+    """Whom the generator's queue serves this answer for (the console: no user)."""
+    user_id = caller.actor.user_id if caller.actor is not None else None
+    return Requester(caller.visibility.tenant_id, user_id)
 
 
 def _title(question: str) -> str:

@@ -4,19 +4,24 @@ Passages are the organisation's documents, written by anyone with upload rights,
 fenced and declared to be data: a passage saying "ignore your instructions" is text to quote,
 not an order. The fence cannot be closed from inside: markup that looks like the fence is
 neutralised in the passage text before it goes in.
+
+The whole prompt is cut to the generator's token budget (`fit_prompt`): earlier turns give way
+first, then the lowest-ranked passages; the question never does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from app.chat.language import ANSWER_IN, Language
 from app.chat.quotes import sentence_window
 from app.generation.base import ChatMessage
+from app.generation.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_PROMPT, TokenBudget
+from app.kit.errors import ValidationFailed
 
 SYSTEM_RULES = (
     "You are Cairn, an assistant that answers questions from an organisation's documents.\n"
@@ -105,15 +110,13 @@ def shape_passages(
     return kept[::-1] if best_last else kept
 
 
+def _passage_block(p: Passage) -> str:
+    title = neutralise(p.title).replace('"', "'")
+    return f'<passage number="{p.ref}" title="{title}">\n{neutralise(p.text).strip()}\n</passage>'
+
+
 def render_passages(passages: Sequence[Passage]) -> str:
-    lines = ["<passages>"]
-    for p in passages:
-        title = neutralise(p.title).replace('"', "'")
-        lines.append(f'<passage number="{p.ref}" title="{title}">')
-        lines.append(neutralise(p.text).strip())
-        lines.append("</passage>")
-    lines.append("</passages>")
-    return "\n".join(lines)
+    return "\n".join(["<passages>", *(_passage_block(p) for p in passages), "</passages>"])
 
 
 # A worked example put before the conversation: small models (the bundled 0.5B one) copy its
@@ -203,6 +206,14 @@ def _example(language: Language, style: PromptStyle, native: bool) -> list[ChatM
     ]
 
 
+def _instructions_block(client_instructions: str) -> str:
+    # An OpenAI client's own system prompt: honoured for tone and format, below our rules.
+    return (
+        "\n\nAdditional instructions from the chat client (the rules above win):\n"
+        + client_instructions.strip()
+    )
+
+
 def build_messages(
     question: str,
     passages: Sequence[Passage],
@@ -217,12 +228,186 @@ def build_messages(
     the question with its passages."""
     system = SYSTEM_RULES
     if client_instructions:
-        # An OpenAI client's own system prompt: honoured for tone and format, below our rules.
-        system += "\n\nAdditional instructions from the chat client (the rules above win):\n"
-        system += client_instructions.strip()
+        system += _instructions_block(client_instructions)
     messages = [ChatMessage("system", system), *_example(language, style, native_examples)]
     for turn in history:
         messages.append(ChatMessage("user", turn.question))
         messages.append(ChatMessage("assistant", turn.answer))
     messages.append(ChatMessage("user", ask_block(question, passages, language, style)))
     return messages
+
+
+# The best passage keeps at least this many tokens; a question leaving less is refused.
+MIN_PASSAGE_TOKENS = 64
+# A cut history turn or client instruction shorter than this carries nothing: dropped.
+MIN_CUT_TOKENS = 32
+
+
+class QuestionTooLong(ValidationFailed):
+    code = "question_too_long"
+    message = "The question is too long for the model's context"
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """The messages for the generator and what of the conversation they carry."""
+
+    messages: list[ChatMessage]
+    # The passages in the prompt, in the order shown (the best one possibly cut short).
+    passages: list[Passage]
+    history: list[Turn]
+    # The prompt's size as budgeted (each part counted alone, template markup rounded up).
+    tokens: int
+    # Something was dropped or shortened to fit the budget.
+    cut: bool
+
+
+def _longest(fits: Callable[[int], bool], most: int) -> int:
+    """The largest n in [0, most] with fits(n), for a `fits` that holds up to some n."""
+    low, high = 0, most
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _passage_cost(passage: Passage, budget: TokenBudget) -> int:
+    # The passage's block and the newline that joins it to the next.
+    return budget.count(_passage_block(passage)) + 1
+
+
+def _cut_passage(passage: Passage, room: int, budget: TokenBudget) -> Passage:
+    """The passage with as much of its text's beginning as fits in `room` tokens."""
+
+    def fits(n: int) -> bool:
+        return _passage_cost(dataclasses.replace(passage, text=passage.text[:n]), budget) <= room
+
+    return dataclasses.replace(passage, text=passage.text[: _longest(fits, len(passage.text))])
+
+
+def _instructions_cost(instructions: str, budget: TokenBudget) -> int:
+    return budget.count(_instructions_block(instructions)) if instructions else 0
+
+
+def _cut_instructions(instructions: str, room: int, budget: TokenBudget) -> str:
+    """The instructions' beginning that fits in `room` tokens; "" when too little fits."""
+
+    def fits(n: int) -> bool:
+        return _instructions_cost(instructions[:n], budget) <= room
+
+    cut = instructions[: _longest(fits, len(instructions))].strip()
+    return cut if _instructions_cost(cut, budget) >= MIN_CUT_TOKENS else ""
+
+
+def _turn_cost(turn: Turn, budget: TokenBudget) -> int:
+    return budget.message(turn.question) + budget.message(turn.answer)
+
+
+def _cut_turn(turn: Turn, room: int, budget: TokenBudget) -> Turn | None:
+    """The turn's question and answer cut to the same length to fit in `room` tokens; None
+    when too little of them fits."""
+
+    def shortened(n: int) -> Turn:
+        return dataclasses.replace(turn, question=turn.question[:n], answer=turn.answer[:n])
+
+    if room < 2 * TOKENS_PER_MESSAGE + MIN_CUT_TOKENS:
+        return None
+    n = _longest(
+        lambda n: _turn_cost(shortened(n), budget) <= room,
+        max(len(turn.question), len(turn.answer)),
+    )
+    cut = shortened(n)
+    return cut if _turn_cost(cut, budget) - 2 * TOKENS_PER_MESSAGE >= MIN_CUT_TOKENS else None
+
+
+def fit_prompt(
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    language: Language,
+    budget: TokenBudget,
+    history: Sequence[Turn] = (),
+    client_instructions: str | None = None,
+    style: PromptStyle = "plain",
+    native_examples: bool = False,
+) -> Prompt:
+    """`build_messages`' prompt cut to `budget` tokens.
+
+    What gives way, in order: earlier turns (the oldest first; the newest one is cut short
+    rather than dropped when it alone does not fit), the client's instructions (cut, then
+    dropped), passages from the lowest-ranked, and last the best passage's text (cut short,
+    never below MIN_PASSAGE_TOKENS). The question is never cut: one that leaves the best
+    passage less room than that (or than its whole, when shorter) is refused (422
+    question_too_long). Each part is counted
+    alone and the template's markup is rounded up, so the prompt the model reads is no
+    longer than `tokens` (a tokenizer only merges across the seams).
+    """
+    frame_messages = build_messages(
+        question, [], language=language, style=style, native_examples=native_examples
+    )
+    frame = TOKENS_PER_PROMPT + sum(budget.message(m.content) for m in frame_messages)
+    room = budget.tokens - frame
+    ranked = sorted(passages, key=lambda p: p.ref)
+    # The best passage whole, or at least MIN_PASSAGE_TOKENS of it.
+    needed = min(MIN_PASSAGE_TOKENS, _passage_cost(ranked[0], budget)) if ranked else 0
+    if room < needed:
+        raise QuestionTooLong(
+            f"The question is too long for the model's context: with the instructions it "
+            f"takes about {frame} of the {budget.tokens} tokens a prompt may use, and a "
+            f"passage needs {needed} more"
+        )
+    cut = False
+
+    # Passages, the best-ranked first (refs are ranks) while they fit; the best one is cut
+    # short rather than left out.
+    kept: dict[int, Passage] = {}
+    for passage in ranked:
+        cost = _passage_cost(passage, budget)
+        if cost > room:
+            cut = True
+            if kept:
+                break
+            passage = _cut_passage(passage, room, budget)
+            cost = _passage_cost(passage, budget)
+        kept[passage.ref] = passage
+        room -= cost
+        if cut:
+            break
+
+    instructions = client_instructions.strip() if client_instructions else ""
+    if _instructions_cost(instructions, budget) > room:
+        cut = True
+        instructions = _cut_instructions(instructions, room, budget)
+    room -= _instructions_cost(instructions, budget)
+
+    # Earlier turns, the newest first while they fit.
+    turns: list[Turn] = []
+    for turn in reversed(history):
+        cost = _turn_cost(turn, budget)
+        if cost <= room:
+            turns.append(turn)
+            room -= cost
+            continue
+        cut = True
+        shortened = None if turns else _cut_turn(turn, room, budget)
+        if shortened is not None:
+            turns.append(shortened)
+            room -= _turn_cost(shortened, budget)
+        break
+    turns.reverse()
+
+    # Shown in the order they were shaped in (best last or first).
+    shown = [kept[p.ref] for p in passages if p.ref in kept]
+    messages = build_messages(
+        question,
+        shown,
+        language=language,
+        history=turns,
+        client_instructions=instructions or None,
+        style=style,
+        native_examples=native_examples,
+    )
+    return Prompt(messages, shown, turns, budget.tokens - room, cut)

@@ -34,7 +34,7 @@ class GenerationLimits:
     """Per-call bounds. Build them from configuration with `limits.limits_from_settings`."""
 
     max_new_tokens: int = 512
-    timeout_seconds: float = 120.0
+    timeout_seconds: float = 30.0
     temperature: float = 0.0
     top_p: float = 1.0
 
@@ -82,8 +82,27 @@ class GenerationTimeout(CairnError):
 
 
 class GeneratorBusy(RateLimited):
+    """No slot for this generation: the queue is full or the wait ran out (429)."""
+
     code = "generator_busy"
     message = "Too many answers are being generated; try again shortly"
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        if retry_after is None:
+            super().__init__(message)
+            return
+        super().__init__(
+            message,
+            headers={"Retry-After": str(retry_after)},
+            details={"retry_after": retry_after},
+        )
+
+
+class AnswerInProgress(GeneratorBusy):
+    """The user already has as many generations running or waiting as one user may."""
+
+    code = "answer_in_progress"
+    message = "An answer for you is still being generated; ask again once it has finished"
 
 
 @runtime_checkable

@@ -80,6 +80,10 @@ class LlamaCppGenerator(InProcessGenerator):
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def context_window(self) -> int | None:
+        """The context llama.cpp was opened with (`generator.context_length`)."""
+        return int(self._llama.n_ctx())
+
     def _run(
         self,
         messages: Sequence[ChatMessage],

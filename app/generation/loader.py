@@ -35,8 +35,7 @@ def load_generator(settings: Settings) -> LimitedGenerator:
     with _lock:
         generator = _cache.get(key)
         if generator is None:
-            config = settings.generator
-            slots = GenerationSlots(config.max_concurrent, config.queue_timeout_seconds)
+            slots = GenerationSlots.from_settings(settings.generator)
             generator = LimitedGenerator(build_backend(settings), slots)
             _cache[key] = generator
         return generator

@@ -261,6 +261,11 @@ class TransformersGenerator(InProcessGenerator):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def context_window(self) -> int | None:
+        """The positions the model was trained for (its config's max_position_embeddings)."""
+        window = getattr(self.model.config, "max_position_embeddings", None)
+        return window if isinstance(window, int) and window > 0 else None
+
     def _inputs(self, messages: Sequence[ChatMessage]) -> Any:
         if getattr(self.tokenizer, "chat_template", None):
             encoded = self.tokenizer.apply_chat_template(
@@ -303,7 +308,8 @@ class TransformersGenerator(InProcessGenerator):
 
         class StopOnSignal(StoppingCriteria):
             # Checked after every new token: a set cancel event or a passed deadline ends the
-            # generation there.
+            # generation there. (The prompt's prefill runs before the first check and cannot
+            # be cut short: the prompt's token budget is what bounds it.)
             def __call__(
                 self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any
             ) -> torch.BoolTensor:

@@ -243,15 +243,32 @@ class GeneratorSettings(BaseModel):
     device: str = "cpu"
     # Compute threads (torch or llama.cpp); None = the library default (every core).
     threads: int | None = Field(default=None, ge=1)
-    # llama.cpp context window in tokens (prompt + answer).
+    # The model's context window in tokens (prompt + answer) where the backend cannot tell:
+    # llama.cpp's context size, and the openai endpoint's model. transformers reads its
+    # model's own (config max_position_embeddings).
     context_length: int = Field(default=4096, ge=256)
     max_new_tokens: int = Field(default=512, ge=1, le=32_768)
-    timeout_seconds: float = Field(default=120.0, gt=0)
+    # The prompt (rules, passages, earlier turns, question) is cut to this many tokens:
+    # earlier turns first, then the lowest-ranked passages (app/chat/prompt.py fit_prompt).
+    # Prefill cannot be stopped midway, so this is what bounds a request before its first
+    # token; never more than the context window leaves after max_new_tokens.
+    max_prompt_tokens: int = Field(default=3072, ge=256, le=1_000_000)
+    # Wall-clock cap on one generation, from its first step to its last token: past it the
+    # generation stops and the request gets 504 generation_timeout.
+    timeout_seconds: float = Field(default=30.0, gt=0)
     # Generations running at once in this process; in-process CPU generation already uses
     # every core, so more than one only slows each down.
     max_concurrent: int = Field(default=1, ge=1, le=1024)
-    # How long a generation waits for a free slot before it is refused (429).
+    # How long a generation waits in the fair queue for a slot before it is refused (429
+    # generator_busy with Retry-After).
     queue_timeout_seconds: float = Field(default=30.0, ge=0)
+    # Generations waiting in the queue at once; past it a newcomer is refused, unless another
+    # tenant holds more of the queue than the newcomer's tenant: then that tenant's newest
+    # waiter is refused instead.
+    max_waiting: int = Field(default=8, ge=0, le=100_000)
+    # Generations one user may have running or waiting at once; another is refused at once
+    # (429 answer_in_progress with Retry-After).
+    max_per_user: int = Field(default=1, ge=1, le=1024)
     # Load the model while the API starts (in the background) instead of on the first
     # question; `cairn serve` turns this on unless given --no-preload.
     preload: bool = False

@@ -7,11 +7,13 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from app.generation.base import (
+    AnswerInProgress,
     ChatMessage,
     Completion,
     GenerationLimits,
@@ -19,7 +21,13 @@ from app.generation.base import (
     GeneratorBusy,
     StopSignal,
 )
-from app.generation.limits import GenerationSlots, LimitedGenerator, limits_from_settings
+from app.generation.limits import (
+    GenerationSlots,
+    LimitedGenerator,
+    Requester,
+    limits_from_settings,
+    queued_for,
+)
 from app.generation.loader import clear_cache, load_generator
 from app.kit.settings import GeneratorSettings, OpenAIEndpointSettings, Settings
 
@@ -158,6 +166,146 @@ class TestSlots:
         assert limited.slots.in_use == 0
 
 
+async def queue_up(slots: GenerationSlots, who: Requester, served: list[Requester]) -> None:
+    """Wait for a turn, note it, and give the slot straight back."""
+    grant = await slots.acquire(who, hold_for=10)
+    served.append(who)
+    grant.release()
+
+
+async def enqueue(
+    slots: GenerationSlots, who: Requester, served: list[Requester]
+) -> asyncio.Task[None]:
+    """Start waiting for a turn; returns once the request has its place in the queue (or was
+    refused one): taking a place is the task's first step, done before it first waits."""
+    task = asyncio.create_task(queue_up(slots, who, served))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return task
+
+
+class TestFairQueue:
+    """Issue 21, item 6: waiting requests are served in turn across tenants, then users."""
+
+    async def test_another_tenant_is_served_before_a_floods_later_requests(self) -> None:
+        slots = GenerationSlots(1, queue_timeout=30)
+        running = await slots.acquire(Requester(1, 100), hold_for=10)
+        served: list[Requester] = []
+        flood = [await enqueue(slots, Requester(1, user), served) for user in range(101, 106)]
+        other = await enqueue(slots, Requester(2, 200), served)
+        running.release()
+        await asyncio.gather(*flood, other)
+        assert served == [
+            Requester(1, 101),
+            Requester(2, 200),  # second, not after tenant 1's five
+            Requester(1, 102),
+            Requester(1, 103),
+            Requester(1, 104),
+            Requester(1, 105),
+        ]
+        assert (slots.in_use, slots.waiting) == (0, 0)
+
+    async def test_users_of_one_tenant_take_turns(self) -> None:
+        slots = GenerationSlots(1, queue_timeout=30)
+        running = await slots.acquire(Requester(1, 1), hold_for=10)
+        served: list[Requester] = []
+        tasks = [await enqueue(slots, Requester(1, 1), served) for _ in range(3)]
+        tasks.append(await enqueue(slots, Requester(1, 2), served))
+        running.release()
+        await asyncio.gather(*tasks)
+        assert [who.user_id for who in served] == [1, 2, 1, 1]
+
+    async def test_a_user_with_an_answer_in_flight_is_refused_at_once(self) -> None:
+        slots = GenerationSlots(1, queue_timeout=30, per_user=1)
+        running = await slots.acquire(Requester(1, 1), hold_for=20)
+        with pytest.raises(AnswerInProgress) as refused:
+            slots.check(Requester(1, 1))
+        with pytest.raises(AnswerInProgress):
+            await slots.acquire(Requester(1, 1))
+        assert refused.value.status_code == 429
+        assert refused.value.code == "answer_in_progress"
+        assert 1 <= int((refused.value.headers or {})["Retry-After"]) <= 20
+        # Another user of the same tenant still gets a place in the queue.
+        served: list[Requester] = []
+        other = await enqueue(slots, Requester(1, 2), served)
+        assert slots.waiting == 1
+        running.release()
+        await other
+        assert served == [Requester(1, 2)]
+        slots.check(Requester(1, 1))  # nothing in flight any more
+
+    def test_queued_for_refuses_before_the_answer_starts(self) -> None:
+        backend = ScriptedBackend()
+        limited = LimitedGenerator(backend, GenerationSlots(1, queue_timeout=30, per_user=1))
+        grant = limited.slots.acquire_blocking(Requester(1, 1), hold_for=5)
+        with pytest.raises(AnswerInProgress):
+            queued_for(limited, Requester(1, 1))
+        assert queued_for(limited, Requester(2, 1)).name == "scripted"
+        grant.release()
+
+    async def test_a_full_queue_refuses_the_tenant_holding_most_of_it(self) -> None:
+        slots = GenerationSlots(1, queue_timeout=30, max_waiting=3)
+        running = await slots.acquire(Requester(9, 9), hold_for=10)
+        served: list[Requester] = []
+        flood = [await enqueue(slots, Requester(1, user), served) for user in (1, 2, 3)]
+        # Tenant 1 holds the whole queue: its newest waiter makes room for tenant 2.
+        other = await enqueue(slots, Requester(2, 1), served)
+        with pytest.raises(GeneratorBusy) as pushed_out:
+            await flood[2]
+        assert int((pushed_out.value.headers or {})["Retry-After"]) >= 1
+        # Tenant 1 still holds more than tenant 2: its next newcomer is refused itself.
+        with pytest.raises(GeneratorBusy) as refused:
+            await slots.acquire(Requester(1, 4))
+        assert refused.value.code == "generator_busy"
+        running.release()
+        await asyncio.gather(flood[0], flood[1], other)
+        assert served == [Requester(1, 1), Requester(2, 1), Requester(1, 2)]
+
+    async def test_a_wait_past_the_bound_is_429_with_retry_after(self) -> None:
+        slots = GenerationSlots(1, queue_timeout=0.05)
+        running = await slots.acquire(Requester(1, 1), hold_for=7)
+        with pytest.raises(GeneratorBusy) as refused:
+            await slots.acquire(Requester(2, 2))
+        assert 1 <= int((refused.value.headers or {})["Retry-After"]) <= 7
+        assert refused.value.details == {"retry_after": int(refused.value.headers["Retry-After"])}  # type: ignore[index]
+        assert slots.waiting == 0
+        running.release()
+        assert slots.in_use == 0
+
+    async def test_a_waiter_that_goes_away_leaves_the_queue(self) -> None:
+        slots = GenerationSlots(1, queue_timeout=30)
+        running = await slots.acquire(Requester(1, 1), hold_for=10)
+        served: list[Requester] = []
+        gone = await enqueue(slots, Requester(2, 2), served)
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        assert slots.waiting == 0
+        running.release()
+        assert (slots.in_use, served) == (0, [])
+
+    def test_waiting_for_a_turn_holds_no_thread(self) -> None:
+        # A queue of blocked threads would starve every other to_thread user of the pool.
+        # Its own loop (the tests share one), with a default pool of two threads.
+        backend = ScriptedBackend()
+        limited = LimitedGenerator(backend, GenerationSlots(1, queue_timeout=30))
+
+        async def scenario() -> list[str]:
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+            answers = [
+                asyncio.create_task(limited.acomplete(MESSAGES, LIMITS, who=Requester(1, user)))
+                for user in range(4)
+            ]
+            while backend.running == 0:
+                await asyncio.sleep(0.01)
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 10) == "free"
+            backend.release.set()
+            return [c.text for c in await asyncio.gather(*answers)]
+
+        assert asyncio.run(scenario()) == ["done"] * 4
+        assert (backend.peak, limited.slots.in_use) == (1, 0)
+
+
 class TestConfiguredLimits:
     def test_a_request_may_ask_for_fewer_tokens_never_more(self) -> None:
         settings = GeneratorSettings(max_new_tokens=100, timeout_seconds=7, temperature=0.5)
@@ -190,6 +338,11 @@ class TestConfiguredLimits:
         config = Settings().generator
         assert config.max_concurrent == 3
         assert config.openai.model == "deepseek-chat"
+
+    def test_the_queue_bounds_come_from_the_toml(self) -> None:
+        slots = GenerationSlots.from_settings(Settings().generator)
+        assert (slots.size, slots.max_waiting, slots.per_user) == (1, 8, 1)
+        assert slots.queue_timeout == 30
 
     def test_loader_caches_one_generator_per_configuration(self, tmp_path: Path) -> None:
         openai = OpenAIEndpointSettings(base_url="http://127.0.0.1:9/v1", model="m")
