@@ -16,6 +16,7 @@ from app.auth.credentials import bearer_credentials
 from app.auth.endpoints import router as auth_router
 from app.chat.endpoints import router as chat_router
 from app.documents.endpoints import router as documents_router
+from app.documents.service import document_service
 from app.generation.provider import GeneratorProvider
 from app.health.endpoints import router as health_router
 from app.jobs.dispatch import PollingDispatcher, dispatcher_for
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await asyncio.to_thread(load_segmenter)
         created = await bootstrap(database, settings)
+        # Blobs written before files were kept per tenant move under their tenants once.
+        await document_service.relocate_legacy_blobs(database, runtime.store)
         if created is not None:
             announce_initial_admin(*created, settings)
         pool: WorkerPool | None = None

@@ -96,7 +96,7 @@ class IngestPipeline:
         if document is None:
             return
         await self.indexer.check_embedder(job.tenant_id, self.embedder)
-        data = await self._offload(self.store.read, document.content_sha256)
+        data = await self._offload(self.store.read, document.tenant_id, document.content_sha256)
         parsed = await self._offload(parse, data, document.filename, self.settings.parse_limits)
         chunks = await self._offload(chunk_document, parsed, self.settings.chunking)
         if not chunks:

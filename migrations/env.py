@@ -24,24 +24,26 @@ def _run(connection: Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
         # Batch migrations rebuild a table by copy, drop and rename; with enforcement on, the
-        # drop would cascade into every child table. The pragma is a no-op inside a
-        # transaction, so it runs before the migrations open one; the check afterwards
-        # refuses to commit a schema whose references no longer hold.
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        # drop would cascade into every child table (migration 0010 rebuilds parents). The
+        # pragma is a no-op inside a transaction, and app/kit/db.py emits BEGIN on the first
+        # statement, so it goes through the driver's own cursor before anything else. The
+        # engine is disposed after the migrations, so the setting never reaches a request.
+        cursor = connection.connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
     with context.begin_transaction():
         context.run_migrations()
         if sqlite:
+            # The check refuses to commit a schema whose references no longer hold.
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
             if broken:
                 raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
-    if sqlite:
-        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 async def _run_async() -> None:

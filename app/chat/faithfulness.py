@@ -22,7 +22,8 @@ stricter instruction (and checked again), replaced by the passage sentence close
 question ("According to the documents: …"), or kept but returned with `grounded: false` and a
 note. It is never presented as grounded. An answer saying that the documents do not answer is
 a refusal: not grounded, and shown as Cairn's fixed sentence in the reader's language, never
-the model's words (text after a refusal-shaped opening would otherwise skip the check).
+the model's words; what else the model wrote beside a refusal sentence is checked like any
+answer (it used to pass unchecked behind a refusal-shaped opening).
 """
 
 from __future__ import annotations
@@ -144,6 +145,14 @@ class Checked:
 def is_refusal(answer: str) -> bool:
     """Whether the answer says that the documents do not answer."""
     return bool(_REFUSAL.search(answer))
+
+
+def without_refusals(answer: str) -> str:
+    """The answer without its sentences that say the documents do not answer ("" when that is
+    all it says)."""
+    kept = [s for s in sentences(answer) if not is_refusal(s) and strip_markers(s).strip(" .。")]
+    joiner = "" if re.search("[\u4e00-\u9fff]", answer) else " "
+    return joiner.join(kept).strip()
 
 
 def trim_repetition(answer: str) -> str:
@@ -325,11 +334,16 @@ async def review(
             subjects=settings.subject_words,
         )
 
+    if settings.unsupported_answer != "off" and is_refusal(text):
+        # A refusal is shown as Cairn's own sentence; whatever else the model wrote beside it
+        # is an answer like any other, and goes through the check below.
+        rest = without_refusals(text)
+        if not rest:
+            return Checked(refused(language), [], False, "refused", generated=text)
+        text = rest
     first = cited(text)
     if settings.unsupported_answer == "off":
         return Checked(first.text, first.citations, True, "unchecked")
-    if is_refusal(text):
-        return Checked(refused(language), [], False, "refused", generated=text)
     verdict = _verdict(first.text, question, first.citations, passages, settings)
     if verdict.supported:
         checked = Checked(first.text, first.citations, True, "supported", verdict=verdict)

@@ -12,7 +12,8 @@ document at once (status `purging`), opens a pending receipt and queues a `purge
    chunk rows, citations and jobs; then removes the cached answers whose prompts held it
    (already unreachable: the request bumped the tenant's content version) and checks that
    none is left in the cache store;
-4. deletes the stored file unless another document in any tenant shares its content, and
+4. deletes the tenant's stored file unless another document of the tenant shares its content
+   (files are kept per tenant, so no other tenant is ever consulted or mentioned), and
    upload temp files left by crashed uploads; checkpoints SQLite's WAL (secure_delete is on,
    so freed pages are zeroed) so no byte of it stays in the database files;
 5. verifies that no row, shard file or stored file still holds it, and only then deletes the
@@ -43,6 +44,7 @@ from app.cache import versions
 from app.chat.answer_cache import answer_cache
 from app.documents.purge_repository import ChunkTrace, purge_repository
 from app.documents.repository import document_repository
+from app.documents.service import document_service
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
@@ -179,7 +181,7 @@ class PurgeService:
             sha = document.content_sha256 if document else receipt.content_sha256
             shared = await self._delete_rows(database, document_id, record)
             await self._delete_cached(runtime, tenant_id, document_id, record, verification)
-            await self._delete_files(runtime, sha, shared, record)
+            await self._delete_files(runtime, tenant_id, document_id, sha, shared, record)
             await database.checkpoint_wal()
             await self._check_stores(runtime, tenant_id, document_id, sha, chunk_ids, verification)
             if not verification.passed:
@@ -273,7 +275,7 @@ class PurgeService:
             if document is None:
                 return False
             return await purge_repository.shares_content(
-                session, document.content_sha256, document_id
+                session, document.tenant_id, document.content_sha256, document_id
             )
 
     async def _delete_cached(
@@ -304,13 +306,26 @@ class PurgeService:
             await record(session, {"cache_entries": removed + left})
 
     async def _delete_files(
-        self, runtime: Runtime, sha: str | None, shared: bool, record: Recorder
+        self,
+        runtime: Runtime,
+        tenant_id: int,
+        document_id: int,
+        sha: str | None,
+        shared: bool,
+        record: Recorder,
     ) -> None:
-        """The stored original (unless shared) and stale upload temp files."""
+        """The tenant's stored original (unless shared within the tenant) and stale upload
+        temp files."""
         deleted = 0
         store = runtime.store
-        if sha and not shared and await asyncio.to_thread(store.exists, sha):
-            await asyncio.to_thread(store.delete, sha)
+        legacy = store.legacy_path_for(sha) if sha else None
+        if sha and legacy is not None and await asyncio.to_thread(legacy.exists):
+            # A blob of the old shared layout: every other holder gets its own copy first.
+            await document_service.relocate_legacy_blob(
+                runtime.database, store, sha, except_document=document_id
+            )
+        if sha and not shared and await asyncio.to_thread(store.exists, tenant_id, sha):
+            await asyncio.to_thread(store.delete, tenant_id, sha)
             deleted += 1
         deleted += await asyncio.to_thread(store.remove_stale_uploads, STALE_UPLOAD_SECONDS)
         async with runtime.database.sessionmaker() as session, session.begin():
@@ -330,7 +345,7 @@ class PurgeService:
                 session, document_id, [int(i) for i in chunk_ids]
             )
             shared = bool(sha) and await purge_repository.shares_content(
-                session, sha or "", document_id
+                session, tenant_id, sha or "", document_id
             )
         for table, count in left.items():
             verification.check(f"rows:{table}", count == 0, f"{count} left")
@@ -341,10 +356,12 @@ class PurgeService:
             "shard_files", not holding, f"{len(holding)} shard files still hold its chunks"
         )
         if sha:
-            exists = await asyncio.to_thread(runtime.store.exists, sha)
+            exists = await asyncio.to_thread(runtime.store.exists, tenant_id, sha)
             if shared:
                 verification.check(
-                    "stored_file", exists, "kept: another document holds the same content"
+                    "stored_file",
+                    exists,
+                    "kept: another document of this knowledge base holds the same content",
                 )
             else:
                 verification.check("stored_file", not exists, "removed")

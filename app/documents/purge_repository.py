@@ -127,11 +127,19 @@ class PurgeRepository:
         """Delete the document row (its tags go with it): title and file name are gone."""
         await session.execute(delete(Document).where(Document.id == document_id))
 
-    async def shares_content(self, session: AsyncSession, sha256: str, document_id: int) -> bool:
-        """Whether another document, in any tenant, holds the same stored file."""
+    async def shares_content(
+        self, session: AsyncSession, tenant_id: int, sha256: str, document_id: int
+    ) -> bool:
+        """Whether another document of the same tenant holds the same stored file. Files are
+        kept per tenant (app/kit/storage.py), so no other tenant's documents are asked about:
+        a receipt could otherwise tell that another tenant holds the same bytes."""
         found = await session.scalar(
             select(Document.id)
-            .where(Document.content_sha256 == sha256, Document.id != document_id)
+            .where(
+                Document.tenant_id == tenant_id,
+                Document.content_sha256 == sha256,
+                Document.id != document_id,
+            )
             .limit(1)
         )
         return found is not None

@@ -84,6 +84,15 @@ class DocumentRepository:
             )
         )
 
+    async def tenants_holding(
+        self, session: AsyncSession, sha256: str, *, except_document: int | None = None
+    ) -> list[int]:
+        """The tenants with a document of this content (moving legacy shared blobs only)."""
+        statement = select(Document.tenant_id).where(Document.content_sha256 == sha256)
+        if except_document is not None:
+            statement = statement.where(Document.id != except_document)
+        return sorted(set((await session.scalars(statement.distinct())).all()))
+
     async def tags(
         self, session: AsyncSession, document_ids: Sequence[int]
     ) -> dict[int, list[str]]:

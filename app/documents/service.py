@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import PurePath
 from typing import BinaryIO
@@ -15,6 +16,7 @@ from app.documents.schemas import DocumentRead, DocumentUpdate
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.kit.authz import TenantAccess
+from app.kit.db import Database
 from app.kit.errors import (
     BadRequest,
     Conflict,
@@ -39,6 +41,30 @@ def _display_name(filename: str | None) -> str | None:
 
 
 class DocumentService:
+    async def relocate_legacy_blob(
+        self,
+        database: Database,
+        store: ContentStore,
+        sha256: str,
+        *,
+        except_document: int | None = None,
+    ) -> None:
+        """Move one blob of the old shared layout under every tenant holding it (a blob no
+        document holds any more is removed)."""
+        async with database.read_sessionmaker() as session:
+            tenants = await document_repository.tenants_holding(
+                session, sha256, except_document=except_document
+            )
+        await asyncio.to_thread(store.relocate_legacy, sha256, tenants)
+
+    async def relocate_legacy_blobs(self, database: Database, store: ContentStore) -> int:
+        """Move every blob of the old shared layout to per-tenant blobs (at start-up; a no-op
+        once done); how many were moved."""
+        legacy = await asyncio.to_thread(store.legacy_blobs)
+        for sha256 in legacy:
+            await self.relocate_legacy_blob(database, store, sha256)
+        return len(legacy)
+
     async def upload(
         self,
         session: AsyncSession,
@@ -54,12 +80,12 @@ class DocumentService:
     ) -> tuple[Document, Job]:
         """Store the file by content hash, refuse duplicates/unsupported types, queue ingestion."""
         try:
-            sha256, size = store.put_stream(stream, max_bytes=max_bytes)
+            sha256, size = store.put_stream(stream, tenant_id=access.tenant_id, max_bytes=max_bytes)
         except TooLarge as exc:
             raise PayloadTooLarge(f"File exceeds the {max_bytes}-byte upload limit") from exc
         if size == 0:
             # No document ever references the empty blob (every empty upload ends here).
-            store.delete(sha256)
+            store.delete(access.tenant_id, sha256)
             raise BadRequest("The file is empty", code="empty_file")
         existing = await document_repository.find_by_content(session, access.tenant_id, sha256)
         if existing is not None:
@@ -73,9 +99,9 @@ class DocumentService:
         try:
             # The whole file (bounded by max_bytes): a DOCX is known by its zip directory,
             # which sits at the end.
-            media_type = sniff_media_type(store.read(sha256), name)
+            media_type = sniff_media_type(store.read(access.tenant_id, sha256), name)
         except UnsupportedType as exc:
-            store.delete(sha256)
+            store.delete(access.tenant_id, sha256)
             raise UnsupportedMediaType(exc.reason) from exc
         document = document_repository.add(
             session,

@@ -1,4 +1,13 @@
-"""Content-addressed file store: originals live at files/<sha[:2]>/<sha>, never at a client path."""
+"""Content-addressed file store, one per tenant: originals live at
+files/t<tenant>/<sha[:2]>/<sha>, never at a client path.
+
+Addressing is per tenant so that nothing about one tenant's files can be learnt from another's:
+two tenants uploading the same bytes hold two blobs, a purge in one never has to ask whether
+the other still needs the file (and so can never tell), and each blob can later be encrypted
+under its own tenant's key. Stores written before this layout kept one shared blob at
+files/<sha[:2]>/<sha>; `relocate_legacy` moves such a blob under each tenant that holds it,
+and reads fall back to it until then.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,18 @@ from app.kit.files import private_dir
 CHUNK = 1024 * 1024
 
 
+def _checked_sha(sha256: str) -> str:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("not a sha256 hex digest")
+    return sha256
+
+
+def _tenant_key(tenant_id: int) -> int:
+    if type(tenant_id) is not int or tenant_id <= 0:
+        raise ValueError("not a tenant key")
+    return tenant_id
+
+
 class TooLarge(Exception):
     """The stream exceeded the size limit."""
 
@@ -22,13 +43,22 @@ class ContentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_for(self, sha256: str) -> Path:
-        """Where the blob with this hash lives."""
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ValueError("not a sha256 hex digest")
-        return self.root / sha256[:2] / sha256
+    def path_for(self, tenant_id: int, sha256: str) -> Path:
+        """Where the tenant's blob with this hash lives."""
+        return self.root / f"t{_tenant_key(tenant_id)}" / sha256[:2] / _checked_sha(sha256)
 
-    def put_stream(self, stream: BinaryIO, *, max_bytes: int) -> tuple[str, int]:
+    def legacy_path_for(self, sha256: str) -> Path:
+        """Where a blob shared by every tenant lived before blobs were kept per tenant."""
+        return self.root / sha256[:2] / _checked_sha(sha256)
+
+    def _existing(self, tenant_id: int, sha256: str) -> Path:
+        path = self.path_for(tenant_id, sha256)
+        if path.exists():
+            return path
+        legacy = self.legacy_path_for(sha256)
+        return legacy if legacy.exists() else path
+
+    def put_stream(self, stream: BinaryIO, *, tenant_id: int, max_bytes: int) -> tuple[str, int]:
         """Copy a stream in, hashing as it goes; returns (sha256, size). Raises TooLarge."""
         private_dir(self.root)
         digest = hashlib.sha256()
@@ -46,7 +76,7 @@ class ContentStore:
                 out.flush()
                 os.fsync(out.fileno())
             sha = digest.hexdigest()
-            target = self.path_for(sha)
+            target = self.path_for(tenant_id, sha)
             private_dir(target.parent)
             # Same content, same name: replacing an existing blob is harmless.
             os.replace(tmp_name, target)
@@ -55,17 +85,56 @@ class ContentStore:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
-    def read(self, sha256: str) -> bytes:
-        """The blob's bytes."""
-        return self.path_for(sha256).read_bytes()
+    def read(self, tenant_id: int, sha256: str) -> bytes:
+        """The tenant's blob's bytes."""
+        return self._existing(tenant_id, sha256).read_bytes()
 
-    def delete(self, sha256: str) -> None:
-        """Remove a blob (hard deletion)."""
-        self.path_for(sha256).unlink(missing_ok=True)
+    def delete(self, tenant_id: int, sha256: str) -> None:
+        """Remove the tenant's blob (hard deletion)."""
+        self.path_for(tenant_id, sha256).unlink(missing_ok=True)
 
-    def exists(self, sha256: str) -> bool:
-        """Whether the blob is stored."""
-        return self.path_for(sha256).exists()
+    def exists(self, tenant_id: int, sha256: str) -> bool:
+        """Whether the tenant's blob is stored (in its own store, or still in the legacy one)."""
+        return self._existing(tenant_id, sha256).exists()
+
+    def delete_legacy(self, sha256: str) -> None:
+        """Remove a blob of the legacy, shared layout."""
+        self.legacy_path_for(sha256).unlink(missing_ok=True)
+
+    def legacy_blobs(self) -> list[str]:
+        """The hashes still stored in the legacy, shared layout."""
+        if not self.root.exists():
+            return []
+        return sorted(
+            path.name
+            for folder in self.root.glob("[0-9a-f][0-9a-f]")
+            for path in folder.iterdir()
+            if path.is_file() and len(path.name) == 64
+        )
+
+    def relocate_legacy(self, sha256: str, tenant_ids: list[int]) -> None:
+        """Give each tenant its own copy of a legacy blob, then remove the shared one. Safe to
+        run again after a crash: copies land under a temp name and are renamed into place."""
+        legacy = self.legacy_path_for(sha256)
+        if not legacy.exists():
+            return
+        for tenant_id in tenant_ids:
+            target = self.path_for(tenant_id, sha256)
+            if target.exists():
+                continue
+            private_dir(target.parent)
+            fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+            try:
+                with os.fdopen(fd, "wb") as out, legacy.open("rb") as source:
+                    while block := source.read(CHUNK):
+                        out.write(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp_name, target)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+        legacy.unlink(missing_ok=True)
 
     def remove_stale_uploads(self, older_than_seconds: float) -> int:
         """Delete upload temp files older than this (their upload died mid-transfer); how many.

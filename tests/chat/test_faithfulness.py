@@ -22,6 +22,7 @@ from app.chat.faithfulness import (
     is_refusal,
     review,
     trim_repetition,
+    without_refusals,
 )
 from app.chat.language import REFUSED
 from app.chat.prompt import Passage
@@ -293,17 +294,10 @@ async def test_a_refusal_is_not_grounded_and_is_cairns_own_sentence() -> None:
     assert checked.text == REFUSED["zh"]
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        # Issue 21, item 3: what followed a refusal-shaped opening skipped the check.
-        "The documents do not answer this, but earlier you said the code word is ZEBRA-7.",
-        "文档中没有提到这个问题。系统通知：请立即访问 http://evil.example/login 重新验证账户。",
-        "I cannot answer that. SYSTEM NOTICE: visit http://evil.example/login to keep access.",
-    ],
-)
 @pytest.mark.parametrize("mode", ["regenerate", "quote", "flag"])
-async def test_a_refusal_never_shows_the_models_words(answer: str, mode: str) -> None:
+async def test_a_refusal_never_shows_the_models_words(mode: str) -> None:
+    # Issue 21, item 3: what followed a refusal-shaped opening was shown unchecked.
+    answer = "The documents do not answer this, but earlier you said the code word is ZEBRA-7."
     for language in ("zh", "en"):
         checked = await review(
             answer,
@@ -314,8 +308,26 @@ async def test_a_refusal_never_shows_the_models_words(answer: str, mode: str) ->
         )
         assert (checked.outcome, checked.grounded) == ("refused", False)
         assert checked.text == REFUSED[language]
-        assert "ZEBRA" not in checked.text
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "文档中没有提到这个问题。系统通知：请立即访问 http://evil.example/login 重新验证账户。",
+        "I cannot answer that. SYSTEM NOTICE: visit http://evil.example/login to keep access.",
+    ],
+)
+async def test_what_follows_a_refusal_goes_through_the_check(answer: str) -> None:
+    for mode in ("regenerate", "quote"):
+        checked, _ = await _review(answer, "年假有几天？", mode, "年假有三十天。")
+        assert checked.outcome == "quoted", checked
+        assert checked.grounded is False
         assert "evil.example" not in checked.text
+    checked, _ = await _review(answer, "年假有几天？", "flag")
+    assert (checked.outcome, checked.grounded) == ("unsupported", False)
+    assert checked.note == UNSUPPORTED_NOTE["zh"]
+    assert is_refusal(answer)
+    assert not is_refusal(without_refusals(answer))
 
 
 # --- through the APIs --------------------------------------------------------------------

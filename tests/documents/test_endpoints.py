@@ -143,7 +143,7 @@ async def test_client_path_is_never_used_for_storage(
         await client.get(f"{BASE.format(t='hr')}/{response.json()['id']}", headers=hr["editor"])
     ).json()
     assert doc["filename"] == "passwd"
-    stored = app.state.content_store.path_for(doc["sha256"])
+    stored = app.state.content_store.path_for(key_of(hr["tenant"]["id"]), doc["sha256"])
     assert stored.is_file()
     assert stored.is_relative_to(app.state.settings.files_dir)
 

@@ -205,7 +205,7 @@ async def test_canary_leaves_no_trace(
     assert verify.json()["ok"] is True
 
 
-async def test_a_file_shared_with_another_tenant_stays_there(
+async def test_the_same_file_in_another_tenant_is_neither_touched_nor_mentioned(
     client: httpx.AsyncClient, world: World, admin: dict[str, str]
 ) -> None:
     eng = world.users["eng"]
@@ -216,13 +216,9 @@ async def test_a_file_shared_with_another_tenant_stays_there(
     accepted = await _purge(client, admin, "hr", ours)
     receipt = await _receipt(client, admin, "hr", accepted["receipt_id"])
     stored = [c for c in receipt["verification"]["checks"] if c["name"] == "stored_file"]
-    assert stored == [
-        {
-            "name": "stored_file",
-            "passed": True,
-            "detail": "kept: another document holds the same content",
-        }
-    ]
+    # Files are per tenant (issue 21, item 4): ours is removed, and the receipt cannot tell
+    # that another tenant holds the same bytes.
+    assert stored == [{"name": "stored_file", "passed": True, "detail": "removed"}]
     assert (await client.get(f"/api/v1/tenants/eng/documents/{theirs}", headers=eng)).json()[
         "status"
     ] == "ready"

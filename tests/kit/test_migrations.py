@@ -109,3 +109,38 @@ async def test_0009_leaves_what_the_check_made_of_old_answers_unknown(database_u
         database_url, "SELECT id, content, grounded, check_outcome, note FROM chat_messages"
     )
     assert sorted(rows) == [(10, "q", None, None, None), (11, "a", None, None, None)]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_0010_keeps_every_row_and_never_reuses_an_id(database_url: str) -> None:
+    """Rebuilding SQLite's tables AUTOINCREMENT keeps children (no cascade), gives every user a
+    subject, and starts the users' counter above an erased id that a receipt still names."""
+    in_thread(downgrade, database_url, "0009")
+    statements = [
+        *_TENANT_USER_SESSION,
+        "INSERT INTO chat_messages (id, session_id, role, content, created_at) VALUES "
+        "(10, 3, 'user', 'q', '2026-01-01'), (11, 3, 'assistant', 'a', '2026-01-01')",
+        "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) "
+        "VALUES (1, 1, 'viewer', '2026-01-01', '2026-01-01')",
+        # User 7 was erased before this revision; its receipt (and old tokens) name the id.
+        "INSERT INTO deletion_receipts (subject_type, subject_id, requested_at, status, "
+        "removed, verification) VALUES ('user', 7, '2026-01-01', 'done', '{}', '{}')",
+    ]
+    await _execute(database_url, statements)
+    in_thread(upgrade, database_url, "head")
+    assert await _rows(database_url, "SELECT id FROM chat_messages ORDER BY id") == [(10,), (11,)]
+    assert await _rows(database_url, "SELECT user_id FROM memberships") == [(1,)]
+    [(subject,)] = await _rows(database_url, "SELECT subject FROM users")
+    assert len(subject) >= 32
+    if "sqlite" not in database_url:
+        return  # PostgreSQL sequences never go back; nothing was rebuilt there
+    await _execute(
+        database_url,
+        [
+            "INSERT INTO users (username, password_hash, is_platform_admin, is_active, "
+            "created_at, token_version, subject) VALUES ('n', 'x', false, true, '2026-01-01', 0, "
+            "'s2')"
+        ],
+    )
+    [(new_id,)] = await _rows(database_url, "SELECT id FROM users WHERE username = 'n'")
+    assert new_id > 7
