@@ -35,13 +35,18 @@ ENG_TEXT = "rotated every ninety days"
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Any) -> Settings:
-    """The app's settings with the answer cache in memory or in Redis."""
+    """The app's settings with the answer cache in memory or in Redis. The echo double's answer
+    is its prompt, which these tests read as it is: the faithfulness check is off, as in
+    tests/chat/conftest.py (the echo once passed only because its prompt reads as a refusal,
+    which used to be shown verbatim)."""
+    chat = {"unsupported_answer": "off"}
     if request.param == "memory":
-        return make_settings(database_url, tmp_path / "data")
+        return make_settings(database_url, tmp_path / "data", chat=chat)
     require_service("Redis", REDIS_URL, 6379)
     return make_settings(
         database_url,
         tmp_path / "data",
+        chat=chat,
         redis_url=REDIS_URL,
         # Keys of their own: other runs on the same Redis hold the same tenant ids.
         jwt_secret=TEST_SECRET + uuid.uuid4().hex,
