@@ -3,7 +3,9 @@
 Both hand out or destroy everything about an account, so both need an interactive sign-in
 (a password, not an API key): a leaked key must not be able to download a person's chats or
 erase anyone. Export: the person themself, or a platform admin for anyone; for anyone else
-the answer is 403 whether or not the username exists. Erase: platform admins only.
+the answer is 403 whether or not the username exists. A platform admin's export carries a
+tenant's content only where they are that tenant's admin (app/privacy/service.py). Erase:
+platform admins only.
 """
 
 from __future__ import annotations

@@ -69,6 +69,14 @@ class PrivacyRepository:
         )
         return [(m, t) for m, t in rows]
 
+    async def tenant_slugs(self, session: AsyncSession, tenant_ids: set[int]) -> dict[int, str]:
+        if not tenant_ids:
+            return {}
+        rows = await session.execute(
+            select(Tenant.id, Tenant.slug).where(Tenant.id.in_(sorted(tenant_ids)))
+        )
+        return {tenant_id: slug for tenant_id, slug in rows}
+
     async def api_keys(self, session: AsyncSession, user_id: int) -> Sequence[APIKey]:
         rows = await session.scalars(
             select(APIKey).where(APIKey.user_id == user_id).order_by(APIKey.id)

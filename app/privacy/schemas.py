@@ -119,3 +119,7 @@ class PrivacyExport(BaseModel):
     chat_sessions: list[ExportChatSession]
     documents: list[ExportDocument]
     audit_entries: list[ExportAuditEntry]
+    # Tenants whose content (chat sessions, uploaded documents, audit entries) is about this
+    # person but was left out: the requester is not a tenant admin there. Their admins, or
+    # the person themself, can export it.
+    content_withheld: list[str] = []

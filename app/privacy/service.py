@@ -73,10 +73,26 @@ class PrivacyService:
         """Everything held about the user (404 when unknown); the export itself is audited.
 
         Chat answers are exported as the person's own history shows them: one written from a
-        document they can no longer see is withheld (its text and citations left out)."""
+        document they can no longer see is withheld (its text and citations left out).
+
+        What belongs to a tenant (chat sessions, uploaded documents' metadata, the tenant's
+        audit entries) is exported to the person themself, and to anyone else (a platform
+        admin) only for the tenants where that requester is a tenant admin: a platform admin
+        reads no tenant content by virtue of the platform role. The other tenants are named in
+        `content_withheld`. The export is audited in the platform chain and in the chain of
+        every tenant whose content it carries."""
         user = await self._user(session, username)
+        readable = await self._readable_tenants(session, principal, user)
+
+        def shown(tenant_id: int | None) -> bool:
+            return tenant_id is None or readable is None or tenant_id in readable
+
+        withheld: set[int] = set()
         sessions: list[ExportChatSession] = []
         for chat_session, tenant in await privacy_repository.chat_sessions(session, user.id):
+            if not shown(tenant.id):
+                withheld.add(tenant.id)
+                continue
             visibility = Visibility.for_tenant(
                 tenant.id, enforcer.sensitivity_levels(user.id, tenant.id)
             )
@@ -92,6 +108,41 @@ class PrivacyService:
                     messages=[_export_message(e) for e in transcript],
                 )
             )
+        documents = []
+        for document, tenant, tags in await privacy_repository.uploaded_documents(session, user.id):
+            if not shown(tenant.id):
+                withheld.add(tenant.id)
+                continue
+            documents.append(
+                ExportDocument(
+                    id=document.id,
+                    tenant_id=tenant.id,
+                    tenant=tenant.slug,
+                    title=document.title,
+                    filename=document.filename,
+                    media_type=document.media_type,
+                    size_bytes=document.size_bytes,
+                    sha256=document.content_sha256,
+                    sensitivity=document.sensitivity,
+                    tags=tags,
+                    status=document.status,
+                    created_at=document.created_at,
+                    updated_at=document.updated_at,
+                    deleted_at=document.deleted_at,
+                )
+            )
+        entries = []
+        carried = {s.tenant_id for s in sessions} | {d.tenant_id for d in documents}
+        for entry in await privacy_repository.audit_entries_about(session, user.id):
+            if entry.tenant_id is not None and not shown(entry.tenant_id):
+                withheld.add(entry.tenant_id)
+                continue
+            if entry.tenant_id is not None:
+                carried.add(entry.tenant_id)
+            entries.append(self._audit_entry(entry, user))
+        memberships = await privacy_repository.memberships(session, user.id)
+        slugs = {tenant.id: tenant.slug for _, tenant in memberships}
+        slugs.update(await privacy_repository.tenant_slugs(session, withheld - set(slugs)))
         export = PrivacyExport(
             generated_at=utcnow(),
             account=ExportAccount(
@@ -111,7 +162,7 @@ class PrivacyService:
                     created_at=membership.created_at,
                     updated_at=membership.updated_at,
                 )
-                for membership, tenant in await privacy_repository.memberships(session, user.id)
+                for membership, tenant in memberships
             ],
             api_keys=[
                 ExportAPIKey(
@@ -126,41 +177,47 @@ class PrivacyService:
                 for key in await privacy_repository.api_keys(session, user.id)
             ],
             chat_sessions=sessions,
-            documents=[
-                ExportDocument(
-                    id=document.id,
-                    tenant_id=tenant.id,
-                    tenant=tenant.slug,
-                    title=document.title,
-                    filename=document.filename,
-                    media_type=document.media_type,
-                    size_bytes=document.size_bytes,
-                    sha256=document.content_sha256,
-                    sensitivity=document.sensitivity,
-                    tags=tags,
-                    status=document.status,
-                    created_at=document.created_at,
-                    updated_at=document.updated_at,
-                    deleted_at=document.deleted_at,
-                )
-                for document, tenant, tags in await privacy_repository.uploaded_documents(
-                    session, user.id
-                )
-            ],
-            audit_entries=[
-                self._audit_entry(entry, user)
-                for entry in await privacy_repository.audit_entries_about(session, user.id)
-            ],
+            documents=documents,
+            audit_entries=entries,
+            content_withheld=sorted(slugs[t] for t in withheld if t in slugs),
         )
+        own = principal is not None and principal.user_id == user.id
         await audit_service.record(
             session,
             action="privacy.export",
             actor=principal,
             target_type="user",
             target_id=user.id,
-            details={"self": principal is not None and principal.user_id == user.id},
+            details={"self": own, "tenants_withheld": len(withheld)},
         )
+        for tenant_id in sorted(carried):
+            # Each tenant's own chain says its content left in an export, and to whom.
+            await audit_service.record(
+                session,
+                action="privacy.export",
+                actor=principal,
+                tenant_id=tenant_id,
+                target_type="user",
+                target_id=user.id,
+                details={"self": own},
+            )
         return export
+
+    async def _readable_tenants(
+        self, session: AsyncSession, principal: Principal | None, user: User
+    ) -> set[int] | None:
+        """The tenants whose content an export of `user` may carry for this requester: all
+        (None) for the person themself and for the CLI; otherwise the tenants where the
+        requester is a tenant admin."""
+        if principal is None or principal.user_id == user.id:
+            return None
+        return {
+            tenant.id
+            for membership, tenant in await privacy_repository.memberships(
+                session, principal.user_id
+            )
+            if membership.role == "admin"
+        }
 
     async def erase(
         self, session: AsyncSession, principal: Principal | None, *, username: str

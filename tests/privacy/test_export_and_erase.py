@@ -168,19 +168,46 @@ async def test_export_holds_everything_about_the_person(
         # Other people who acted on the account are not named.
         assert entry["actor"] == (USERNAME if entry["by_subject"] else None)
 
-    # A platform admin's export of the person holds the same.
-    theirs = await _export(client, await api.admin())
+    assert mine["content_withheld"] == []
+
+    # A platform admin gets the account, but no tenant's content (issue 21, item 5) ...
+    admin = await api.admin()
+    outside = await _export(client, admin)
+    for part in ("account", "memberships", "api_keys"):
+        assert outside[part] == mine[part]
+    assert (outside["chat_sessions"], outside["documents"]) == ([], [])
+    assert outside["content_withheld"] == ["hr"]
+    assert {e["chain"] for e in outside["audit_entries"]} == {"global"}
+    assert QUESTION not in json.dumps(outside)
+    # ... unless they are an admin of that tenant: then the same as the person's own.
+    await api.member("hr", "admin", "admin")
+    theirs = await _export(client, admin)
     for part in ("account", "memberships", "api_keys", "chat_sessions", "documents"):
         assert theirs[part] == mine[part]
+    assert theirs["content_withheld"] == []
     assert {e["id"] for e in mine["audit_entries"]} < {e["id"] for e in theirs["audit_entries"]}
-    # Each export is itself audited, about the person.
-    exports = [e for e in theirs["audit_entries"] if e["action"] == "privacy.export"]
-    assert [without_request_id(e["details"]) for e in exports] == [{"self": True}]
+    # Each export is itself audited, about the person: in the platform chain, and in the
+    # chain of every tenant whose content it carried.
+    exports = sorted(
+        json.dumps([e["chain"], without_request_id(e["details"])], sort_keys=True)
+        for e in theirs["audit_entries"]
+        if e["action"] == "privacy.export"
+    )
+    hr_chain = f"tenant:{mine['memberships'][0]['tenant_id']}"
+    assert exports == sorted(
+        json.dumps(entry, sort_keys=True)
+        for entry in (
+            ["global", {"self": True, "tenants_withheld": 0}],
+            [hr_chain, {"self": True}],
+            ["global", {"self": False, "tenants_withheld": 1}],
+        )
+    )
 
 
 async def test_export_shows_public_ids_only(
     api: Api, client: httpx.AsyncClient, person: Person
 ) -> None:
+    await api.member("hr", "admin", "admin")  # an admin of hr reads hr's part of it
     export = await _export(client, await api.admin())
     ids = _ids(export)
     assert any(path.endswith("document_id") for path, _ in ids)
@@ -259,7 +286,7 @@ async def test_erasure_leaves_no_trace_and_keeps_the_audit_log_verifiable(
     app: FastAPI, api: Api, client: httpx.AsyncClient, person: Person
 ) -> None:
     admin = await api.admin()
-    before = await _export(client, admin)
+    before = await _export(client, person.headers)
     assert before["chat_sessions"]
     assert before["documents"]
     user_id = key_of(before["account"]["id"])
