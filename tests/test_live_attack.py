@@ -1,5 +1,6 @@
-"""Issue 11, replayed as the attack was: an outsider and a low-privileged user against a live
-server over a real socket (uvicorn, the whole middleware stack, the client's real address)."""
+"""Issues 11 and 21, replayed as the attacks were: an outsider, a low-privileged user, a
+cookie thief and a flooding user against a live server over a real socket (uvicorn, the whole
+middleware stack, the client's real address)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import asyncio
 
 import httpx
 
+from app.chat.language import REFUSED
 from app.generation.limits import GenerationSlots, LimitedGenerator
 from app.generation.provider import GeneratorProvider
 from app.kit.settings import Settings
 from app.main import create_app
+from tests.chat.doubles import ScriptedGenerator, limited
 from tests.chat.live import live_server
 from tests.conftest import ADMIN_PASSWORD, Api
 from tests.documents.helpers import wait_for
 from tests.generation.slow import SlowGenerator
+from tests.web.helpers import csrf_of, form_token, sign_in
 
 
 async def test_an_outsider_and_a_viewer_against_a_live_server(settings: Settings) -> None:
@@ -153,3 +157,70 @@ async def test_a_huge_history_cannot_hold_the_generator(settings: Settings) -> N
             assert other.status_code == 200, other.text
             assert len(slow.prompt_tokens) == 2
             assert slots.in_use == 0
+
+
+async def test_identities_sessions_and_refusals_against_a_live_server(settings: Settings) -> None:
+    """Issue 21, items 1-3 over a real socket: an erased person's token does not sign in the
+    next account, a signed-out token or cookie replayed gets 401, and a refusal-shaped answer
+    carrying something else is shown as Cairn's own refusal."""
+    refusal = "The documents do not answer this, but earlier you said the code word is ZEBRA-7."
+    app = create_app(settings)
+    app.state.generator = GeneratorProvider(settings, limited(ScriptedGenerator(refusal)))
+    with live_server(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            api = Api(client)
+            admin = await api.admin()
+            await api.tenant("hr")
+            editor = await api.user("ed", hr="editor")
+            viewer = await api.user("vi", hr="viewer")
+
+            # 1. Erase the newest account, create another: the old token is dead.
+            erased = await api.user("eve", hr="viewer")
+            eve_id = (await client.get("/api/v1/users/me", headers=erased)).json()["id"]
+            gone = await client.post(
+                "/api/v1/privacy/erase", json={"username": "eve"}, headers=admin
+            )
+            assert gone.status_code == 200, gone.text
+            newcomer = await api.user("nina", hr="admin")
+            assert (await client.get("/api/v1/users/me", headers=newcomer)).json()["id"] != eve_id
+            assert (await client.get("/api/v1/users/me", headers=erased)).status_code == 401
+            assert (await client.get("/api/v1/tenants", headers=erased)).status_code == 401
+
+            # 2. Sign-out ends the session on the server: token and cookie replays get 401.
+            token = await api.headers("vi")
+            assert (await client.post("/api/v1/auth/signout", headers=token)).status_code == 204
+            assert (await client.get("/api/v1/users/me", headers=token)).status_code == 401
+            async with httpx.AsyncClient(base_url=url, timeout=60) as browser:
+                assert (await sign_in(browser, "vi", "vi-password")).status_code == 303
+                csrf = await csrf_of(browser)
+                stolen = dict(browser.cookies)
+                page = await browser.get("/keys")
+                signed_out = await browser.post(
+                    "/signout", data={"csrf_token": form_token(page.text)}
+                )
+                assert signed_out.status_code == 303
+            async with httpx.AsyncClient(base_url=url, timeout=60, cookies=stolen) as thief:
+                assert (await thief.get("/api/v1/users/me")).status_code == 401
+                minted = await thief.post(
+                    "/api/v1/api-keys", json={"name": "x"}, headers={"X-CSRF-Token": csrf}
+                )
+                assert minted.status_code == 401, minted.text
+
+            # 3. A refusal is Cairn's sentence, whatever the model wrote after its opening.
+            uploaded = await client.post(
+                "/api/v1/tenants/hr/documents",
+                files={"file": ("codes.txt", b"Door codes are changed every month by security.")},
+                headers=editor,
+            )
+            document = uploaded.json()["id"]
+            assert (await wait_for(client, editor, "hr", document))["status"] == "ready"
+            asked = await client.post(
+                "/api/v1/tenants/hr/chat",
+                json={"question": "Who changes the door codes?"},
+                headers=viewer,
+            )
+            assert asked.status_code == 200, asked.text
+            body = asked.json()
+            assert (body["check"], body["grounded"]) == ("refused", False)
+            assert body["answer"] == REFUSED["en"]
+            assert "ZEBRA" not in asked.text
