@@ -101,12 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.quotas = Quotas.from_settings(settings)
         app.state.retriever = Retriever.create(database, settings, store=runtime.cache)
         if getattr(app.state, "generator", None) is None:
-            app.state.generator = GeneratorProvider(settings)
-        preloading = (
-            asyncio.create_task(app.state.generator.preload())
-            if settings.generator.preload
-            else None
-        )
+            # A question while the model is prepared gets a quick 503 with the progress.
+            app.state.generator = GeneratorProvider.for_api(settings)
         await asyncio.to_thread(load_segmenter)
         created = await bootstrap(database, settings)
         # Blobs written before files were kept per tenant move under their tenants once.
@@ -119,6 +115,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool = WorkerPool(runtime, app.state.dispatcher)
             await pool.start()
         app.state.worker_pool = pool
+        # Started last: the preparation (minutes on a first start) runs beside the serving
+        # process, and its threads do not slow the start-up steps above.
+        preloading = (
+            asyncio.create_task(app.state.generator.preload())
+            if settings.generator.preload
+            else None
+        )
         try:
             yield
         finally:

@@ -16,6 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from app.generation import progress
 from app.generation.base import GeneratorUnavailable
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ def part_paths() -> list[Path]:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
+    size = max(1, path.stat().st_size)
+    read = 0
     with path.open("rb") as handle:
         while block := handle.read(_CHUNK):
             digest.update(block)
+            read += len(block)
+            progress.advance(read / size)
     return digest.hexdigest()
 
 
@@ -89,6 +94,7 @@ def ensure_bundled_gguf(models_dir: Path, *, verify: bool = False) -> Path:
     target = models_dir / BUNDLED_GGUF_FILENAME
     if _already_verified(target) and not verify:
         return target
+    progress.stage("assembling")
     if target.is_file() and target.stat().st_size == BUNDLED_GGUF_SIZE:
         if sha256_file(target) == BUNDLED_GGUF_SHA256:
             _stamp_path(target).write_text(json.dumps(_stamp(target)))
@@ -112,6 +118,7 @@ def ensure_bundled_gguf(models_dir: Path, *, verify: bool = False) -> Path:
                         digest.update(block)
                         out.write(block)
                         size += len(block)
+                        progress.advance(size / BUNDLED_GGUF_SIZE)
             out.flush()
             os.fsync(out.fileno())
         if size != BUNDLED_GGUF_SIZE or digest.hexdigest() != BUNDLED_GGUF_SHA256:

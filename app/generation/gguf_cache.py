@@ -9,20 +9,26 @@ disposable: deleting it only costs one slow start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from app.generation import progress
 from app.generation.base import GeneratorUnavailable
 
 logger = logging.getLogger(__name__)
 
 MARKER = "cairn-gguf-source.json"
+# The conversion's steps as shares of its time (progress reporting only).
+SHARE_TOKENIZER = 0.15
+SHARE_MODEL = 0.55
 
 
 def _source_key(gguf_path: Path, content_id: str | None) -> str:
@@ -46,6 +52,34 @@ def is_converted(checkpoint: Path) -> bool:
     return (checkpoint / MARKER).is_file()
 
 
+@contextlib.contextmanager
+def _one_parse_per_file() -> Iterator[None]:
+    # transformers parses the GGUF's header afresh for the tokenizer's config, the tokenizer,
+    # the model's config and the weights; with the bundled model's 151k-token vocabulary each
+    # parse is tens of seconds of pure Python on two cores, most of the conversion. The
+    # reader only maps the file and reads it, so one per file is shared while converting.
+    try:
+        import gguf
+    except ImportError:  # pragma: no cover - transformers then fails with its own message
+        yield
+        return
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def shared(path: Any, mode: str = "r") -> Any:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)  # type: ignore[arg-type]
+        return readers[key]
+
+    gguf.GGUFReader = shared  # type: ignore[assignment,misc]
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original  # type: ignore[misc]
+        readers.clear()
+
+
 def convert_gguf(gguf_path: Path, cache_dir: Path, *, content_id: str | None = None) -> Path:
     """A transformers checkpoint directory for `gguf_path`, converting it on the first call."""
     if not gguf_path.is_file():
@@ -61,19 +95,29 @@ def convert_gguf(gguf_path: Path, cache_dir: Path, *, content_id: str | None = N
         raise GeneratorUnavailable(f"loading GGUF through transformers needs {exc.name}") from exc
 
     started = time.monotonic()
+    progress.stage("converting")
+    progress.track_transformers_loops()
     logger.info("converting %s for transformers (once; cached in %s)", gguf_path, target)
     folder, name = str(gguf_path.parent), gguf_path.name
+    # The shares of the stage are those measured on the bundled model (BENCHMARKS.md "First
+    # start"); the tensors and weights are counted as transformers walks them.
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
-        # dequantize=True: every tensor becomes a plain float32 weight, so the model can be
-        # saved, moved to any device and quantized again (int8, bitsandbytes) like any other.
-        model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            gguf_file=name,
-            dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True),
-            local_files_only=True,
-        )
+        with _one_parse_per_file():
+            with progress.span(0.0, SHARE_TOKENIZER):
+                tokenizer = AutoTokenizer.from_pretrained(
+                    folder, gguf_file=name, local_files_only=True
+                )
+            # dequantize=True: every tensor becomes a plain float32 weight, so the model can
+            # be saved, moved to any device and quantized again (int8, bitsandbytes) like any
+            # other.
+            with progress.span(SHARE_TOKENIZER, SHARE_TOKENIZER + SHARE_MODEL):
+                model = AutoModelForCausalLM.from_pretrained(
+                    folder,
+                    gguf_file=name,
+                    dtype=torch.float32,
+                    quantization_config=GgufConfig(dequantize=True),
+                    local_files_only=True,
+                )
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         raise GeneratorUnavailable(f"transformers cannot load {gguf_path}: {exc}") from exc
     quantizer: Any = getattr(model, "hf_quantizer", None)
@@ -87,8 +131,9 @@ def convert_gguf(gguf_path: Path, cache_dir: Path, *, content_id: str | None = N
     # harmlessly.
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=cache_dir))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with progress.span(SHARE_TOKENIZER + SHARE_MODEL, 1.0):
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         source = {
             "gguf": str(gguf_path.resolve()),
             "size": gguf_path.stat().st_size,

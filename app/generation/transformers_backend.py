@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.generation import progress
 from app.generation.base import (
     ChatMessage,
     Completion,
@@ -175,14 +176,19 @@ def load_model(checkpoint: Path, settings: GeneratorSettings, device: str) -> tu
     if device != "cpu":
         kwargs["device_map"] = {"": device}
 
+    progress.track_transformers_loops()
+    # Progress shares: the weights (counted as transformers loads them), then int8.
+    weights_end = 0.6 if quantization == "int8" else 1.0
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
-        model: Any = AutoModelForCausalLM.from_pretrained(str(checkpoint), **kwargs)
+        with progress.span(0.05, weights_end):
+            model: Any = AutoModelForCausalLM.from_pretrained(str(checkpoint), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise GeneratorUnavailable(f"cannot load the model in {checkpoint}: {exc}") from exc
     model.eval()
     if quantization == "int8":
-        model = quantize_int8(model, settings.int8_skip_modules)
+        with progress.span(weights_end, 1.0):
+            model = quantize_int8(model, settings.int8_skip_modules)
     return model, tokenizer
 
 
@@ -240,6 +246,7 @@ class TransformersGenerator(InProcessGenerator):
     def __init__(self, settings: GeneratorSettings, models_dir: Path) -> None:
         started = time.monotonic()
         self.checkpoint, label = resolve_checkpoint(settings, models_dir)
+        progress.stage("loading")
         self.device = resolve_device(settings)
         self.model: Any
         self.tokenizer: Any

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from app.health.schemas import ReadyRead
+from app.health.schemas import GeneratorPreparationRead, ReadyRead
 from app.health.service import health_service
 from app.kit.auth import AppSettings
 from app.kit.errors import ServiceUnavailable
@@ -20,23 +20,40 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=ReadyRead)
-async def readyz(request: Request, settings: AppSettings) -> ReadyRead:
+async def readyz(
+    request: Request,
+    settings: AppSettings,
+    generator: Annotated[
+        Literal["required", "optional"],
+        Query(description="optional: a preloaded generator still being prepared is not a failure"),
+    ] = "required",
+) -> ReadyRead:
     """Ready to serve: the database answers and is migrated to head, the broker answers when
     one is configured, the generator is loaded when it is preloaded. Otherwise 503, with the
-    failing checks' reasons in the message and every check in the details."""
+    failing checks' reasons in the message and every check in the details. Either way the
+    answer model's preparation (state, percent, time left) is in `generator`."""
     state = request.app.state
     report = await health_service.readiness(
         settings,
         database=getattr(state, "database", None),
         generator=getattr(state, "generator", None),
+        require_generator=generator == "required",
     )
     if not report.ready:
         raise ServiceUnavailable(
             "Not ready: " + "; ".join(report.reasons),
             code="not_ready",
-            details={"checks": report.checks, "reasons": report.reasons},
+            details={
+                "checks": report.checks,
+                "reasons": report.reasons,
+                "generator": report.generator,
+            },
         )
-    return ReadyRead(checks=report.checks)
+    preparation = report.generator
+    return ReadyRead(
+        checks=report.checks,
+        generator=None if preparation is None else GeneratorPreparationRead(**preparation),
+    )
 
 
 @router.get("/metrics")

@@ -2,8 +2,10 @@
 
 Readiness: the database answers and is at the migrations' head, the broker takes a connection
 and Redis answers a PING when they are configured, and the generator is loaded when it is
-meant to be preloaded. Each failing check gives a short reason (an exception's type, never
-its text: the endpoint is public and driver messages name hosts); the detail goes to the log.
+meant to be preloaded (`?generator=optional`: a preparation in progress is no failure; its
+progress is reported either way). Each failing check gives a short reason (an exception's type,
+never its text: the endpoint is public and driver messages name hosts); the detail goes to the
+log.
 
 Queue depth and documents per tenant are read from the database when /metrics is scraped,
 not kept in gauges by the worker pool: the job table is the truth for every kind of runner
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -46,6 +49,8 @@ TENANT_DOCUMENT_BUCKETS = (0, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 class Readiness:
     checks: dict[str, str]
     failing: dict[str, str]
+    # The answer model's preparation (Snapshot.as_dict() plus "preparing"); None: no provider.
+    generator: dict[str, Any] | None = None
 
     @property
     def ready(self) -> bool:
@@ -63,8 +68,13 @@ class HealthService:
         *,
         database: Database | None,
         generator: GeneratorProvider | None,
+        require_generator: bool = True,
     ) -> Readiness:
-        """Every check's state, and the failing ones with their reasons."""
+        """Every check's state, and the failing ones with their reasons.
+
+        A preloaded generator still being prepared fails readiness unless
+        `require_generator` is False (search, uploads and the web pages work meanwhile; chat
+        answers 503 generator_preparing)."""
         checks: dict[str, str] = {}
         failing: dict[str, str] = {}
 
@@ -102,15 +112,26 @@ class HealthService:
             note("redis", problem or OK, ok=problem is None)
         else:
             note("redis", "not configured", ok=True)
-        if not settings.generator.preload:
-            note("generator", "not preloaded", ok=True)
-        elif generator is not None and generator.loaded:
+        preparation = generator.preparation if generator is not None else None
+        if generator is not None and generator.loaded:
             note("generator", OK, ok=True)
+        elif preparation is not None and preparation.preparing:
+            note(
+                "generator",
+                f"preparing ({preparation.state} {preparation.stage_percent or 0}%, "
+                f"{preparation.percent}% overall)",
+                ok=not (settings.generator.preload and require_generator),
+            )
+        elif not settings.generator.preload:
+            note("generator", "not preloaded", ok=True)
         elif generator is not None and generator.failure:
             note("generator", f"failed to load ({generator.failure})", ok=False)
         else:
-            note("generator", "loading", ok=False)
-        return Readiness(checks, failing)
+            note("generator", "preparing (starting)", ok=not require_generator)
+        details = None
+        if preparation is not None:
+            details = {**preparation.as_dict(), "preparing": preparation.preparing}
+        return Readiness(checks, failing, details)
 
     async def _revisions(self, database: Database | None) -> frozenset[str] | str:
         """The database's revisions, or why they could not be read."""

@@ -66,6 +66,16 @@ async def test_ready_lists_every_check(serve: Serve) -> None:
             "redis": "not configured",
             "generator": "not preloaded",
         },
+        # Not preloaded and nobody asked yet: the preparation has not started.
+        "generator": {
+            "state": "idle",
+            "preparing": False,
+            "percent": 0,
+            "stage_percent": None,
+            "seconds": None,
+            "eta_seconds": None,
+            "error": None,
+        },
     }
 
 

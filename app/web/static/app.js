@@ -46,6 +46,7 @@
       super(err.message || "HTTP " + status);
       this.status = status;
       this.code = err.code || "";
+      this.details = err.details || null;
     }
   }
 
@@ -385,6 +386,34 @@
   function chatPage() {
     let sessionId = null;
     const transcript = $("#transcript");
+    const banner = $("#model-banner");
+    let lastPercent = 0;
+
+    // On a first start the answer model takes minutes to prepare: say how far it has got
+    // (from /readyz, public and tenant-free) until it is ready.
+    let watching = false;
+    async function watchModel() {
+      if (watching) return;
+      watching = true;
+      try {
+        for (;;) {
+          let generator = null;
+          try {
+            const response = await fetch("/readyz?generator=optional", { credentials: "same-origin" });
+            const data = await response.json().catch(() => null);
+            generator = data && (data.generator || (data.error && data.error.details && data.error.details.generator));
+          } catch (e) { generator = null; }
+          if (!generator || !generator.preparing) break;
+          lastPercent = generator.percent;
+          banner.textContent = T("preparing", { percent: generator.percent });
+          banner.hidden = false;
+          await new Promise((resolve) => setTimeout(resolve, 3000));
+        }
+        banner.hidden = true;
+      } finally {
+        watching = false;
+      }
+    }
 
     function answerNode(text, citations, grounded, withheld) {
       const body = el("div", { class: "answer-text" });
@@ -490,12 +519,19 @@
         loadSessions();
       } catch (e) {
         live.classList.add("failed");
-        live.textContent = T("error", { message: e.message });
+        if (e.code === "generator_preparing") {
+          const preparation = e.details && e.details.preparation;
+          live.textContent = T("preparing.ask_again", { percent: preparation ? preparation.percent : lastPercent });
+          watchModel();
+        } else {
+          live.textContent = T("error", { message: e.message });
+        }
       } finally {
         $("#ask").disabled = false;
       }
     });
     loadSessions();
+    watchModel();
   }
 
   // Members ----------------------------------------------------------------------------------
