@@ -5,7 +5,8 @@ both reach `IngestPipeline.run` through the job registry, after claiming the job
 that the pipeline renews while it works; a killed worker stops renewing, and the job becomes
 claimable again. Chunks are written in the same transaction that marks the job done, after
 the old chunks of the document are deleted, so a retried job never duplicates chunks. A
-document that is being purged (or is gone) is never written to: the purge wins.
+document that is being purged (or is gone) is never written to: the purge wins. After a large
+document the worker hands its freed memory back to the OS (ingest/memory.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
@@ -30,6 +32,7 @@ from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import chunk_document
 from ingest.embedding import Embedder, EmbedderMismatch, passage_text
 from ingest.indexer import Indexer, heading_path_json
+from ingest.memory import RELEASE_AFTER, release_memory
 from ingest.parsers import EmptyDocument, ParseError, parse
 from ingest.priority import BackgroundThreads
 
@@ -41,6 +44,14 @@ T = TypeVar("T")
 
 class LeaseLost(Exception):
     """Another worker owns the job now; drop this attempt without writing anything."""
+
+
+@dataclass
+class _Footprint:
+    """How large the job's document was: the larger of its bytes and its parsed characters
+    (a 2 MB DOCX can hold 40 MB of text)."""
+
+    size: int = 0
 
 
 class IngestPipeline:
@@ -73,8 +84,19 @@ class IngestPipeline:
 
     async def run(self, job: Job) -> JobOutcome:
         """Process a claimed job; never raises for a bad document."""
+        footprint = _Footprint()
         try:
-            await self._process(job)
+            return await self._attempt(job, footprint)
+        finally:
+            # The document's text, chunks and vectors are garbage by now (the frames that held
+            # them have returned); give the pages back so one large document does not leave
+            # the worker gigabytes larger for the rest of its life.
+            if footprint.size >= RELEASE_AFTER:
+                await self._offload(release_memory)
+
+    async def _attempt(self, job: Job, footprint: _Footprint) -> JobOutcome:
+        try:
+            await self._process(job, footprint)
         except LeaseLost:
             logger.warning("job %s: lease lost to another worker; attempt dropped", job.id)
             return JobOutcome(job.id, job.tenant_id, "lost")
@@ -90,14 +112,16 @@ class IngestPipeline:
             return await self._retry_or_fail(job, exc)
         return JobOutcome(job.id, job.tenant_id, "done")
 
-    async def _process(self, job: Job) -> None:
+    async def _process(self, job: Job, footprint: _Footprint) -> None:
         assert job.tenant_id is not None, "an ingestion job belongs to a tenant"
         document = await self._start(job)
         if document is None:
             return
         await self.indexer.check_embedder(job.tenant_id, self.embedder)
         data = await self._offload(self.store.read, document.tenant_id, document.content_sha256)
+        footprint.size = len(data)
         parsed = await self._offload(parse, data, document.filename, self.settings.parse_limits)
+        footprint.size = max(footprint.size, sum(len(block.text) for block in parsed.blocks))
         chunks = await self._offload(chunk_document, parsed, self.settings.chunking)
         if not chunks:
             raise EmptyDocument("The document contains no text that could be indexed")

@@ -3,16 +3,24 @@
 It is deliberately not a full CommonMark renderer: it recognises ATX and setext headings,
 fenced and indented code, pipe tables, lists, block quotes, front matter and HTML comments,
 and strips inline markup so the indexed text reads like the rendered page.
+
+Every pattern here runs in time linear in its line, however long the line and whatever it
+holds: a one-line 19 MB file full of unclosed ``*``, ``[`` or backticks must not make a regex
+rescan the rest of the line from each of them (see ``_Rule``).
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from ingest.parsers.base import MEDIA_MARKDOWN, Block, BlockKind, ParsedDocument, ParseLimits
 from ingest.parsers.text import check_char_limit, decode_text, normalize_text
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+# The opening hashes only: the closing sequence is trimmed in code, because a lazy ``(.*?)``
+# before an optional ``[ \t]+#+`` retries that tail from every character (quadratic in a
+# long run of spaces).
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+|$)")
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _THEMATIC = re.compile(r"^ {0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})$")
@@ -22,20 +30,58 @@ _QUOTE = re.compile(r"^ {0,3}>[ \t]?")
 _INDENTED = re.compile(r"^(?: {4}|\t)")
 _LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:[ \t]*\S+")
 _FRONT_MATTER_END = re.compile(r"^(?:---|\.\.\.)[ \t]*$")
-_FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.IGNORECASE)
+_FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(.*)$", re.IGNORECASE)
 _FRONT_MATTER_MAX_LINES = 200
 
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
-_INLINE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # image -> alt text
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # inline link -> label
-    (re.compile(r"\[([^\]]+)\]\[[^\]]*\]"), r"\1"),  # reference link -> label
-    (re.compile(r"<((?:https?|mailto):[^>\s]+)>"), r"\1"),  # autolink
-    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),
-    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),
-    (re.compile(r"(?<!\w)_(?=\S)(.+?)(?<=\S)_(?!\w)"), r"\1"),
-    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), r"\1"),
-    (re.compile(r"\\([!-/:-@\[-`{-~])"), r"\1"),  # backslash escapes
+_BACKTICKS = re.compile(r"`+")
+
+
+class _Rule(NamedTuple):
+    """One inline-markup rewrite.
+
+    ``closer``, for emphasis, finds the end of the *last* closing delimiter of a line (a
+    greedy ``.*`` backtracks from the end, so one linear scan). A lazy ``(.+?)`` stops at the
+    first closer after its opener, so every opener before that last closer matches, and one
+    after it never can: the rule is applied only up to there. Without the cut, each unclosed
+    opener ("*a *a *a ...") would rescan the rest of the line. Bracket classes exclude the
+    brackets that start another attempt, for the same reason.
+    """
+
+    pattern: re.Pattern[str]
+    replacement: str
+    closer: re.Pattern[str] | None = None
+
+    def apply(self, text: str) -> str:
+        if self.closer is None:
+            return self.pattern.sub(self.replacement, text)
+        last = self.closer.match(text)
+        if last is None:
+            return text
+        end = last.end()
+        return self.pattern.sub(self.replacement, text[:end]) + text[end:]
+
+
+def _emphasis(delimiter: str, opener_guard: str, closer_guard: str) -> _Rule:
+    d = re.escape(delimiter)
+    closer = rf"(?<=\S){d}{closer_guard}"
+    return _Rule(
+        re.compile(rf"{opener_guard}{d}(?=\S)(.+?){closer}"),
+        r"\1",
+        re.compile(rf"(?s:.*){closer}"),
+    )
+
+
+_INLINE_RULES: tuple[_Rule, ...] = (
+    _Rule(re.compile(r"!\[([^\[\]]*)\]\([^)\[\]]*\)"), r"\1"),  # image -> alt text
+    _Rule(re.compile(r"\[([^\[\]]+)\]\([^)\[\]]*\)"), r"\1"),  # inline link -> label
+    _Rule(re.compile(r"\[([^\[\]]+)\]\[[^\[\]]*\]"), r"\1"),  # reference link -> label
+    _Rule(re.compile(r"<((?:https?|mailto):[^<>\s]+)>"), r"\1"),  # autolink
+    _emphasis("**", "", ""),
+    _emphasis("__", "", ""),
+    _emphasis("*", r"(?<![\w*])", r"(?![\w*])"),
+    _emphasis("_", r"(?<!\w)", r"(?!\w)"),
+    _emphasis("~~", "", ""),
+    _Rule(re.compile(r"\\([!-/:-@\[-`{-~])"), r"\1"),  # backslash escapes
 )
 
 
@@ -56,18 +102,45 @@ def strip_inline_markup(text: str) -> str:
     """Remove emphasis, link and code-span syntax, keeping the words a reader sees."""
     parts: list[str] = []
     position = 0
-    for match in _CODE_SPAN.finditer(text):
-        parts.append(_strip_outside_code(text[position : match.start()]))
-        parts.append(match.group(2).strip() or match.group(2))
-        position = match.end()
+    for start, end, inner_start, inner_end in _code_spans(text):
+        parts.append(_strip_outside_code(text[position:start]))
+        inner = text[inner_start:inner_end]
+        parts.append(inner.strip() or inner)
+        position = end
     parts.append(_strip_outside_code(text[position:]))
     return "".join(parts)
 
 
+def _code_spans(text: str) -> list[tuple[int, int, int, int]]:
+    """``(start, end, inner_start, inner_end)`` of each code span, as CommonMark pairs them:
+    a run of backticks opens a span that the next run of the same length closes; a run with
+    no such partner is literal. One pass, where a backreference regex retried every unpaired
+    run against the rest of the text."""
+    runs = [match.span() for match in _BACKTICKS.finditer(text)]
+    partner: list[int | None] = [None] * len(runs)
+    next_of_length: dict[int, int] = {}
+    for index in range(len(runs) - 1, -1, -1):
+        length = runs[index][1] - runs[index][0]
+        partner[index] = next_of_length.get(length)
+        next_of_length[length] = index
+    spans: list[tuple[int, int, int, int]] = []
+    index = 0
+    while index < len(runs):
+        closing = partner[index]
+        if closing is None:
+            index += 1
+            continue
+        spans.append((runs[index][0], runs[closing][1], runs[index][1], runs[closing][0]))
+        index = closing + 1
+    return spans
+
+
 def _strip_outside_code(text: str) -> str:
-    for pattern, replacement in _INLINE_RULES:
-        text = pattern.sub(replacement, text)
-    return text
+    # Line by line: emphasis never spans lines (``.`` stops at one), and ``_Rule`` relies on it.
+    lines = text.split("\n")
+    for rule in _INLINE_RULES:
+        lines = [rule.apply(line) for line in lines]
+    return "\n".join(lines)
 
 
 class _MarkdownReader:
@@ -108,7 +181,7 @@ class _MarkdownReader:
         atx = _ATX.match(line)
         if atx:
             self._flush()
-            self._heading(len(atx.group(1)), atx.group(2) or "")
+            self._heading(len(atx.group(1)), _atx_content(line[atx.end() :]))
             self.index += 1
             return
         setext = _SETEXT.match(line)
@@ -223,9 +296,18 @@ class _MarkdownReader:
                 for line in self.lines[1:end]:
                     title = _FRONT_MATTER_TITLE.match(line)
                     if title:
-                        self.title = title.group(1).strip("\"'") or None
+                        self.title = title.group(1).rstrip(" \t").strip("\"'") or None
                 self.index = end + 1
                 return
+
+
+def _atx_content(rest: str) -> str:
+    """An ATX heading's text: ``rest`` without the optional closing run of ``#``."""
+    text = rest.rstrip(" \t")
+    without_closer = text.rstrip("#")
+    if without_closer != text and (not without_closer or without_closer[-1] in " \t"):
+        return without_closer.rstrip(" \t")
+    return text
 
 
 def _table_row_text(row: str) -> str:
