@@ -36,7 +36,18 @@ _NOT_TEXT = "This file is not a text file Cairn can read (binary or unknown enco
 
 _NEWLINES = re.compile(r"\r\n?|[\v\u2028\u0085]")
 _PAGE_BREAKS = re.compile(r"[\f\u2029]")
-_STRAY_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufeff]")
+# Format characters that render as nothing: zero-width space, word joiner and the invisible
+# math operators, the deprecated shaping controls, the BOM (zero-width no-break space), the
+# Mongolian vowel separator, the soft hyphen (it also splits a word for search), the
+# interlinear annotation marks, and the TAG block U+E0000-U+E007F, whose characters mirror
+# ASCII invisibly: some language models read them, so a document can hide instructions to the
+# model in them ("ASCII smuggling"). ZWJ and ZWNJ stay: Persian, Indic scripts and emoji
+# sequences need them, and they spell nothing a model reads. Bidi marks stay too: right-to-
+# left documents use them.
+INVISIBLE_FORMAT_CHARS = (
+    "\u00ad\u180e\u200b\u2060-\u2065\u206a-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f"
+)
+_STRAY_CONTROLS = re.compile(rf"[\x00-\x08\x0e-\x1f\x7f{INVISIBLE_FORMAT_CHARS}]")
 _BLANK_LINES = re.compile(r"\n(?:[ \t\xa0]*\n)+")
 
 
@@ -56,7 +67,8 @@ def decode_text(data: bytes) -> str:
 
 
 def normalize_text(text: str) -> str:
-    """Unify line endings, turn page breaks into blank lines and drop stray control characters."""
+    """Unify line endings, turn page breaks into blank lines, drop stray control characters and
+    invisible format characters (every parser's text passes through here)."""
     text = _NEWLINES.sub("\n", text)
     text = _PAGE_BREAKS.sub("\n\n", text)
     text = _STRAY_CONTROLS.sub("", text)
