@@ -40,7 +40,7 @@ migrate: setup
 	$(BIN)/cairn migrate
 
 bench: setup-dev
-	$(BIN)/cairn bench all
+	$(BIN)/cairn bench all   # quick ingest + search benches (a few minutes), into bench-results.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

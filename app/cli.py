@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -17,13 +16,21 @@ from app.bench.cli import bench_app
 from app.chat.cli import ask_command
 from app.documents.cli import DocumentArg, DryRun, TenantOpt, purge_document, retention_purge
 from app.evaluation.cli import eval_app
+from app.kit import settings as settings_module
+from app.kit.console import OneLineErrors, prepared
 from app.kit.errors import CairnError
-from app.kit.files import restrict_umask, secure_data_dir
-from app.kit.public_ids import configure_public_ids
+from app.kit.files import restrict_umask
+from app.kit.locate import choose_for_cli
 from app.kit.settings import Settings, get_settings
 from app.search.cli import search_command
 
-app = typer.Typer(help="Cairn knowledge-base server.", no_args_is_help=True)
+app = typer.Typer(
+    help="Cairn knowledge-base server.",
+    no_args_is_help=True,
+    cls=OneLineErrors,
+    # --debug tracebacks without local variables: they would print settings and tokens.
+    pretty_exceptions_show_locals=False,
+)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 members_app = typer.Typer(help="Manage tenant memberships.", no_args_is_help=True)
@@ -45,17 +52,41 @@ app.add_typer(eval_app, name="eval")
 
 T = TypeVar("T")
 
+# The commands that create a data dir where the resolution order leads (app/kit/locate.py);
+# every other command refuses to run on a missing or never-migrated one.
+_CREATING_COMMANDS = frozenset({"serve", "migrate"})
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="the data folder (default: CAIRN_DATA_DIR, then the data_dir of a cairn.toml "
+            "found upward from here, then ./data)",
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of an error, not one line")
+    ] = False,
+) -> None:
+    choose_for_cli(data_dir, creates=ctx.invoked_subcommand in _CREATING_COMMANDS)
+    settings_module.get_settings.cache_clear()
+
+    def forget() -> None:
+        # In-process callers (tests) run more commands after this one.
+        choose_for_cli(None, creates=False)
+        settings_module.get_settings.cache_clear()
+
+    ctx.call_on_close(forget)
+
 
 def _settings() -> Settings:
-    """Settings for a command that uses the database (migrated first on embedded SQLite)."""
-    from app.kit.migrate import ensure_embedded_schema
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    settings = get_settings()
-    secure_data_dir(settings.data_dir, settings.resolved_database_url)
-    ensure_embedded_schema(settings.resolved_database_url)
-    configure_public_ids(settings.secret("audit_secret"))
-    return settings
+    """Settings for a command that uses the database, once its data is found (migrated
+    first on embedded SQLite); serve and migrate create a missing data dir."""
+    return prepared(get_settings())
 
 
 def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -173,8 +204,10 @@ def users_create(
         user = await user_service.create(session, None, data, policy=policy)
         return user.id
 
+    from app.kit.public_ids import IdKind, encode_id
+
     user_id = _run_in_session(work)
-    typer.echo(f"created user {data.username} (id {user_id})")
+    typer.echo(f"created user {data.username} ({encode_id(IdKind.USER, user_id)})")
 
 
 @tenants_app.command("create")
@@ -414,7 +447,11 @@ def ingest(
     except CairnError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=1) from exc
-    typer.echo(summary)
+    typer.echo(summary.report())
+    if not summary.queued:
+        # Nothing to wait for is a failure a script must see, whatever the reason.
+        typer.echo(f"error: {summary.nothing_queued()}", err=True)
+        raise typer.Exit(code=1)
 
 
 @index_app.command("rebuild")

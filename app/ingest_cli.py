@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,6 +21,7 @@ from app.kit.authz import Enforcer, TenantAccess
 from app.kit.db import Database, database_for
 from app.kit.errors import CairnError, Conflict, ResourceNotFound, ValidationFailed
 from app.kit.principal import Principal
+from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import Document
@@ -41,6 +44,60 @@ def _files(paths: Sequence[Path]) -> Iterator[Path]:
             yield path
         else:
             raise ResourceNotFound(f"No such file or folder: {path}")
+
+
+# Why a file was not queued, by the upload's error code, in words for the summary line.
+_SKIP_REASONS = {
+    "unsupported_media_type": "unsupported type",
+    "duplicate_document": "already in the tenant",
+    "empty_file": "empty",
+    "payload_too_large": "over max_upload_bytes",
+    "rate_limited": "refused by the upload quota",
+}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not queued, and why."""
+
+    path: Path
+    code: str
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return _SKIP_REASONS.get(self.code, self.code.replace("_", " "))
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What `cairn ingest` did: files found, documents queued (public ids), files skipped."""
+
+    files: int
+    queued: list[str]
+    statuses: dict[str, int]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def reasons(self) -> str:
+        """Skipped files counted by reason, e.g. "2 unsupported type, 1 empty"."""
+        counts = Counter(s.reason for s in self.skipped)
+        return ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+
+    def report(self) -> str:
+        """The summary printed on stdout: counts, then one line per skipped file."""
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(self.statuses.items()))
+        line = f"queued {len(self.queued)} of {self.files} files"
+        if statuses:
+            line += f"; now {statuses}"
+        if self.skipped:
+            line += f"; skipped {len(self.skipped)}: {self.reasons()}"
+        return "\n".join([line, *(f"skipped {s.path}: {s.message}" for s in self.skipped)])
+
+    def nothing_queued(self) -> str:
+        """The one error line when nothing was queued."""
+        if not self.files:
+            return "nothing to ingest: no files found (hidden files are not read)"
+        return f"nothing queued: all {self.files} files skipped ({self.reasons()})"
 
 
 async def operator_access(database: Database, tenant: str) -> TenantAccess:
@@ -67,11 +124,11 @@ async def queue_files(
     tags: Sequence[str],
     sensitivity: str,
     progress: Progress,
-) -> tuple[list[int], list[str]]:
-    """Store and queue each file, one transaction per file; (queued ids, skip reasons)."""
+) -> tuple[list[int], list[Skipped]]:
+    """Store and queue each file, one transaction per file; (queued ids, skipped files)."""
     store = ContentStore(settings.files_dir)
     queued: list[int] = []
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     task = progress.add_task("queue", total=len(files))
     for path in files:
         try:
@@ -90,7 +147,7 @@ async def queue_files(
                     )
                 queued.append(document.id)
         except CairnError as exc:
-            skipped.append(f"{path}: {exc.message}")
+            skipped.append(Skipped(path, exc.code, exc.message))
         progress.advance(task)
     return queued, skipped
 
@@ -103,7 +160,7 @@ async def bulk_ingest(
     sensitivity: str,
     tags: str | None,
     wait: bool,
-) -> str:
+) -> IngestSummary:
     """Queue every file, then (with `wait`) run the pool until they are all processed."""
     if sensitivity not in authz.SENSITIVITY_LEVELS:
         raise ValidationFailed(f"sensitivity must be one of {', '.join(authz.SENSITIVITY_LEVELS)}")
@@ -136,9 +193,12 @@ async def bulk_ingest(
             counts = {status: n for status, n in rows}
     finally:
         await database.dispose()
-    lines = [f"queued {len(queued)} of {len(files)} files; status: {counts}"]
-    lines += [f"skipped {s}" for s in skipped]
-    return "\n".join(lines)
+    return IngestSummary(
+        files=len(files),
+        queued=[encode_id(IdKind.DOCUMENT, key) for key in queued],
+        statuses={str(status): int(n) for status, n in counts.items()},
+        skipped=skipped,
+    )
 
 
 async def process_until_done(

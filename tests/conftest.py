@@ -230,9 +230,14 @@ class Api:
             self._admin = await self.headers("admin", ADMIN_PASSWORD)
         return self._admin
 
-    async def tenant(self, slug: str) -> dict[str, Any]:
+    async def tenant(self, slug: str, *, join: bool = False) -> dict[str, Any]:
+        """Create a tenant as the platform admin. Without `join` the platform admin takes no
+        role in it (as every test before creators became admins assumed), so the roles a test
+        gives are the only ones there; tests/tenants/test_creation.py covers joining."""
         response = await self.client.post(
-            "/api/v1/tenants", json={"slug": slug, "name": slug.upper()}, headers=await self.admin()
+            "/api/v1/tenants",
+            json={"slug": slug, "name": slug.upper(), "join": join},
+            headers=await self.admin(),
         )
         assert response.status_code == 201, response.text
         return dict(response.json())

@@ -151,3 +151,32 @@ def serve(
         else "cairn bench serve",
     )
     typer.echo(result.markdown())
+
+
+@bench_app.command("all")
+def run_all(
+    documents: Annotated[int, typer.Option(min=1, help="documents ingested")] = 20,
+    size: Annotated[int, typer.Option(min=1, help="chunks of the search corpus")] = 10_000,
+    queries: Annotated[int, typer.Option(min=1, help="queries timed per mode")] = 100,
+    http_requests: Annotated[
+        int, typer.Option(min=0, help="HTTP search requests per mode (0: skip)")
+    ] = 50,
+    output: Annotated[Path, typer.Option(help="the Markdown file to record results in")] = Path(
+        "bench-results.md"
+    ),
+) -> None:
+    """The quick benches in sequence (what `make bench` runs, a few minutes on 2 cores):
+    ingestion, then search on a small synthetic corpus. Recorded in a file of their own, so
+    BENCHMARKS.md keeps its full-size figures; `cairn bench generate` needs the model and
+    `cairn bench serve` PostgreSQL and Redis, so they run on their own."""
+    typer.echo(f"== cairn bench ingest --documents {documents}")
+    ingest(documents=documents, corpus=None, output=output)
+    typer.echo(f"\n== cairn bench search --sizes {size} --queries {queries}")
+    search(
+        sizes=str(size),
+        queries=queries,
+        http_requests=http_requests,
+        embed_queries=min(queries, 20),
+        output=output,
+    )
+    typer.echo(f"\nrecorded in {output}")

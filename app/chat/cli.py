@@ -12,7 +12,9 @@ import typer
 from app.chat.answers import Answer, Answered, AnswerRuntime, Caller, Question, answer_service
 from app.chat.citations import Citation
 from app.chat.language import CORRECTION_HEADING
+from app.kit.console import prepared
 from app.kit.errors import CairnError
+from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import Settings, get_settings
 
 
@@ -70,8 +72,8 @@ def format_citations(citations: list[Citation]) -> str:
     if not citations:
         return "(no citations)"
     return "\n".join(
-        f"[{c.ref}] {c.title}  [document {c.document_id}, chunk {c.chunk_id}]\n    "
-        + (f"“{c.quote}”" if c.quote else c.snippet)
+        f"[{c.ref}] {c.title}  [{encode_id(IdKind.DOCUMENT, c.document_id)}, "
+        f"{encode_id(IdKind.CHUNK, c.chunk_id)}]\n    " + (f"“{c.quote}”" if c.quote else c.snippet)
         for c in citations
     )
 
@@ -93,7 +95,7 @@ def ask_command(
         raise typer.Exit(code=2)
     try:
         answer = asyncio.run(
-            run_ask(get_settings(), question, tenant=tenant, as_user=as_user, top_k=top_k)
+            run_ask(prepared(get_settings()), question, tenant=tenant, as_user=as_user, top_k=top_k)
         )
     except CairnError as exc:
         typer.echo(f"error: {exc.message}", err=True)

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from app.kit.files import create_private_file, private_dir
+from app.kit.locate import cli_data_dir, locate_data_dir
 from ingest.chunking import ChunkingConfig
 from ingest.embedding import EmbeddingConfig
 from ingest.parsers import ParseLimits
@@ -455,6 +456,22 @@ class ServerSettings(BaseModel):
         return [entry.strip() for entry in value]
 
 
+class _DataDirSource(PydanticBaseSettingsSource):
+    """The located data dir as a settings source (app/kit/locate.py)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data_dir: Path) -> None:
+        super().__init__(settings_cls)
+        self._data_dir = data_dir
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        if field_name == "data_dir":
+            return self._data_dir, field_name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {"data_dir": self._data_dir}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CAIRN_",
@@ -534,13 +551,25 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The data dir follows one resolution order (app/kit/locate.py) above every other
+        # source but explicit arguments; a cairn.toml found upward from the working directory
+        # is a settings file between the defaults and CAIRN_CONFIG.
+        location = locate_data_dir(
+            flag=cli_data_dir(),
+            cwd=Path.cwd(),
+            environ=os.environ,
+            default_config=DEFAULT_CONFIG_FILE,
+        )
         files = [DEFAULT_CONFIG_FILE]
+        if location.project_file is not None:
+            files.append(location.project_file)
         extra = os.environ.get("CAIRN_CONFIG")
         if extra:
             files.append(Path(extra))
         # Later files win; environment variables win over every file.
         return (
             init_settings,
+            _DataDirSource(settings_cls, location.data_dir),
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=files),
         )

@@ -11,10 +11,12 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.console import prepared
 from app.kit.db import Database
 from app.kit.errors import CairnError, NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
-from app.kit.settings import Settings, get_settings
+from app.kit.public_ids import IdKind, encode_id
+from app.kit.settings import SearchSettings, Settings, get_settings
 from app.search.schemas import SearchFilters, SearchRequest, SearchResponse
 from app.search.visibility import Visibility
 
@@ -95,20 +97,51 @@ async def run_search(
         await database.dispose()
 
 
-def format_hits(response: SearchResponse) -> str:
-    """Ranked hits as readable lines: rank, score, title › headings, ids, then a snippet."""
+def score_kind(mode: str, search: SearchSettings) -> tuple[str, str]:
+    """(tag, legend) of the scores a search in `mode` returns. A fused hybrid score is
+    relative to the query's own candidates: z-score fusion gives 0 to an average candidate
+    (and to a lone one), so the tag and legend say what the number is, and rank comes first."""
+    if search.rerank.backend != "none":
+        return "rerank", "rerank = the cross-encoder's score"
+    if mode == "bm25":
+        return "bm25", "bm25 = BM25 score"
+    if mode == "vector":
+        return "cos", "cos = cosine similarity to the query"
+    if search.fusion == "zscore":
+        return "z", (
+            "z = BM25 and vector z-scores fused, relative to this query's candidates "
+            "(0 = an average or lone candidate)"
+        )
+    if search.fusion == "rrf":
+        return "rrf", "rrf = reciprocal rank fusion of BM25 and vector"
+    return "w", "w = weighted min-max fusion of BM25 and vector"
+
+
+def _score(tag: str, value: float) -> str:
+    # Signed where the scale is centred on 0; 4 significant digits, never a rounded-away 0.
+    text = f"{value:+.3f}" if tag == "z" else f"{value:.4g}"
+    return f"{tag} {text}"
+
+
+def format_hits(response: SearchResponse, *, kind: tuple[str, str] | None = None) -> str:
+    """Ranked hits as readable lines: rank, score (tagged with its kind), title › headings,
+    public ids, then a snippet; the last line counts the hits and explains the score."""
+    tag, legend = kind or ("score", "")
     lines: list[str] = []
     for rank, hit in enumerate(response.hits, start=1):
         where = " › ".join([hit.title, *hit.heading_path])
         lines.append(
-            f"{rank:>3}. {hit.score:.4f}  {where}  [document {hit.document_id}, "
-            f"chunk {hit.chunk_id}]"
+            f"{rank:>3}. {_score(tag, hit.score)}  {where}  "
+            f"[{encode_id(IdKind.DOCUMENT, hit.document_id)}, "
+            f"{encode_id(IdKind.CHUNK, hit.chunk_id)}]"
         )
         snippet = " ".join(hit.text.split())
         if len(snippet) > _SNIPPET_CHARS:
             snippet = snippet[: _SNIPPET_CHARS - 1] + "…"
         lines.append(f"     {snippet}")
-    lines.append(f"{len(response.hits)} hits in {response.took_ms:.1f} ms")
+    count = f"{len(response.hits)} hit{'' if len(response.hits) == 1 else 's'}"
+    footer = f"{count} in {response.took_ms:.1f} ms"
+    lines.append(f"{footer} ({legend})" if legend and response.hits else footer)
     return "\n".join(lines)
 
 
@@ -142,7 +175,7 @@ def search_command(
         where = ".".join(str(p) for p in error["loc"])
         typer.echo(f"error: {where}: {error['msg']}", err=True)
         raise typer.Exit(code=2) from exc
-    settings = get_settings()
+    settings = prepared(get_settings())
     try:
         response = asyncio.run(run_search(settings, request, tenant=tenant, as_user=as_user))
     except CairnError as exc:
@@ -151,4 +184,4 @@ def search_command(
     if as_json:
         typer.echo(json.dumps(response.model_dump(), ensure_ascii=False, indent=2))
     else:
-        typer.echo(format_hits(response))
+        typer.echo(format_hits(response, kind=score_kind(request.mode, settings.search)))

@@ -11,7 +11,14 @@ from app.kit.db import ReadSession, Session
 from app.kit.pagination import Page, Pagination
 from app.kit.principal import Principal
 from app.tenants.repository import tenant_repository
-from app.tenants.schemas import MemberRead, MemberSet, TenantCreate, TenantRead, TenantUpdate
+from app.tenants.schemas import (
+    MemberRead,
+    MemberSet,
+    TenantCounts,
+    TenantCreate,
+    TenantRead,
+    TenantUpdate,
+)
 from app.tenants.service import tenant_service
 
 router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
@@ -27,19 +34,25 @@ MembersWrite = Annotated[TenantAccess, Depends(Authorizer("members", "write"))]
 async def create_tenant(
     data: TenantCreate, principal: TenantsCreate, session: Session
 ) -> TenantRead:
+    """Create a tenant; the caller becomes its admin unless the body says `"join": false`."""
     tenant = await tenant_service.create(session, principal, data)
-    return TenantRead.of(tenant)
+    # Only platform admins create tenants, and they see counts: a new tenant's are known.
+    counts = TenantCounts(members=1 if data.join else 0, documents=0)
+    return TenantRead.of(tenant, "admin" if data.join else None, counts)
 
 
 @router.get("", response_model=Page[TenantRead])
 async def list_tenants(
     principal: CurrentPrincipal, session: ReadSession, page: Pagination
 ) -> Page[TenantRead]:
-    rows, total = await tenant_repository.list_readable(
+    """A platform admin: every tenant's metadata (name, counts, created), never its content;
+    anyone else: the tenants they hold a role in."""
+    rows, total = await tenant_service.list_visible(
         session, principal, limit=page.limit, offset=page.offset
     )
-    items = [TenantRead.of(t, role) for t, role in rows]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page(
+        items=[row.read() for row in rows], total=total, limit=page.limit, offset=page.offset
+    )
 
 
 @router.get("/{tenant}", response_model=TenantRead)

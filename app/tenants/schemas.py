@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from app.kit.public_ids import TenantId
 from app.kit.text import DisplayText
@@ -23,6 +24,10 @@ class TenantCreate(BaseModel):
     name: DisplayText = Field(min_length=1, max_length=200)
     # Days a soft-deleted document stays restorable; None: the deployment's retention_days.
     retention_days: int | None = Field(default=None, ge=0, le=MAX_RETENTION_DAYS)
+    # Whether the caller becomes the new tenant's admin (the usual case: whoever sets up a
+    # department runs it). False: a platform operator creating it for someone else, who is then
+    # named with PUT .../members/{username}. Strict: "false" or 0 is a 422, not a guess.
+    join: StrictBool = True
 
 
 class TenantUpdate(BaseModel):
@@ -42,9 +47,16 @@ class TenantRead(BaseModel):
     retention_days: int | None = None
     # The caller's role; None for a platform admin managing a tenant it has no role in.
     role: str | None = None
+    # Shown only to a platform admin and to the tenant's own admins, who can list both anyway;
+    # None for every other role (a restricted viewer must not learn how many documents it
+    # cannot see). Documents: not soft-deleted and not being purged.
+    members_count: int | None = None
+    documents_count: int | None = None
 
     @classmethod
-    def of(cls, tenant: Tenant, role: str | None = None) -> TenantRead:
+    def of(
+        cls, tenant: Tenant, role: str | None = None, counts: TenantCounts | None = None
+    ) -> TenantRead:
         return cls(
             id=tenant.id,
             slug=tenant.slug,
@@ -52,7 +64,30 @@ class TenantRead(BaseModel):
             created_at=tenant.created_at,
             retention_days=tenant.retention_days,
             role=role,
+            members_count=counts.members if counts else None,
+            documents_count=counts.documents if counts else None,
         )
+
+
+@dataclass(frozen=True)
+class TenantCounts:
+    """How many members and (live) documents a tenant has: metadata, never content."""
+
+    members: int
+    documents: int
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """One row of a tenant list: the tenant, the caller's role in it, and counts when the caller
+    may see them."""
+
+    tenant: Tenant
+    role: str | None
+    counts: TenantCounts | None
+
+    def read(self) -> TenantRead:
+        return TenantRead.of(self.tenant, self.role, self.counts)
 
 
 class MemberSet(BaseModel):

@@ -4,23 +4,44 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.service import audit_service
+from app.audit.service import DetailValue, audit_service
 from app.cache import versions
 from app.kit import authz
 from app.kit.errors import Conflict, ResourceNotFound
 from app.kit.principal import Principal
-from app.models import Membership, Tenant
+from app.models import Membership, Tenant, User
 from app.models.base import utcnow
 from app.tenants.repository import tenant_repository
-from app.tenants.schemas import TenantCreate, TenantUpdate
+from app.tenants.schemas import TenantCounts, TenantCreate, TenantRow, TenantUpdate
 from app.users.repository import user_repository
 
 
 class TenantService:
     async def create(
-        self, session: AsyncSession, actor: Principal | None, data: TenantCreate
+        self,
+        session: AsyncSession,
+        actor: Principal | None,
+        data: TenantCreate,
+        *,
+        admin_username: str | None = None,
     ) -> Tenant:
-        """Create a tenant and start its audit chain."""
+        """Create a tenant, start its audit chain and give it its first admin.
+
+        The first admin is `admin_username` when named (the CLI, which has no caller), else the
+        creating caller unless `data.join` is false. The admin is looked up before anything is
+        written, so an unknown name creates no tenant. The grant goes the same way as PUT
+        .../members/{username} (membership, Casbin role, `member.set` in the new tenant's
+        chain), so nothing tells a creator's role from one given afterwards.
+        """
+        admin: User | None = None
+        if admin_username is not None:
+            admin = await user_repository.get_by_username(session, admin_username.lower())
+            if admin is None or not admin.is_active:
+                raise ResourceNotFound("User not found")
+        elif data.join and actor is not None:
+            admin = await user_repository.get(session, actor.user_id)
+            if admin is None or not admin.is_active:
+                raise ResourceNotFound("User not found")
         if await tenant_repository.get_by_slug(session, data.slug) is not None:
             raise Conflict("A tenant with this slug already exists")
         tenant = tenant_repository.add(
@@ -28,8 +49,16 @@ class TenantService:
         )
         await session.flush()
         await audit_service.create_chain(session, tenant.id)
+        details: dict[str, DetailValue] = {"admin": "named" if admin_username else "creator"}
+        if admin is None:
+            details = {"admin": "none"}
         await audit_service.record(
-            session, action="tenant.create", actor=actor, target_type="tenant", target_id=tenant.id
+            session,
+            action="tenant.create",
+            actor=actor,
+            target_type="tenant",
+            target_id=tenant.id,
+            details=details,
         )
         await audit_service.record(
             session,
@@ -38,8 +67,39 @@ class TenantService:
             tenant_id=tenant.id,
             target_type="tenant",
             target_id=tenant.id,
+            details=details,
         )
+        if admin is not None:
+            await self._grant(
+                session, tenant=tenant, user=admin, role="admin", actor=actor, membership=None
+            )
         return tenant
+
+    async def list_visible(
+        self, session: AsyncSession, principal: Principal, *, limit: int, offset: int
+    ) -> tuple[list[TenantRow], int]:
+        """The tenants the principal may list: every tenant for a platform admin (metadata and
+        counts, never content), else the ones it holds a role in (counts where it is admin)."""
+        rows: list[tuple[Tenant, str | None]]
+        if principal.is_platform_admin:
+            rows, total = await tenant_repository.list_all(
+                session, principal, limit=limit, offset=offset
+            )
+        else:
+            readable, total = await tenant_repository.list_readable(
+                session, principal, limit=limit, offset=offset
+            )
+            rows = list(readable)
+        counted = [t.id for t, role in rows if principal.is_platform_admin or role == "admin"]
+        counts = await tenant_repository.counts(session, counted)
+        return [
+            TenantRow(
+                tenant=t,
+                role=role,
+                counts=TenantCounts(*counts[t.id]) if t.id in counts else None,
+            )
+            for t, role in rows
+        ], total
 
     async def update(
         self, session: AsyncSession, actor: Principal, tenant: Tenant, data: TenantUpdate
@@ -105,9 +165,25 @@ class TenantService:
             await session.commit()
             raise ResourceNotFound("User not found")
         membership = await tenant_repository.membership(session, tenant.id, user.id)
-        previous = membership.role if membership else None
-        if previous == "admin" and role != "admin":
+        if membership is not None and membership.role == "admin" and role != "admin":
             await self._keep_an_admin(session, tenant, actor)
+        return await self._grant(
+            session, tenant=tenant, user=user, role=role, actor=actor, membership=membership
+        )
+
+    async def _grant(
+        self,
+        session: AsyncSession,
+        *,
+        tenant: Tenant,
+        user: User,
+        role: str,
+        actor: Principal | None,
+        membership: Membership | None,
+    ) -> Membership:
+        # The one path for a role in a tenant: membership row, Casbin role, audit entry and the
+        # tenant's content version (cached answers were computed for the old membership).
+        previous = membership.role if membership else None
         if membership is None:
             membership = tenant_repository.add_membership(
                 session, Membership(tenant_id=tenant.id, user_id=user.id, role=role)

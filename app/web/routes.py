@@ -42,6 +42,8 @@ from app.search.schemas import SearchMode, SearchResponse
 from app.search.service import search_service
 from app.search.visibility import Visibility
 from app.tenants.repository import tenant_repository
+from app.tenants.service import tenant_service
+from app.users.repository import user_repository
 from app.web.i18n import LANGUAGES, Translator, language_of
 from app.web.session import (
     CSRF_FIELD,
@@ -438,7 +440,9 @@ async def members_page(
     tenant: str, page: SignedIn, session: ReadSession, enforcer: CurrentEnforcer
 ) -> Response:
     await _in_tenant(page, session, enforcer, tenant, "members", "read")
-    return page.render("members.html", section="members")
+    return page.render(
+        "members.html", section="members", user_choices=await _user_choices(session, page)
+    )
 
 
 @router.get("/t/{tenant}/audit")
@@ -464,9 +468,43 @@ def _platform(page: Page, enforcer: Enforcer, obj: str, act: str) -> Page:
     return page
 
 
+# Usernames offered in a role form's list; past this many the field is free text only.
+USER_CHOICES = 1000
+TENANTS_PER_PAGE = 100
+
+
+async def _user_choices(session: AsyncSession, page: Page) -> list[str]:
+    """Active usernames for a role form's list: only for a platform admin, who may list users
+    anyway; a tenant admin may not learn who else has an account, and types the name."""
+    if page.principal is None or not page.principal.is_platform_admin:
+        return []
+    users = await user_repository.list(session, limit=USER_CHOICES, offset=0)
+    return sorted(u.username for u in users if u.is_active)
+
+
 @router.get("/admin/tenants")
-async def tenants_page(page: SignedIn, enforcer: CurrentEnforcer) -> Response:
-    return _platform(page, enforcer, "tenants", "create").render("tenants.html", section="tenants")
+async def tenants_page(
+    page: SignedIn,
+    session: ReadSession,
+    enforcer: CurrentEnforcer,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Response:
+    """Every tenant's metadata (name, counts, created) with a link to its members page; no
+    content. The API's own listing, rendered here so the page works before its script runs."""
+    _platform(page, enforcer, "tenants", "create")
+    assert page.principal is not None
+    rows, total = await tenant_service.list_visible(
+        session, page.principal, limit=TENANTS_PER_PAGE, offset=offset
+    )
+    return page.render(
+        "tenants.html",
+        section="tenants",
+        rows=[row.read() for row in rows],
+        total=total,
+        offset=offset,
+        limit=TENANTS_PER_PAGE,
+        user_choices=await _user_choices(session, page),
+    )
 
 
 @router.get("/admin/users")

@@ -47,7 +47,9 @@ async def test_bulk_ingest_then_rebuild(settings: Settings, tmp_path: Path) -> N
         result = cairn(env, "ingest", str(folder), "--tenant", "ops", "--tags", "plant")
         assert result.returncode == 0, result.stderr
         assert "queued 2 of 4 files" in result.stdout
-        assert "{'ready': 2}" in result.stdout
+        assert "now 2 ready; skipped 2: 1 unsupported type, 1 already in the tenant" in (
+            result.stdout
+        )
         assert "photo.png" in result.stdout  # unsupported type, reported and skipped
         assert "same.txt" in result.stdout  # duplicate content, reported and skipped
         assert "brass valve" in (await bm25_hits(app, tenant_id, "brass valve"))[0].lower()
@@ -69,10 +71,17 @@ async def test_bulk_ingest_then_rebuild(settings: Settings, tmp_path: Path) -> N
         assert "not found" in missing.stderr
 
 
-def test_commands_work_on_a_fresh_data_folder(tmp_path: Path) -> None:
-    """The embedded default needs no `cairn migrate` first: commands bring SQLite to head."""
+def test_only_serve_or_migrate_creates_a_data_folder(tmp_path: Path) -> None:
+    """A command on a missing data folder says so in one line and creates nothing (a typo in
+    CAIRN_DATA_DIR must not start a second knowledge base with fresh secrets); after
+    `cairn migrate` it works."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
     env.update({"CAIRN_DATA_DIR": str(tmp_path / "fresh"), "CAIRN_ENVIRONMENT": "development"})
+    refused = cairn(env, "tenants", "create", "ops", "--name", "Operations")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: no Cairn data at {tmp_path / 'fresh'} ")
+    assert not (tmp_path / "fresh").exists()
+    assert cairn(env, "migrate").returncode == 0
     created = cairn(env, "tenants", "create", "ops", "--name", "Operations")
     assert created.returncode == 0, created.stderr
     assert (tmp_path / "fresh" / "cairn.db").is_file()

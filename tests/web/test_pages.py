@@ -487,3 +487,72 @@ async def test_unknown_document_is_404_page(world: Api, browser: Browser) -> Non
     for doc in ("doc_nope", "1", "ten_" + "a" * 22):
         response = await client.get(f"/t/hr/documents/{doc}")
         assert response.status_code == 404
+
+
+class TestTenantsPage:
+    """The platform admin's tenants page: every tenant's metadata with a link to its members
+    page, no content; the role forms offer usernames from a list to a platform admin only."""
+
+    async def test_every_tenant_with_counts_and_a_members_link(
+        self, world: Api, browser: Browser
+    ) -> None:
+        ed = await world.headers("ed")
+        client = await browser("admin", ADMIN_PASSWORD)
+        await _upload(client, ed, "kept.txt", b"Pay bands are secret.", title="Zanzibar bands")
+        page = await client.get("/admin/tenants")
+        assert page.status_code == 200
+        for slug, name, members in (("hr", "HR", 5), ("eng", "ENG", 1)):
+            assert f'<tr data-slug="{slug}">' in page.text
+            assert f'href="/t/{slug}/members"' in page.text
+            row = page.text.split(f'<tr data-slug="{slug}">')[1].split("</tr>")[0]
+            assert f"<td>{name}</td>" in row
+            assert f'<td class="members-count">{members}</td>' in row
+        hr_row = page.text.split('<tr data-slug="hr">')[1].split("</tr>")[0]
+        assert '<td class="documents-count">1</td>' in hr_row
+        # Metadata only: no title, no text of any document.
+        assert "Zanzibar" not in page.text
+        assert "secret" not in page.text
+        # The role form picks from the users there are.
+        users = page.text.split('<datalist id="user-choices">')[1].split("</datalist>")[0]
+        for name in ("ad", "au", "ed", "en", "gu", "vi"):
+            assert f'<option value="{name}">' in users
+        # The link works for a platform admin without a role in the tenant.
+        members_page = await client.get("/t/eng/members")
+        assert members_page.status_code == 200
+        assert 'list="user-choices"' in members_page.text
+
+    async def test_in_chinese_and_english(self, world: Api, browser: Browser) -> None:
+        client = await browser("admin", ADMIN_PASSWORD)
+        zh = await client.get("/admin/tenants", headers={"Accept-Language": "zh-CN"})
+        assert "成员数" in zh.text
+        assert "文档数" in zh.text
+        en = await client.get("/admin/tenants", headers={"Accept-Language": "en"})
+        assert "Documents" in en.text
+        assert "Make me its admin" in en.text
+
+    async def test_a_tenant_admin_types_the_username(self, world: Api, browser: Browser) -> None:
+        page = await (await browser("ad")).get("/t/hr/members")
+        assert page.status_code == 200
+        assert 'id="m-username"' in page.text
+        # Who else has an account is not for a tenant admin to browse.
+        assert "user-choices" not in page.text
+        assert "en" not in page.text.split('id="member-form"')[1].split("</form>")[0].split()
+        assert (await (await browser("ad")).get("/admin/tenants")).status_code == 403
+
+    async def test_pages_of_tenants(
+        self, api: Api, browser: Browser, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from app.web import routes
+
+        monkeypatch.setattr(routes, "TENANTS_PER_PAGE", 2)
+        for slug in ("aa", "bb", "cc"):
+            await api.tenant(slug)
+        client = await browser("admin", ADMIN_PASSWORD)
+        first = await client.get("/admin/tenants")
+        assert 'data-slug="aa"' in first.text
+        assert 'data-slug="cc"' not in first.text
+        assert 'href="/admin/tenants?offset=2"' in first.text
+        second = await client.get("/admin/tenants?offset=2")
+        assert 'data-slug="cc"' in second.text
+        assert 'data-slug="aa"' not in second.text
+        assert 'href="/admin/tenants?offset=0"' in second.text

@@ -660,17 +660,27 @@
 
   // Platform: tenants and users --------------------------------------------------------------
   function tenantsPage() {
+    // The server renders the first listing; after a change the rows come again from the API,
+    // with the same columns: metadata and counts only, never a tenant's content.
+    const table = $("#tenants");
+    const count = (n) => (n === null || n === undefined ? "—" : String(n));
     async function load() {
       try {
-        const page = await api("GET", "/api/v1/tenants?limit=200");
-        $("#tenants tbody").replaceChildren(...page.items.map((t) => el("tr", {},
-          el("td", { class: "mono", text: t.slug }), el("td", { text: t.name }), el("td", { text: fmtTime(t.created_at) }))));
+        const page = await api("GET", "/api/v1/tenants?limit=" + table.dataset.limit + "&offset=" + table.dataset.offset);
+        $("tbody", table).replaceChildren(...page.items.map((t) => el("tr", { "data-slug": t.slug },
+          el("td", { class: "mono", text: t.slug }), el("td", { text: t.name }),
+          el("td", { class: "members-count", text: count(t.members_count) }),
+          el("td", { class: "documents-count", text: count(t.documents_count) }),
+          el("td", { text: fmtTime(t.created_at) }),
+          el("td", { text: t.role ? T("role." + t.role) : T("tenants.no_role") }),
+          el("td", {}, el("a", { href: "/t/" + encodeURIComponent(t.slug) + "/members", text: T("tenants.manage_members") })))));
+        $("#tenant-choices").replaceChildren(...page.items.map((t) => el("option", { value: t.slug, text: t.name })));
       } catch (e) { failWith(e); }
     }
     $("#tenant-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       try {
-        await api("POST", "/api/v1/tenants", { slug: $("#t-slug").value.trim(), name: $("#t-name").value.trim() });
+        await api("POST", "/api/v1/tenants", { slug: $("#t-slug").value.trim(), name: $("#t-name").value.trim(), join: $("#t-join").checked });
         toast(T("saved"));
         $("#tm-tenant").value = $("#t-slug").value.trim();
         load();
@@ -682,9 +692,9 @@
       try {
         await api("PUT", "/api/v1/tenants/" + encodeURIComponent(slug) + "/members/" + encodeURIComponent($("#tm-username").value.trim()), { role: $("#tm-role").value });
         toast(T("saved"));
+        load();
       } catch (e) { failWith(e); }
     });
-    load();
   }
 
   function usersPage() {
