@@ -214,8 +214,15 @@ def users_create(
 def tenants_create(
     slug: Annotated[str, typer.Argument(help="URL name, e.g. hr")],
     name: Annotated[str, typer.Option(help="display name")],
+    admin: Annotated[
+        str | None,
+        typer.Option(
+            help="an existing user to make the tenant's admin (the command line has no user "
+            "of its own to make admin, as the API's caller is)",
+        ),
+    ] = None,
 ) -> None:
-    """Create a tenant (department)."""
+    """Create a tenant (department), with its first admin when --admin names one."""
     from pydantic import ValidationError
 
     from app.tenants.schemas import TenantCreate
@@ -228,10 +235,14 @@ def tenants_create(
         raise typer.Exit(code=2) from exc
 
     async def work(session: AsyncSession) -> int:
-        return (await tenant_service.create(session, None, data)).id
+        return (await tenant_service.create(session, None, data, admin_username=admin)).id
 
     tenant_id = _run_in_session(work)
     typer.echo(f"created tenant {slug} (id {tenant_id})")
+    if admin is not None:
+        typer.echo(f"{admin.lower()} is now admin in {slug}")
+    else:
+        typer.echo(f"no admin yet: cairn members set {slug} USERNAME admin")
 
 
 @members_app.command("set")
