@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 MARKER = "cairn-gguf-source.json"
 # The conversion's steps as shares of its time (progress reporting only).
-SHARE_TOKENIZER = 0.15
-SHARE_MODEL = 0.55
+SHARE_TOKENIZER = 0.6
+SHARE_MODEL = 0.25
 
 
 def _source_key(gguf_path: Path, content_id: str | None) -> str:

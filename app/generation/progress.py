@@ -34,7 +34,7 @@ STAGES: tuple[Stage, ...] = ("assembling", "converting", "loading")
 # Expected seconds per stage for the bundled model on a 2-core box (BENCHMARKS.md "First
 # start"): the stages' weights in the overall percent, and the estimate of the time left
 # before the preparation's own pace is known.
-EXPECTED_SECONDS: dict[Stage, float] = {"assembling": 10.0, "converting": 150.0, "loading": 60.0}
+EXPECTED_SECONDS: dict[Stage, float] = {"assembling": 10.0, "converting": 110.0, "loading": 25.0}
 # A progress line at most this often (and at every change of stage).
 LOG_EVERY_SECONDS = 5.0
 # The pace is trusted for the estimate once this much is done and this long has passed.
