@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.evaluation.answers import contains_gold
 from app.kit.settings import Settings
@@ -49,7 +50,11 @@ def settings(database_url: str, tmp_path: Path, bundled_gguf: Path) -> Settings:
     )
 
 
-async def test_answers_are_right_or_not_grounded(api: Api, client: httpx.AsyncClient) -> None:
+async def test_answers_are_right_or_not_grounded(
+    api: Api, client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    # The API answers 503 generator_preparing while the model is prepared: wait for it here.
+    await app.state.generator.preload()
     await api.tenant("kb")
     editor = await api.user("ed", kb="editor")
     viewer = await api.user("vi", kb="viewer")

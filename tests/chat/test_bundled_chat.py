@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.kit.settings import Settings
 from tests.conftest import Api, make_settings
@@ -34,7 +35,9 @@ def settings(database_url: str, tmp_path: Path, bundled_gguf: Path) -> Settings:
 
 
 @pytest.fixture
-async def handbook(api: Api, client: httpx.AsyncClient) -> dict[str, Any]:
+async def handbook(api: Api, client: httpx.AsyncClient, app: FastAPI) -> dict[str, Any]:
+    # The API answers 503 generator_preparing while the model is prepared: wait for it here.
+    await app.state.generator.preload()
     await api.tenant("hr")
     editor = await api.user("ed", hr="editor")
     viewer = await api.user("vi", hr="viewer")
