@@ -59,7 +59,8 @@ async def upload_document(
         tag_list = clean_tags(tags.split(",")) if tags else []
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from exc
-    await quotas.charge(access, "upload")
+    # The form is parsed (the file spooled) by now: its size counts against the byte quota.
+    await quotas.charge(access, "upload", size=file.size or 0)
     document, job = await document_service.upload(
         session,
         access,

@@ -1,5 +1,5 @@
 """Sign-in throttling (failed password attempts per username and per client address) and
-per-caller quotas (searches, chat questions, uploads).
+per-caller quotas (searches, chat questions, uploads counted in files and in bytes).
 
 Counters live in a `limits` storage: process memory by default, Redis when `redis_url` is set
 (then every API process shares them). Each key has a moving window: an attempt is refused while
@@ -14,7 +14,10 @@ in flight; the bound still holds per window.
 Quotas are counted per authenticated user — signed in with a JWT or calling with one of their
 API keys, which share their budget (never anything the request merely claims, such as an
 address or a header) — in each tenant, by the role the user holds there (`[quotas]`); only
-admitted requests count, and a refusal says when to come back.
+admitted requests count, and a refusal says when to come back (and, for uploads, how to import
+more at once). The upload defaults are sized for a department's first import of its folder: the
+quota stops a runaway script, not a bulk import; `cairn ingest` runs as the operator, outside
+any HTTP quota.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Annotated, Literal
 import limits
 from fastapi import Depends, Request
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
 from app.kit.authz import TenantAccess
@@ -38,7 +41,13 @@ from app.kit.forwarded import parse_address
 from app.kit.metrics import RATE_LIMIT_REJECTIONS
 from app.kit.principal import Principal
 from app.kit.security import keyed_digest
-from app.kit.settings import QuotaAction, QuotaSettings, Settings, parse_quota
+from app.kit.settings import (
+    QuotaAction,
+    QuotaSettings,
+    Settings,
+    parse_byte_quota,
+    parse_quota,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +161,17 @@ class LoginThrottle:
 
 
 class Quotas:
-    """Searches, chat questions and uploads per caller, tenant and window, by role."""
+    """Searches, chat questions and uploads (files and bytes) per caller, tenant and window, by
+    role."""
 
     def __init__(self, storage: Storage, settings: QuotaSettings, *, key_secret: str) -> None:
         self._limiter = MovingWindowRateLimiter(storage)
+        # Bytes cost thousands per hit: a moving window keeps one entry per unit counted, a
+        # sliding-window counter two numbers per window, close enough for a byte budget.
+        self._bytes_limiter = SlidingWindowCounterRateLimiter(storage)
         self._settings = settings
         self._key_secret = key_secret
-        self._parsed: dict[str, list[limits.RateLimitItem]] = {}
+        self._parsed: dict[tuple[str, bool], list[limits.RateLimitItem]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Quotas:
@@ -169,47 +182,72 @@ class Quotas:
             key_secret=settings.secret("jwt_secret"),
         )
 
-    def _limits(self, role: str | None, action: QuotaAction) -> list[limits.RateLimitItem]:
-        text = self._settings.quota(role, action)
-        parsed = self._parsed.get(text)
+    def _limits(self, text: str, *, in_bytes: bool = False) -> list[limits.RateLimitItem]:
+        parsed = self._parsed.get((text, in_bytes))
         if parsed is None:
-            parsed = self._parsed[text] = parse_quota(text)
+            parsed = parse_byte_quota(text) if in_bytes else parse_quota(text)
+            self._parsed[(text, in_bytes)] = parsed
         return parsed
 
-    async def charge(self, access: TenantAccess, action: QuotaAction) -> None:
+    def _counters(
+        self, action: QuotaAction, role: str | None, key: str, size: int
+    ) -> list[_Counter]:
+        text = self._settings.quota(role, action)
+        counters = [_Counter(self._limiter, item, key, 1, text) for item in self._limits(text)]
+        if action == "upload":
+            text = self._settings.quota(role, "upload_bytes")
+            for item in self._limits(text, in_bytes=True):
+                # A file larger than a whole window's budget still goes once the window is
+                # empty rather than never.
+                cost = min(max(size, 1), item.amount)
+                counters.append(
+                    _Counter(self._bytes_limiter, item, key + ":bytes", cost, f"{text} of files")
+                )
+        return counters
+
+    async def charge(self, access: TenantAccess, action: QuotaAction, *, size: int = 0) -> None:
         """`spend` for the caller of a tenant request."""
-        await self.spend(action, access.principal, tenant_id=access.tenant_id, role=access.role)
+        await self.spend(
+            action, access.principal, tenant_id=access.tenant_id, role=access.role, size=size
+        )
 
     async def spend(
-        self, action: QuotaAction, principal: Principal, *, tenant_id: int, role: str | None
+        self,
+        action: QuotaAction,
+        principal: Principal,
+        *,
+        tenant_id: int,
+        role: str | None,
+        size: int = 0,
     ) -> None:
-        """Count one `action` of the principal in the tenant, where it holds `role`, or raise
-        RateLimited (429 with Retry-After) when any window of the role's quota is used up;
-        nothing is counted then."""
+        """Count one `action` of the principal in the tenant, where it holds `role` (an upload
+        also counts its `size` in bytes), or raise RateLimited (429 with Retry-After and what
+        to do) when any window of the role's quota is used up; nothing is counted then."""
         if not self._settings.enabled:
             return
         if role is None and principal.is_platform_admin:
             role = "platform_admin"
-        items = self._limits(role, action)
-        if not items:
-            return
         # The user, also behind an API key: counting per key would let anyone multiply their
         # quota by minting keys. Keyed (HMAC) like the sign-in counters: ids of another
         # deployment sharing the Redis database never meet these, and the store does not list
         # who used what.
         key = keyed_digest(self._key_secret, f"quota:{action}:{tenant_id}:{principal.user_id}")
+        counters = self._counters(action, role, key, size)
+        if not counters:
+            return
+        refused: list[str] = []
         try:
             retry_after = 0
-            for item in items:
-                if not await self._limiter.test(item, key):
-                    stats = await self._limiter.get_window_stats(item, key)
-                    retry_after = max(retry_after, math.ceil(stats.reset_time - time.time()), 1)
+            for counter in counters:
+                if not await counter.limiter.test(counter.item, counter.key, cost=counter.cost):
+                    retry_after = max(retry_after, await counter.wait())
+                    refused.append(counter.text)
             if not retry_after:
-                for item in items:
-                    if not await self._limiter.hit(item, key):
+                for counter in counters:
+                    if not await counter.limiter.hit(counter.item, counter.key, cost=counter.cost):
                         # Used up by a concurrent request since the test above.
-                        stats = await self._limiter.get_window_stats(item, key)
-                        retry_after = max(retry_after, math.ceil(stats.reset_time - time.time()), 1)
+                        retry_after = max(retry_after, await counter.wait())
+                        refused.append(counter.text)
         except StorageError as exc:
             # Fail open: quotas share out capacity, they guard no secret, and a Redis outage
             # should not take search and chat down with it (sign-in, above, fails closed).
@@ -217,17 +255,47 @@ class Quotas:
             return
         if retry_after:
             RATE_LIMIT_REJECTIONS.labels(f"quota_{action}").inc()
+            limit = "; ".join(dict.fromkeys(refused))
             raise RateLimited(
-                f"Too many {_NOUNS[action]}; try again in {retry_after} seconds",
+                f"{_NOUNS[action]} quota used up ({limit} for your role in this tenant); "
+                f"try again in {retry_after} seconds{_WAY_OUT[action]}",
                 headers={"Retry-After": str(retry_after)},
-                details={"quota": action, "retry_after": retry_after},
+                details={"quota": action, "retry_after": retry_after, "limit": limit},
             )
 
 
+@dataclass(frozen=True)
+class _Counter:
+    """One window of a quota: what counts it, under which key, at what cost per request."""
+
+    limiter: MovingWindowRateLimiter | SlidingWindowCounterRateLimiter
+    item: limits.RateLimitItem
+    key: str
+    cost: int
+    # The configured quota, for the refusal.
+    text: str
+
+    async def wait(self) -> int:
+        """Whole seconds until this window takes the cost again, at least 1."""
+        stats = await self.limiter.get_window_stats(self.item, self.key)
+        return max(math.ceil(stats.reset_time - time.time()), 1)
+
+
 _NOUNS: dict[QuotaAction, str] = {
-    "search": "searches",
-    "chat": "chat questions",
-    "upload": "uploads",
+    "search": "Search",
+    "chat": "Chat",
+    "upload": "Upload",
+}
+
+# What else a refused caller can do, besides waiting.
+_WAY_OUT: dict[QuotaAction, str] = {
+    "search": "",
+    "chat": "",
+    "upload": (
+        ". To import more at once: a tenant admin's uploads are not limited by default, "
+        "`cairn ingest FOLDER --tenant SLUG` on the server is not counted against any quota, "
+        "and the operator can raise [quotas] upload and upload_bytes"
+    ),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -349,6 +350,38 @@ def parse_quota(value: str) -> list[limits.RateLimitItem]:
     return items
 
 
+# Decimal units, as disks and file browsers show sizes; the binary ones for who wants them.
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_BYTE_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*/\s*(\S.*)$", re.IGNORECASE)
+
+
+def parse_byte_quota(value: str) -> list[limits.RateLimitItem]:
+    """The limits of a quota in bytes ("2 GB/hour; 10 GB/day"); empty for "unlimited"."""
+    if value.strip().lower() == UNLIMITED:
+        return []
+    counted: list[str] = []
+    for part in value.split(";"):
+        match = _BYTE_LIMIT.match(part)
+        unit = _BYTE_UNITS.get(match.group(2).lower()) if match else None
+        if match is None or unit is None:
+            raise ValueError(
+                f"not a quota in bytes like '2 GB/hour; 10 GB/day' or {UNLIMITED!r}: {value!r}"
+            )
+        counted.append(f"{int(float(match.group(1)) * unit)}/{match.group(3).strip()}")
+    return parse_quota("; ".join(counted))
+
+
 class RoleQuota(BaseModel):
     """What one role may do per time window, in the `limits` notation; several windows are
     separated by ";" ("20/minute; 500/day"), "unlimited" means no limit, unset means the
@@ -358,7 +391,9 @@ class RoleQuota(BaseModel):
 
     search: str | None = None
     chat: str | None = None
+    # Uploads are counted twice: files, and their bytes ("2 GB/hour").
     upload: str | None = None
+    upload_bytes: str | None = None
 
     @field_validator("search", "chat", "upload")
     @classmethod
@@ -367,10 +402,17 @@ class RoleQuota(BaseModel):
             parse_quota(value)
         return value
 
+    @field_validator("upload_bytes")
+    @classmethod
+    def _parses_bytes(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_byte_quota(value)
+        return value
+
 
 _ROLE_QUOTAS: dict[QuotaRole, RoleQuota] = {
-    "admin": RoleQuota(search="600/minute", upload=UNLIMITED),
-    "platform_admin": RoleQuota(search="600/minute", upload=UNLIMITED),
+    "admin": RoleQuota(search="600/minute", upload=UNLIMITED, upload_bytes=UNLIMITED),
+    "platform_admin": RoleQuota(search="600/minute", upload=UNLIMITED, upload_bytes=UNLIMITED),
 }
 
 
@@ -381,22 +423,29 @@ class QuotaSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     enabled: bool = True
+    # Uploads sized for a department's first import of its folder (thousands of files, a few
+    # GB) in an hour: the quota stops a runaway script, not a bulk import.
     default: RoleQuota = RoleQuota(
-        search="120/minute", chat="20/minute; 500/day", upload="300/hour"
+        search="120/minute",
+        chat="20/minute; 500/day",
+        upload="5000/hour",
+        upload_bytes="2 GB/hour",
     )
     roles: dict[QuotaRole, RoleQuota] = Field(default_factory=lambda: dict(_ROLE_QUOTAS))
 
     @model_validator(mode="after")
     def _default_is_complete(self) -> QuotaSettings:
         missing = [
-            name for name in ("search", "chat", "upload") if getattr(self.default, name) is None
+            name
+            for name in ("search", "chat", "upload", "upload_bytes")
+            if getattr(self.default, name) is None
         ]
         if missing:
             raise ValueError(f"quotas.default must set {', '.join(missing)} (or 'unlimited')")
         return self
 
-    def quota(self, role: str | None, action: QuotaAction) -> str:
-        """The quota of `role` (None: the default) for `action`."""
+    def quota(self, role: str | None, action: QuotaAction | Literal["upload_bytes"]) -> str:
+        """The quota of `role` (None: the default) for `action` (or the bytes of uploads)."""
         # A role without a table of its own (or none at all) has the default's quotas.
         override = self.roles.get(cast(QuotaRole, role)) if role else None
         value = getattr(override, action, None) if override is not None else None

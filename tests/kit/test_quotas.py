@@ -1,6 +1,8 @@
 """Per-caller quotas (issue 14 §2): searches, chat questions and uploads per user and tenant, by
 role, with 429 + Retry-After past a quota, recovery after the window, and counts shared by two
-app instances through Redis. Sign-in throttling (per username and per address, audited when it
+app instances through Redis. Issue 25: uploads count files and bytes, the defaults let a
+department's first import through, a refused upload says what to do, `cairn ingest` is not
+counted. Sign-in throttling (per username and per address, audited when it
 trips) is tested in tests/auth/test_throttle.py."""
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.generation.provider import GeneratorProvider
-from app.kit.settings import Settings
+from app.ingest_cli import bulk_ingest
+from app.kit.settings import Settings, parse_byte_quota, parse_quota
 from app.main import create_app
 from tests.chat.doubles import EchoGenerator, limited
 from tests.conftest import (
@@ -143,7 +146,10 @@ async def test_quotas_follow_the_role(started: Started) -> None:
             )
 
         assert (await upload(editor, "first")).status_code == 202
-        assert refused(await upload(editor, "second"), "upload") > 60
+        refusal = await upload(editor, "second")
+        assert refused(refusal, "upload") > 60
+        assert refusal.json()["error"]["details"]["limit"] == "1/1 hour"
+        says_what_to_do(refusal)
         for n in range(3):
             assert (await upload(admin, f"bulk{n}")).status_code == 202
         listed = await api.client.get("/api/v1/tenants/hr/documents", headers=admin)
@@ -151,6 +157,107 @@ async def test_quotas_follow_the_role(started: Started) -> None:
         assert (await search(api, guest)).status_code == 200
         refused(await search(api, guest), "search")
         assert (await search(api, editor)).status_code == 200  # the default: 120/minute
+
+
+def says_what_to_do(response: httpx.Response) -> None:
+    """A refused upload names when to come back and the ways to import more at once."""
+    message = response.json()["error"]["message"]
+    assert f"try again in {retry_after(response)} seconds" in message
+    assert "tenant admin" in message
+    assert "cairn ingest" in message
+    assert "upload_bytes" in message
+
+
+async def upload_bytes(api: Api, headers: dict[str, str], name: str, size: int) -> httpx.Response:
+    return await api.client.post(
+        "/api/v1/tenants/hr/documents",
+        files={"file": (f"{name}.txt", (name + " ").encode() + b"x" * (size - len(name) - 1))},
+        headers=headers,
+    )
+
+
+async def test_an_editor_imports_a_folder_under_the_default_quotas(started: Started) -> None:
+    """The issue's import stopped at the 300th upload; the defaults now let an editor's first
+    import of a department's folder through (tiny files: nothing is ingested here)."""
+    async with started() as (_, api):
+        await api.tenant("hr")
+        editor = await api.user("ed", hr="editor")
+        for n in range(320):
+            response = await upload_bytes(api, editor, f"note{n}", 64)
+            assert response.status_code == 202, (n, response.text)
+
+
+async def test_the_upload_quota_counts_bytes(started: Started) -> None:
+    async with started(quotas={"default": {"upload_bytes": "1 kB/1 hour"}}) as (_, api):
+        await api.tenant("hr")
+        editor = await api.user("ed", hr="editor")
+        admin = await api.user("ad", hr="admin")
+        assert (await upload_bytes(api, editor, "first", 600)).status_code == 202
+        refusal = await upload_bytes(api, editor, "second", 600)
+        assert refused(refusal, "upload") > 60
+        assert refusal.json()["error"]["details"]["limit"] == "1 kB/1 hour of files"
+        says_what_to_do(refusal)
+        # The refused bytes were not counted: a smaller file still fits in the hour.
+        assert (await upload_bytes(api, editor, "third", 300)).status_code == 202
+        # Admins' uploads are not limited by default.
+        for n in range(3):
+            assert (await upload_bytes(api, admin, f"bulk{n}", 900)).status_code == 202
+
+
+async def test_cairn_ingest_is_not_counted_against_any_quota(
+    started: Started, tmp_path: Path
+) -> None:
+    """The operator's bulk load runs outside the HTTP quotas, whatever they are set to."""
+    tight = {"upload": "1/1 hour", "upload_bytes": "1 B/1 hour"}
+    quotas = {"default": tight, "roles": {"admin": tight, "platform_admin": tight}}
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"memo{n}.txt").write_text(f"memo {n} about the parking rules")
+    async with started(quotas=quotas) as (application, api):
+        await api.tenant("hr")
+        summary = await bulk_ingest(
+            application.state.settings,
+            [folder],
+            tenant="hr",
+            sensitivity="internal",
+            tags=None,
+            wait=False,
+        )
+    assert len(summary.queued) == 3, summary.report()
+    assert not summary.skipped
+
+
+def test_the_default_upload_quotas_fit_a_departments_folder() -> None:
+    """The issue's public set had 3,633 documents; a department's folder is a few GB."""
+    quotas = Settings().quotas
+    for role in ("editor", None):
+        (files,) = parse_quota(quotas.quota(role, "upload"))
+        (size,) = parse_byte_quota(quotas.quota(role, "upload_bytes"))
+        assert files.amount >= 3633
+        assert size.amount >= 10**9
+    for role in ("admin", "platform_admin"):
+        assert parse_quota(quotas.quota(role, "upload")) == []
+        assert parse_byte_quota(quotas.quota(role, "upload_bytes")) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "amounts"),
+    [
+        ("2 GB/hour", [2 * 10**9]),
+        ("1.5MiB/minute; 10 GB/day", [3 * 2**19, 10**10]),
+        ("500/hour", [500]),
+        ("Unlimited", []),
+    ],
+)
+def test_byte_quotas_read_units(text: str, amounts: list[int]) -> None:
+    assert [item.amount for item in parse_byte_quota(text)] == amounts
+
+
+@pytest.mark.parametrize("bad", ["2 GB", "2 parsecs/hour", "0 GB/hour", "GB/hour", ""])
+def test_a_byte_quota_that_does_not_parse_is_refused_at_start(bad: str) -> None:
+    with pytest.raises(ValueError, match="quota"):
+        Settings(quotas={"roles": {"editor": {"upload_bytes": bad}}})
 
 
 async def test_chat_quota_counts_both_chat_apis_per_minute_and_per_day(started: Started) -> None:
