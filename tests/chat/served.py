@@ -50,8 +50,10 @@ class Served:
 @asynccontextmanager
 async def serve(settings: Settings, generator: Generator | None = None) -> AsyncIterator[Served]:
     app = create_app(settings)
-    if generator is not None:
-        app.state.generator = GeneratorProvider(settings, generator)
+    # A real model is loaded on the first question and waited for (as `cairn ask` does): the
+    # API's own provider answers 503 generator_preparing while a slow box loads it, which
+    # tests/chat/test_generator_preparing.py covers.
+    app.state.generator = GeneratorProvider(settings, generator)
     with live_server(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             api = Api(client)
