@@ -1,0 +1,99 @@
+"""The README's quick start is a test: its shell blocks, extracted verbatim and run in order in
+one bash process, against a live `cairn serve` on a fresh data dir (as `make run` starts it:
+the answer model preloaded). A block preceded by an `<!-- illustrative ... -->` comment is
+skipped (the server's own start, the `openai` package example, the CLI reference); every other
+sh/bash block of the section runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.bench.processes import REPO, Deployment, start_api, stop, wait_healthy
+
+README = REPO / "README.md"
+FENCE = re.compile(r"^```(?P<lang>\w*)\n(?P<body>.*?)^```\n", re.MULTILINE | re.DOTALL)
+ILLUSTRATIVE = "<!-- illustrative"
+# Generous: on a loaded 2-core box a first start prepares the model for ~3 minutes.
+SCRIPT_TIMEOUT_SECONDS = 1200
+
+
+def quick_start() -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n## Quick start\n")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def shell_blocks(section: str) -> list[str]:
+    """The section's sh/bash blocks a reader pastes, in order (illustrative ones left out)."""
+    blocks = []
+    for match in FENCE.finditer(section):
+        if match["lang"] not in ("sh", "bash"):
+            continue
+        before = section[: match.start()].rstrip().rsplit("\n", 1)[-1]
+        if before.startswith(ILLUSTRATIVE):
+            continue
+        blocks.append(match["body"])
+    return blocks
+
+
+def test_quick_start_blocks_parse_and_name_shipped_samples() -> None:
+    blocks = shell_blocks(quick_start())
+    assert len(blocks) >= 5, blocks
+    script = "\n".join(blocks)
+    result = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    samples = set(re.findall(r"docs/samples/[\w.-]+", script))
+    assert {"docs/samples/handbook.md", "docs/samples/handbook-zh.md"} <= samples
+    for sample in samples:
+        assert (REPO / sample).is_file(), sample
+    # Every shell block of the section is either run or says why not.
+    section = quick_start()
+    fenced = [m for m in FENCE.finditer(section) if m["lang"] in ("sh", "bash")]
+    assert len(fenced) > len(blocks), "the illustrative blocks are marked"
+
+
+@pytest.mark.slow
+def test_quick_start_runs_verbatim(tmp_path: Path, bundled_gguf: Path) -> None:
+    password = "quick start " + secrets.token_hex(8)
+    deployment = Deployment(
+        data_dir=tmp_path / "data",
+        jwt_secret=secrets.token_hex(32),
+        audit_secret=secrets.token_hex(32),
+        admin_password=password,
+    )
+    # The session's model cache: the GGUF is assembled, and converted, once per run.
+    env = deployment.env(CAIRN_MODEL_CACHE_DIR=str(bundled_gguf.parent))
+    log = tmp_path / "serve.log"
+    api = start_api(env, log, preload=True)
+    try:
+        # /healthz, not /readyz: the README's own loop waits for the answer model.
+        wait_healthy(api, timeout=300, path="/healthz")
+        script = "set -euo pipefail\n" + "\n".join(shell_blocks(quick_start()))
+        shell_env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+        shell_env.update({"CAIRN": api.url, "CAIRN_ADMIN_PASSWORD": password})
+        result = subprocess.run(
+            ["bash"],
+            input=script,
+            text=True,
+            capture_output=True,
+            cwd=REPO,
+            env=shell_env,
+            timeout=SCRIPT_TIMEOUT_SECONDS,
+        )
+    finally:
+        stop(api.process)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output + "\n--- server log ---\n" + log.read_text()[-4000:]
+    assert "documents: ready" in output, output
+    answers = re.findall(r'"answer": "(.*)",?$', output, re.MULTILINE)
+    assert len(answers) == 2, output
+    # Tolerant of the small model's wording: the fact, as an answer or as the quoted sentence.
+    assert all("25" in answer for answer in answers), answers
+    assert "25 days of paid vacation" in output, output
