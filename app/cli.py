@@ -53,8 +53,9 @@ app.add_typer(eval_app, name="eval")
 T = TypeVar("T")
 
 # The commands that create a data dir where the resolution order leads (app/kit/locate.py);
-# every other command refuses to run on a missing or never-migrated one.
-_CREATING_COMMANDS = frozenset({"serve", "migrate"})
+# every other command refuses to run on a missing or never-migrated one. A worker is a server
+# process too: scaled out, it starts on a fresh shared volume and writes index shards there.
+_CREATING_COMMANDS = frozenset({"serve", "migrate", "worker"})
 
 
 @app.callback()

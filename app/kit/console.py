@@ -34,7 +34,7 @@ DEBUG_HINT = "run `cairn --debug ...` for the traceback"
 
 
 def prepared(settings: Settings) -> Settings:
-    """`settings` once its data is known to be there: a command other than serve/migrate on a
+    """`settings` once its data is known to be there: a command other than serve/migrate/worker on a
     missing or never-migrated data dir stops here (DataNotFound), before anything is created;
     then the data dir is made private, embedded SQLite brought to head, public ids keyed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

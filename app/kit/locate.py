@@ -1,5 +1,5 @@
 """Where Cairn's data is: one resolution order for the data dir, used by the settings and the
-CLI alike, and the check that a command other than `serve`/`migrate` finds data there.
+CLI alike, and the check that a command other than `serve`/`migrate`/`worker` finds data there.
 
 The order, first match wins:
 
