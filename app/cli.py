@@ -238,8 +238,10 @@ def tenants_create(
     async def work(session: AsyncSession) -> int:
         return (await tenant_service.create(session, None, data, admin_username=admin)).id
 
+    from app.kit.public_ids import IdKind, encode_id
+
     tenant_id = _run_in_session(work)
-    typer.echo(f"created tenant {slug} (id {tenant_id})")
+    typer.echo(f"created tenant {slug} ({encode_id(IdKind.TENANT, tenant_id)})")
     if admin is not None:
         typer.echo(f"{admin.lower()} is now admin in {slug}")
     else:

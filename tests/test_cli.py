@@ -4,6 +4,7 @@ one line on stderr with a non-zero exit (`--debug` shows the traceback)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,10 @@ def test_settings_errors_are_one_line(isolated: Path, monkeypatch: pytest.Monkey
 
 def test_ingest_of_nothing_supported_fails(isolated: Path) -> None:
     assert invoke("migrate").exit_code == 0
-    assert invoke("tenants", "create", "hr", "--name", "HR").exit_code == 0
+    created = invoke("tenants", "create", "hr", "--name", "HR")
+    assert created.exit_code == 0
+    # The public id, never the database counter.
+    assert re.search(r"created tenant hr \(ten_[0-9a-f]{32}\)", created.stdout), created.stdout
     folder = isolated / "inbox"
     folder.mkdir()
     (folder / "setup.exe").write_bytes(b"MZ\x90\x00" + bytes(64))
