@@ -27,7 +27,7 @@ run: setup
 	$(BIN)/cairn serve
 
 test: setup-dev lint types
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=20
 
 lint: setup-dev
 	$(BIN)/ruff format --check app ingest tests migrations/env.py
