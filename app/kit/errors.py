@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from app.kit.request_context import REQUEST_ID_HEADER, current_request_id, request_id_of
 
@@ -114,6 +116,24 @@ def error_body(
     if request_id is not None:
         error["request_id"] = request_id
     return {"error": error}
+
+
+async def send_closing_error(send: Send, status: int, code: str, message: str) -> None:
+    """Answer a raw ASGI request with the JSON error shape and `Connection: close`, from a
+    middleware that stops reading the body (the rest of it may still be on its way)."""
+    body = json.dumps(error_body(code, message, request_id=current_request_id())).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 _HTTP_CODES = {

@@ -3,12 +3,9 @@ instead of being spooled to disk first."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.kit.errors import error_body
-from app.kit.request_context import current_request_id
+from app.kit.errors import send_closing_error
 
 
 class BodyTooLarge(Exception):
@@ -21,25 +18,9 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            error_body(
-                "payload_too_large",
-                f"Request body exceeds {self.max_bytes} bytes",
-                request_id=current_request_id(),
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_closing_error(
+            send, 413, "payload_too_large", f"Request body exceeds {self.max_bytes} bytes"
         )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -27,7 +27,6 @@ long as it runs.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -39,8 +38,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from app.kit.errors import error_body
-from app.kit.request_context import current_request_id
+from app.kit.errors import send_closing_error
 from app.kit.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -185,26 +183,9 @@ class BodyReadTimeout:
         self.min_rate = min_bytes_per_second
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            error_body(
-                "request_timeout",
-                "The request body arrived too slowly",
-                request_id=current_request_id(),
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 408,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    # The rest of the body may still be on its way: do not read it.
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_closing_error(
+            send, 408, "request_timeout", "The request body arrived too slowly"
         )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
