@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
+# pytest-xdist workers for `make test` (one per core; `make test TEST_WORKERS=0` runs serially).
+TEST_WORKERS ?= auto
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -27,7 +29,7 @@ run: setup
 	$(BIN)/cairn serve
 
 test: setup-dev lint types
-	$(BIN)/python -m pytest -q -ra --durations=20
+	$(BIN)/python -m pytest -q -ra --durations=20 -n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup
 
 lint: setup-dev
 	$(BIN)/ruff format --check app ingest tests migrations/env.py

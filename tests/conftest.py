@@ -124,6 +124,40 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+# `make test` runs the suite on several pytest-xdist workers (`--dist loadgroup`). Tests that
+# share something a parallel run cannot share run on one worker, one after another.
+_SHARED_FIXTURES = {
+    # One conversion and one load of the bundled model per run, not one per worker.
+    "bundled_gguf": "bundled-model",
+    "models_dir": "bundled-model",
+}
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    names = getattr(item, "fixturenames", ())
+    for name in names:
+        if name in _SHARED_FIXTURES:
+            return _SHARED_FIXTURES[name]
+    if item.get_closest_marker("redis") is not None:
+        # They FLUSHDB the databases CAIRN_TEST_REDIS_URL and CAIRN_TEST_REDIS_BROKER_URL name.
+        return "redis"
+    # A module- or class-scoped fixture is built once, and its tests may build on each other
+    # (tests/web/test_browser.py walks one server through a story): keep the module together.
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs if info is not None else {}
+    for name in names:
+        if any(d.scope in ("module", "class", "package") for d in definitions.get(name, ())):
+            return "module:" + item.nodeid.split("::", 1)[0]
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def sqlite_factory(tmp_path_factory: pytest.TempPathFactory) -> DatabaseFactory:
     tmp = tmp_path_factory.mktemp("sqlite")

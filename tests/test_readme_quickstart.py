@@ -59,6 +59,31 @@ def test_quick_start_blocks_parse_and_name_shipped_samples() -> None:
     assert len(fenced) > len(blocks), "the illustrative blocks are marked"
 
 
+def test_every_other_command_block_says_why_it_is_not_run() -> None:
+    """Outside the quick start the README's sh/bash blocks are long measurements or need
+    machines a test does not have; each is marked, with its reason, instead of silently
+    drifting from what the commands do."""
+    text = README.read_text(encoding="utf-8")
+    section = quick_start()
+    start = text.index(section)
+    rest = text[:start] + text[start + len(section) :]
+    unmarked = []
+    for match in FENCE.finditer(rest):
+        if match["lang"] not in ("sh", "bash"):
+            continue
+        if match.start() == 0:
+            # The README's first lines: the two commands. CI runs the second (.ci/run) and
+            # the quick-start test serves as the first does.
+            commands = [line.split()[:2] for line in match["body"].splitlines()]
+            assert commands == [["make", "run"], ["make", "test"]], match["body"]
+            assert "make test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+            continue
+        before = rest[: match.start()].rstrip().rsplit("\n", 1)[-1]
+        if not (before.startswith(ILLUSTRATIVE + ":") and len(before) > len(ILLUSTRATIVE) + 8):
+            unmarked.append(match["body"].splitlines()[0])
+    assert not unmarked, f"README command blocks neither run nor marked illustrative: {unmarked}"
+
+
 @pytest.mark.slow
 def test_quick_start_runs_verbatim(tmp_path: Path, bundled_gguf: Path) -> None:
     password = "quick start " + secrets.token_hex(8)
