@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import casbin
 from casbin_async_sqlalchemy_adapter import Adapter
 from fastapi import Depends, Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.kit.auth import CurrentPrincipal
+from app.kit.authz_matcher import CachedMatcherEnforcer
 from app.kit.db import ReadSession
 from app.kit.errors import NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
@@ -103,7 +103,9 @@ class Enforcer:
 
     def __init__(self, engine: AsyncEngine) -> None:
         # The adapter given here is replaced by a session-bound one on every reload.
-        self._enforcer = casbin.AsyncEnforcer(str(MODEL_PATH), Adapter(engine, db_class=CasbinRule))
+        self._enforcer = CachedMatcherEnforcer(
+            str(MODEL_PATH), Adapter(engine, db_class=CasbinRule)
+        )
         self._revision: int | None = None
         self._lock = asyncio.Lock()
 
