@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ from ingest.embedding import Embedder, check_compatible, decode_vectors, passage
 from ingest.locks import tenant_index_lock
 
 logger = logging.getLogger(__name__)
+
+
+# Runs a blocking call off the event loop: `asyncio.to_thread`, or the in-process pool's
+# lower-priority threads (ingest/priority.py), so that rewriting a large open shard does not
+# take the cores from the requests beside it.
+Offload = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -115,18 +122,28 @@ class Indexer:
             nprobe=self.settings.nprobe,
         )
 
-    async def flush_tenant(self, tenant_id: int, *, embedder: str, dim: int) -> int:
+    async def flush_tenant(
+        self, tenant_id: int, *, embedder: str, dim: int, offload: Offload = asyncio.to_thread
+    ) -> int:
         """Index every pending chunk of the tenant; returns how many were indexed."""
         total = 0
         async with tenant_index_lock(self.database, self.index_root, tenant_id):
             while True:
-                written = await self._flush_step(tenant_id, embedder=embedder, dim=dim)
+                written = await self._flush_step(
+                    tenant_id, embedder=embedder, dim=dim, offload=offload
+                )
                 if written == 0:
                     return total
                 total += written
 
     async def _flush_step(
-        self, tenant_id: int, *, embedder: str, dim: int, version_floor: int = 0
+        self,
+        tenant_id: int,
+        *,
+        embedder: str,
+        dim: int,
+        version_floor: int = 0,
+        offload: Offload = asyncio.to_thread,
     ) -> int:
         async with self.database.read_sessionmaker() as session:
             shards = await self._vector_shards(session, tenant_id)
@@ -149,7 +166,7 @@ class Indexer:
             pending = [PendingChunk(*row) for row in rows]
         if not pending:
             return 0
-        vector_index, bm25 = await asyncio.to_thread(
+        vector_index, bm25 = await offload(
             _extend,
             self.index_root,
             tenant_id,
@@ -161,7 +178,7 @@ class Indexer:
             self.settings,
         )
         new_version = version + 1
-        await asyncio.to_thread(
+        await offload(
             _write_shards, self.index_root, tenant_id, shard_no, new_version, vector_index, bm25
         )
         await self._commit(

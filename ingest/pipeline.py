@@ -140,7 +140,7 @@ class IngestPipeline:
     async def flush(self, tenant_id: int) -> int:
         """Index the tenant's pending chunks."""
         return await self.indexer.flush_tenant(
-            tenant_id, embedder=self.embedder.name, dim=self.embedder.dim
+            tenant_id, embedder=self.embedder.name, dim=self.embedder.dim, offload=self._offload
         )
 
     async def _start(self, job: Job) -> Document | None:

@@ -49,7 +49,9 @@ async def build_registry(
         worker_id=worker,
         defer_index=defer_index,
         threads=BackgroundThreads(
-            runtime.settings.worker.ingest_nice, runtime.settings.worker.concurrency
+            runtime.settings.worker.ingest_nice,
+            runtime.settings.worker.concurrency,
+            idle=runtime.settings.worker.ingest_idle,
         ),
     )
     registry = JobRegistry(

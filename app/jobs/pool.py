@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from app.jobs.dispatch import PollingDispatcher
 from app.jobs.handlers import build_registry, worker_id
@@ -18,10 +19,17 @@ from app.jobs.periodic import start_due
 from app.jobs.registry import JobRegistry
 from app.jobs.runner import JobClaimer
 from app.jobs.runtime import Runtime
+from app.kit.settings import IndexSettings
 from ingest.embedding import EmbedderMismatch
 from ingest.pipeline import IngestPipeline
 
 logger = logging.getLogger(__name__)
+
+
+def flush_pause(took: float, settings: IndexSettings) -> float:
+    """Seconds until the next indexing round after one that took `took` seconds."""
+    share = settings.flush_max_share
+    return max(settings.flush_interval_seconds, took * (1 - share) / share)
 
 
 class WorkerPool:
@@ -69,10 +77,18 @@ class WorkerPool:
 
     async def _flush_loop(self) -> None:
         """Index what the jobs stored, tenant by tenant, every `flush_interval_seconds`:
-        embedding goes on meanwhile, and a shard is rewritten once per round."""
+        embedding goes on meanwhile, and a shard is rewritten once per round.
+
+        Rewriting the open shard costs time in proportion to its size, and every API process
+        then reloads it; so the rounds are spaced out until rewriting takes at most
+        `flush_max_share` of the time (a bulk import into a large shard flushes every few
+        seconds rather than every second)."""
+        pause = self.settings.index.flush_interval_seconds
         while not self._stopping.is_set():
-            await asyncio.sleep(self.settings.index.flush_interval_seconds)
+            await asyncio.sleep(pause)
+            started = time.monotonic()
             await self._flush_dirty()
+            pause = flush_pause(time.monotonic() - started, self.settings.index)
 
     async def _flush_dirty(self) -> None:
         assert self.pipeline is not None

@@ -50,6 +50,9 @@ class IndexSettings(BaseModel):
     # In-process workers index stored chunks in rounds this far apart (one shard rewrite
     # per round instead of per document).
     flush_interval_seconds: float = Field(default=1.0, gt=0)
+    # ...and further apart when rewriting the open shard takes longer: at most this share of
+    # the time goes to rewriting (a large shard under a bulk import, app/jobs/pool.py).
+    flush_max_share: float = Field(default=0.1, gt=0, le=1)
     # BM25 tokenizer (app/search/index/tokenize.py). Both are recorded in every BM25 shard
     # (its analyzer id); after changing either, re-tokenize with `cairn index rebuild`.
     # Snowball stemming of English words (Chinese is segmented by jieba either way).
@@ -71,6 +74,8 @@ class WorkerSettings(BaseModel):
     # Interactive work first (ingest/priority.py): the threads that parse, chunk and embed
     # documents run this many nice steps below the process (0 = same priority as requests).
     ingest_nice: int = Field(default=10, ge=0, le=19)
+    # ...and in Linux's SCHED_IDLE class: they run only on cycles no request wants.
+    ingest_idle: bool = True
     # Stale-job sweep of `cairn worker` in Celery mode.
     sweep_seconds: float = Field(default=15.0, gt=0)
     # Periodic work (app/jobs/periodic.py): how often each task runs (0 = never) and how often
