@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from datetime import timedelta
 
 from app.audit.checkpoints import write_checkpoints
+from app.backup.schedule import backup_to_root
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
 from app.jobs.registry import JobRegistry, Renew
@@ -72,5 +74,11 @@ async def build_registry(
 
     registry.register(JobKind.RETENTION_PURGE, simple_handler(runtime, worker, retention))
     registry.register(JobKind.SHARD_COMPACTION, simple_handler(runtime, worker, compaction))
+
+    async def backup(job: Job) -> None:
+        # Blocking file and database work: a thread, so the process keeps serving.
+        await asyncio.to_thread(backup_to_root, runtime.settings)
+
     registry.register(JobKind.AUDIT_CHECKPOINT, simple_handler(runtime, worker, checkpoint))
+    registry.register(JobKind.BACKUP, simple_handler(runtime, worker, backup))
     return registry, pipeline

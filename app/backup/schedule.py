@@ -1,0 +1,69 @@
+"""Backups into the configured backup root (`backup.dir`): named by time, written under a
+partial name and renamed when complete, the oldest complete ones beyond `backup.keep`
+deleted. The periodic `backup` job (app/jobs/) runs this every `backup.interval_minutes`;
+`cairn backup` without a folder does the same once."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from app.backup.manifest import MANIFEST
+from app.backup.snapshot import BackupFailed, SnapshotState
+from app.backup.writer import BackupResult, write_backup
+from app.kit.files import private_dir
+from app.kit.settings import Settings
+from app.models.base import utcnow
+
+PREFIX = "cairn-backup-"
+PARTIAL = ".partial-"
+_NAME = re.compile(rf"^{PREFIX}\d{{8}}T\d{{12}}Z$")
+# A partial backup this old belongs to a backup that died; younger ones may still be written.
+STALE_PARTIAL_SECONDS = 6 * 3600
+
+
+def complete_backups(root: Path) -> list[Path]:
+    """The complete backups in the root, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        path
+        for path in root.iterdir()
+        if path.is_dir() and _NAME.match(path.name) and (path / MANIFEST).is_file()
+    )
+
+
+def prune(root: Path, keep: int) -> list[Path]:
+    """Delete complete backups beyond the newest `keep`, and stale partial ones; the deleted."""
+    doomed = complete_backups(root)[:-keep] if keep > 0 else []
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    doomed += [
+        path
+        for path in (root.iterdir() if root.is_dir() else [])
+        if path.name.startswith(PARTIAL) and path.stat().st_mtime < cutoff
+    ]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def backup_to_root(
+    settings: Settings, *, while_locked: Callable[[SnapshotState], None] | None = None
+) -> BackupResult:
+    """One backup into `backup.dir`, then retention. Blocking (a worker thread)."""
+    root = settings.backup.dir
+    if root is None:
+        raise BackupFailed("no backup folder: name one, or set backup.dir (CAIRN_BACKUP__DIR)")
+    private_dir(root)
+    name = f"{PREFIX}{utcnow().strftime('%Y%m%dT%H%M%S%f')}Z"
+    partial = root / f"{PARTIAL}{name}"
+    result = write_backup(settings, partial, while_locked=while_locked)
+    final = root / name
+    os.replace(partial, final)
+    prune(root, settings.backup.keep)
+    return replace(result, path=final)
