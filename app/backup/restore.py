@@ -91,7 +91,9 @@ def check_empty_target(settings: Settings) -> None:
     if is_sqlite(url):
         path = sqlite_path(url)
         if path is not None and path.exists() and path.stat().st_size > 0:
-            raise RestoreRefused(f"restore target database {path} exists; restore only into none")
+            raise RestoreRefused(
+                f"restore target database {path} is not empty; restore only into a new one"
+            )
         return
     engine = create_blocking_read_engine(url)
     try:
