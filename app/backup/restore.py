@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class RestoreRefused(CairnError):
 class RestoreIncomplete(CairnError):
     status_code = 500
     code = "restore_incomplete"
-    message = "A tombstone could not be applied"
+    message = "The restore did not complete"
 
 
 @dataclass
@@ -238,7 +239,7 @@ async def apply_tombstones(
                 if await tombstone_repository.document(session, record) is not None:
                     raise RestoreIncomplete(
                         f"document {record.subject_id} of tenant {record.tenant_id} could not "
-                        "be purged again; the restored data must not be served"
+                        "be purged again"
                     )
         report.documents_purged = purged
         report.blobs_removed = await _remove_orphan_blobs(runtime, records)
@@ -294,9 +295,34 @@ def restore(settings: Settings, backup: Path, *, tombstone_files: list[Path]) ->
     check_empty_target(settings)
     url = settings.resolved_database_url
     secure_data_dir(settings.data_dir, url)
-    _restore_database(manifest, backup, settings)
-    _restore_files(manifest, backup, settings)
-    upgrade(url)
     report = RestoreReport(manifest, tombstones=len(records), journals=journals)
-    asyncio.run(apply_tombstones(settings, records, report))
+    try:
+        _restore_database(manifest, backup, settings)
+        _restore_files(manifest, backup, settings)
+        upgrade(url)
+        asyncio.run(apply_tombstones(settings, records, report))
+    except Exception as exc:
+        left = _undo(settings)
+        raise RestoreIncomplete(f"{_one_line(exc)}; {left}") from exc
     return report
+
+
+def _one_line(exc: Exception) -> str:
+    text = exc.message if isinstance(exc, CairnError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _undo(settings: Settings) -> str:
+    """After a failed restore: remove what it wrote to the data dir (it was empty); a
+    PostgreSQL database is the operator's to drop and create again. What to tell them."""
+    for folder in (settings.index_dir, settings.files_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+    path = sqlite_path(settings.resolved_database_url)
+    if path is not None:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            name.unlink(missing_ok=True)
+        return "nothing restored was kept"
+    return (
+        "the database may hold part of the backup and must not be served: drop it, create "
+        "it empty and restore again"
+    )

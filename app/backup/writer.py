@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session
 
 from app.backup import manifest as manifest_file
@@ -60,27 +60,35 @@ class BackupResult:
 
 def _copy(source: Path, target: Path, root: Path) -> FileEntry:
     """Copy bytes as they are (ciphertext stays ciphertext), hashing on the way; fsynced."""
-    private_dir(target.parent)
     digest = hashlib.sha256()
     size = 0
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "wb") as out, source.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-            size += len(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+    # The source first: a file a purge deleted meanwhile leaves nothing behind here.
+    with source.open("rb") as handle:
+        private_dir(target.parent)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "wb") as out:
+            while block := handle.read(_CHUNK):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
     return FileEntry(target.relative_to(root).as_posix(), size, digest.hexdigest())
 
 
-def _empty_target(target: Path) -> None:
+def _empty_target(target: Path, data_dir: Path) -> None:
+    if target.resolve().is_relative_to(data_dir.resolve()):
+        raise BackupFailed(
+            f"{target} is inside the data dir {data_dir}: a backup there is lost with it"
+        )
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupFailed(f"{target} is not an empty folder; name a new one")
     private_dir(target)
 
 
 def _live_tombstones(engine: Engine) -> list[TombstoneRecord]:
+    if not inspect(engine).has_table(Tombstone.__tablename__):
+        return []  # a database from before revision 0012 has recorded none
     with Session(engine) as session:
         rows = session.scalars(select(Tombstone).order_by(Tombstone.id)).all()
         return [
@@ -146,7 +154,7 @@ def write_backup(
 ) -> BackupResult:
     """Back up the running deployment into `target` (a new or empty folder). Blocking: call
     it from a worker thread. On failure nothing of the partial backup is left."""
-    _empty_target(target)
+    _empty_target(target, settings.data_dir)
     url = settings.resolved_database_url
     staging = settings.index_dir / f".backup-{uuid.uuid4().hex}"
     engine = create_blocking_read_engine(url)
