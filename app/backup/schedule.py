@@ -5,11 +5,13 @@ deleted. The periodic `backup` job (app/jobs/) runs this every `backup.interval_
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from app.models.base import utcnow
 
 PREFIX = "cairn-backup-"
 PARTIAL = ".partial-"
+LOCK = ".backup.lock"
 _NAME = re.compile(rf"^{PREFIX}\d{{8}}T\d{{12}}Z$")
 # A partial backup this old belongs to a backup that died; younger ones may still be written.
 STALE_PARTIAL_SECONDS = 6 * 3600
@@ -52,18 +55,40 @@ def prune(root: Path, keep: int) -> list[Path]:
     return doomed
 
 
+class BackupBusy(BackupFailed):
+    """Another backup into the same root is running (a slow one outlasting its period)."""
+
+
+@contextlib.contextmanager
+def _one_at_a_time(root: Path) -> Iterator[None]:
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupBusy(f"another backup into {root} is running") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def backup_to_root(
     settings: Settings, *, while_locked: Callable[[SnapshotState], None] | None = None
 ) -> BackupResult:
-    """One backup into `backup.dir`, then retention. Blocking (a worker thread)."""
+    """One backup into `backup.dir`, then retention; BackupBusy while another one into it
+    runs. Blocking (a worker thread)."""
     root = settings.backup.dir
     if root is None:
         raise BackupFailed("no backup folder: name one, or set backup.dir (CAIRN_BACKUP__DIR)")
     private_dir(root)
-    name = f"{PREFIX}{utcnow().strftime('%Y%m%dT%H%M%S%f')}Z"
-    partial = root / f"{PARTIAL}{name}"
-    result = write_backup(settings, partial, while_locked=while_locked)
-    final = root / name
-    os.replace(partial, final)
-    prune(root, settings.backup.keep)
+    with _one_at_a_time(root):
+        name = f"{PREFIX}{utcnow().strftime('%Y%m%dT%H%M%S%f')}Z"
+        partial = root / f"{PARTIAL}{name}"
+        result = write_backup(settings, partial, while_locked=while_locked)
+        final = root / name
+        os.replace(partial, final)
+        prune(root, settings.backup.keep)
     return replace(result, path=final)

@@ -39,7 +39,12 @@ CANARY_DOC = f"Incident note: the {CANARY} pump failed twice in the west wing.".
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path / "data", backup={"dir": tmp_path / "backups"})
+    # No scheduled backups: the tests take theirs at chosen moments.
+    return make_settings(
+        database_url,
+        tmp_path / "data",
+        backup={"dir": tmp_path / "backups", "interval_minutes": 0},
+    )
 
 
 async def _upload(

@@ -12,17 +12,27 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from app.backup.schedule import PARTIAL, backup_to_root, complete_backups, prune
+from app.backup.schedule import (
+    PARTIAL,
+    BackupBusy,
+    backup_to_root,
+    complete_backups,
+    prune,
+)
+from app.backup.snapshot import SnapshotState
 from app.jobs.kinds import JobKind
 from app.jobs.periodic import periodic_tasks
 from app.kit.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_app
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
+    # No scheduled backups here: the test takes its own (test_the_schedule_runs_on_its_own).
     return make_settings(
-        database_url, tmp_path / "data", backup={"dir": tmp_path / "backups", "keep": 2}
+        database_url,
+        tmp_path / "data",
+        backup={"dir": tmp_path / "backups", "keep": 2, "interval_minutes": 0},
     )
 
 
@@ -70,3 +80,37 @@ def test_prune_leaves_young_partial_backups_and_other_files(tmp_path: Path) -> N
     assert unfinished.exists()
     assert young.exists()
     assert (tmp_path / "tombstones.jsonl").exists()
+
+
+async def test_the_schedule_runs_on_its_own(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        database_url,
+        tmp_path / "data",
+        backup={"dir": tmp_path / "backups", "interval_minutes": 0.01, "keep": 2},
+        worker={"periodic_check_seconds": 0.2},
+    )
+    async with running_app(settings) as (_, api):
+        await api.tenant("hr")
+        root = tmp_path / "backups"
+        deadline = time.monotonic() + 60
+        # Every 0.6 s a backup job; retention holds the folder at 2.
+        while len(complete_backups(root)) < 2 or time.monotonic() < deadline - 55:
+            assert time.monotonic() < deadline, "no scheduled backups"
+            await asyncio.sleep(0.2)
+        assert len(complete_backups(root)) <= 2
+
+
+async def test_one_backup_into_a_root_at_a_time(
+    app: FastAPI, settings: Settings, tmp_path: Path
+) -> None:
+    refused: list[Exception] = []
+
+    def another(state: SnapshotState) -> None:
+        try:
+            backup_to_root(settings)
+        except BackupBusy as exc:
+            refused.append(exc)
+
+    first = await asyncio.to_thread(backup_to_root, settings, while_locked=another)
+    assert [str(e) for e in refused] == [f"another backup into {tmp_path / 'backups'} is running"]
+    assert complete_backups(tmp_path / "backups") == [first.path]
