@@ -38,7 +38,7 @@ class FileEntry:
 
 @dataclass
 class Manifest:
-    created_at: str
+    created_at: str  # when the snapshot was taken: the backup's recovery point
     backend: str  # "sqlite" | "postgresql"
     schema_revision: str | None
     database_file: str

@@ -241,7 +241,7 @@ def _pin(shard: ShardRef, index_root: Path, staging: Path) -> None:
     try:
         os.link(source, target)
     except FileNotFoundError:
-        raise
+        raise  # the file is gone: the caller decides (FileNotFoundError is an OSError too)
     except OSError:
         # No hard links on this file system: copy while the lock is still held.
         shutil.copyfile(source, target)

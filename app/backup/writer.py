@@ -167,6 +167,8 @@ def write_backup(
             pg_bin_dir=settings.backup.pg_bin_dir,
             while_locked=while_locked,
         ) as (snapshot, state):
+            # The recovery point: what the database and the pinned shards show.
+            taken_at = utcnow()
             dumped = snapshot.dump(target)
         entries.append(manifest_file.entry_for(target, target / dumped.file))
         for shard in state.shards:
@@ -183,7 +185,7 @@ def write_backup(
         (target / TOMBSTONES).touch(mode=PRIVATE_FILE_MODE)
         entries.append(manifest_file.entry_for(target, target / TOMBSTONES))
         manifest = Manifest(
-            created_at=utcnow().isoformat(),
+            created_at=taken_at.isoformat(),
             backend="sqlite" if is_sqlite(url) else "postgresql",
             schema_revision=state.schema_revision,
             database_file=dumped.file,
