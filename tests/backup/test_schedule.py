@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -55,8 +56,11 @@ async def test_retention_keeps_the_newest_n(
     root = tmp_path / "backups"
     assert complete_backups(root) == taken[1:]
     assert not taken[0].exists()
-    # Each kept one is a whole backup, restorable on its own.
+    # Each kept one is a whole backup, restorable on its own, private to the server's user.
     assert all((path / "manifest.json").is_file() for path in taken[1:])
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
 
 
 def test_prune_leaves_young_partial_backups_and_other_files(tmp_path: Path) -> None:
