@@ -87,7 +87,13 @@ def backup_to_root(
     with _one_at_a_time(root):
         name = f"{PREFIX}{utcnow().strftime('%Y%m%dT%H%M%S%f')}Z"
         partial = root / f"{PARTIAL}{name}"
-        result = write_backup(settings, partial, while_locked=while_locked)
+        earlier = complete_backups(root)
+        result = write_backup(
+            settings,
+            partial,
+            previous=earlier[-1] if earlier else None,
+            while_locked=while_locked,
+        )
         final = root / name
         os.replace(partial, final)
         prune(root, settings.backup.keep)

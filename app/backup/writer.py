@@ -22,13 +22,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session
 
 from app.backup import manifest as manifest_file
 from app.backup import tombstone_file
-from app.backup.manifest import FileEntry, Manifest
+from app.backup.manifest import BackupInvalid, FileEntry, Manifest
 from app.backup.snapshot import (
     BackupFailed,
     BlobRef,
@@ -56,15 +57,61 @@ class BackupResult:
     # Documents whose blob a purge deleted between the snapshot and the copy (a tombstone for
     # each is in the backup).
     purged_meanwhile: int
+    # Files hard-linked from the previous backup (the same bytes) instead of copied.
+    linked: int = 0
 
 
-def _copy(source: Path, target: Path, root: Path) -> FileEntry:
-    """Copy bytes as they are (ciphertext stays ciphertext), hashing on the way; fsynced."""
-    digest = hashlib.sha256()
-    size = 0
-    # The source first: a file a purge deleted meanwhile leaves nothing behind here.
-    with source.open("rb") as handle:
+class Copier:
+    """Copies files into a backup as bytes (ciphertext stays ciphertext), hashing them on the
+    way, fsynced. Given the previous backup, a file whose bytes it already holds under the
+    same path is hard-linked from there instead: shard versions and stored files rarely
+    change between two scheduled backups, so each backup costs the disk only what changed,
+    and each is still complete on its own (deleting one never touches another's files)."""
+
+    def __init__(self, root: Path, previous: Path | None = None) -> None:
+        self.root = root
+        self.previous = previous
+        self.linked = 0
+        self._known: dict[str, FileEntry] = {}
+        if previous is not None:
+            try:
+                self._known = {e.path: e for e in manifest_file.read(previous).files}
+            except BackupInvalid:
+                self.previous = None
+
+    def copy(self, source: Path, target: Path) -> FileEntry:
+        relative = target.relative_to(self.root).as_posix()
+        # One open file for hashing and copying: a file replaced meanwhile (a new inode) can
+        # never mix into what is hashed here.
+        with source.open("rb") as handle:
+            known = self._known.get(relative)
+            if known is not None and self._link(handle, known, target):
+                return known
+            handle.seek(0)
+            return self._write(handle, target, relative)
+
+    def _link(self, handle: BinaryIO, known: FileEntry, target: Path) -> bool:
+        """Link the previous backup's file when its bytes and the source's are the same (both
+        hashed: a damaged earlier copy is never carried on)."""
+        assert self.previous is not None
+        earlier = self.previous / known.path
+        if _hash(handle) != (known.size, known.sha256):
+            return False
+        try:
+            with earlier.open("rb") as previous:
+                if _hash(previous) != (known.size, known.sha256):
+                    return False
+            private_dir(target.parent)
+            os.link(earlier, target)
+        except OSError:
+            return False  # gone, or no hard links between the two folders: copy instead
+        self.linked += 1
+        return True
+
+    def _write(self, handle: BinaryIO, target: Path, relative: str) -> FileEntry:
         private_dir(target.parent)
+        digest = hashlib.sha256()
+        size = 0
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         with os.fdopen(fd, "wb") as out:
             while block := handle.read(_CHUNK):
@@ -73,7 +120,16 @@ def _copy(source: Path, target: Path, root: Path) -> FileEntry:
                 out.write(block)
             out.flush()
             os.fsync(out.fileno())
-    return FileEntry(target.relative_to(root).as_posix(), size, digest.hexdigest())
+        return FileEntry(relative, size, digest.hexdigest())
+
+
+def _hash(handle: BinaryIO) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    while block := handle.read(_CHUNK):
+        digest.update(block)
+        size += len(block)
+    return size, digest.hexdigest()
 
 
 def _empty_target(target: Path, data_dir: Path) -> None:
@@ -111,7 +167,7 @@ def _purged_meanwhile(engine: Engine, blob: BlobRef) -> bool:
 
 
 def _copy_blobs(
-    state: SnapshotState, store: ContentStore, engine: Engine, root: Path
+    state: SnapshotState, store: ContentStore, engine: Engine, copier: Copier
 ) -> tuple[list[FileEntry], list[TombstoneRecord]]:
     entries: list[FileEntry] = []
     tombstones: list[TombstoneRecord] = []
@@ -125,7 +181,7 @@ def _copy_blobs(
             source = legacy if legacy.exists() else source
         relative = source.relative_to(store.root)
         try:
-            entries.append(_copy(source, root / FILES / relative, root))
+            entries.append(copier.copy(source, copier.root / FILES / relative))
             copied.add((blob.tenant_id, blob.sha256))
         except FileNotFoundError:
             if blob.status == "purging":
@@ -150,10 +206,12 @@ def write_backup(
     settings: Settings,
     target: Path,
     *,
+    previous: Path | None = None,
     while_locked: Callable[[SnapshotState], None] | None = None,
 ) -> BackupResult:
-    """Back up the running deployment into `target` (a new or empty folder). Blocking: call
-    it from a worker thread. On failure nothing of the partial backup is left."""
+    """Back up the running deployment into `target` (a new or empty folder); files whose
+    bytes the `previous` backup holds are linked from it (Copier). Blocking: call it from a
+    worker thread. On failure nothing of the partial backup is left."""
     _empty_target(target, settings.data_dir)
     url = settings.resolved_database_url
     staging = settings.index_dir / f".backup-{uuid.uuid4().hex}"
@@ -171,11 +229,12 @@ def write_backup(
             taken_at = utcnow()
             dumped = snapshot.dump(target)
         entries.append(manifest_file.entry_for(target, target / dumped.file))
+        copier = Copier(target, previous)
         for shard in state.shards:
-            entries.append(_copy(shard.path(staging), shard.path(target / INDEXES), target))
+            entries.append(copier.copy(shard.path(staging), shard.path(target / INDEXES)))
         shutil.rmtree(staging, ignore_errors=True)
         blob_entries, meanwhile = _copy_blobs(
-            state, ContentStore(settings.files_dir), engine, target
+            state, ContentStore(settings.files_dir), engine, copier
         )
         entries += blob_entries
         # Read after the dump: every tombstone the snapshot holds, and any recorded since.
@@ -193,7 +252,7 @@ def write_backup(
             files=entries,
         )
         manifest_file.write(target, manifest)
-        return BackupResult(target, manifest, len(meanwhile))
+        return BackupResult(target, manifest, len(meanwhile), copier.linked)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

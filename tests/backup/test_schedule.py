@@ -10,9 +10,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.backup.manifest import BackupInvalid, FileEntry, verify
 from app.backup.schedule import (
     PARTIAL,
     BackupBusy,
@@ -24,7 +26,8 @@ from app.backup.snapshot import SnapshotState
 from app.jobs.kinds import JobKind
 from app.jobs.periodic import periodic_tasks
 from app.kit.settings import Settings
-from tests.conftest import make_settings, running_app
+from tests.conftest import Api, make_settings, running_app
+from tests.documents.helpers import wait_for
 
 
 @pytest.fixture
@@ -118,3 +121,38 @@ async def test_one_backup_into_a_root_at_a_time(
     first = await asyncio.to_thread(backup_to_root, settings, while_locked=another)
     assert [str(e) for e in refused] == [f"another backup into {tmp_path / 'backups'} is running"]
     assert complete_backups(tmp_path / "backups") == [first.path]
+
+
+async def test_unchanged_files_are_linked_from_the_previous_backup(
+    app: FastAPI, api: Api, client: httpx.AsyncClient, settings: Settings, tmp_path: Path
+) -> None:
+    await api.tenant("hr")
+    admin = await api.user("hradmin", hr="admin")
+    response = await client.post(
+        "/api/v1/tenants/hr/documents",
+        files={"file": ("note.txt", b"The garage closes at nine on Fridays.")},
+        headers=admin,
+    )
+    assert (await wait_for(client, admin, "hr", response.json()["id"]))["status"] == "ready"
+    first = await asyncio.to_thread(backup_to_root, settings)
+    second = await asyncio.to_thread(backup_to_root, settings)
+    shared = [f.path for f in second.manifest.files if f.path.split("/")[0] in ("indexes", "files")]
+    assert len(shared) == 3  # a vector shard, a BM25 shard, the stored file
+    assert second.linked == 3
+    for relative in shared:
+        assert (first.path / relative).stat().st_ino == (second.path / relative).stat().st_ino
+    assert _sorted(verify(second.path).files) == _sorted(second.manifest.files)
+
+    # A damaged earlier copy is never carried on: the next backup copies afresh.
+    blob = next(p for p in shared if p.startswith("files/"))
+    (second.path / blob).write_bytes(b"bit rot")
+    third = await asyncio.to_thread(backup_to_root, settings)
+    assert third.linked == 2
+    assert (third.path / blob).stat().st_ino != (second.path / blob).stat().st_ino
+    assert _sorted(verify(third.path).files) == _sorted(third.manifest.files)
+    with pytest.raises(BackupInvalid, match=f"does not match its checksum: {blob}"):
+        verify(second.path)
+
+
+def _sorted(entries: list[FileEntry]) -> list[FileEntry]:
+    return sorted(entries, key=lambda e: e.path)
