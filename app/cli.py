@@ -12,6 +12,13 @@ from typing import Annotated, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.backup.cli import (
+    BackupDir,
+    RestoreDir,
+    TombstoneFiles,
+    run_backup,
+    run_restore,
+)
 from app.bench.cli import bench_app
 from app.chat.cli import ask_command
 from app.documents.cli import DocumentArg, DryRun, TenantOpt, purge_document, retention_purge
@@ -55,7 +62,8 @@ T = TypeVar("T")
 # The commands that create a data dir where the resolution order leads (app/kit/locate.py);
 # every other command refuses to run on a missing or never-migrated one. A worker is a server
 # process too: scaled out, it starts on a fresh shared volume and writes index shards there.
-_CREATING_COMMANDS = frozenset({"serve", "migrate", "worker"})
+# A restore fills an empty data dir (and refuses any other).
+_CREATING_COMMANDS = frozenset({"serve", "migrate", "worker", "restore"})
 
 
 @app.callback()
@@ -381,6 +389,21 @@ def purge(dry_run: DryRun = False) -> None:
     """The retention purge now: soft-deleted documents past their retention window."""
     settings = _settings()
     typer.echo(_run_async(retention_purge(settings, dry_run=dry_run)))
+
+
+@app.command("backup")
+def backup(directory: BackupDir = None) -> None:
+    """Back up the database, shard files and stored files while the server runs (no keys)."""
+    settings = _settings()
+    typer.echo(run_backup(settings, directory))
+
+
+@app.command("restore")
+def restore(backup_dir: RestoreDir, tombstones: TombstoneFiles = None) -> None:
+    """Restore a backup into an empty data dir and empty database; purges and erasures done
+    after the backup (tombstones) are done again before anything serves."""
+    # Not _settings(): that would migrate and generate secrets in the (empty) target first.
+    typer.echo(run_restore(get_settings(), backup_dir, tombstones or []))
 
 
 def _run_async(work: Awaitable[T]) -> T:

@@ -40,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
+from app.backup.tombstones import tombstone_service
 from app.cache import versions
 from app.chat.answer_cache import answer_cache
 from app.documents.purge_repository import ChunkTrace, purge_repository
@@ -192,6 +193,11 @@ class PurgeService:
                 await purge_repository.delete_row(session, document_id)
                 open_receipt = await receipt_repository.get(session, receipt_id)
                 assert open_receipt is not None
+                # Outlives the data and every backup taken before it (app/backup/): a restore
+                # of one of those purges the document again before serving.
+                await tombstone_service.record(
+                    session, "document", tenant_id=tenant_id, subject_id=document_id, digest=sha
+                )
                 # Every step recorded its own counts as it committed (see `record`).
                 totals = {
                     name: count

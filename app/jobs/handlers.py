@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 from datetime import timedelta
 
 from app.audit.checkpoints import write_checkpoints
+from app.backup.schedule import BackupBusy, backup_to_root
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
 from app.jobs.registry import JobRegistry, Renew
@@ -17,6 +20,8 @@ from app.models import Job
 from ingest.erasure import compact_shards
 from ingest.pipeline import IngestPipeline
 from ingest.priority import BackgroundThreads
+
+logger = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
@@ -74,5 +79,15 @@ async def build_registry(
 
     registry.register(JobKind.RETENTION_PURGE, simple_handler(runtime, worker, retention))
     registry.register(JobKind.SHARD_COMPACTION, simple_handler(runtime, worker, compaction))
+
+    async def backup(job: Job) -> None:
+        # Blocking file and database work: a thread, so the process keeps serving.
+        try:
+            await asyncio.to_thread(backup_to_root, runtime.settings)
+        except BackupBusy:
+            # The previous period's backup still runs: this period's is that one.
+            logger.info("backup job %s: the previous backup is still running", job.id)
+
     registry.register(JobKind.AUDIT_CHECKPOINT, simple_handler(runtime, worker, checkpoint))
+    registry.register(JobKind.BACKUP, simple_handler(runtime, worker, backup))
     return registry, pipeline

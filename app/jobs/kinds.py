@@ -16,6 +16,8 @@ class JobKind(StrEnum):
     SHARD_COMPACTION = "shard_compaction"
     # Also queued by app.audit.service every worker.audit_checkpoint_entries entries of a chain.
     AUDIT_CHECKPOINT = "audit_checkpoint"
+    # A backup into backup.dir with retention (app/backup/schedule.py).
+    BACKUP = "backup"
 
 
 @dataclass(frozen=True)

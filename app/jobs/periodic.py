@@ -1,4 +1,4 @@
-"""Periodic work as jobs: the retention purge, shard compaction and audit checkpoints.
+"""Periodic work as jobs: the retention purge, shard compaction, audit checkpoints, backups.
 
 Every process that runs jobs calls `start_due` every `worker.periodic_check_seconds`. A task's
 row in `periodic_runs` says when it is next due; the conditional update in `take_period` lets
@@ -36,6 +36,7 @@ def periodic_tasks(settings: Settings) -> list[PeriodicTask]:
         JobKind.RETENTION_PURGE: worker.retention_purge_seconds,
         JobKind.SHARD_COMPACTION: worker.shard_compaction_seconds,
         JobKind.AUDIT_CHECKPOINT: worker.audit_checkpoint_seconds,
+        JobKind.BACKUP: settings.backup.interval_seconds,
     }
     return [
         PeriodicTask(kind, timedelta(seconds=seconds))

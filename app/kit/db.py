@@ -245,5 +245,7 @@ def database_for(settings: Settings) -> Database:
             "audit_secret": settings.secret("audit_secret"),
             # app.audit.service queues a checkpoint every this many entries of a chain.
             "audit_checkpoint_entries": settings.worker.audit_checkpoint_entries,
+            # Completed purges and erasures append their tombstones here (app/backup/).
+            "tombstone_journal": settings.backup.journal,
         },
     )

@@ -29,6 +29,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 DEFAULT_CONFIG_FILE = CONFIG_DIR / "default.toml"
 
+# Scheduled backups run this often once backup.dir is set: a recovery point under 15 minutes.
+DEFAULT_BACKUP_MINUTES = 15.0
+
 # Secrets shorter than this are refused in production: they are guessable.
 MIN_SECRET_LENGTH = 32
 
@@ -88,6 +91,42 @@ class WorkerSettings(BaseModel):
     audit_checkpoint_seconds: float = Field(default=300.0, ge=0)
     audit_checkpoint_entries: int = Field(default=100, ge=0)
     periodic_check_seconds: float = Field(default=30.0, gt=0)
+
+
+class BackupSettings(BaseModel):
+    """Scheduled backups and the tombstone journal (app/backup/)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Where `cairn backup` writes when no folder is named, where the scheduled backups go,
+    # and where the tombstone journal lives (tombstones.jsonl): put it on another disk or
+    # machine than data_dir, or a lost data dir takes its backups with it. None: no scheduled
+    # backups and no journal (every backup still carries the tombstones of the database).
+    dir: Path | None = None
+    # Minutes between scheduled backups; None: 15 when `dir` is set, else off; 0: off.
+    interval_minutes: float | None = Field(default=None, ge=0)
+    # Scheduled backups kept in `dir` (the oldest complete ones beyond this are deleted).
+    keep: int = Field(default=8, ge=1)
+    # The append-only journal of tombstones; default `dir`/tombstones.jsonl.
+    tombstone_journal: Path | None = None
+    # PostgreSQL: the folder of the pg_dump / pg_restore to use (default: those on PATH),
+    # e.g. /usr/lib/postgresql/16/bin where several client versions are installed.
+    pg_bin_dir: Path | None = None
+
+    @property
+    def interval_seconds(self) -> float:
+        """How often the scheduled backup runs (0 = never)."""
+        if self.dir is None:
+            return 0.0
+        minutes = DEFAULT_BACKUP_MINUTES if self.interval_minutes is None else self.interval_minutes
+        return minutes * 60.0
+
+    @property
+    def journal(self) -> Path | None:
+        """The tombstone journal's file (None: no journal configured)."""
+        if self.tombstone_journal is not None:
+            return self.tombstone_journal
+        return self.dir / "tombstones.jsonl" if self.dir is not None else None
 
 
 class RerankSettings(BaseModel):
@@ -585,6 +624,7 @@ class Settings(BaseSettings):
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     # Browser origins allowed to call the API directly (CORS), e.g. a NextChat or Open WebUI
     # page served from another host; empty = no cross-origin browser access.
     cors_origins: list[str] = Field(default_factory=list)

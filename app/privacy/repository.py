@@ -31,6 +31,9 @@ from app.models import (
 # identity scan after an erasure skips them, so a document titled like a person cannot keep
 # that person from being erased.
 _TENANT_CONTENT = frozenset({"documents", "document_tags", "chunks", "chat_citations"})
+# Tables that hold ids and hashes only, by construction (app/models/tombstone.py): their
+# kind column ("user", "document") must not pass for a person named so.
+_IDS_AND_HASHES = frozenset({"tombstones"})
 
 
 async def _affected(session: AsyncSession, statement: Executable) -> int:
@@ -263,7 +266,7 @@ class PrivacyRepository:
         a table added later is scanned too. Free text (Text columns) is not searched."""
         found: list[str] = []
         for table in Base.metadata.sorted_tables:
-            if table.name in _TENANT_CONTENT:
+            if table.name in _TENANT_CONTENT or table.name in _IDS_AND_HASHES:
                 continue
             columns = [
                 c

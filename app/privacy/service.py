@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.chain import actor_commitment
 from app.audit.schemas import AuditEntryRead, public_chain
 from app.audit.service import audit_secret_of, audit_service
+from app.backup.tombstone_file import user_digest
+from app.backup.tombstones import tombstone_service
 from app.chat.adapter import message_out
 from app.chat.service import TranscriptEntry, chat_service
 from app.kit import authz
@@ -220,16 +222,24 @@ class PrivacyService:
         }
 
     async def erase(
-        self, session: AsyncSession, principal: Principal | None, *, username: str
+        self,
+        session: AsyncSession,
+        principal: Principal | None,
+        *,
+        username: str,
+        replay: bool = False,
     ) -> DeletionReceipt:
         """Erase a person (platform admin, or the CLI when principal is None); the completed
         receipt. 409 for the last active platform admin, 404 for an unknown username.
+        `replay`: a restore doing again an erasure done after its backup was taken; it was
+        allowed then, so it is done even if the backup's only platform admin is the person.
 
         Everything happens in the caller's transaction. Once it has committed, call `scrub`
         so that on SQLite the erased bytes also leave the write-ahead log."""
         user = await self._user(session, username)
         if (
-            user.is_platform_admin
+            not replay
+            and user.is_platform_admin
             and user.is_active
             and await privacy_repository.count_active_platform_admins(session) <= 1
         ):
@@ -237,7 +247,7 @@ class PrivacyService:
                 "The last platform admin cannot be erased; make another platform admin first",
                 code="last_platform_admin",
             )
-        user_id, name = user.id, user.username
+        user_id, name, subject = user.id, user.username, user.subject
         identity = [v for v in (user.username, user.email) if v]
         commitment = actor_commitment(audit_secret_of(session), user_id, name)
         session.expunge(user)
@@ -274,6 +284,11 @@ class PrivacyService:
             raise ErasureUnverified(
                 f"{ErasureUnverified.message}: {'; '.join(verification.failures)}"
             )
+        # Outlives the account and every backup taken before the erasure (app/backup/): a
+        # restore of one of those erases the person again before serving.
+        await tombstone_service.record(
+            session, "user", tenant_id=None, subject_id=user_id, digest=user_digest(subject)
+        )
         await receipt_service.complete(
             session,
             receipt,
