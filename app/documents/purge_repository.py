@@ -10,6 +10,8 @@ import numpy as np
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.crypto.chunks import open_chunk_text
+from app.crypto.envelope import DataKey
 from app.jobs.repository import job_repository
 from app.models import (
     ChatCitation,
@@ -35,10 +37,13 @@ class ChunkTrace:
 
 
 class PurgeRepository:
-    async def chunk_trace(self, session: AsyncSession, document_id: int) -> ChunkTrace:
+    async def chunk_trace(
+        self, session: AsyncSession, document_id: int, key: DataKey | None = None
+    ) -> ChunkTrace:
+        """The document's chunks (sealed text opened with the tenant's `key`)."""
         rows = (
             await session.execute(
-                select(Chunk.id, Chunk.text, Chunk.embedding)
+                select(Chunk.id, Chunk.text, Chunk.embedding, Chunk.tenant_id, Chunk.position)
                 .where(Chunk.document_id == document_id)
                 .order_by(Chunk.id)
             )
@@ -49,7 +54,8 @@ class PurgeRepository:
             if rows
             else np.zeros((0, 0), dtype=np.float32)
         )
-        return ChunkTrace(ids, [r[1] for r in rows], vectors)
+        texts = [open_chunk_text(key, r[3], document_id, r[4], r[1]) for r in rows]
+        return ChunkTrace(ids, texts, vectors)
 
     async def answers_from(self, session: AsyncSession, document_id: int) -> list[int]:
         """Assistant messages whose prompt held, or whose citations name, the document."""

@@ -14,6 +14,7 @@ from app.models.job import Job
 from app.models.membership import Membership
 from app.models.periodic_run import PeriodicRun
 from app.models.tenant import Tenant
+from app.models.tenant_key import TenantKey
 from app.models.user import User
 
 __all__ = [
@@ -37,5 +38,6 @@ __all__ = [
     "Membership",
     "PeriodicRun",
     "Tenant",
+    "TenantKey",
     "User",
 ]
