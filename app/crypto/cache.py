@@ -40,36 +40,39 @@ def _open(data_key: DataKey, raw: bytes, key: str | None) -> bytes:
 
 
 class SealedStore:
-    """A CacheStore whose values are sealed per tenant (keys without a tenant: refused)."""
+    """A CacheStore whose values are sealed per tenant (keys without a tenant: refused; a
+    tenant without a data key yet: not cached)."""
 
     def __init__(self, inner: CacheStore, keyring: Keyring) -> None:
         self.inner = inner
         self.keyring = keyring
         self.backend = inner.backend
 
-    async def _key_for(self, key: str, *, write: bool) -> DataKey:
+    async def _key_for(self, key: str) -> DataKey | None:
+        # Never creates a key: a cache write may run inside a request whose transaction holds
+        # SQLite's only writer connection. A tenant without a key has nothing sealed to cache.
         tenant_id = _tenant_of(key)
         if tenant_id is None:
             raise EncryptionError(f"cache key {key!r} names no tenant; refusing to store it")
-        found = await (
-            self.keyring.for_writing(tenant_id) if write else self.keyring.for_reading(tenant_id)
-        )
-        if found is None:
-            raise EncryptionError(f"tenant {tenant_id} has no data key")
-        return found
+        return await self.keyring.for_reading(tenant_id)
 
     async def get(self, key: str) -> bytes | None:
         raw = await self.inner.get(key)
         if raw is None:
             return None
         try:
-            return _open(await self._key_for(key, write=False), raw, key)
+            data_key = await self._key_for(key)
+            if data_key is None:
+                raise EncryptionError("the tenant has no data key")
+            return _open(data_key, raw, key)
         except EncryptionError:
             await self.inner.delete(key)
             return None
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
-        data_key = await self._key_for(key, write=True)
+        data_key = await self._key_for(key)
+        if data_key is None:
+            return  # not cached (see _key_for)
         sealed = data_key.seal(key.encode() + b"\n" + value, _ad(data_key.tenant_id))
         await self.inner.set(key, sealed, ttl=ttl)
 

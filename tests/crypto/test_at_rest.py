@@ -3,7 +3,9 @@ sealed data, moved ciphertexts, crypto-shredding, KEK rotation and converting ex
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,7 @@ from app.crypto.envelope import EncryptionError, blob_ad, is_sealed
 from app.crypto.kek import KekError, load_kek
 from app.crypto.keyring import Keyring
 from app.jobs.runtime import Runtime
+from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import AuditEntry, Chunk, Document, TenantKey
@@ -230,3 +233,37 @@ async def test_kek_rotation_keeps_search_and_retires_the_old_kek(
         assert row is not None
         with pytest.raises(KekError, match="does not unwrap"):
             old.unwrap(tenant_id, row.wrapped_key, old.fingerprint)
+
+
+async def test_a_purge_of_a_sealed_document_is_verified(
+    api: Api, client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    await api.tenant("hr")
+    headers = await api.user("hrad", hr="admin")
+    keep = await _upload(client, headers, "hr", 1)
+    doomed = await _upload(client, headers, "hr", 2)
+    response = await client.delete(
+        f"/api/v1/tenants/hr/documents/{encode_id(IdKind.DOCUMENT, doomed)}?purge=true",
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+    url = f"/api/v1/tenants/hr/deletion-receipts/{response.json()['receipt_id']}"
+    deadline = time.monotonic() + 60
+    while (receipt := (await client.get(url, headers=headers)).json())["status"] == "pending":
+        assert time.monotonic() < deadline, receipt
+        await asyncio.sleep(0.2)
+    # The verification asked the sealed shards for the purged document's own words.
+    assert receipt["status"] == "done", receipt
+    assert receipt["verification"]["passed"] is True, receipt
+    checks = {c["name"]: c for c in receipt["verification"]["checks"]}
+    assert checks["bm25_own_terms"]["passed"], checks
+    assert checks["shard_files"]["passed"], checks
+    # The rewritten shard versions are sealed too, and the other document is still found.
+    tenant_id = await _tenant_id(app, "hr")
+    shards = list((settings.index_dir / f"tenant-{tenant_id}").glob("*-v*.*"))
+    assert shards
+    assert all(is_sealed(p.read_bytes()) for p in shards)
+    texts = await _search(client, headers, "hr")
+    assert [t for t in texts if "trip 1" in t]
+    assert not [t for t in texts if "trip 2" in t]
+    assert keep != doomed

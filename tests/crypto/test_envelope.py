@@ -153,3 +153,6 @@ async def test_cache_entries_are_sealed_per_tenant_and_entry() -> None:
     assert await store.get("answer:1:abc") is None
     with pytest.raises(EncryptionError, match="names no tenant"):
         await store.set("global", b"x", ttl=60)
+    # A tenant without a key yet: nothing is cached (no key is created from a cache write).
+    await store.set("answer:1:abc", b"x", ttl=60)
+    assert await inner.get("answer:1:abc") is None
