@@ -30,8 +30,10 @@ TEXT_PREFIX = "cairn:enc:v1:"
 _HEADER = MAGIC + bytes([FORMAT_VERSION])
 
 
-class EncryptionError(RuntimeError):
-    """Data cannot be encrypted or decrypted: a wrong key, a moved ciphertext, no key at all."""
+class EncryptionError(Exception):
+    """Data cannot be encrypted or decrypted: a wrong key, a moved ciphertext, no key at all.
+    Not a RuntimeError: readers that turn faiss's RuntimeErrors into "stale shard, retry" must
+    let this one through."""
 
 
 def is_sealed(data: bytes) -> bool:
