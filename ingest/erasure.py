@@ -23,8 +23,8 @@ import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.crypto.envelope import DataKey, ObjectSealer, shard_sealer
 from app.kit.db import Database
+from app.kit.envelope import DataKey, ObjectSealer, shard_sealer
 from app.models import IndexShard
 from app.search.index import (
     CorpusStats,

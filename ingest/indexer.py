@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import versions
 from app.crypto.chunks import open_chunk_headings, open_chunk_text
-from app.crypto.envelope import DataKey, shard_sealer
 from app.crypto.keyring import Keyring
 from app.kit.db import Database
+from app.kit.envelope import DataKey, shard_sealer
 from app.kit.settings import IndexSettings
 from app.models import Chunk, Document, IndexShard
 from app.search.index import (

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.cache.store import CacheStore
-from app.crypto.envelope import DataKey, EncryptionError
 from app.crypto.keyring import Keyring
+from app.kit.envelope import DataKey, EncryptionError
 
 
 def _tenant_of(key: str) -> int | None:

@@ -9,7 +9,7 @@ files), so nothing is lost by the database no longer seeing it.
 
 from __future__ import annotations
 
-from app.crypto.envelope import DataKey, chunk_ad, unseal_text
+from app.kit.envelope import DataKey, chunk_ad, unseal_text
 
 
 def seal_chunk_text(

@@ -12,11 +12,11 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from app.crypto.envelope import EncryptionError
-from app.crypto.kek import load_kek
 from app.crypto.service import enable, rotate_kek, status
 from app.jobs.runtime import Runtime
 from app.kit.console import prepared
+from app.kit.envelope import EncryptionError
+from app.kit.kek import load_kek
 from app.kit.settings import Settings, get_settings
 
 T = TypeVar("T")

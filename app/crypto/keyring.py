@@ -17,10 +17,10 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.crypto.envelope import KEY_BYTES, DataKey
-from app.crypto.kek import Kek, KekError, load_kek
 from app.crypto.repository import tenant_key_repository
 from app.kit.db import Database
+from app.kit.envelope import KEY_BYTES, DataKey
+from app.kit.kek import Kek, KekError, load_kek
 from app.kit.settings import EncryptionSettings
 
 

@@ -12,10 +12,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.crypto.chunks import seal_chunk_headings, seal_chunk_text
-from app.crypto.envelope import TEXT_PREFIX, DataKey, is_sealed, shard_sealer
-from app.crypto.kek import Kek, KekError
 from app.crypto.repository import tenant_key_repository
 from app.jobs.runtime import Runtime
+from app.kit.envelope import TEXT_PREFIX, DataKey, is_sealed, shard_sealer
+from app.kit.kek import Kek, KekError
 from app.models import Chunk, Document, Tenant
 from app.search.index import load_bm25_shard, load_shard, save_bm25_shard, save_shard
 from ingest.erasure import ShardFile, shard_files

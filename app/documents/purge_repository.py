@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.crypto.chunks import open_chunk_text
-from app.crypto.envelope import DataKey
 from app.jobs.repository import job_repository
+from app.kit.envelope import DataKey
 from app.models import (
     ChatCitation,
     ChatMessage,

@@ -19,8 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from app.crypto.kek import KekError, load_kek
 from app.kit.files import create_private_file, private_dir
+from app.kit.kek import KekError, load_kek
 from app.kit.locate import cli_data_dir, locate_data_dir
 from ingest.chunking import ChunkingConfig
 from ingest.embedding import EmbeddingConfig

@@ -21,16 +21,24 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from app.crypto.envelope import DataKey, blob_ad, is_sealed, unseal
+from app.kit.envelope import DataKey, blob_ad, is_sealed, unseal
 from app.kit.files import private_dir
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    # Only the type: the keyring module imports the database layer, which the store needs not.
-    from app.crypto.keyring import Keyring
+
+class Keys(Protocol):
+    """Where tenant data keys come from (app/crypto/keyring.py's Keyring)."""
+
+    async def for_writing(
+        self, tenant_id: int, session: AsyncSession | None = None
+    ) -> DataKey | None: ...
+
+    async def for_reading(self, tenant_id: int) -> DataKey | None: ...
+
 
 CHUNK = 1024 * 1024
 
@@ -52,7 +60,7 @@ class TooLarge(Exception):
 
 
 class ContentStore:
-    def __init__(self, root: Path, keyring: Keyring | None = None) -> None:
+    def __init__(self, root: Path, keyring: Keys | None = None) -> None:
         self.root = root
         self.keyring = keyring
 

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.sql.elements import SQLCoreOperations
 
 from app.crypto.chunks import open_chunk_headings, open_chunk_text
-from app.crypto.envelope import DataKey
 from app.kit.authz import SENSITIVITY_LEVELS
+from app.kit.envelope import DataKey
 from app.models import Chunk, Document, DocumentTag, IndexShard
 from app.search.visibility import Visibility
 

@@ -38,9 +38,9 @@ import numpy.typing as npt
 from sqlalchemy.engine import Connection
 
 from app.cache.store import CacheStore
-from app.crypto.envelope import DataKey
 from app.crypto.keyring import Keyring
 from app.kit.db import Database
+from app.kit.envelope import DataKey
 from app.kit.errors import ServiceUnavailable
 from app.kit.metrics import EMBEDDING_SECONDS, SEARCH_SECONDS
 from app.kit.settings import IndexSettings, SearchSettings, Settings

@@ -28,9 +28,9 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session as SyncSession
 
-from app.crypto.envelope import DataKey, shard_sealer
 from app.crypto.keyring import Keyring
 from app.kit.db import Database
+from app.kit.envelope import DataKey, shard_sealer
 from app.kit.errors import ServiceUnavailable
 from app.models import IndexShard
 from app.search.index import (

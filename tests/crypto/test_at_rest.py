@@ -16,10 +16,10 @@ from sqlalchemy.engine import make_url
 
 from app.crypto import service as crypto_service
 from app.crypto.chunks import open_chunk_text
-from app.crypto.envelope import EncryptionError, blob_ad, is_sealed
-from app.crypto.kek import KekError, load_kek
 from app.crypto.keyring import Keyring
 from app.jobs.runtime import Runtime
+from app.kit.envelope import EncryptionError, blob_ad, is_sealed
+from app.kit.kek import KekError, load_kek
 from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore

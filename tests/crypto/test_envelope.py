@@ -9,8 +9,8 @@ import pytest
 
 from app.cache.store import MemoryStore
 from app.crypto.cache import SealedStore
-from app.crypto.envelope import DataKey, EncryptionError, blob_ad, chunk_ad, is_sealed
-from app.crypto.kek import KekError, load_kek
+from app.kit.envelope import DataKey, EncryptionError, blob_ad, chunk_ad, is_sealed
+from app.kit.kek import KekError, load_kek
 from app.kit.settings import InsecureConfiguration, Settings
 from tests.crypto.helpers import CANARY, write_kek
 

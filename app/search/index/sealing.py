@@ -1,5 +1,5 @@
 """Encrypted shard files: index code takes a ``Sealer`` (a key already bound to the file's
-tenant, kind, shard number and version, app/crypto/envelope.py) and knows nothing else of keys.
+tenant, kind, shard number and version, app/kit/envelope.py) and knows nothing else of keys.
 
 A sealed file is read whole and decrypted into memory; plaintext never reaches the disk, not
 even as a temporary file. Files written before encryption was enabled stay readable as they
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from app.crypto.envelope import EncryptionError, is_sealed
+from app.kit.envelope import EncryptionError, is_sealed
 
 
 class Sealer(Protocol):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.crypto.envelope import DataKey, EncryptionError, is_sealed, shard_sealer
+from app.kit.envelope import DataKey, EncryptionError, is_sealed, shard_sealer
 from app.search.index import (
     VectorShardConfig,
     build_bm25_shard,

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from app.crypto.envelope import KEY_BYTES, MAGIC, NONCE_BYTES, EncryptionError
+from app.kit.envelope import KEY_BYTES, MAGIC, NONCE_BYTES, EncryptionError
 
 _WRAP_HEADER = MAGIC + b"K\x01"
 GENERATE_HINT = "head -c 32 /dev/urandom | base64 > kek && chmod 600 kek"
