@@ -21,7 +21,12 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import versions
-from app.crypto.chunks import open_chunk_headings, open_chunk_text
+from app.crypto.chunks import (
+    open_chunk_headings,
+    open_chunk_text,
+    open_chunk_vector,
+    seal_chunk_vector,
+)
 from app.crypto.keyring import Keyring
 from app.kit.db import Database
 from app.kit.envelope import DataKey, shard_sealer
@@ -192,7 +197,7 @@ class Indexer:
                     c.id,
                     c.document_id,
                     open_chunk_text(read_key, tenant_id, c.document_id, c.position, c.text),
-                    c.embedding,
+                    open_chunk_vector(read_key, tenant_id, c.document_id, c.position, c.embedding),
                     open_chunk_headings(
                         read_key, tenant_id, c.document_id, c.position, c.heading_path
                     ),
@@ -306,7 +311,7 @@ class Indexer:
     ) -> None:
         """Replace every stored vector of the tenant with one from `embedder`."""
         last_id = 0
-        key, _ = await self.keys(tenant_id)
+        key, write_key = await self.keys(tenant_id)
         while True:
             async with self.database.read_sessionmaker() as session:
                 rows = (
@@ -335,11 +340,14 @@ class Indexer:
             ]
             vectors = await asyncio.to_thread(embedder.embed_passages, texts)
             async with self.database.sessionmaker() as session, session.begin():
-                for (chunk_id, *_), vector in zip(rows, vectors, strict=True):
+                for (chunk_id, document_id, position, *_), vector in zip(
+                    rows, vectors, strict=True
+                ):
+                    stored = seal_chunk_vector(
+                        write_key, tenant_id, document_id, position, vector.astype("<f4").tobytes()
+                    )
                     await session.execute(
-                        update(Chunk)
-                        .where(Chunk.id == chunk_id)
-                        .values(embedding=vector.astype("<f4").tobytes())
+                        update(Chunk).where(Chunk.id == chunk_id).values(embedding=stored)
                     )
             last_id = rows[-1][0]
 

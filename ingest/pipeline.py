@@ -22,7 +22,7 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 from sqlalchemy import delete, insert, select
 
-from app.crypto.chunks import seal_chunk_headings, seal_chunk_text
+from app.crypto.chunks import seal_chunk_headings, seal_chunk_text, seal_chunk_vector
 from app.jobs.kinds import JobOutcome
 from app.jobs.repository import job_repository
 from app.kit.db import Database
@@ -222,7 +222,9 @@ class IngestPipeline:
                         key, tenant_id, document_id, c.position, heading_path_json(c.heading_path)
                     ),
                     "token_count": c.token_count,
-                    "embedding": vectors[i].astype("<f4").tobytes(),
+                    "embedding": seal_chunk_vector(
+                        key, tenant_id, document_id, c.position, vectors[i].astype("<f4").tobytes()
+                    ),
                     "shard_no": None,
                 }
                 for i, c in enumerate(chunks)

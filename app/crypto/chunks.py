@@ -9,7 +9,7 @@ files), so nothing is lost by the database no longer seeing it.
 
 from __future__ import annotations
 
-from app.kit.envelope import DataKey, chunk_ad, unseal_text
+from app.kit.envelope import DataKey, chunk_ad, unseal, unseal_text
 
 
 def seal_chunk_text(
@@ -42,3 +42,20 @@ def open_chunk_headings(
 ) -> str:
     """A chunk's heading path (JSON) from its column's value."""
     return unseal_text(stored, key, chunk_ad(tenant_id, document_id, position, "headings"))
+
+
+def seal_chunk_vector(
+    key: DataKey | None, tenant_id: int, document_id: int, position: int, vector: bytes
+) -> bytes:
+    """The embedding column's value: a stored vector gives away much of its text to an
+    embedding-inversion attack, so it is sealed like the text (plaintext without a key)."""
+    if key is None:
+        return vector
+    return key.seal(vector, chunk_ad(tenant_id, document_id, position, "embedding"))
+
+
+def open_chunk_vector(
+    key: DataKey | None, tenant_id: int, document_id: int, position: int, stored: bytes
+) -> bytes:
+    """A chunk's float32 vector bytes from its column's value."""
+    return unseal(stored, key, chunk_ad(tenant_id, document_id, position, "embedding"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.crypto.chunks import seal_chunk_headings, seal_chunk_text
+from app.crypto.chunks import seal_chunk_headings, seal_chunk_text, seal_chunk_vector
 from app.crypto.repository import tenant_key_repository
 from app.jobs.runtime import Runtime
 from app.kit.envelope import TEXT_PREFIX, DataKey, is_sealed, shard_sealer
@@ -151,7 +151,12 @@ async def _seal_chunks(runtime: Runtime, tenant_id: int, key: DataKey) -> int:
             rows = (
                 await session.execute(
                     select(
-                        Chunk.id, Chunk.document_id, Chunk.position, Chunk.text, Chunk.heading_path
+                        Chunk.id,
+                        Chunk.document_id,
+                        Chunk.position,
+                        Chunk.text,
+                        Chunk.heading_path,
+                        Chunk.embedding,
                     )
                     .where(
                         Chunk.tenant_id == tenant_id,
@@ -162,8 +167,8 @@ async def _seal_chunks(runtime: Runtime, tenant_id: int, key: DataKey) -> int:
                     .limit(_BATCH)
                 )
             ).all()
-            for chunk_id, document_id, position, text, headings in rows:
-                # Both columns in one UPDATE: a row is either plaintext or sealed, never half.
+            for chunk_id, document_id, position, text, headings, vector in rows:
+                # Every column in one UPDATE: a row is either plaintext or sealed, never half.
                 await session.execute(
                     update(Chunk)
                     .where(Chunk.id == chunk_id)
@@ -172,6 +177,9 @@ async def _seal_chunks(runtime: Runtime, tenant_id: int, key: DataKey) -> int:
                         heading_path=headings
                         if headings.startswith(TEXT_PREFIX)
                         else seal_chunk_headings(key, tenant_id, document_id, position, headings),
+                        embedding=vector
+                        if is_sealed(vector)
+                        else seal_chunk_vector(key, tenant_id, document_id, position, vector),
                     )
                 )
         if not rows:

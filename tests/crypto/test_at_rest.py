@@ -82,6 +82,13 @@ async def _sealed_rows(app: FastAPI) -> tuple[int, int]:
     return int(plain or 0), int(total or 0)
 
 
+async def _vectors_sealed(app: FastAPI) -> bool:
+    """Whether every chunk's stored vector is sealed (they leak text to inversion attacks)."""
+    async with app.state.database.read_sessionmaker() as session:
+        vectors = list(await session.scalars(select(Chunk.embedding)))
+    return bool(vectors) and all(is_sealed(v) for v in vectors)
+
+
 async def test_a_canary_is_nowhere_on_disk_yet_search_finds_it(
     api: Api, client: httpx.AsyncClient, app: FastAPI, settings: Settings, backend: str
 ) -> None:
@@ -94,6 +101,7 @@ async def test_a_canary_is_nowhere_on_disk_yet_search_finds_it(
     plain, total = await _sealed_rows(app)
     assert total > 0
     assert plain == 0
+    assert await _vectors_sealed(app)
     await app.state.database.checkpoint_wal()
     # Every byte under the data dir: originals, shard files and, on SQLite, cairn.db and -wal.
     files = list(settings.data_dir.rglob("*"))
@@ -267,3 +275,27 @@ async def test_a_purge_of_a_sealed_document_is_verified(
     assert [t for t in texts if "trip 1" in t]
     assert not [t for t in texts if "trip 2" in t]
     assert keep != doomed
+
+
+async def test_a_rebuild_with_new_vectors_keeps_everything_sealed(
+    api: Api, client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    await api.tenant("hr")
+    headers = await api.user("ed", hr="editor")
+    await _upload(client, headers, "hr")
+    runtime: Runtime = app.state.runtime
+    tenant_id = await _tenant_id(app, "hr")
+    count = await runtime.indexer.rebuild_tenant(
+        tenant_id, embedder=await runtime.embedder(), reembed=True
+    )
+    assert count > 0
+    assert await _vectors_sealed(app)
+    shards = list((settings.index_dir / f"tenant-{tenant_id}").glob("*-v*.*"))
+    assert shards
+    assert all(is_sealed(p.read_bytes()) for p in shards)
+    for mode in ("bm25", "vector"):
+        response = await client.post(
+            SEARCH.format(t="hr"), json={"query": CANARY, "mode": mode}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        assert any(CANARY in hit["text"] for hit in response.json()["hits"]), mode

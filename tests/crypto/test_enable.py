@@ -17,7 +17,7 @@ from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from tests.conftest import Api
 from tests.crypto.helpers import CANARY, encrypted_settings, scan
-from tests.crypto.test_at_rest import _search, _upload
+from tests.crypto.test_at_rest import _search, _upload, _vectors_sealed
 
 
 @pytest.fixture
@@ -48,6 +48,7 @@ async def test_enable_is_resumable_and_search_keeps_working(
     )
     runtime = Runtime(on)
     try:
+        assert not await _vectors_sealed(app)
         before = (await crypto_service.status(runtime))[0]
         assert before.files.total == 3
         assert before.files.sealed == 0
@@ -83,6 +84,7 @@ async def test_enable_is_resumable_and_search_keeps_working(
         assert done.shards == halfway.shards.total > 0
         again = await crypto_service.enable(runtime)
         assert (again.chunks, again.files, again.shards) == (0, 0, 0)
+        assert await _vectors_sealed(app)
         final = (await crypto_service.status(runtime))[0]
         assert final.complete
         assert final.key != "none"
