@@ -21,6 +21,7 @@ from app.backup.cli import (
 )
 from app.bench.cli import bench_app
 from app.chat.cli import ask_command
+from app.crypto.cli import encryption_app
 from app.documents.cli import DocumentArg, DryRun, TenantOpt, purge_document, retention_purge
 from app.evaluation.cli import eval_app
 from app.kit import settings as settings_module
@@ -56,6 +57,7 @@ app.command("search")(search_command)
 app.command("ask")(ask_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
+app.add_typer(encryption_app, name="encryption")
 
 T = TypeVar("T")
 
@@ -254,6 +256,38 @@ def tenants_create(
         typer.echo(f"{admin.lower()} is now admin in {slug}")
     else:
         typer.echo(f"no admin yet: cairn members set {slug} USERNAME admin")
+
+
+@tenants_app.command("delete")
+def tenants_delete(
+    slug: Annotated[str, typer.Argument(help="tenant slug")],
+    shred: Annotated[
+        bool,
+        typer.Option(
+            "--shred",
+            help="destroy the tenant's data key first (committed), so every encrypted copy of "
+            "its data, backups included, can no longer be decrypted",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Delete a tenant with all its documents, chunks, shards, files and cached answers."""
+    from app.jobs.runtime import Runtime
+    from app.tenants.deletion import delete_tenant
+
+    if not yes:
+        typer.confirm(f"Delete tenant {slug} and everything in it?", abort=True)
+    settings = _settings()
+
+    async def work() -> str:
+        runtime = Runtime(settings)
+        try:
+            done = await delete_tenant(runtime, None, slug, shred=shred)
+        finally:
+            await runtime.close()
+        return f"deleted tenant {done.slug}" + (" (data key destroyed first)" if shred else "")
+
+    typer.echo(_run_async(work()))
 
 
 @members_app.command("set")

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
+from app.crypto.keyring import Keyring
 from app.documents.schemas import clean_tags
 from app.documents.service import document_service
 from app.jobs.pool import WorkerPool
@@ -126,7 +127,7 @@ async def queue_files(
     progress: Progress,
 ) -> tuple[list[int], list[Skipped]]:
     """Store and queue each file, one transaction per file; (queued ids, skipped files)."""
-    store = ContentStore(settings.files_dir)
+    store = ContentStore(settings.files_dir, Keyring(database, settings.encryption))
     queued: list[int] = []
     skipped: list[Skipped] = []
     task = progress.add_task("queue", total=len(files))
@@ -240,7 +241,8 @@ async def rebuild_index(settings: Settings, tenant: str, *, reembed: bool = Fals
         if found is None:
             raise ResourceNotFound(f"Tenant {tenant!r} not found")
         embedder = await asyncio.to_thread(load_embedder, settings.embedding)
-        indexer = Indexer(database, settings.index_dir, settings.index)
+        keyring = Keyring(database, settings.encryption)
+        indexer = Indexer(database, settings.index_dir, settings.index, keyring)
         try:
             return await indexer.rebuild_tenant(
                 found.id,

@@ -99,12 +99,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.content_store = runtime.store
         app.state.login_throttle = LoginThrottle.from_settings(settings)
         app.state.quotas = Quotas.from_settings(settings)
-        app.state.retriever = Retriever.create(database, settings, store=runtime.cache)
+        app.state.retriever = Retriever.create(
+            database, settings, store=runtime.cache, keyring=runtime.keyring
+        )
         if getattr(app.state, "generator", None) is None:
             # A question while the model is prepared gets a quick 503 with the progress.
             app.state.generator = GeneratorProvider.for_api(settings)
         await asyncio.to_thread(load_segmenter)
         created = await bootstrap(database, settings)
+        # Every tenant gets its data key now, not inside a request (app/crypto/keyring.py).
+        await runtime.keyring.ensure_keys()
         # Blobs written before files were kept per tenant move under their tenants once.
         await document_service.relocate_legacy_blobs(database, runtime.store)
         if created is not None:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.db import Database
+from app.kit.envelope import DataKey, ObjectSealer, shard_sealer
 from app.models import IndexShard
 from app.search.index import (
     CorpusStats,
@@ -84,19 +85,30 @@ def shard_files(index_root: Path, tenant_id: int) -> list[ShardFile]:
     return found
 
 
-def ids_in_file(shard: ShardFile) -> IdArray:
-    """The chunk ids a shard file holds."""
+def _sealer(
+    key: DataKey | None, tenant_id: int, shard: ShardFile, version: int | None = None
+) -> ObjectSealer | None:
+    return shard_sealer(
+        key, tenant_id, shard.kind, shard.shard_no, shard.version if version is None else version
+    )
+
+
+def ids_in_file(shard: ShardFile, tenant_id: int = 0, key: DataKey | None = None) -> IdArray:
+    """The chunk ids a shard file holds (a sealed file opened with the tenant's `key`)."""
+    sealer = _sealer(key, tenant_id, shard)
     if shard.kind == "vector":
-        return index_ids(load_shard(shard.path))
-    return load_bm25_shard(shard.path).ids
+        return index_ids(load_shard(shard.path, sealer))
+    return load_bm25_shard(shard.path, sealer).ids
 
 
-def files_holding(index_root: Path, tenant_id: int, chunk_ids: IdArray) -> list[Path]:
+def files_holding(
+    index_root: Path, tenant_id: int, chunk_ids: IdArray, key: DataKey | None = None
+) -> list[Path]:
     """Shard files (any version) that still hold one of the chunks."""
     return [
         shard.path
         for shard in shard_files(index_root, tenant_id)
-        if np.isin(ids_in_file(shard), chunk_ids).any()
+        if np.isin(ids_in_file(shard, tenant_id, key), chunk_ids).any()
     ]
 
 
@@ -106,8 +118,10 @@ async def remove_chunks(
     tenant_id: int,
     chunk_ids: IdArray,
     record: Recorder | None = None,
+    keys: tuple[DataKey | None, DataKey | None] = (None, None),
 ) -> Removal:
-    """Take the chunks out of every shard file of the tenant (see the module docstring)."""
+    """Take the chunks out of every shard file of the tenant (see the module docstring).
+    `keys`: (the key shard files open with, the key rewritten versions are sealed with)."""
     removal = Removal()
     if chunk_ids.size == 0:
         return removal
@@ -118,11 +132,13 @@ async def remove_chunks(
             )
             current = {(s.kind, s.shard_no): s.version for s in rows}
         for shard in shard_files(index_root, tenant_id):
-            holds = np.isin(ids_in_file(shard), chunk_ids)
+            holds = np.isin(ids_in_file(shard, tenant_id, keys[0]), chunk_ids)
             if not holds.any():
                 continue
             if current.get((shard.kind, shard.shard_no)) == shard.version:
-                await _rewrite(database, index_root, tenant_id, shard, chunk_ids, removal, record)
+                await _rewrite(
+                    database, index_root, tenant_id, shard, chunk_ids, removal, record, keys
+                )
             else:
                 shard.path.unlink(missing_ok=True)
                 removal.shard_versions_deleted += 1
@@ -140,20 +156,21 @@ async def _rewrite(
     chunk_ids: IdArray,
     removal: Removal,
     record: Recorder | None,
+    keys: tuple[DataKey | None, DataKey | None] = (None, None),
 ) -> None:
     """Write the shard's next version without the chunks, record it, drop the old file."""
     version = shard.version + 1
     target = shard_path(index_root, tenant_id, shard.kind, shard.shard_no, version)
     if shard.kind == "vector":
-        index = load_shard(shard.path)
+        index = load_shard(shard.path, _sealer(keys[0], tenant_id, shard))
         counts = {"vectors": remove_vector_ids(index, chunk_ids)}
-        save_shard(index, target)
+        save_shard(index, target, _sealer(keys[1], tenant_id, shard, version))
         size = shard_size(index)
     else:
-        bm25 = load_bm25_shard(shard.path)
+        bm25 = load_bm25_shard(shard.path, _sealer(keys[0], tenant_id, shard))
         smaller = remove_bm25_ids(bm25, chunk_ids)
         counts = {"postings": bm25.n_docs - smaller.n_docs}
-        save_bm25_shard(smaller, target)
+        save_bm25_shard(smaller, target, _sealer(keys[1], tenant_id, shard, version))
         size = smaller.n_docs
     counts["shard_versions_rewritten"] = 1
     removal.vectors += counts.get("vectors", 0)
@@ -193,13 +210,17 @@ def query_current_shards(
     terms: list[str],
     vectors: npt.NDArray[np.float32],
     k: int = 20,
+    key: DataKey | None = None,
 ) -> Surfaced:
     """Ask the tenant's current shards, with no visibility filter at all, for the chunks' own
     terms (BM25) and their own vectors (FAISS); which of the chunks come back."""
     by_terms: set[int] = set()
     by_vectors: set[int] = set()
     bm25_shards = [
-        load_bm25_shard(shard_path(index_root, tenant_id, "bm25", no, version))
+        load_bm25_shard(
+            shard_path(index_root, tenant_id, "bm25", no, version),
+            shard_sealer(key, tenant_id, "bm25", no, version),
+        )
         for (kind, no), version in current.items()
         if kind == "bm25" and version > 0
     ]
@@ -212,7 +233,10 @@ def query_current_shards(
     for (kind, no), version in current.items():
         if kind != "vector" or version <= 0 or vectors.size == 0:
             continue
-        index = load_shard(shard_path(index_root, tenant_id, "vector", no, version))
+        index = load_shard(
+            shard_path(index_root, tenant_id, "vector", no, version),
+            shard_sealer(key, tenant_id, "vector", no, version),
+        )
         _, ids = search_shard(index, vectors, k=k)
         found = np.intersect1d(ids.ravel(), chunk_ids)
         by_vectors.update(int(i) for i in found)

@@ -22,7 +22,15 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import versions
+from app.crypto.chunks import (
+    open_chunk_headings,
+    open_chunk_text,
+    open_chunk_vector,
+    seal_chunk_vector,
+)
+from app.crypto.keyring import Keyring
 from app.kit.db import Database
+from app.kit.envelope import DataKey, shard_sealer
 from app.kit.settings import IndexSettings
 from app.models import Chunk, Document, IndexShard
 from app.search.index import (
@@ -70,9 +78,18 @@ def _write_shards(
     version: int,
     vector_index: Any,
     bm25: BM25Shard,
+    key: DataKey | None = None,
 ) -> None:
-    save_shard(vector_index, shard_path(index_root, tenant_id, "vector", shard_no, version))
-    save_bm25_shard(bm25, shard_path(index_root, tenant_id, "bm25", shard_no, version))
+    save_shard(
+        vector_index,
+        shard_path(index_root, tenant_id, "vector", shard_no, version),
+        shard_sealer(key, tenant_id, "vector", shard_no, version),
+    )
+    save_bm25_shard(
+        bm25,
+        shard_path(index_root, tenant_id, "bm25", shard_no, version),
+        shard_sealer(key, tenant_id, "bm25", shard_no, version),
+    )
 
 
 def _extend(
@@ -84,6 +101,7 @@ def _extend(
     dim: int,
     config: VectorShardConfig,
     settings: IndexSettings,
+    key: DataKey | None = None,
 ) -> tuple[Any, BM25Shard]:
     """Load the shard at `version` (0 = none yet) and return it with `chunks` added."""
     ids = np.array([c.id for c in chunks], dtype=np.int64)
@@ -100,19 +118,39 @@ def _extend(
     analyzer = analyzer_id(settings.bm25_stemmer, settings.bm25_heading_repeat)
     if version == 0:
         return build_shard(vectors, ids, config), build_bm25_shard(ids, tokens, analyzer=analyzer)
-    bm25 = load_bm25_shard(shard_path(index_root, tenant_id, "bm25", shard_no, version))
+    bm25 = load_bm25_shard(
+        shard_path(index_root, tenant_id, "bm25", shard_no, version),
+        shard_sealer(key, tenant_id, "bm25", shard_no, version),
+    )
     # Tokens of two analyzers in one shard would never match a query consistently.
     check_analyzer(bm25, analyzer, where=f" of tenant {tenant_id}")
-    vector_index = load_shard(shard_path(index_root, tenant_id, "vector", shard_no, version))
+    vector_index = load_shard(
+        shard_path(index_root, tenant_id, "vector", shard_no, version),
+        shard_sealer(key, tenant_id, "vector", shard_no, version),
+    )
     add_vectors(vector_index, vectors, ids)
     return maybe_upgrade(vector_index, config), add_documents(bm25, ids, tokens)
 
 
 class Indexer:
-    def __init__(self, database: Database, index_root: Path, settings: IndexSettings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        index_root: Path,
+        settings: IndexSettings,
+        keyring: Keyring | None = None,
+    ) -> None:
         self.database = database
         self.index_root = index_root
         self.settings = settings
+        self.keyring = keyring
+
+    async def keys(self, tenant_id: int) -> tuple[DataKey | None, DataKey | None]:
+        """(the key shards are read with, the key new shard versions are sealed with)."""
+        if self.keyring is None:
+            return None, None
+        write = await self.keyring.for_writing(tenant_id)
+        return write or await self.keyring.for_reading(tenant_id), write
 
     def vector_config(self, dim: int) -> VectorShardConfig:
         """Shard construction settings for vectors of this dimension."""
@@ -145,6 +183,7 @@ class Indexer:
         version_floor: int = 0,
         offload: Offload = asyncio.to_thread,
     ) -> int:
+        read_key, write_key = await self.keys(tenant_id)
         async with self.database.read_sessionmaker() as session:
             shards = await self._vector_shards(session, tenant_id)
             self._check_embedder(shards, embedder, dim)
@@ -158,12 +197,30 @@ class Indexer:
                 shard_no, version, size = open_shard.shard_no, open_shard.version, open_shard.size
             room = min(self.settings.flush_batch, self.settings.shard_capacity - size)
             rows = await session.execute(
-                select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding, Chunk.heading_path)
+                select(
+                    Chunk.id,
+                    Chunk.document_id,
+                    Chunk.position,
+                    Chunk.text,
+                    Chunk.embedding,
+                    Chunk.heading_path,
+                )
                 .where(Chunk.tenant_id == tenant_id, Chunk.shard_no.is_(None))
                 .order_by(Chunk.id)
                 .limit(room)
             )
-            pending = [PendingChunk(*row) for row in rows]
+            pending = [
+                PendingChunk(
+                    c.id,
+                    c.document_id,
+                    open_chunk_text(read_key, tenant_id, c.document_id, c.position, c.text),
+                    open_chunk_vector(read_key, tenant_id, c.document_id, c.position, c.embedding),
+                    open_chunk_headings(
+                        read_key, tenant_id, c.document_id, c.position, c.heading_path
+                    ),
+                )
+                for c in rows
+            ]
         if not pending:
             return 0
         vector_index, bm25 = await offload(
@@ -176,10 +233,18 @@ class Indexer:
             dim,
             self.vector_config(dim),
             self.settings,
+            read_key,
         )
         new_version = version + 1
         await offload(
-            _write_shards, self.index_root, tenant_id, shard_no, new_version, vector_index, bm25
+            _write_shards,
+            self.index_root,
+            tenant_id,
+            shard_no,
+            new_version,
+            vector_index,
+            bm25,
+            write_key,
         )
         await self._commit(
             tenant_id, shard_no, new_version, size + len(pending), pending, embedder, dim
@@ -263,11 +328,18 @@ class Indexer:
     ) -> None:
         """Replace every stored vector of the tenant with one from `embedder`."""
         last_id = 0
+        key, write_key = await self.keys(tenant_id)
         while True:
             async with self.database.read_sessionmaker() as session:
                 rows = (
                     await session.execute(
-                        select(Chunk.id, Chunk.text, Chunk.heading_path)
+                        select(
+                            Chunk.id,
+                            Chunk.document_id,
+                            Chunk.position,
+                            Chunk.text,
+                            Chunk.heading_path,
+                        )
                         .where(Chunk.tenant_id == tenant_id, Chunk.id > last_id)
                         .order_by(Chunk.id)
                         .limit(batch)
@@ -276,16 +348,23 @@ class Indexer:
             if not rows:
                 return
             texts = [
-                passage_text(text, json.loads(path), heading_context=heading_context)
-                for _, text, path in rows
+                passage_text(
+                    open_chunk_text(key, tenant_id, document_id, position, text),
+                    json.loads(open_chunk_headings(key, tenant_id, document_id, position, path)),
+                    heading_context=heading_context,
+                )
+                for _, document_id, position, text, path in rows
             ]
             vectors = await asyncio.to_thread(embedder.embed_passages, texts)
             async with self.database.sessionmaker() as session, session.begin():
-                for (chunk_id, _, _), vector in zip(rows, vectors, strict=True):
+                for (chunk_id, document_id, position, *_), vector in zip(
+                    rows, vectors, strict=True
+                ):
+                    stored = seal_chunk_vector(
+                        write_key, tenant_id, document_id, position, vector.astype("<f4").tobytes()
+                    )
                     await session.execute(
-                        update(Chunk)
-                        .where(Chunk.id == chunk_id)
-                        .values(embedding=vector.astype("<f4").tobytes())
+                        update(Chunk).where(Chunk.id == chunk_id).values(embedding=stored)
                     )
             last_id = rows[-1][0]
 

@@ -22,6 +22,7 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 from sqlalchemy import delete, insert, select
 
+from app.crypto.chunks import seal_chunk_headings, seal_chunk_text, seal_chunk_vector
 from app.jobs.kinds import JobOutcome
 from app.jobs.repository import job_repository
 from app.kit.db import Database
@@ -118,7 +119,10 @@ class IngestPipeline:
         if document is None:
             return
         await self.indexer.check_embedder(job.tenant_id, self.embedder)
-        data = await self._offload(self.store.read, document.tenant_id, document.content_sha256)
+        key = await self.store.read_key(document.tenant_id)
+        data = await self._offload(
+            self.store.read, document.tenant_id, document.content_sha256, key
+        )
         footprint.size = len(data)
         parsed = await self._offload(parse, data, document.filename, self.settings.parse_limits)
         footprint.size = max(footprint.size, sum(len(block.text) for block in parsed.blocks))
@@ -193,6 +197,10 @@ class IngestPipeline:
         vectors: np.ndarray,
         page_count: int | None,
     ) -> None:
+        assert job.tenant_id is not None, "an ingestion job belongs to a tenant"
+        tenant_id = job.tenant_id
+        # Fetched (or created) before the transaction: on SQLite it holds the only writer.
+        key = await self.store.write_key(tenant_id)
         async with self.database.sessionmaker() as session, session.begin():
             current = await job_repository.owned(session, job.id, worker=self.worker_id)
             if current is None:
@@ -207,12 +215,16 @@ class IngestPipeline:
             rows = [
                 {
                     "document_id": document_id,
-                    "tenant_id": job.tenant_id,
+                    "tenant_id": tenant_id,
                     "position": c.position,
-                    "text": c.text,
-                    "heading_path": heading_path_json(c.heading_path),
+                    "text": seal_chunk_text(key, tenant_id, document_id, c.position, c.text),
+                    "heading_path": seal_chunk_headings(
+                        key, tenant_id, document_id, c.position, heading_path_json(c.heading_path)
+                    ),
                     "token_count": c.token_count,
-                    "embedding": vectors[i].astype("<f4").tobytes(),
+                    "embedding": seal_chunk_vector(
+                        key, tenant_id, document_id, c.position, vectors[i].astype("<f4").tobytes()
+                    ),
                     "shard_no": None,
                 }
                 for i, c in enumerate(chunks)

@@ -158,10 +158,11 @@ class PurgeService:
         assert job.tenant_id is not None, "a purge job belongs to a tenant"
         document_id, tenant_id = job.subject_id, job.tenant_id
         database = runtime.database
+        keys = await runtime.indexer.keys(tenant_id)
         async with database.read_sessionmaker() as session:
             receipt = await receipt_repository.open_for(session, "document", document_id)
             document = await session.get(Document, document_id)
-            trace = await purge_repository.chunk_trace(session, document_id)
+            trace = await purge_repository.chunk_trace(session, document_id, keys[0])
             progress = json.loads(receipt.removed) if receipt else {}
         if receipt is None:
             logger.info("purge of document %s: no open receipt; done already", document_id)
@@ -176,7 +177,9 @@ class PurgeService:
             # Kept on the receipt until it is done: a retry after the rows are gone still
             # knows which chunk ids to look for.
             await self._remember(database, receipt_id, chunk_ids)
-            await remove_chunks(database, runtime.settings.index_dir, tenant_id, chunk_ids, record)
+            await remove_chunks(
+                database, runtime.settings.index_dir, tenant_id, chunk_ids, record, keys
+            )
             verification = Verification()
             await self._check_index(runtime, tenant_id, trace, chunk_ids, verification)
             sha = document.content_sha256 if document else receipt.content_sha256
@@ -257,6 +260,7 @@ class PurgeService:
             chunk_ids,
             terms,
             trace.vectors,
+            key=(await runtime.indexer.keys(tenant_id))[0],
         )
         verification.check(
             "bm25_own_terms",
@@ -356,7 +360,11 @@ class PurgeService:
         for table, count in left.items():
             verification.check(f"rows:{table}", count == 0, f"{count} left")
         holding = await asyncio.to_thread(
-            files_holding, runtime.settings.index_dir, tenant_id, chunk_ids
+            files_holding,
+            runtime.settings.index_dir,
+            tenant_id,
+            chunk_ids,
+            (await runtime.indexer.keys(tenant_id))[0],
         )
         verification.check(
             "shard_files", not holding, f"{len(holding)} shard files still hold its chunks"

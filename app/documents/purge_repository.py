@@ -10,7 +10,9 @@ import numpy as np
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.crypto.chunks import open_chunk_text, open_chunk_vector
 from app.jobs.repository import job_repository
+from app.kit.envelope import DataKey
 from app.models import (
     ChatCitation,
     ChatMessage,
@@ -35,21 +37,32 @@ class ChunkTrace:
 
 
 class PurgeRepository:
-    async def chunk_trace(self, session: AsyncSession, document_id: int) -> ChunkTrace:
+    async def chunk_trace(
+        self, session: AsyncSession, document_id: int, key: DataKey | None = None
+    ) -> ChunkTrace:
+        """The document's chunks (sealed text and vectors opened with the tenant's `key`)."""
         rows = (
             await session.execute(
-                select(Chunk.id, Chunk.text, Chunk.embedding)
+                select(Chunk.id, Chunk.text, Chunk.embedding, Chunk.tenant_id, Chunk.position)
                 .where(Chunk.document_id == document_id)
                 .order_by(Chunk.id)
             )
         ).all()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vectors = (
-            np.vstack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)
+            np.vstack(
+                [
+                    np.frombuffer(
+                        open_chunk_vector(key, r[3], document_id, r[4], r[2]), dtype="<f4"
+                    )
+                    for r in rows
+                ]
+            ).astype(np.float32)
             if rows
             else np.zeros((0, 0), dtype=np.float32)
         )
-        return ChunkTrace(ids, [r[1] for r in rows], vectors)
+        texts = [open_chunk_text(key, r[3], document_id, r[4], r[1]) for r in rows]
+        return ChunkTrace(ids, texts, vectors)
 
     async def answers_from(self, session: AsyncSession, document_id: int) -> list[int]:
         """Assistant messages whose prompt held, or whose citations name, the document."""

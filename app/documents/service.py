@@ -79,8 +79,11 @@ class DocumentService:
         max_bytes: int,
     ) -> tuple[Document, Job]:
         """Store the file by content hash, refuse duplicates/unsupported types, queue ingestion."""
+        key = await store.write_key(access.tenant_id, session)
         try:
-            sha256, size = store.put_stream(stream, tenant_id=access.tenant_id, max_bytes=max_bytes)
+            sha256, size = store.put_stream(
+                stream, tenant_id=access.tenant_id, max_bytes=max_bytes, key=key
+            )
         except TooLarge as exc:
             raise PayloadTooLarge(f"File exceeds the {max_bytes}-byte upload limit") from exc
         if size == 0:
@@ -99,7 +102,7 @@ class DocumentService:
         try:
             # The whole file (bounded by max_bytes): a DOCX is known by its zip directory,
             # which sits at the end.
-            media_type = sniff_media_type(store.read(access.tenant_id, sha256), name)
+            media_type = sniff_media_type(store.read(access.tenant_id, sha256, key), name)
         except UnsupportedType as exc:
             store.delete(access.tenant_id, sha256)
             raise UnsupportedMediaType(exc.reason) from exc

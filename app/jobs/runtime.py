@@ -8,6 +8,8 @@ import asyncio
 from datetime import datetime
 
 from app.cache.store import CacheStore, store_for
+from app.crypto.cache import SealedStore
+from app.crypto.keyring import Keyring
 from app.kit.db import Database, database_for
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
@@ -20,11 +22,16 @@ class Runtime:
     def __init__(self, settings: Settings, database: Database | None = None) -> None:
         self.settings = settings
         self.database = database or database_for(settings)
-        self.store = ContentStore(settings.files_dir)
-        self.indexer = Indexer(self.database, settings.index_dir, settings.index)
+        # Unwrapped tenant data keys, one cache per process (encryption at rest, app/crypto).
+        self.keyring = Keyring(self.database, settings.encryption)
+        self.store = ContentStore(settings.files_dir, self.keyring)
+        self.indexer = Indexer(self.database, settings.index_dir, settings.index, self.keyring)
         # The answer and query-embedding caches; one per process, so that the API and its
         # in-process workers (purges) see the same memory cache.
         self.cache: CacheStore = store_for(settings)
+        if settings.encryption.enabled:
+            # Cached answers and query vectors are tenant-derived: sealed like the rest.
+            self.cache = SealedStore(self.cache, self.keyring)
         self._embedder: Embedder | None = None
 
     async def embedder(self) -> Embedder:

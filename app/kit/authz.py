@@ -98,6 +98,14 @@ async def revoke_roles(session: AsyncSession, *, user_id: int, domain: str | Non
     await _bump_revision(session)
 
 
+async def revoke_domain(session: AsyncSession, domain: str) -> None:
+    """Remove every role held in the domain (its tenant is being deleted)."""
+    await session.execute(
+        delete(CasbinRule).where(CasbinRule.ptype == "g", CasbinRule.v2 == domain)
+    )
+    await _bump_revision(session)
+
+
 class Enforcer:
     """A per-process Casbin enforcer that reloads when the policy revision moves."""
 

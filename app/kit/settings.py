@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from app.kit.files import create_private_file, private_dir
+from app.kit.kek import KekError, load_kek
 from app.kit.locate import cli_data_dir, locate_data_dir
 from ingest.chunking import ChunkingConfig
 from ingest.embedding import EmbeddingConfig
@@ -516,6 +517,19 @@ class CacheSettings(BaseModel):
     key_prefix: str = Field(default="cairn-cache", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+class EncryptionSettings(BaseModel):
+    """Encryption at rest (app/crypto): stored originals, shard files and chunk text sealed
+    under per-tenant data keys, which are stored only wrapped by the KEK in `kek_file`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Seal new data. Data written before stays readable and is converted by
+    # `cairn encryption enable`; with this off and a kek_file set, sealed data stays readable.
+    enabled: bool = False
+    # 32 random bytes, base64, mode 0600 or stricter; never in the database or a backup.
+    kek_file: Path | None = None
+
+
 class ServerSettings(BaseModel):
     """How `cairn serve` meets the network: whose forwarding headers are believed, and how long
     and how many slow clients may hold connections (app/kit/forwarded.py, slow_clients.py)."""
@@ -625,6 +639,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     # Browser origins allowed to call the API directly (CORS), e.g. a NextChat or Open WebUI
     # page served from another host; empty = no cross-origin browser access.
     cors_origins: list[str] = Field(default_factory=list)
@@ -685,6 +700,17 @@ class Settings(BaseSettings):
                 "bytes) or CAIRN_AUDIT_SIGNING_KEY_FILE must be set when "
                 "CAIRN_ENVIRONMENT=production"
             )
+        if self.encryption.enabled:
+            # One clear message at start-up, not a failed upload later.
+            if self.encryption.kek_file is None:
+                raise InsecureConfiguration(
+                    "CAIRN_ENCRYPTION__KEK_FILE must name the key-encryption key file when "
+                    "encryption is enabled and CAIRN_ENVIRONMENT=production"
+                )
+            try:
+                load_kek(self.encryption.kek_file)
+            except KekError as exc:
+                raise InsecureConfiguration(str(exc)) from None
         return self
 
     @property

@@ -7,6 +7,11 @@ the other still needs the file (and so can never tell), and each blob can later 
 under its own tenant's key. Stores written before this layout kept one shared blob at
 files/<sha[:2]>/<sha>; `relocate_legacy` moves such a blob under each tenant that holds it,
 and reads fall back to it until then.
+
+With a tenant data key (app/crypto), a blob is stored as an AES-GCM envelope bound to its
+tenant and hash; the hash names the plaintext, so addressing does not change. Plaintext never
+touches the disk then: the upload is held in memory (it is bounded by max_upload_bytes) and
+sealed before the one write. Blobs written before encryption stay readable as they are.
 """
 
 from __future__ import annotations
@@ -16,9 +21,24 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from app.kit.envelope import DataKey, blob_ad, is_sealed, unseal
 from app.kit.files import private_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class Keys(Protocol):
+    """Where tenant data keys come from (app/crypto/keyring.py's Keyring)."""
+
+    async def for_writing(
+        self, tenant_id: int, session: AsyncSession | None = None
+    ) -> DataKey | None: ...
+
+    async def for_reading(self, tenant_id: int) -> DataKey | None: ...
+
 
 CHUNK = 1024 * 1024
 
@@ -40,8 +60,20 @@ class TooLarge(Exception):
 
 
 class ContentStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keyring: Keys | None = None) -> None:
         self.root = root
+        self.keyring = keyring
+
+    async def write_key(
+        self, tenant_id: int, session: AsyncSession | None = None
+    ) -> DataKey | None:
+        """The key a new blob of the tenant is sealed with (None: encryption is off); a new
+        key is created in `session` (see Keyring.for_writing)."""
+        return await self.keyring.for_writing(tenant_id, session) if self.keyring else None
+
+    async def read_key(self, tenant_id: int) -> DataKey | None:
+        """The key the tenant's sealed blobs open with (None: no KEK, or no key yet)."""
+        return await self.keyring.for_reading(tenant_id) if self.keyring else None
 
     def path_for(self, tenant_id: int, sha256: str) -> Path:
         """Where the tenant's blob with this hash lives."""
@@ -58,9 +90,14 @@ class ContentStore:
         legacy = self.legacy_path_for(sha256)
         return legacy if legacy.exists() else path
 
-    def put_stream(self, stream: BinaryIO, *, tenant_id: int, max_bytes: int) -> tuple[str, int]:
-        """Copy a stream in, hashing as it goes; returns (sha256, size). Raises TooLarge."""
+    def put_stream(
+        self, stream: BinaryIO, *, tenant_id: int, max_bytes: int, key: DataKey | None = None
+    ) -> tuple[str, int]:
+        """Copy a stream in, hashing as it goes; returns (sha256, size). Raises TooLarge. With
+        a data key, the blob is sealed before it is written."""
         private_dir(self.root)
+        if key is not None:
+            return self._put_sealed(stream, tenant_id=tenant_id, max_bytes=max_bytes, key=key)
         digest = hashlib.sha256()
         size = 0
         # mkstemp creates the file 0600, and the rename keeps that mode.
@@ -85,9 +122,57 @@ class ContentStore:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
-    def read(self, tenant_id: int, sha256: str) -> bytes:
-        """The tenant's blob's bytes."""
-        return self._existing(tenant_id, sha256).read_bytes()
+    def _put_sealed(
+        self, stream: BinaryIO, *, tenant_id: int, max_bytes: int, key: DataKey
+    ) -> tuple[str, int]:
+        digest = hashlib.sha256()
+        parts: list[bytes] = []
+        size = 0
+        while block := stream.read(CHUNK):
+            size += len(block)
+            if size > max_bytes:
+                raise TooLarge()
+            digest.update(block)
+            parts.append(block)
+        sha = digest.hexdigest()
+        self._write(tenant_id, sha, key.seal(b"".join(parts), blob_ad(tenant_id, sha)))
+        return sha, size
+
+    def _write(self, tenant_id: int, sha256: str, data: bytes) -> None:
+        target = self.path_for(tenant_id, sha256)
+        private_dir(target.parent)
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def read(self, tenant_id: int, sha256: str, key: DataKey | None = None) -> bytes:
+        """The tenant's blob's bytes (decrypted with `key` when it is sealed; EncryptionError
+        when it is sealed and no key, or another tenant's, is given)."""
+        data = self._existing(tenant_id, sha256).read_bytes()
+        return unseal(data, key, blob_ad(tenant_id, sha256))
+
+    def is_sealed(self, tenant_id: int, sha256: str) -> bool:
+        """Whether the tenant's blob is stored encrypted."""
+        path = self._existing(tenant_id, sha256)
+        with path.open("rb") as fh:
+            return is_sealed(fh.read(16))
+
+    def seal_existing(self, tenant_id: int, sha256: str, key: DataKey) -> bool:
+        """Encrypt a blob stored in plaintext, in place and atomically; False when it already
+        was (so a conversion can be run again). A legacy shared blob is left for relocation."""
+        path = self.path_for(tenant_id, sha256)
+        data = path.read_bytes()
+        if is_sealed(data):
+            return False
+        self._write(tenant_id, sha256, key.seal(data, blob_ad(tenant_id, sha256)))
+        return True
 
     def delete(self, tenant_id: int, sha256: str) -> None:
         """Remove the tenant's blob (hard deletion)."""

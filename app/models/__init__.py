@@ -14,6 +14,7 @@ from app.models.job import Job
 from app.models.membership import Membership
 from app.models.periodic_run import PeriodicRun
 from app.models.tenant import Tenant
+from app.models.tenant_key import TenantKey
 from app.models.tombstone import Tombstone
 from app.models.user import User
 
@@ -39,5 +40,6 @@ __all__ = [
     "PeriodicRun",
     "Tenant",
     "Tombstone",
+    "TenantKey",
     "User",
 ]

@@ -23,7 +23,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.sql.elements import SQLCoreOperations
 
+from app.crypto.chunks import open_chunk_headings, open_chunk_text
 from app.kit.authz import SENSITIVITY_LEVELS
+from app.kit.envelope import DataKey
 from app.models import Chunk, Document, DocumentTag, IndexShard
 from app.search.visibility import Visibility
 
@@ -160,9 +162,14 @@ class SearchRepository:
         return pairs[:, 0].copy(), pairs[:, 1].copy()
 
     def hit_rows(
-        self, connection: Connection, visibility: Visibility, chunk_ids: Sequence[int]
+        self,
+        connection: Connection,
+        visibility: Visibility,
+        chunk_ids: Sequence[int],
+        key: DataKey | None = None,
     ) -> dict[int, HitRow]:
-        """Text and title of the given chunks, for those still visible (checked again here)."""
+        """Text and title of the given chunks, for those still visible (checked again here);
+        sealed text is opened with the tenant's `key`."""
         if not chunk_ids:
             return {}
         # One round trip, driven by the chunks' primary keys: the title comes from a
@@ -178,8 +185,16 @@ class SearchRepository:
         )
         tenant_id = visibility.tenant_id
         return {
-            chunk_id: HitRow(chunk_id, document_id, title, text, heading_json)
-            for chunk_id, document_id, text, heading_json, row_tenant, title in rows
+            chunk_id: HitRow(
+                chunk_id,
+                document_id,
+                title,
+                open_chunk_text(key, tenant_id, document_id, position, text),
+                open_chunk_headings(key, tenant_id, document_id, position, heading_json)
+                if heading_json is not None
+                else None,
+            )
+            for chunk_id, document_id, position, text, heading_json, row_tenant, title in rows
             if row_tenant == tenant_id and title is not None
         }
 
@@ -206,6 +221,7 @@ class SearchRepository:
         return select(
             Chunk.id,
             Chunk.document_id,
+            Chunk.position,
             Chunk.text,
             Chunk.heading_path,
             Chunk.tenant_id,

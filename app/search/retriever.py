@@ -38,7 +38,9 @@ import numpy.typing as npt
 from sqlalchemy.engine import Connection
 
 from app.cache.store import CacheStore
+from app.crypto.keyring import Keyring
 from app.kit.db import Database
+from app.kit.envelope import DataKey
 from app.kit.errors import ServiceUnavailable
 from app.kit.metrics import EMBEDDING_SECONDS, SEARCH_SECONDS
 from app.kit.settings import IndexSettings, SearchSettings, Settings
@@ -134,7 +136,12 @@ class Retriever:
 
     @classmethod
     def create(
-        cls, database: Database, settings: Settings, *, store: CacheStore | None = None
+        cls,
+        database: Database,
+        settings: Settings,
+        *,
+        store: CacheStore | None = None,
+        keyring: Keyring | None = None,
     ) -> Retriever:
         """The retriever for an API process, CLI command or benchmark; with a cache `store`,
         query embeddings are cached there (when `cache.query_embeddings` is on)."""
@@ -143,6 +150,9 @@ class Retriever:
             settings.index_dir,
             max_bytes=settings.search.cache_max_mb * 1024 * 1024,
             poll_seconds=settings.search.version_poll_seconds,
+            # The process's keyring when it has one (the API's Runtime), else one of its own
+            # (`cairn search`, `cairn ask`, evaluations).
+            keyring=keyring or Keyring(database, settings.encryption),
         )
         return cls(
             settings.search,
@@ -203,13 +213,19 @@ class Retriever:
             want = max(want, self.settings.rerank.depth)
         # Database reads, masks, candidates, fusion and de-duplication are SQL, numpy, FAISS
         # and jieba work: one hop off the event loop for all of it.
-        hits = await asyncio.to_thread(self._search, index, visibility, query, want)
+        key = await self.cache.read_key(visibility.tenant_id)
+        hits = await asyncio.to_thread(self._search, index, visibility, query, want, key)
         if self.reranker is not None and hits:
             hits = await self._rerank(self.reranker, query.text, hits)
         return hits[: query.top_k]
 
     def _search(
-        self, index: TenantIndex, visibility: Visibility, query: SearchQuery, want: int
+        self,
+        index: TenantIndex,
+        visibility: Visibility,
+        query: SearchQuery,
+        want: int,
+        key: DataKey | None = None,
     ) -> list[Candidate]:
         """The best ``want`` visible chunks, de-duplicated (blocking: in a thread)."""
         depth = max(self.settings.candidates, want)
@@ -234,7 +250,7 @@ class Retriever:
                     max_per_document=self.settings.max_chunks_per_document,
                     threshold=self.settings.near_duplicate_threshold,
                 )
-                self._walk(connection, visibility, ids, scores, dedupe, want)
+                self._walk(connection, visibility, ids, scores, dedupe, want, key)
                 if (
                     len(dedupe.kept) >= want
                     or candidates.exhausted
@@ -372,6 +388,7 @@ class Retriever:
         scores: npt.NDArray[np.float64],
         dedupe: Deduplicator,
         want: int,
+        key: DataKey | None = None,
     ) -> None:
         """Offer fused candidates best first, fetching their text in batches, until filled."""
         batch = max(2 * want, 20)
@@ -379,7 +396,7 @@ class Retriever:
         score_list = scores.tolist()
         for start in range(0, len(id_list), batch):
             chunk_ids = id_list[start : start + batch]
-            rows = search_repository.hit_rows(connection, visibility, chunk_ids)
+            rows = search_repository.hit_rows(connection, visibility, chunk_ids, key)
             for chunk_id, score in zip(chunk_ids, score_list[start : start + batch], strict=True):
                 row = rows.get(chunk_id)
                 if row is None:

@@ -34,7 +34,9 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session as SyncSession
 
+from app.crypto.keyring import Keyring
 from app.kit.db import Database
+from app.kit.envelope import DataKey, shard_sealer
 from app.kit.errors import ServiceUnavailable
 from app.models import IndexShard
 from app.search.index import (
@@ -117,7 +119,12 @@ def _file_size(path: Path) -> int:
 
 
 def _load_files(
-    root: Path, tenant_id: int, shard_no: int, vector_version: int, bm25_version: int
+    root: Path,
+    tenant_id: int,
+    shard_no: int,
+    vector_version: int,
+    bm25_version: int,
+    key: DataKey | None = None,
 ) -> tuple[Any | None, BM25Shard | None, IdArray, int]:
     """Read one shard's files (blocking; run in a thread); the ids and an estimated size."""
     vector: Any | None = None
@@ -127,13 +134,17 @@ def _load_files(
     try:
         if vector_version:
             path = shard_path(root, tenant_id, "vector", shard_no, vector_version)
-            vector = load_shard(path)
+            vector = load_shard(
+                path, shard_sealer(key, tenant_id, "vector", shard_no, vector_version)
+            )
             ids = index_ids(vector)
             parts.append(ids)
             nbytes += _file_size(path) + _ID_MAP_BYTES * int(ids.size)
         if bm25_version:
             path = shard_path(root, tenant_id, "bm25", shard_no, bm25_version)
-            bm25 = load_bm25_shard(path)
+            bm25 = load_bm25_shard(
+                path, shard_sealer(key, tenant_id, "bm25", shard_no, bm25_version)
+            )
             parts.append(bm25.ids)
             nbytes += _file_size(path) + _TERM_BYTES * len(bm25.terms)
     except ShardError as exc:
@@ -165,9 +176,12 @@ class ShardCache:
         max_bytes: int,
         poll_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        keyring: Keyring | None = None,
     ) -> None:
         self.database = database
         self.index_root = index_root
+        # Opens sealed shard files and chunk text (None: plaintext only).
+        self.keyring = keyring
         self.max_bytes = max_bytes
         self.poll_seconds = poll_seconds
         self._clock = clock
@@ -176,6 +190,14 @@ class ShardCache:
         self._refreshing: dict[int, asyncio.Task[TenantIndex]] = {}
         #: shard loads from disk so far (tests and metrics)
         self.loads = 0
+
+    async def read_key(self, tenant_id: int) -> DataKey | None:
+        """The key the tenant's sealed shards and chunk text open with."""
+        return await self.keyring.for_reading(tenant_id) if self.keyring else None
+
+    def forget(self, tenant_id: int) -> None:
+        """Drop a tenant's cached shards (it was shredded)."""
+        self._entries.pop(tenant_id, None)
 
     @property
     def nbytes(self) -> int:
@@ -313,8 +335,15 @@ class ShardCache:
 
     async def _load_shard(self, tenant_id: int, key: ShardKey) -> LoadedShard:
         shard_no, vector_version, bm25_version = key
+        data_key = await self.read_key(tenant_id)
         vector, bm25, chunk_ids, nbytes = await asyncio.to_thread(
-            _load_files, self.index_root, tenant_id, shard_no, vector_version, bm25_version
+            _load_files,
+            self.index_root,
+            tenant_id,
+            shard_no,
+            vector_version,
+            bm25_version,
+            data_key,
         )
         # Read after the files: every chunk in them was committed with its shard_no before
         # the version naming them, so the map covers them all (chunks flushed since are extra

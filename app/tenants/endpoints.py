@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.kit.auth import CurrentPrincipal
 from app.kit.authz import Authorizer, PlatformAuthorizer, TenantAccess
@@ -10,6 +10,7 @@ from app.kit.bounds import UsernamePath
 from app.kit.db import ReadSession, Session
 from app.kit.pagination import Page, Pagination
 from app.kit.principal import Principal
+from app.tenants import deletion
 from app.tenants.repository import tenant_repository
 from app.tenants.schemas import (
     MemberRead,
@@ -26,6 +27,7 @@ router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
 TenantsCreate = Annotated[Principal, Depends(PlatformAuthorizer("tenants", "create"))]
 TenantRead_ = Annotated[TenantAccess, Depends(Authorizer("tenants", "read"))]
 TenantsUpdate = Annotated[TenantAccess, Depends(Authorizer("tenants", "update"))]
+TenantsDelete = Annotated[TenantAccess, Depends(Authorizer("tenants", "delete"))]
 MembersRead = Annotated[TenantAccess, Depends(Authorizer("members", "read"))]
 MembersWrite = Annotated[TenantAccess, Depends(Authorizer("members", "write"))]
 
@@ -65,6 +67,26 @@ async def update_tenant(data: TenantUpdate, access: TenantsUpdate, session: Sess
     """Rename the tenant or set its retention window (tenant admin, platform admin)."""
     tenant = await tenant_service.update(session, access.principal, access.tenant, data)
     return TenantRead.of(tenant, access.role)
+
+
+@router.delete("/{tenant}", status_code=204)
+async def delete_tenant(
+    access: TenantsDelete,
+    request: Request,
+    shred: Annotated[
+        bool, Query(description="destroy the tenant's data key first (crypto-shredding)")
+    ] = False,
+) -> Response:
+    """Delete the tenant and everything in it (platform admin; audited). With `shred=true` its
+    data key is destroyed first, so encrypted copies anywhere become unreadable."""
+    await deletion.delete_tenant(
+        request.app.state.runtime,
+        access.principal,
+        access.tenant.slug,
+        shred=shred,
+        shard_cache=request.app.state.retriever.cache,
+    )
+    return Response(status_code=204)
 
 
 @router.get("/{tenant}/members", response_model=Page[MemberRead])

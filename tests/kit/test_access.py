@@ -20,6 +20,8 @@ TENANT_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/v1/tenants/{t}/audit/verify", None, "viewer"),
     ("GET", "/api/v1/tenants/{t}/audit/checkpoints", None, "editor"),
     ("PATCH", "/api/v1/tenants/{t}", {"retention_days": 5}, "editor"),
+    # Deleting a tenant is the platform admin's alone (its own admin: tests/crypto).
+    ("DELETE", "/api/v1/tenants/{t}?shred=true", None, "editor"),
     ("GET", "/api/v1/tenants/{t}/deletion-receipts", None, "viewer"),
     ("GET", "/api/v1/tenants/{t}/deletion-receipts/rcp_" + "0" * 32, None, "editor"),
 ]

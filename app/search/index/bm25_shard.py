@@ -43,6 +43,7 @@ from app.search.index.errors import (
     TokenizerMismatch,
 )
 from app.search.index.results import merge_results
+from app.search.index.sealing import Sealer, read_sealed
 from app.search.index.tokenize import LEGACY_ANALYZER, analyzer_id
 
 __all__ = [
@@ -351,7 +352,9 @@ def search_bm25(
 # --------------------------------------------------------------------------- files
 
 
-def save_bm25_shard(shard: BM25Shard, path: str | os.PathLike[str]) -> None:
+def save_bm25_shard(
+    shard: BM25Shard, path: str | os.PathLike[str], sealer: Sealer | None = None
+) -> None:
     """Write a shard to one ``.npz`` file atomically (no pickle; vocabulary as UTF-8 JSON)."""
     buffer = io.BytesIO()
     vocab_json = json.dumps(list(shard.terms), ensure_ascii=False).encode("utf-8")
@@ -369,14 +372,17 @@ def save_bm25_shard(shard: BM25Shard, path: str | os.PathLike[str]) -> None:
     )
     # The whole file is serialised in memory first, so a failure while encoding never
     # touches the disk, and the write itself is all-or-nothing.
-    atomic_write_bytes(path, buffer.getvalue())
+    data = buffer.getvalue()
+    atomic_write_bytes(path, sealer.seal(data) if sealer is not None else data)
 
 
-def load_bm25_shard(path: str | os.PathLike[str]) -> BM25Shard:
-    """Read a shard written by ``save_bm25_shard``."""
+def load_bm25_shard(path: str | os.PathLike[str], sealer: Sealer | None = None) -> BM25Shard:
+    """Read a shard written by ``save_bm25_shard`` (a sealed one is decrypted into memory)."""
     name = os.fspath(path)
     try:
-        with np.load(name, allow_pickle=False) as npz:
+        sealed = read_sealed(path, sealer)
+        source: str | io.BytesIO = name if sealed is None else io.BytesIO(sealed)
+        with np.load(source, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError) as exc:
         raise ShardFormatError(f"cannot read BM25 shard {name!r}: {exc}") from exc

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.search.index.atomic import atomic_path
+from app.search.index.atomic import atomic_path, atomic_write_bytes
 from app.search.index.errors import (
     IndexDimensionMismatch,
     InvalidIds,
@@ -34,6 +34,7 @@ from app.search.index.errors import (
     ShardFormatError,
 )
 from app.search.index.results import MISSING_ID, merge_results
+from app.search.index.sealing import Sealer, read_sealed
 
 __all__ = [
     "VectorShardConfig",
@@ -382,18 +383,28 @@ def to_device(index: Any) -> Any:
 # --------------------------------------------------------------------------- files
 
 
-def save_shard(index: Any, path: str | os.PathLike[str]) -> None:
-    """Write a CPU shard to ``path`` atomically (the old file survives a failed write)."""
+def save_shard(index: Any, path: str | os.PathLike[str], sealer: Sealer | None = None) -> None:
+    """Write a CPU shard to ``path`` atomically (the old file survives a failed write). With a
+    ``sealer`` the index is serialised in memory and only its ciphertext is written."""
     if _is_gpu(index):
         raise ShardError("save the CPU index, not its GPU clone")
+    if sealer is not None:
+        atomic_write_bytes(path, sealer.seal(faiss.serialize_index(index).tobytes()))
+        return
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
 
 
-def load_shard(path: str | os.PathLike[str]) -> Any:
-    """Read a shard written by ``save_shard``."""
+def load_shard(path: str | os.PathLike[str], sealer: Sealer | None = None) -> Any:
+    """Read a shard written by ``save_shard`` (a sealed one is decrypted into memory only)."""
     try:
-        index = faiss.read_index(os.fspath(path))
+        sealed = read_sealed(path, sealer)
+        if sealed is None:
+            index = faiss.read_index(os.fspath(path))
+        else:
+            index = faiss.deserialize_index(np.frombuffer(sealed, dtype=np.uint8))
+    except FileNotFoundError as exc:
+        raise ShardFormatError(f"cannot read shard {os.fspath(path)!r}: {exc}") from exc
     except RuntimeError as exc:
         raise ShardFormatError(f"cannot read shard {os.fspath(path)!r}: {exc}") from exc
     exact = isinstance(index, faiss.IndexIDMap2) and isinstance(
