@@ -16,7 +16,7 @@ from app.backup.snapshot import BackupFailed, SnapshotState
 from app.backup.tombstone_file import read as read_tombstones
 from app.backup.writer import write_backup
 from app.kit.db import create_engine
-from app.kit.migrate import downgrade
+from app.kit.migrate import downgrade, head_revisions
 from app.kit.public_ids import IdKind, public_ids
 from app.kit.settings import Settings
 from app.models import Document
@@ -52,7 +52,7 @@ async def test_an_older_backup_is_migrated_to_head_on_restore(
     async with empty_target(backend, tmp_path) as target:
         await asyncio.to_thread(restore, target, result.path, tombstone_files=[])
         url = target.resolved_database_url
-        assert await _scalar(url, "SELECT version_num FROM alembic_version") == "0012"
+        assert await _scalar(url, "SELECT version_num FROM alembic_version") in head_revisions()
         assert await _scalar(url, "SELECT slug FROM tenants") == "old"
         assert await _scalar(url, "SELECT count(*) FROM tombstones") == 0
 
