@@ -134,8 +134,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 preloading.cancel()
             if pool is not None:
                 await pool.stop()
-            # A shard check started beside a search reads through the database closed next.
-            await app.state.retriever.cache.settled()
             await runtime.close()
 
     docs = settings.api_docs

@@ -3,16 +3,10 @@
 A tenant's shards are loaded on its first search. ``index_shards`` holds the current version
 of each shard; at most every ``poll_seconds`` a search checks those versions, and when one
 moved (a worker flushed new chunks, a rebuild, a purge) the changed shards are read again —
-unchanged ones are reused — and swapped in as one immutable ``TenantIndex``. That check and
-reload run beside the searches: a search that finds the tenant's shards due for a check is
-answered from the ones loaded and starts the check in the background, so no search waits for
-a reload (under a bulk import the open shard changes every few seconds and grows to hundreds
-of megabytes). New documents therefore become searchable within ``poll_seconds`` plus one
-reload; deletions count at once regardless, because every search checks the visibility of
-its hits in the database. ``poll_seconds = 0`` checks, and reloads, within every search.
-Searches running on the previous ``TenantIndex`` keep it alive until they finish; nothing is
-ever modified in place, so readers need no lock. Every API process does this on its own, so a
-worker's new version reaches all of them within ``poll_seconds`` without a restart.
+unchanged ones are reused — and swapped in as one immutable ``TenantIndex``. Searches running
+on the previous ``TenantIndex`` keep it alive until they finish; nothing is ever modified
+in place, so readers need no lock. Every API process does this on its own, so a worker's new
+version reaches all of them within ``poll_seconds`` without a restart.
 
 Memory is capped: the estimated size of every cached tenant is summed and the least recently
 searched tenants are dropped until the total fits (the tenant being searched always stays,
@@ -187,7 +181,6 @@ class ShardCache:
         self._clock = clock
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._locks: dict[int, asyncio.Lock] = {}
-        self._refreshing: dict[int, asyncio.Task[TenantIndex]] = {}
         #: shard loads from disk so far (tests and metrics)
         self.loads = 0
 
@@ -216,37 +209,11 @@ class ShardCache:
             self._entries.pop(tenant_id, None)
 
     async def get(self, tenant_id: int) -> TenantIndex:
-        """The tenant's shards: loaded now on its first search, then as checked at most
-        `poll_seconds` ago (a due check runs in the background, see the module's docstring)."""
+        """The tenant's current shards (checking versions at most every poll_seconds)."""
         entry = self._fresh(tenant_id)
         if entry is not None:
             return entry.index
-        loaded = self._entries.get(tenant_id)
-        if loaded is not None and self.poll_seconds > 0:
-            self._refresh_beside(tenant_id)
-            self._entries.move_to_end(tenant_id)
-            return loaded.index
         return await self._checked(tenant_id)
-
-    async def settled(self) -> None:
-        """Wait for the background checks in flight (tests; a clean shutdown)."""
-        while self._refreshing:
-            await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
-
-    def _refresh_beside(self, tenant_id: int) -> None:
-        if tenant_id in self._refreshing:
-            return
-        task = asyncio.create_task(self._checked(tenant_id), name=f"cairn-shards-{tenant_id}")
-        self._refreshing[tenant_id] = task
-
-        def done(task: asyncio.Task[TenantIndex]) -> None:
-            self._refreshing.pop(tenant_id, None)
-            if not task.cancelled() and task.exception() is not None:
-                # The loaded shards keep answering; the next search after poll_seconds tries
-                # again.
-                logger.warning("tenant %s: shard check failed: %s", tenant_id, task.exception())
-
-        task.add_done_callback(done)
 
     async def _checked(self, tenant_id: int) -> TenantIndex:
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
