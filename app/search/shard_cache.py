@@ -213,9 +213,6 @@ class ShardCache:
         entry = self._fresh(tenant_id)
         if entry is not None:
             return entry.index
-        return await self._checked(tenant_id)
-
-    async def _checked(self, tenant_id: int) -> TenantIndex:
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
         async with lock:
             # Another search may have refreshed it while this one waited.
