@@ -170,17 +170,32 @@ async def wait_ready(
     timeout: float,
     alive: Callable[[], None] = lambda: None,
 ) -> None:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     while True:
         alive()
-        ready, failed = await count_ready(client, headers)
-        if failed:
-            raise RuntimeError(f"{failed} documents failed to ingest")
-        if ready >= expected:
+        if await all_ready(client, headers, expected, since=started, timeout=timeout):
             return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {ready}/{expected} documents ready after {timeout}s")
         await asyncio.sleep(1.0)
+
+
+async def all_ready(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    expected: int,
+    *,
+    since: float,
+    timeout: float,
+) -> bool:
+    """Whether `expected` documents are ready; RuntimeError when one failed, or when waiting
+    since `since` (time.monotonic) has taken longer than `timeout` seconds."""
+    ready, failed = await count_ready(client, headers)
+    if failed:
+        raise RuntimeError(f"{failed} documents failed to ingest")
+    if ready >= expected:
+        return True
+    if time.monotonic() - since > timeout:
+        raise RuntimeError(f"only {ready}/{expected} documents ready after {timeout}s")
+    return False
 
 
 async def timed(
@@ -555,13 +570,8 @@ async def _while_ingesting(
         if time.monotonic() - last_chat >= chat_every:
             last_chat = time.monotonic()
             await timed(ask, 1, 1, samples=busy.chats)
-        ready, failed = await count_ready(client, headers)
-        if failed:
-            raise RuntimeError(f"{failed} documents failed to ingest")
-        if ready >= expected:
+        if await all_ready(client, headers, expected, since=started, timeout=timeout):
             break
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"only {ready}/{expected} documents ready after {timeout}s")
     busy.seconds = time.monotonic() - started
     return busy
 
