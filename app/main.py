@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.retriever = Retriever.create(
             database, settings, store=runtime.cache, keyring=runtime.keyring
         )
+        # The embedded workers' new shard versions reach searches from memory, not disk.
+        runtime.indexer.readers.append(app.state.retriever.cache)
         if getattr(app.state, "generator", None) is None:
             # A question while the model is prepared gets a quick 503 with the progress.
             app.state.generator = GeneratorProvider.for_api(settings)

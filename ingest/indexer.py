@@ -49,6 +49,7 @@ from app.search.index import (
     save_bm25_shard,
     save_shard,
 )
+from app.search.index.handoff import ShardReader, ShardWrite
 from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
 from ingest.embedding import Embedder, check_compatible, decode_vectors, passage_text
 from ingest.locks import tenant_index_lock
@@ -144,6 +145,9 @@ class Indexer:
         self.index_root = index_root
         self.settings = settings
         self.keyring = keyring
+        # Readers in this process that take each new shard version from memory (the API's
+        # shard cache beside its embedded workers).
+        self.readers: list[ShardReader] = []
 
     async def keys(self, tenant_id: int) -> tuple[DataKey | None, DataKey | None]:
         """(the key shards are read with, the key new shard versions are sealed with)."""
@@ -223,12 +227,13 @@ class Indexer:
             ]
         if not pending:
             return 0
+        base_version = version if size else 0
         vector_index, bm25 = await offload(
             _extend,
             self.index_root,
             tenant_id,
             shard_no,
-            version if size else 0,
+            base_version,
             pending,
             dim,
             self.vector_config(dim),
@@ -246,9 +251,39 @@ class Indexer:
             bm25,
             write_key,
         )
-        await self._commit(
-            tenant_id, shard_no, new_version, size + len(pending), pending, embedder, dim
+        write = ShardWrite(
+            tenant_id=tenant_id,
+            shard_no=shard_no,
+            base_version=base_version,
+            version=new_version,
+            vector=vector_index,
+            bm25=bm25,
+            added_ids=np.array([c.id for c in pending], dtype=np.int64),
+            added_documents=np.array([c.document_id for c in pending], dtype=np.int64),
+            paths=(
+                shard_path(self.index_root, tenant_id, "vector", shard_no, new_version),
+                shard_path(self.index_root, tenant_id, "bm25", shard_no, new_version),
+            ),
         )
+        installed: list[ShardReader] = []
+        for reader in self.readers:
+            install = await offload(reader.prepare, write)
+            if install is not None:
+                # Before the commit, which makes the documents ready: a document shown ready
+                # is searchable at once. Until then its chunks are hidden like any other of a
+                # document being processed.
+                install()
+                installed.append(reader)
+        try:
+            await self._commit(
+                tenant_id, shard_no, new_version, size + len(pending), pending, embedder, dim
+            )
+        except BaseException:
+            # The retry writes this version number again, maybe with more chunks: a reader
+            # holding this attempt's would never notice. It loads what is committed instead.
+            for reader in installed:
+                reader.invalidate(tenant_id)
+            raise
         for kind in ("vector", "bm25"):
             for path in stale_versions(self.index_root, tenant_id, kind, shard_no, new_version - 1):
                 path.unlink(missing_ok=True)

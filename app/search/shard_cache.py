@@ -16,6 +16,7 @@ even if it alone exceeds the cap).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from app.search.index import (
     load_bm25_shard,
     load_shard,
 )
+from app.search.index.handoff import Install, ShardWrite
 from app.search.index.layout import shard_path
 from app.search.repository import search_repository
 
@@ -112,6 +114,16 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+def _vector_nbytes(path: Path, id_count: int) -> int:
+    """Estimated memory of a loaded vector shard."""
+    return _file_size(path) + _ID_MAP_BYTES * id_count
+
+
+def _bm25_nbytes(path: Path, bm25: BM25Shard) -> int:
+    """Estimated memory of a loaded BM25 shard."""
+    return _file_size(path) + _TERM_BYTES * len(bm25.terms)
+
+
 def _load_files(
     root: Path,
     tenant_id: int,
@@ -133,14 +145,14 @@ def _load_files(
             )
             ids = index_ids(vector)
             parts.append(ids)
-            nbytes += _file_size(path) + _ID_MAP_BYTES * int(ids.size)
+            nbytes += _vector_nbytes(path, int(ids.size))
         if bm25_version:
             path = shard_path(root, tenant_id, "bm25", shard_no, bm25_version)
             bm25 = load_bm25_shard(
                 path, shard_sealer(key, tenant_id, "bm25", shard_no, bm25_version)
             )
             parts.append(bm25.ids)
-            nbytes += _file_size(path) + _TERM_BYTES * len(bm25.terms)
+            nbytes += _bm25_nbytes(path, bm25)
     except ShardError as exc:
         # load_shard / load_bm25_shard report a missing or replaced file as a ShardError.
         raise _StaleVersion(str(exc)) from exc
@@ -157,6 +169,27 @@ def _align(chunk_ids: IdArray, db_ids: IdArray, db_documents: IdArray) -> IdArra
     found = db_ids[pos] == chunk_ids
     document_of: IdArray = np.where(found, db_documents[pos], 0).astype(np.int64, copy=False)
     return document_of
+
+
+def _loaded(
+    key: ShardKey,
+    vector: Any | None,
+    bm25: BM25Shard | None,
+    chunk_ids: IdArray,
+    document_of: IdArray,
+    nbytes: int,
+) -> LoadedShard:
+    documents = np.unique(document_of)
+    return LoadedShard(
+        shard_no=key[0],
+        key=key,
+        vector=vector,
+        bm25=bm25,
+        chunk_ids=chunk_ids,
+        document_of=document_of,
+        documents=documents,
+        nbytes=nbytes + chunk_ids.nbytes + document_of.nbytes + documents.nbytes,
+    )
 
 
 class ShardCache:
@@ -183,6 +216,8 @@ class ShardCache:
         self._locks: dict[int, asyncio.Lock] = {}
         #: shard loads from disk so far (tests and metrics)
         self.loads = 0
+        #: shard versions taken from the in-process indexer instead of disk
+        self.handoffs = 0
 
     async def read_key(self, tenant_id: int) -> DataKey | None:
         """The key the tenant's sealed shards and chunk text open with."""
@@ -316,18 +351,66 @@ class ShardCache:
             self._read_chunk_documents, tenant_id, shard_no
         )
         self.loads += 1
-        document_of = _align(chunk_ids, db_ids, db_documents)
-        documents = np.unique(document_of)
-        return LoadedShard(
-            shard_no=shard_no,
-            key=key,
-            vector=vector,
-            bm25=bm25,
-            chunk_ids=chunk_ids,
-            document_of=document_of,
-            documents=documents,
-            nbytes=nbytes + chunk_ids.nbytes + document_of.nbytes + documents.nbytes,
+        return _loaded(
+            key, vector, bm25, chunk_ids, _align(chunk_ids, db_ids, db_documents), nbytes
         )
+
+    # The in-process indexer's hand-off (app/search/index/handoff.py): during a bulk import the
+    # open shard is rewritten every few seconds, and reading it back inside a search held that
+    # search, and every one queued behind the tenant's lock, for as long as the load took.
+    def prepare(self, write: ShardWrite) -> Install | None:
+        """The tenant's index with ``write`` in place of the version it was built on (blocking:
+        on the writer's thread), or None when this cache does not serve that version."""
+        entry = self._entries.get(write.tenant_id)
+        if entry is None:
+            return None  # not searched yet: the first search loads it
+        base = entry.index
+        old = next((s for s in base.shards if s.shard_no == write.shard_no), None)
+        if write.base_version == 0:
+            if old is not None:
+                return None  # a rebuild reusing shard numbers: load as usual
+        elif old is None or old.key != (write.shard_no, write.base_version, write.base_version):
+            return None
+        key = (write.shard_no, write.version, write.version)
+        chunk_ids = np.unique(np.concatenate([index_ids(write.vector), write.bm25.ids]))
+        known_ids = write.added_ids
+        known_documents = write.added_documents
+        if old is not None:
+            known_ids = np.concatenate([old.chunk_ids, known_ids])
+            known_documents = np.concatenate([old.document_of, known_documents])
+        order = np.argsort(known_ids, kind="stable")
+        shard = _loaded(
+            key,
+            write.vector,
+            write.bm25,
+            chunk_ids,
+            _align(chunk_ids, known_ids[order], known_documents[order]),
+            _vector_nbytes(write.paths[0], int(write.vector.ntotal))
+            + _bm25_nbytes(write.paths[1], write.bm25),
+        )
+        shards = sorted(
+            [s for s in base.shards if s.shard_no != write.shard_no] + [shard],
+            key=lambda s: s.shard_no,
+        )
+        bm25_shards = [s.bm25 for s in shards if s.bm25 is not None]
+        index = dataclasses.replace(
+            base,
+            key=tuple(s.key for s in shards),
+            shards=tuple(shards),
+            stats=corpus_stats(bm25_shards) if bm25_shards else None,
+        )
+
+        def install() -> None:
+            current = self._entries.get(write.tenant_id)
+            if current is None or current.index is not base:
+                return  # reloaded or evicted meanwhile: the next search checks versions
+            # The versions are the database's as soon as the writer commits; the documents
+            # become ready only then, so searches see their chunks from that moment on.
+            self._entries[write.tenant_id] = _Entry(index, self._clock())
+            self.handoffs += 1
+            self._evict(keep=write.tenant_id)
+
+        return install
 
     def _evict(self, *, keep: int) -> None:
         for tenant_id in list(self._entries):

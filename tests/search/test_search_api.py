@@ -219,6 +219,30 @@ async def test_soft_delete_hides_at_once_and_top_k_is_refilled(
         assert [h["chunk_id"] for h in again] == [h["chunk_id"] for h in before], mode
 
 
+async def test_a_document_shown_ready_is_found_by_the_next_search(
+    world: dict[str, Any], client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    viewer, editor = world["users"]["viewer"], world["users"]["editor"]
+    body = {"query": "parking garage", "mode": "hybrid"}
+    await search(client, viewer, **body)
+    cache = app.state.retriever.cache
+    # No version check during the rest of the test: the embedded indexer's hand-off alone
+    # must bring the new shard version, and no search reads it back from disk.
+    cache.poll_seconds = 3600
+    loads, handoffs = cache.loads, cache.handoffs
+    response = await client.post(
+        "/api/v1/tenants/hr/documents",
+        files={"file": ("parking.txt", b"The parking garage opens at six in the morning.")},
+        headers=editor,
+    )
+    assert response.status_code == 202, response.text
+    doc_id = response.json()["id"]
+    assert (await wait_for(client, editor, "hr", doc_id))["status"] == "ready"
+    hits = (await search(client, viewer, **body)).json()["hits"]
+    assert [h["document_id"] for h in hits[:1]] == [doc_id]
+    assert (cache.loads, cache.handoffs) == (loads, handoffs + 1)
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_validation_errors(world: dict[str, Any], client: httpx.AsyncClient) -> None:
     viewer = world["users"]["viewer"]
