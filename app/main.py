@@ -15,6 +15,7 @@ from app.audit.endpoints import router as audit_router
 from app.auth.credentials import bearer_credentials
 from app.auth.endpoints import router as auth_router
 from app.chat.endpoints import router as chat_router
+from app.crypto.endpoints import router as encryption_router
 from app.documents.endpoints import router as documents_router
 from app.documents.service import document_service
 from app.generation.provider import GeneratorProvider
@@ -190,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chat_router,
         openai_router,
         audit_router,
+        encryption_router,
         receipts_router,
         privacy_router,
     ):

@@ -1,4 +1,5 @@
-"""`cairn encryption enable | rotate-kek | status` (registered in app/cli.py). The operator acts
+"""`cairn encryption enable | rotate-kek | rotate-tenant-key | status` (registered in
+app/cli.py). The operator acts
 as the system; each command runs here against the configured database and data dir."""
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from app.crypto.rotation import rotate_tenant_key
 from app.crypto.service import enable, rotate_kek, status
 from app.jobs.runtime import Runtime
 from app.kit.console import prepared
 from app.kit.envelope import EncryptionError
 from app.kit.kek import load_kek
 from app.kit.settings import Settings, get_settings
+from app.tenants.repository import tenant_repository
 
 T = TypeVar("T")
 
@@ -72,6 +75,37 @@ def rotate_kek_command(
     )
 
 
+@encryption_app.command("rotate-tenant-key")
+def rotate_tenant_key_command(
+    slug: Annotated[str, typer.Argument(help="tenant slug")],
+    settle_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--settle-seconds",
+            min=0,
+            max=3600,
+            help="wait this long for running processes to pick up the new key before "
+            "re-encrypting (default: encryption.key_refresh_seconds + 5 s)",
+        ),
+    ] = None,
+) -> None:
+    """Give one tenant a new data key, re-encrypt its data under it while the server keeps
+    serving, then destroy the old key; resumable: run it again after an interruption."""
+    settings = prepared(get_settings())
+
+    async def work(runtime: Runtime) -> str:
+        async with runtime.database.read_sessionmaker() as session:
+            tenant = await tenant_repository.get_by_slug(session, slug)
+        if tenant is None:
+            raise EncryptionError(f"no tenant {slug!r}")
+        done = await rotate_tenant_key(
+            runtime, tenant.id, settle_seconds=settle_seconds, progress=typer.echo
+        )
+        return f"{slug}: key generation {done.generation} in force, the old key destroyed"
+
+    typer.echo(_with_runtime(settings, work))
+
+
 @encryption_app.command("status")
 def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per tenant")] = False,
@@ -85,7 +119,10 @@ def status_command(
             typer.echo(json.dumps(dataclasses.asdict(entry) | {"complete": entry.complete}))
             continue
         typer.echo(
-            f"{entry.slug}: key {entry.key}; chunks {entry.chunks.sealed}/{entry.chunks.total}, "
+            f"{entry.slug}: key {entry.key}"
+            + (f" (generation {entry.generation})" if entry.generation > 1 else "")
+            + (" (rotation not finished)" if entry.rotating else "")
+            + f"; chunks {entry.chunks.sealed}/{entry.chunks.total}, "
             f"files {entry.files.sealed}/{entry.files.total}, "
             f"shards {entry.shards.sealed}/{entry.shards.total} encrypted"
             + (" (complete)" if entry.complete else "")

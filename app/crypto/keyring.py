@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -22,15 +24,25 @@ from app.kit.db import Database
 from app.kit.envelope import KEY_BYTES, DataKey
 from app.kit.kek import Kek, KekError, load_kek
 from app.kit.settings import EncryptionSettings
+from app.models import TenantKey
 
 
 class Keyring:
-    def __init__(self, database: Database, settings: EncryptionSettings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: EncryptionSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.database = database
         self.settings = settings
         self._kek: Kek | None = None
-        self._keys: dict[int, DataKey] = {}
+        # tenant id -> (its key, when it was read): read again after key_refresh_seconds, so
+        # a tenant-key rotation done by another process reaches this one.
+        self._keys: dict[int, tuple[DataKey, float]] = {}
         self._creating = asyncio.Lock()
+        self._clock = clock
 
     @property
     def enabled(self) -> bool:
@@ -72,7 +84,7 @@ class Keyring:
         key = DataKey.from_bytes(tenant_id, raw)
 
         def remember(_: Any) -> None:
-            self._keys.setdefault(tenant_id, key)
+            self._keys.setdefault(tenant_id, (key, self._clock()))
 
         event.listen(session.sync_session, "after_commit", remember, once=True)
         return key
@@ -97,19 +109,18 @@ class Keyring:
 
     async def _get(self, tenant_id: int, *, create: bool) -> DataKey | None:
         cached = self._keys.get(tenant_id)
-        if cached is not None:
-            return cached
+        if cached is not None and self._clock() - cached[1] < self.settings.key_refresh_seconds:
+            return cached[0]
         kek = self.kek()
         async with self.database.read_sessionmaker() as session:
             row = await tenant_key_repository.get(session, tenant_id)
-            stored = (row.wrapped_key, row.kek_fingerprint) if row is not None else None
-        if stored is None:
+            key = unwrap_row(kek, row) if row is not None else None
+        if key is None:
             if not create:
                 return None
             async with self._creating:
                 return await self._create(kek, tenant_id)
-        key = DataKey.from_bytes(tenant_id, kek.unwrap(tenant_id, *stored))
-        self._keys[tenant_id] = key
+        self._keys[tenant_id] = (key, self._clock())
         return key
 
     async def _create(self, kek: Kek, tenant_id: int) -> DataKey:
@@ -122,17 +133,17 @@ class Keyring:
                     tenant_key_repository.add(
                         session, tenant_id, kek.wrap(tenant_id, raw), kek.fingerprint
                     )
+                    key = DataKey.from_bytes(tenant_id, raw)
                 else:
-                    raw = kek.unwrap(tenant_id, row.wrapped_key, row.kek_fingerprint)
+                    key = unwrap_row(kek, row)
         except IntegrityError:
             # Lost a race with another process's insert: read the key it committed.
             async with self.database.read_sessionmaker() as session:
                 row = await tenant_key_repository.get(session, tenant_id)
                 if row is None:
                     raise
-                raw = kek.unwrap(tenant_id, row.wrapped_key, row.kek_fingerprint)
-        key = DataKey.from_bytes(tenant_id, raw)
-        self._keys[tenant_id] = key
+                key = unwrap_row(kek, row)
+        self._keys[tenant_id] = (key, self._clock())
         return key
 
     def use_kek(self, kek: Kek) -> None:
@@ -145,3 +156,20 @@ class Keyring:
             self._keys.clear()
         else:
             self._keys.pop(tenant_id, None)
+
+
+def unwrap_row(kek: Kek, row: TenantKey) -> DataKey:
+    """A tenant's key from its row: the current generation and, during a rotation, the
+    retired one."""
+    tenant_id, fingerprint = row.tenant_id, row.kek_fingerprint
+    retired: dict[int, bytes] = {}
+    if row.retired_key is not None and row.retired_generation is not None:
+        retired[row.retired_generation] = kek.unwrap(
+            tenant_id, row.retired_key, fingerprint, row.retired_generation
+        )
+    return DataKey.from_bytes(
+        tenant_id,
+        kek.unwrap(tenant_id, row.wrapped_key, fingerprint, row.generation),
+        row.generation,
+        retired,
+    )

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from app.audit.checkpoints import write_checkpoints
 from app.backup.schedule import BackupBusy, backup_to_root
+from app.crypto.rotation import rotate_tenant_key
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
 from app.jobs.registry import JobRegistry, Renew
@@ -90,4 +91,10 @@ async def build_registry(
 
     registry.register(JobKind.AUDIT_CHECKPOINT, simple_handler(runtime, worker, checkpoint))
     registry.register(JobKind.BACKUP, simple_handler(runtime, worker, backup))
+
+    async def key_rotation(job: Job) -> None:
+        assert job.tenant_id is not None, "a key rotation job names its tenant"
+        await rotate_tenant_key(runtime, job.tenant_id)
+
+    registry.register(JobKind.ROTATE_TENANT_KEY, simple_handler(runtime, worker, key_rotation))
     return registry, pipeline

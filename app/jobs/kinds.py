@@ -18,6 +18,8 @@ class JobKind(StrEnum):
     AUDIT_CHECKPOINT = "audit_checkpoint"
     # A backup into backup.dir with retention (app/backup/schedule.py).
     BACKUP = "backup"
+    # Re-encrypting one tenant under its new data key (app/crypto/rotation.py).
+    ROTATE_TENANT_KEY = "rotate_tenant_key"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
+from app.kit.envelope import EncryptionError
 from app.kit.request_context import REQUEST_ID_HEADER, current_request_id, request_id_of
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,23 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=headers,
         )
 
+    async def undecryptable(request: Request, exc: Exception) -> JSONResponse:
+        # A wrong or missing KEK, a destroyed key, a moved ciphertext: the operator must act,
+        # the client can only be told so. Which object failed (tenant, document hash) goes to
+        # the server log only.
+        request_id = request_id_of(request.scope)
+        logger.error("decryption failed: %s", exc, extra={"request_id": request_id})
+        return JSONResponse(
+            error_body(
+                "decryption_failed",
+                "Stored data could not be decrypted with the configured keys; the server log "
+                "says which (quote the request id to the operator)",
+                request_id=request_id,
+            ),
+            status_code=500,
+            headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+        )
+
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
         # The trace goes to the server log, never to the client. Starlette runs this handler
         # outside every middleware, so the request id comes from the scope and the header is
@@ -226,4 +244,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(PoolTimeout, pool_exhausted)
+    app.add_exception_handler(EncryptionError, undecryptable)
     app.add_exception_handler(Exception, unhandled)

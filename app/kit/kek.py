@@ -29,8 +29,11 @@ class KekError(EncryptionError):
     """The KEK file is missing, unreadable, too open or malformed."""
 
 
-def _wrap_ad(tenant_id: int) -> bytes:
-    return f"cairn/v1/tenant-key/{tenant_id}".encode()
+def _wrap_ad(tenant_id: int, generation: int) -> bytes:
+    # The generation is bound too: a wrapped key moved to another generation's column does
+    # not unwrap as that generation (its objects would fail later, less clearly).
+    base = f"cairn/v1/tenant-key/{tenant_id}"
+    return (base if generation == 1 else f"{base}/g{generation}").encode()
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,17 @@ class Kek:
         """A public name of this KEK (a hash, so it reveals nothing of the key)."""
         return hashlib.sha256(b"cairn/v1/kek-fingerprint\0" + self.key).hexdigest()[:32]
 
-    def wrap(self, tenant_id: int, data_key: bytes) -> bytes:
-        """`data_key` encrypted under this KEK for `tenant_id`."""
+    def wrap(self, tenant_id: int, data_key: bytes, generation: int = 1) -> bytes:
+        """`data_key` encrypted under this KEK for `tenant_id`'s key `generation`."""
         nonce = os.urandom(NONCE_BYTES)
-        return _WRAP_HEADER + nonce + AESGCM(self.key).encrypt(nonce, data_key, _wrap_ad(tenant_id))
+        ad = _wrap_ad(tenant_id, generation)
+        return _WRAP_HEADER + nonce + AESGCM(self.key).encrypt(nonce, data_key, ad)
 
-    def unwrap(self, tenant_id: int, wrapped: bytes, fingerprint: str) -> bytes:
-        """The data key of `tenant_id`; KekError for a key wrapped under another KEK."""
+    def unwrap(
+        self, tenant_id: int, wrapped: bytes, fingerprint: str, generation: int = 1
+    ) -> bytes:
+        """The data key of `tenant_id` (`generation`); KekError for a key wrapped under
+        another KEK."""
         if fingerprint != self.fingerprint:
             raise KekError(
                 f"tenant {tenant_id}'s data key is wrapped under another KEK (fingerprint "
@@ -62,7 +69,7 @@ class Kek:
             key = AESGCM(self.key).decrypt(
                 wrapped[start : start + NONCE_BYTES],
                 wrapped[start + NONCE_BYTES :],
-                _wrap_ad(tenant_id),
+                _wrap_ad(tenant_id, generation),
             )
         except InvalidTag:
             raise KekError(

@@ -528,6 +528,10 @@ class EncryptionSettings(BaseModel):
     enabled: bool = False
     # 32 random bytes, base64, mode 0600 or stricter; never in the database or a backup.
     kek_file: Path | None = None
+    # How long a process uses a tenant's unwrapped key before reading the key row again: a
+    # tenant-key rotation reaches every process within this time (and waits this long before
+    # it re-encrypts, so that nothing is sealed under the old key afterwards).
+    key_refresh_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
 class ServerSettings(BaseModel):

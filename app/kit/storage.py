@@ -165,13 +165,15 @@ class ContentStore:
             return is_sealed(fh.read(16))
 
     def seal_existing(self, tenant_id: int, sha256: str, key: DataKey) -> bool:
-        """Encrypt a blob stored in plaintext, in place and atomically; False when it already
-        was (so a conversion can be run again). A legacy shared blob is left for relocation."""
+        """Encrypt a blob stored in plaintext or under a retired key generation under `key`'s
+        current one, in place and atomically; False when it already was (so a conversion can
+        be run again). A legacy shared blob is left for relocation."""
         path = self.path_for(tenant_id, sha256)
         data = path.read_bytes()
-        if is_sealed(data):
+        if key.is_current(data):
             return False
-        self._write(tenant_id, sha256, key.seal(data, blob_ad(tenant_id, sha256)))
+        ad = blob_ad(tenant_id, sha256)
+        self._write(tenant_id, sha256, key.seal(unseal(data, key, ad), ad))
         return True
 
     def delete(self, tenant_id: int, sha256: str) -> None:

@@ -1,4 +1,4 @@
-"""`cairn encryption enable | rotate-kek | status` and `cairn tenants delete --shred`, in
+"""`cairn encryption enable | rotate-kek | rotate-tenant-key | status` and `cairn tenants delete --shred`, in
 process on an embedded (SQLite) data dir."""
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ def test_status_enable_rotate_and_shred(
     assert "wrapped under another KEK" in old.output
     monkeypatch.setenv("CAIRN_ENCRYPTION__KEK_FILE", str(new))
     assert invoke("encryption", "enable").exit_code == 0
+
+    key = invoke("encryption", "rotate-tenant-key", "hr", "--settle-seconds", "0")
+    assert key.exit_code == 0, key.output
+    assert "hr: key generation 2 in force, the old key destroyed" in key.output
+    assert "(generation 2)" in invoke("encryption", "status").output
+    unknown = invoke("encryption", "rotate-tenant-key", "nope", "--settle-seconds", "0")
+    assert unknown.exit_code == 1
+    assert unknown.output.strip().splitlines() == ["error: no tenant 'nope'"]
 
     deleted = invoke("tenants", "delete", "hr", "--shred", "--yes")
     assert deleted.exit_code == 0, deleted.output
