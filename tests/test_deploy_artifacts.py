@@ -7,6 +7,7 @@ about client addresses."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import re
@@ -296,6 +297,21 @@ def test_prometheus_scrapes_every_api_replica_with_the_metrics_token(
             assert "groups" in yaml.safe_load(local.read_text())
 
 
+def test_compose_encrypts_at_rest_with_a_kek_it_refuses_to_go_without(
+    compose: dict[str, Any],
+) -> None:
+    for name in ("migrate", "api", "worker"):
+        service = compose["services"][name]
+        env = service_env(service)
+        assert env["CAIRN_ENCRYPTION__ENABLED"] == "true", name
+        kek = Path(env["CAIRN_ENCRYPTION__KEK_FILE"])
+        assert kek.parent == Path("/run/secrets"), name
+        assert kek.name in service["secrets"], name
+    source = compose["secrets"]["kek"]["file"]
+    # No default path: compose refuses to start until the operator names the KEK file.
+    assert REQUIRED_INTERPOLATION.fullmatch(source), source
+
+
 # --- docker/nginx: the proxy in front of the API replicas ----------------------------------------
 
 NGINX = DOCKER / "nginx" / "cairn.conf"
@@ -542,7 +558,7 @@ def test_service_hpa_and_pdb_select_the_api_pods(manifests: dict[str, dict[str, 
 
 
 def test_k8s_sets_only_real_settings(
-    manifests: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    manifests: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     config = manifests["ConfigMap/cairn-config"]["data"]
     secret = manifests["Secret/cairn-secrets"]["stringData"]
@@ -554,14 +570,20 @@ def test_k8s_sets_only_real_settings(
         if variable.startswith("CAIRN_"):
             assert setting_exists(variable), f"deploy/k8s: {variable} is not a setting"
 
-    # The ConfigMap's values are valid too: Settings loads them (with stand-in secrets).
+    # The ConfigMap's values are valid too: Settings loads them (with stand-in secrets, and a
+    # stand-in KEK file where the init container would put the real one).
     for variable, value in config.items():
         monkeypatch.setenv(variable, value)
+    kek = tmp_path / "kek"
+    kek.write_text(base64.b64encode(b"k" * 32).decode())
+    kek.chmod(0o600)
+    monkeypatch.setenv("CAIRN_ENCRYPTION__KEK_FILE", str(kek))
     monkeypatch.setenv("CAIRN_JWT_SECRET", "j" * MIN_SECRET_LENGTH)
     monkeypatch.setenv("CAIRN_AUDIT_SECRET", "a" * MIN_SECRET_LENGTH)
     monkeypatch.setenv("CAIRN_AUDIT_SIGNING_KEY", "stand-in")
     settings = Settings()
     assert settings.environment == "production"
+    assert settings.encryption.enabled
     assert str(settings.data_dir) == config["CAIRN_DATA_DIR"]
     # Named, so an operator sees where the ingress goes; no proxy is believed until they do.
     assert json.loads(config["CAIRN_SERVER__TRUSTED_PROXIES"]) == []
@@ -595,3 +617,38 @@ def test_k8s_commits_no_secret(manifests: dict[str, dict[str, Any]]) -> None:
     for variable, value in manifests["ConfigMap/cairn-config"]["data"].items():
         assert not SECRET_NAME.search(variable), variable
         assert "://" not in value, f"{variable}: URLs (with credentials) belong in the Secret"
+
+
+def test_every_k8s_pod_gets_the_kek_as_a_private_file_in_memory(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    config = manifests["ConfigMap/cairn-config"]["data"]
+    assert config["CAIRN_ENCRYPTION__ENABLED"] == "true"
+    kek = Path(config["CAIRN_ENCRYPTION__KEK_FILE"])
+    specs = pod_specs(manifests)
+    assert {"Deployment/cairn-api", "Deployment/cairn-worker", "Job/cairn-migrate"} <= set(specs)
+    for key, spec in specs.items():
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        (init,) = [c for c in spec["initContainers"] if c["name"] == "kek"]
+        context = {**spec.get("securityContext", {}), **init["securityContext"]}
+        assert context["runAsNonRoot"] is True, key
+        assert context["readOnlyRootFilesystem"] is True, key
+        assert context["capabilities"]["drop"] == ["ALL"], key
+        # install -m 0600 SOURCE TARGET: the target is where the setting points, mode 0600.
+        command = init["command"]
+        assert command[:3] == ["install", "-m", "0600"], key
+        source, target = Path(command[3]), Path(command[4])
+        assert target == kek, key
+        init_mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+        secret = volumes[init_mounts[str(source.parent)]]["secret"]
+        assert secret["secretName"] == "cairn-kek", key
+        assert secret["defaultMode"] == 0o400, key
+        memory = volumes[init_mounts[str(target.parent)]]
+        assert memory["emptyDir"]["medium"] == "Memory", f"{key}: the KEK must not reach a disk"
+        for container in spec["containers"]:
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            mount = mounts[str(kek.parent)]
+            assert mount["name"] == init_mounts[str(target.parent)], key
+            assert mount["readOnly"] is True, key
+            # The Secret itself is mounted into the init container only.
+            assert init_mounts[str(source.parent)] not in {m["name"] for m in mounts.values()}
