@@ -57,6 +57,7 @@ def run_restore(settings: Settings, backup: Path, tombstones: list[Path]) -> str
     return (
         f"restored {report.manifest.backend} backup of {report.manifest.created_at} into "
         f"{settings.data_dir}; {report.tombstones} tombstone(s) applied: "
+        f"{len(report.tenants_deleted)} tenant(s) deleted again, "
         f"{len(report.documents_purged)} document(s) purged again, "
         f"{len(report.users_erased)} person(s) erased again"
     )

@@ -47,6 +47,7 @@ from app.kit.locate import sqlite_path
 from app.kit.migrate import alembic_config, upgrade
 from app.kit.settings import Settings
 from app.privacy.service import privacy_service
+from app.tenants.deletion import delete_tenant
 
 # What an otherwise empty data dir may hold: the secrets a development deployment generated
 # there (keys are never in a backup; the operator puts them back before restoring).
@@ -70,6 +71,7 @@ class RestoreIncomplete(CairnError):
 class RestoreReport:
     manifest: Manifest
     tombstones: int = 0
+    tenants_deleted: list[int] = field(default_factory=list)
     documents_purged: list[int] = field(default_factory=list)
     users_erased: list[int] = field(default_factory=list)
     blobs_removed: int = 0
@@ -216,6 +218,14 @@ async def apply_tombstones(
         async with database.sessionmaker() as session, session.begin():
             await tombstone_repository.add_missing(session, records)
             await tombstone_repository.start_counters_above(session, records)
+        # Deleted tenants first: their documents and keys go with them (shredded, as a
+        # tenant deleted without a shred has no data left to protect either).
+        for record in (r for r in records if r.kind == "tenant"):
+            async with database.read_sessionmaker() as session:
+                tenant = await tombstone_repository.tenant(session, record)
+            if tenant is not None:
+                await delete_tenant(runtime, None, tenant.slug, shred=True)
+                report.tenants_deleted.append(tenant.id)
         job_ids: list[int] = []
         purged: list[int] = []
         for record in (r for r in records if r.kind == "document"):

@@ -1,6 +1,6 @@
 """Tombstone records and the files that hold them (the journal, a backup's tombstones.jsonl).
 
-Tombstones: every purge and erasure, remembered where a restore will find it.
+Tombstones: every purge, erasure and tenant deletion, remembered where a restore will find it.
 
 A tombstone is written in the transaction that completes a purge or an erasure: as a row of
 `tombstones` (so every later backup carries it) and, before that transaction commits, as a
@@ -13,7 +13,8 @@ tombstone for a deletion that was asked for and not finished, and a restore fini
 other order could lose the only record of a deletion that did happen.
 
 Tombstones hold ids and hashes only: kind, tenant id, subject id and a digest (a document's
-content SHA-256; the SHA-256 of an erased account's random `subject`). The digest makes a
+content SHA-256; the SHA-256 of an erased account's random `subject`; the SHA-256 of a deleted
+tenant's id and slug). The digest makes a
 replay touch only the row that was deleted, never a later row that got the same id.
 """
 
@@ -32,8 +33,8 @@ from typing import Literal
 from app.kit.files import PRIVATE_FILE_MODE, private_dir
 from app.models.base import utcnow
 
-TombstoneKind = Literal["document", "user"]
-KINDS: tuple[TombstoneKind, ...] = ("document", "user")
+TombstoneKind = Literal["document", "user", "tenant"]
+KINDS: tuple[TombstoneKind, ...] = ("document", "user", "tenant")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -73,6 +74,11 @@ class TombstoneRecord:
             raise ValueError("recorded_at must be a string")
         datetime.fromisoformat(recorded)
         return cls(kind, tenant, subject, digest, recorded)
+
+
+def tenant_digest(tenant_id: int, slug: str) -> str:
+    """What a deleted tenant's tombstone holds of it (slugs are unique and never change)."""
+    return hashlib.sha256(f"tenant:{tenant_id}:{slug}".encode()).hexdigest()
 
 
 def user_digest(subject: str) -> str:

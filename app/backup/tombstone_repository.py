@@ -10,11 +10,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.backup.tombstone_file import TombstoneRecord
-from app.models import Document, Tombstone, User
+from app.backup.tombstone_file import TombstoneRecord, tenant_digest
+from app.models import Document, Tenant, Tombstone, User
 
 # Tables whose ids tombstones name: a restored counter must not hand them out again.
-_COUNTED = {"document": "documents", "user": "users"}
+_COUNTED = {"document": "documents", "user": "users", "tenant": "tenants"}
 
 
 class TombstoneRepository:
@@ -50,6 +50,13 @@ class TombstoneRepository:
             return None
         return document
 
+    async def tenant(self, session: AsyncSession, record: TombstoneRecord) -> Tenant | None:
+        """The tenant the tombstone names, if this database still holds that very one."""
+        tenant = await session.get(Tenant, record.subject_id)
+        if tenant is None or tenant_digest(tenant.id, tenant.slug) != record.digest:
+            return None
+        return tenant
+
     async def users_by_id(self, session: AsyncSession, user_ids: Sequence[int]) -> list[User]:
         if not user_ids:
             return []
@@ -67,15 +74,16 @@ class TombstoneRepository:
     async def start_counters_above(
         self, session: AsyncSession, records: Sequence[TombstoneRecord]
     ) -> None:
-        """Move the documents' and users' id counters past every id a tombstone names, so a
-        row created after a restore never takes the id of one deleted after the backup."""
+        """Move the documents', users' and tenants' id counters past every id a tombstone
+        names, so a row created after a restore never takes the id of one deleted after the
+        backup."""
         backend = session.get_bind().dialect.name
         for kind, table in _COUNTED.items():
             named = [r.subject_id for r in records if r.kind == kind]
             if not named:
                 continue
-            model = Document if kind == "document" else User
-            highest = max(max(named), int(await session.scalar(select(func.max(model.id))) or 0))
+            ids = {"document": Document.id, "user": User.id, "tenant": Tenant.id}[kind]
+            highest = max(max(named), int(await session.scalar(select(func.max(ids))) or 0))
             if backend == "postgresql":
                 # setval never moves a sequence back here: GREATEST with its last value.
                 await session.execute(

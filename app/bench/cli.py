@@ -153,6 +153,37 @@ def serve(
     typer.echo(result.markdown())
 
 
+@bench_app.command("encryption")
+def encryption(
+    chunks: Annotated[int, typer.Option(min=100, help="chunks per tenant")] = 100_000,
+    queries: Annotated[int, typer.Option(min=1, help="queries timed per mode and state")] = 200,
+    loads: Annotated[int, typer.Option(min=1, help="cold shard loads per state")] = 3,
+    documents: Annotated[
+        int, typer.Option(min=0, help="documents ingested per state (0: skip)")
+    ] = 60,
+    corpus: Annotated[
+        Path | None, typer.Option(help="BEIR corpus.jsonl to take documents from")
+    ] = None,
+    output: Output = Path("BENCHMARKS.md"),
+) -> None:
+    """Encryption at rest off against on, in one run: cold shard loads and search latency at
+    CHUNKS chunks, sealing throughput, ingestion throughput."""
+    from app.bench.encryption import bench_encryption
+    from app.bench.ingest import DEFAULT_CORPUS
+    from app.kit.settings import get_settings
+
+    result = bench_encryption(
+        get_settings(),
+        chunks=chunks,
+        queries=queries,
+        loads=loads,
+        documents=documents,
+        corpus=corpus or DEFAULT_CORPUS,
+        output=output,
+    )
+    typer.echo(result.markdown())
+
+
 @bench_app.command("all")
 def run_all(
     documents: Annotated[int, typer.Option(min=1, help="documents ingested")] = 20,

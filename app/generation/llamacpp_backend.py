@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.generation import progress
 from app.generation.base import (
     ChatMessage,
     Completion,
@@ -64,6 +65,7 @@ class LlamaCppGenerator(InProcessGenerator):
                     f"generator.model_path {path} is not a .gguf file (the llamacpp backend "
                     "reads GGUF only)"
                 )
+        progress.stage("loading")
         self._llama: Any = Llama(
             model_path=str(path),
             n_ctx=settings.context_length,

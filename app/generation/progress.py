@@ -35,6 +35,17 @@ STAGES: tuple[Stage, ...] = ("assembling", "converting", "loading")
 # start"): the stages' weights in the overall percent, and the estimate of the time left
 # before the preparation's own pace is known.
 EXPECTED_SECONDS: dict[Stage, float] = {"assembling": 10.0, "converting": 110.0, "loading": 25.0}
+
+
+def plan_for(backend: str) -> tuple[Stage, ...]:
+    """The stages a backend's preparation goes through: llama.cpp reads the GGUF itself, so
+    nothing is converted (its loading stage has no percent of its own: llama-cpp-python
+    reports none, and a memory-mapped GGUF opens in seconds)."""
+    if backend == "llamacpp":
+        return ("assembling", "loading")
+    return STAGES
+
+
 # A progress line at most this often (and at every change of stage).
 LOG_EVERY_SECONDS = 5.0
 # The pace is trusted for the estimate once this much is done and this long has passed.

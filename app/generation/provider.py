@@ -14,7 +14,7 @@ import logging
 
 from app.generation.base import Generator
 from app.generation.loader import load_generator
-from app.generation.progress import Preparation, Snapshot, reporting
+from app.generation.progress import Preparation, Snapshot, plan_for, reporting
 from app.kit.errors import ServiceUnavailable
 from app.kit.settings import Settings
 
@@ -61,7 +61,7 @@ class GeneratorProvider:
         self._wait_seconds = wait_seconds
         self._task: asyncio.Task[Generator] | None = None
         self._failure: str | None = None
-        self._preparation = Preparation()
+        self._preparation = Preparation(plan_for(settings.generator.backend))
         if generator is not None:
             self._preparation.finish()
 

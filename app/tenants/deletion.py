@@ -23,6 +23,8 @@ import shutil
 from dataclasses import dataclass
 
 from app.audit.service import audit_service
+from app.backup.tombstone_file import tenant_digest
+from app.backup.tombstones import tombstone_service
 from app.crypto.repository import tenant_key_repository
 from app.jobs.runtime import Runtime
 from app.kit.authz import domain_of, revoke_domain
@@ -81,6 +83,15 @@ async def delete_tenant(
         tenant = await tenant_repository.get(session, tenant_id)
         if tenant is not None:
             await revoke_domain(session, domain_of(tenant_id))
+            # A backup taken before this deletion must not bring the tenant back on restore
+            # (app/backup/restore.py deletes it again, shredding its key).
+            await tombstone_service.record(
+                session,
+                "tenant",
+                tenant_id=tenant_id,
+                subject_id=tenant_id,
+                digest=tenant_digest(tenant_id, tenant.slug),
+            )
             await session.delete(tenant)
             await audit_service.record(
                 session,

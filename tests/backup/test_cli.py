@@ -109,7 +109,10 @@ async def test_restore_refuses_a_target_that_is_not_empty(
         (target.data_dir / ".audit_secret").write_text(TEST_AUDIT_SECRET)
         restored = cairn(target, "restore", str(backup))
         assert restored.exit_code == 0, restored.output
-        assert "0 document(s) purged again, 0 person(s) erased again" in restored.stdout
+        assert (
+            "0 tenant(s) deleted again, 0 document(s) purged again, 0 person(s) erased again"
+            in restored.stdout
+        )
         # Restored once, the target is no longer empty.
         assert "not empty" in one_error_line(cairn(target, "restore", str(backup)))
 

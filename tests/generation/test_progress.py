@@ -4,12 +4,17 @@ forward, an estimate of the time left, and nothing reported outside a preparatio
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from contextvars import copy_context
+from pathlib import Path
 
 import pytest
 
 from app.generation import progress
+from app.generation.llamacpp_backend import LlamaCppGenerator
 from app.generation.progress import EXPECTED_SECONDS, Preparation
+from app.kit.settings import GeneratorSettings
 
 
 def test_a_fresh_preparation_is_idle_and_a_finished_one_ready() -> None:
@@ -131,3 +136,31 @@ def test_transformers_loops_count_into_the_preparation() -> None:
     with progress.reporting(preparation):
         assert copy_context().run(load) == list(range(10))
     assert preparation.snapshot().stage_percent == 50
+
+
+def test_llamacpp_reports_its_stages_and_plans_no_conversion(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # llama-cpp-python is optional and not installed here: a stand-in for its `Llama` records
+    # what the preparation showed while the model was opened.
+    seen: list[tuple[str, int]] = []
+    preparation = Preparation(progress.plan_for("llamacpp"))
+
+    class Llama:
+        def __init__(self, **kwargs: object) -> None:
+            snapshot = preparation.snapshot()
+            seen.append((snapshot.state, snapshot.percent))
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=Llama))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    settings = GeneratorSettings(backend="llamacpp", model_path=str(gguf))
+    preparation.start()
+    with progress.reporting(preparation):
+        copy_context().run(LlamaCppGenerator, settings, tmp_path)
+    # Assembling is not needed for a configured file; loading is the whole plan then.
+    assert seen == [("loading", 0)]
+    preparation.finish()
+    assert preparation.snapshot().percent == 100
+    assert progress.plan_for("llamacpp") == ("assembling", "loading")
+    assert "converting" in progress.plan_for("transformers")
