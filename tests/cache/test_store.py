@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from app.cache.store import CacheStore, MemoryStore, RedisStore
+from app.crypto.cache import SealedStore
+from app.kit.envelope import DataKey
 from tests.conftest import REDIS_URL, require_service
 
 
@@ -73,3 +76,30 @@ async def test_an_unreachable_redis_is_a_miss_not_an_error() -> None:
     await store.set("answer:1:a", b"x", ttl=30)
     assert await store.get("answer:1:a") is None
     await store.close()
+
+
+class _TenantKeys:
+    """One data key per tenant, as the keyring hands them out."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.keys = {1: DataKey.from_bytes(1, os.urandom(32))}
+
+    async def for_reading(self, tenant_id: int) -> DataKey | None:
+        return self.keys.get(tenant_id)
+
+
+async def test_sealed_entries_hold_no_readable_text_and_expire(store: CacheStore) -> None:
+    # With encryption on, Runtime wraps the store (memory or Redis) in a SealedStore: what
+    # Redis holds, and writes to its dumps, is ciphertext, and it is gone after the TTL.
+    canary = b"Zephyrquokka7731 answer text"
+    sealed = SealedStore(store, _TenantKeys())  # type: ignore[arg-type]
+    await sealed.set("answer:1:q", canary, ttl=0.3)
+    raw = await store.get("answer:1:q")
+    assert raw is not None
+    assert b"Zephyrquokka7731" not in raw
+    assert await sealed.get("answer:1:q") == canary
+    await asyncio.sleep(0.5)
+    assert await store.get("answer:1:q") is None
+    assert await sealed.get("answer:1:q") is None
