@@ -6,6 +6,7 @@ children included)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -18,6 +19,9 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -67,8 +71,18 @@ class Deployment:
         return env
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the bench process dies, however
+    it dies (a bench killed from outside had left its server ingesting for minutes, beside
+    the next run it was meant to leave alone)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`cairn ARGS` in its own process group, its output appended to `log`."""
+    """`cairn ARGS` in its own process group, its output appended to `log`; it ends when the
+    bench process does."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "app.cli", *args],
@@ -77,6 +91,7 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
         )
 
 
