@@ -5,7 +5,7 @@ Requesting a purge (a tenant admin, `cairn documents purge`, or the retention pu
 document at once (status `purging`), opens a pending receipt and queues a `purge` job. The job:
 
 1. takes the document's chunks out of every shard file of the tenant, every version on disk
-   (ingest/erasure.py), under the tenant's index writer lock;
+   (app/search/index/erasure.py), under the tenant's index writer lock;
 2. asks the rewritten shards, with no visibility filter, for the document's own terms and its
    own chunk vectors: none of its chunks may come back;
 3. in one transaction deletes the answers whose prompts held it (with their questions), its
@@ -58,8 +58,8 @@ from app.models.base import utcnow
 from app.receipts.repository import receipt_repository
 from app.receipts.service import Verification, receipt_service
 from app.search.index import tokenize
+from app.search.index.erasure import Recorder, files_holding, query_current_shards, remove_chunks
 from app.search.index.tokenize import StemmerName
-from ingest.erasure import Recorder, files_holding, query_current_shards, remove_chunks
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from app.kit.kek import load_kek
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import AuditEntry, Chunk, Document, TenantKey
-from ingest.erasure import shard_files
+from app.search.index.erasure import shard_files
 from tests.conftest import Api, assert_error
 from tests.crypto.helpers import CANARY, encrypted_settings, write_kek
 from tests.crypto.test_at_rest import _search, _tenant_id, _upload

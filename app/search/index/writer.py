@@ -51,8 +51,8 @@ from app.search.index import (
 )
 from app.search.index.handoff import ShardReader, ShardWrite
 from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
+from app.search.index.locks import tenant_index_lock
 from ingest.embedding import Embedder, check_compatible, decode_vectors, passage_text
-from ingest.locks import tenant_index_lock
 
 logger = logging.getLogger(__name__)
 

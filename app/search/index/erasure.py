@@ -41,7 +41,7 @@ from app.search.index import (
     shard_size,
 )
 from app.search.index.layout import ShardKind, shard_path, tenant_dir, version_of
-from ingest.locks import tenant_index_lock
+from app.search.index.locks import tenant_index_lock
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from app.kit.db import Database
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import Chunk, Document, Job
+from app.search.index.writer import Indexer, heading_path_json
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import chunk_document
 from ingest.embedding import Embedder, EmbedderMismatch, passage_text
-from ingest.indexer import Indexer, heading_path_json
 from ingest.memory import RELEASE_AFTER, release_memory
 from ingest.parsers import EmptyDocument, ParseError, parse
 from ingest.priority import BackgroundThreads
