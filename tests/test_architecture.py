@@ -110,3 +110,43 @@ def test_job_and_ingest_modules_import_without_the_web_app() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def _status_writes(path: Path) -> list[str]:
+    """Where a file sets a document's status: `x.status = ...` on a document, `status=` in a
+    `Document(...)` or in `.values(...)` of an `update(Document)`."""
+    source = path.read_text()
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source, filename=str(path))):
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr == "status"
+                    and "document" in ast.unparse(target.value).lower()
+                ):
+                    found.append(f"line {node.lineno}: {ast.unparse(target)} = ...")
+        elif isinstance(node, ast.Call) and any(k.arg == "status" for k in node.keywords):
+            call = ast.unparse(node.func)
+            if call == "Document" or (
+                call.endswith(".values") and "update(Document)" in ast.unparse(node)
+            ):
+                found.append(f"line {node.lineno}: {call}(status=...)")
+    return found
+
+
+def test_one_writer_of_document_status() -> None:
+    owner = ROOT / "app" / "documents" / "status.py"
+    assert _status_writes(owner), "the owner's own writes are found (the check works)"
+    writes = {
+        f"{path.relative_to(ROOT)} {write}"
+        for path in sorted((ROOT / "app").rglob("*.py"))
+        if path != owner
+        for write in _status_writes(path)
+    }
+    # A new upload starts queued: the constructor's argument (the column's default anyway).
+    assert writes == {"app/documents/service.py line 112: Document(status=...)"} or all(
+        w.startswith("app/documents/service.py line ") and w.endswith("Document(status=...)")
+        for w in writes
+    ), writes

@@ -46,6 +46,7 @@ from app.chat.answer_cache import answer_cache
 from app.documents.purge_repository import ChunkTrace, purge_repository
 from app.documents.repository import document_repository
 from app.documents.service import document_service
+from app.documents.status import document_status
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
@@ -131,7 +132,7 @@ class PurgeService:
         job = await job_repository.open_for_subject(session, JobKind.PURGE, document.id)
         if job is not None:
             return Requested(document, receipt, None)
-        document.status = "purging"
+        document_status.mark_purging(document)
         document.deleted_at = document.deleted_at or utcnow()
         if actor is not None and document.deleted_by is None:
             document.deleted_by = actor.user_id

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import versions
@@ -29,10 +29,11 @@ from app.crypto.chunks import (
     seal_chunk_vector,
 )
 from app.crypto.keyring import Keyring
+from app.documents.status import document_status
 from app.kit.db import Database
 from app.kit.envelope import DataKey, shard_sealer
 from app.kit.settings import IndexSettings
-from app.models import Chunk, Document, IndexShard
+from app.models import Chunk, IndexShard
 from app.search.index import (
     BM25Shard,
     VectorShardConfig,
@@ -323,18 +324,7 @@ class Indexer:
                     .where(Chunk.id.in_(chunk_ids[start : start + 5000]))
                     .values(shard_no=shard_no)
                 )
-            pending_left = exists().where(
-                Chunk.document_id == Document.id, Chunk.shard_no.is_(None)
-            )
-            await session.execute(
-                update(Document)
-                .where(
-                    Document.id.in_(document_ids),
-                    Document.status == "processing",
-                    ~pending_left,
-                )
-                .values(status="ready", progress=1.0)
-            )
+            await document_status.mark_ready(session, document_ids)
             # New text to answer from: answers cached before this commit are not found again.
             await versions.bump(session, tenant_id)
 
