@@ -88,8 +88,7 @@ def test_shard_files_are_written_and_erased_only_by_the_index_package() -> None:
         names = {m.rsplit(".", 1)[-1] for m in imported_modules(path, _package_of(path))}
         if names & writers:
             offending.add(f"{path.relative_to(ROOT)}: {sorted(names & writers)}")
-    # The search benchmark still builds its synthetic shards with its own writer (issue 23).
-    assert offending <= {"app/bench/search.py: ['save_bm25_shard', 'save_shard']"}
+    assert offending == set()
 
 
 def test_job_and_ingest_modules_import_without_the_web_app() -> None:

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
@@ -54,12 +53,13 @@ from app.kit.authz import TenantAccess
 from app.kit.db import Database
 from app.kit.errors import NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
-from app.models import DeletionReceipt, Document, IndexShard, Job
+from app.models import DeletionReceipt, Document, Job
 from app.models.base import utcnow
 from app.receipts.repository import receipt_repository
 from app.receipts.service import Verification, receipt_service
 from app.search.index import tokenize
 from app.search.index.erasure import Recorder, files_holding, query_current_shards, remove_chunks
+from app.search.index.shard_repository import shard_repository
 from app.search.index.tokenize import StemmerName
 
 logger = logging.getLogger(__name__)
@@ -248,10 +248,7 @@ class PurgeService:
     ) -> None:
         """The document's own words and vectors, asked of the current shards unfiltered."""
         async with runtime.database.read_sessionmaker() as session:
-            rows = await session.scalars(
-                select(IndexShard).where(IndexShard.tenant_id == tenant_id)
-            )
-            current = {(s.kind, s.shard_no): s.version for s in rows}
+            current = await shard_repository.versions(session, tenant_id)
         terms = _telling_terms(trace.texts, runtime.settings.index.bm25_stemmer)
         surfaced = await asyncio.to_thread(
             query_current_shards,

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, update
 
 from app.cache import versions
 from app.crypto.chunks import (
@@ -53,6 +52,7 @@ from app.search.index import (
 from app.search.index.handoff import ShardReader, ShardWrite
 from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
 from app.search.index.locks import tenant_index_lock
+from app.search.index.shard_repository import shard_repository
 from ingest.embedding import Embedder, check_compatible, decode_vectors, passage_text
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class Indexer:
     ) -> int:
         read_key, write_key = await self.keys(tenant_id)
         async with self.database.read_sessionmaker() as session:
-            shards = await self._vector_shards(session, tenant_id)
+            shards = await shard_repository.vector_shards(session, tenant_id)
             self._check_embedder(shards, embedder, dim)
             open_shard = shards[-1] if shards else None
             if open_shard is None or open_shard.size >= self.settings.shard_capacity:
@@ -304,20 +304,16 @@ class Indexer:
         document_ids = sorted({c.document_id for c in pending})
         async with self.database.sessionmaker() as session, session.begin():
             for kind in ("vector", "bm25"):
-                shard = await session.scalar(
-                    select(IndexShard).where(
-                        IndexShard.tenant_id == tenant_id,
-                        IndexShard.kind == kind,
-                        IndexShard.shard_no == shard_no,
-                    )
+                await shard_repository.record(
+                    session,
+                    tenant_id,
+                    kind,
+                    shard_no,
+                    version=version,
+                    size=size,
+                    embedder=embedder if kind == "vector" else None,
+                    dim=dim if kind == "vector" else None,
                 )
-                if shard is None:
-                    shard = IndexShard(tenant_id=tenant_id, kind=kind, shard_no=shard_no)
-                    session.add(shard)
-                shard.version = version
-                shard.size = size
-                if kind == "vector":
-                    shard.embedder, shard.dim = embedder, dim
             for start in range(0, len(chunk_ids), 5000):
                 await session.execute(
                     update(Chunk)
@@ -328,14 +324,6 @@ class Indexer:
             # New text to answer from: answers cached before this commit are not found again.
             await versions.bump(session, tenant_id)
 
-    async def _vector_shards(self, session: AsyncSession, tenant_id: int) -> list[IndexShard]:
-        rows = await session.scalars(
-            select(IndexShard)
-            .where(IndexShard.tenant_id == tenant_id, IndexShard.kind == "vector")
-            .order_by(IndexShard.shard_no)
-        )
-        return list(rows)
-
     def _check_embedder(self, shards: list[IndexShard], embedder: str, dim: int) -> None:
         for shard in shards:
             if shard.embedder and shard.dim:
@@ -345,7 +333,9 @@ class Indexer:
         """Raise EmbedderMismatch when the tenant's vectors come from another model."""
         async with self.database.read_sessionmaker() as session:
             self._check_embedder(
-                await self._vector_shards(session, tenant_id), embedder.name, embedder.dim
+                await shard_repository.vector_shards(session, tenant_id),
+                embedder.name,
+                embedder.dim,
             )
 
     async def _reembed(
@@ -412,13 +402,11 @@ class Indexer:
                 await self.check_embedder(tenant_id, embedder)
             name, dim = embedder.name, embedder.dim
             async with self.database.sessionmaker() as session, session.begin():
-                floor = await session.scalar(
-                    select(func.max(IndexShard.version)).where(IndexShard.tenant_id == tenant_id)
-                )
+                floor = await shard_repository.highest_version(session, tenant_id)
                 await session.execute(
                     update(Chunk).where(Chunk.tenant_id == tenant_id).values(shard_no=None)
                 )
-                await session.execute(delete(IndexShard).where(IndexShard.tenant_id == tenant_id))
+                await shard_repository.forget_tenant(session, tenant_id)
             total = 0
             while True:
                 written = await self._flush_step(
