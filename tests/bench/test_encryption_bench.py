@@ -28,9 +28,10 @@ def test_bench_encryption_reports_off_and_on(tmp_path: Path) -> None:
     assert {s: len(v) for s, v in result.load_seconds.items()} == {"off": 2, "on": 2}
     assert set(result.search) == {"off", "on"}
     assert set(result.search["on"]) == {"bm25", "vector", "hybrid"}
-    assert result.ingest["off"].chunks == result.ingest["on"].chunks > 0
+    assert [len(result.ingest[s]) for s in ("off", "on")] == [2, 2]
+    assert result.ingest["off"][0].chunks == result.ingest["on"][0].chunks > 0
     text = output.read_text()
     assert "<!-- bench:encryption -->" in text
     assert "- Command: `cairn bench encryption --chunks 1000 --queries 10 --loads 2" in text
     assert "| shard load, cold (median of 2), s |" in text
-    assert "ingestion: pipeline ÷ raw embedder (same run)" in text
+    assert "ingestion: pipeline ÷ raw embedder (same run, mean)" in text
