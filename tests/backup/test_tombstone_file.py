@@ -57,7 +57,7 @@ def test_torn_last_line_is_skipped_and_bad_lines_refused(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     "field",
     [
-        {"kind": "tenant"},
+        {"kind": "chat_session"},
         {"subject_id": "7"},
         {"digest": "not-a-hash"},
         {"recorded_at": "yesterday"},

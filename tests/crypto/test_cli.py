@@ -1,5 +1,5 @@
-"""`cairn encryption enable | rotate-kek | rotate-tenant-key | status` and `cairn tenants delete --shred`, in
-process on an embedded (SQLite) data dir."""
+"""`cairn encryption enable | rotate-kek | rotate-tenant-key | status` and `cairn tenants
+delete --shred`, in process on an embedded (SQLite) data dir."""
 
 from __future__ import annotations
 
