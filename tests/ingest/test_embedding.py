@@ -101,7 +101,7 @@ def test_check_compatible() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_index_refuses_another_model_until_reembedded(settings: Settings) -> None:
-    from app.ingest_cli import rebuild_index
+    from app.documents.bulk import rebuild_index
     from app.kit.errors import Conflict
 
     other = settings.model_copy(update={"embedding": MINILM})

@@ -1,4 +1,5 @@
-"""The work behind `cairn ingest` and `cairn index rebuild` (kept out of cli.py's arg parsing)."""
+"""The documents CLI's bulk work behind `cairn ingest` and `cairn index rebuild` (kept out of
+cli.py's argument parsing; app/documents/cli.py holds the purge commands)."""
 
 from __future__ import annotations
 
