@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from app.kit.settings import Settings
+from app.kit.storage import ContentStore
 from tests.conftest import make_settings
 
 CANARY = "Zephyrquokka7731"
@@ -39,3 +44,22 @@ def scan(root: Path, needle: bytes) -> list[Path]:
         if path.is_file() and lowered in path.read_bytes().lower():
             found.append(path)
     return found
+
+
+class Interrupted(Exception):
+    """A conversion stopped halfway (a killed process, as far as the data is concerned)."""
+
+
+def interrupt_sealing_at(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], None]:
+    """Make the `call`-th stored file sealed raise Interrupted; returns how to undo it."""
+    original = ContentStore.seal_existing
+    calls = {"n": 0}
+
+    def failing(self: ContentStore, *args: Any) -> bool:
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise Interrupted()
+        return original(self, *args)
+
+    monkeypatch.setattr(ContentStore, "seal_existing", failing)
+    return lambda: monkeypatch.setattr(ContentStore, "seal_existing", original)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -14,9 +13,14 @@ from sqlalchemy import text
 from app.crypto import service as crypto_service
 from app.jobs.runtime import Runtime
 from app.kit.settings import Settings
-from app.kit.storage import ContentStore
 from tests.conftest import Api
-from tests.crypto.helpers import CANARY, encrypted_settings, scan
+from tests.crypto.helpers import (
+    CANARY,
+    Interrupted,
+    encrypted_settings,
+    interrupt_sealing_at,
+    scan,
+)
 from tests.crypto.test_at_rest import _search, _upload, _vectors_sealed
 
 
@@ -24,10 +28,6 @@ from tests.crypto.test_at_rest import _search, _upload, _vectors_sealed
 def settings(database_url: str, tmp_path: Path) -> Settings:
     # Written in plaintext (encryption off), with the KEK already configured for reading.
     return encrypted_settings(database_url, tmp_path, enabled=False)
-
-
-class Interrupted(Exception):
-    pass
 
 
 async def test_enable_is_resumable_and_search_keeps_working(
@@ -56,16 +56,7 @@ async def test_enable_is_resumable_and_search_keeps_working(
         assert before.key == "none"
 
         # Killed while sealing the second stored file.
-        original = ContentStore.seal_existing
-        calls = {"n": 0}
-
-        def failing(self: ContentStore, *args: Any) -> bool:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise Interrupted()
-            return original(self, *args)
-
-        monkeypatch.setattr(ContentStore, "seal_existing", failing)
+        undo = interrupt_sealing_at(monkeypatch, 2)
         with pytest.raises(Interrupted):
             await crypto_service.enable(runtime)
         halfway = (await crypto_service.status(runtime))[0]
@@ -77,7 +68,7 @@ async def test_enable_is_resumable_and_search_keeps_working(
         texts = await _search(client, headers, "hr")
         assert any(CANARY in t for t in texts)
 
-        monkeypatch.setattr(ContentStore, "seal_existing", original)
+        undo()
         done = await crypto_service.enable(runtime)
         assert done.chunks == 0  # already sealed: skipped
         assert done.files == 2

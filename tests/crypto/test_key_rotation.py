@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -32,17 +31,19 @@ from app.kit.storage import ContentStore
 from app.models import AuditEntry, Chunk, Document, TenantKey
 from app.search.index.erasure import shard_files
 from tests.conftest import Api, assert_error
-from tests.crypto.helpers import CANARY, encrypted_settings, write_kek
+from tests.crypto.helpers import (
+    CANARY,
+    Interrupted,
+    encrypted_settings,
+    interrupt_sealing_at,
+    write_kek,
+)
 from tests.crypto.test_at_rest import _search, _tenant_id, _upload
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return encrypted_settings(database_url, tmp_path)
-
-
-class Interrupted(Exception):
-    pass
 
 
 async def _no_wait(seconds: float) -> None:
@@ -153,19 +154,10 @@ async def test_an_interrupted_rotation_resumes_and_kek_rotation_carries_the_reti
     tenant_id = await _tenant_id(app, "hr")
     runtime: Runtime = app.state.runtime
 
-    original = ContentStore.seal_existing
-    calls = {"n": 0}
-
-    def failing(self: ContentStore, *args: Any) -> bool:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Interrupted()
-        return original(self, *args)
-
-    monkeypatch.setattr(ContentStore, "seal_existing", failing)
+    undo = interrupt_sealing_at(monkeypatch, 2)
     with pytest.raises(Interrupted):
         await rotation.rotate_tenant_key(runtime, tenant_id, sleep=_no_wait)
-    monkeypatch.setattr(ContentStore, "seal_existing", original)
+    undo()
     assert await _generations(app, settings, tenant_id) == {1, 2}
     texts = await _search(client, headers, "hr")
     assert len([t for t in texts if CANARY in t]) == 3

@@ -5,7 +5,7 @@ re-tokenize hint until `rebuild_tenant` rewrites it (stored vectors kept)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ from app.search.index.writer import Indexer
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import ShardCache
 from app.search.visibility import Visibility
-from tests.conftest import TEST_SECRET, DatabaseFactory
 from tests.search.corpus import DIM, EMBEDDER, Corpus, DocSpec, add_documents, add_tenant, index
 
 
@@ -37,14 +36,6 @@ class StoredVectorsOnly:
 
     def embed_query(self, text: str) -> np.ndarray:
         raise AssertionError("a re-tokenize rebuild must not embed")
-
-
-@pytest.fixture
-async def database(sqlite_factory: DatabaseFactory) -> AsyncIterator[Database]:
-    url = await sqlite_factory.new()
-    db = Database(url, session_info={"audit_secret": TEST_SECRET})
-    yield db
-    await db.dispose()
 
 
 def retriever(database: Database, root: Path, settings: IndexSettings) -> Retriever:

@@ -3,7 +3,7 @@ pickup, LRU eviction and immediate soft deletes (synthetic corpora, no embedding
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from app.search.rerank import RerankerUnavailable, load_reranker
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import ShardCache
 from app.search.visibility import Visibility
-from tests.conftest import TEST_SECRET, DatabaseFactory
 from tests.search.corpus import (
     DIM,
     EMBEDDER,
@@ -39,19 +38,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def database(sqlite_factory: DatabaseFactory) -> AsyncIterator[Database]:
-    url = await sqlite_factory.new()
-    db = Database(url, session_info={"audit_secret": TEST_SECRET})
-    yield db
-    await db.dispose()
-
-
-@pytest.fixture
-def index_root(tmp_path: Path) -> Path:
-    return tmp_path / "indexes"
 
 
 def make_retriever(

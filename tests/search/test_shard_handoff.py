@@ -4,7 +4,6 @@ see is exactly what a load from disk gives (synthetic corpora, no embedding mode
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +16,10 @@ from app.kit.settings import IndexSettings
 from app.models import Document
 from app.search.index.writer import Indexer
 from app.search.visibility import Visibility
-from tests.conftest import TEST_SECRET, DatabaseFactory
 from tests.search.corpus import DIM, EMBEDDER, Corpus, DocSpec, add_documents, add_tenant
 from tests.search.test_retriever import make_retriever, query
 
 SMALL_SHARDS = IndexSettings(shard_capacity=3)
-
-
-@pytest.fixture
-async def database(sqlite_factory: DatabaseFactory) -> AsyncIterator[Database]:
-    url = await sqlite_factory.new()
-    db = Database(url, session_info={"audit_secret": TEST_SECRET})
-    yield db
-    await db.dispose()
-
-
-@pytest.fixture
-def index_root(tmp_path: Path) -> Path:
-    return tmp_path / "indexes"
 
 
 async def _flush(indexer: Indexer, tenant: int) -> int:
