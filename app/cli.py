@@ -506,7 +506,7 @@ def ingest(
     wait: Annotated[bool, typer.Option(help="process the queue here and wait")] = True,
 ) -> None:
     """Bulk-load documents into a tenant, with a progress bar."""
-    from app.ingest_cli import bulk_ingest
+    from app.documents.bulk import bulk_ingest
 
     settings = _settings()
     try:
@@ -534,7 +534,7 @@ def index_rebuild(
 ) -> None:
     """Rewrite a tenant's shards from the chunks and vectors stored in the database; BM25
     is re-tokenized with the configured tokenizer (no re-embedding without --reembed)."""
-    from app.ingest_cli import rebuild_index
+    from app.documents.bulk import rebuild_index
 
     settings = _settings()
     try:

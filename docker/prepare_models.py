@@ -22,8 +22,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from app.generation.bundled import ensure_bundled_gguf  # noqa: E402
 from app.generation.transformers_backend import resolve_checkpoint  # noqa: E402
-from app.kit.settings import GeneratorSettings  # noqa: E402
-from ingest.embedding import EmbeddingConfig, load_embedder  # noqa: E402
+from app.kit.settings import (
+    EmbeddingConfig,
+    GeneratorSettings,  # noqa: E402
+)
+from ingest.embedding import load_embedder  # noqa: E402
 
 
 def main() -> None:

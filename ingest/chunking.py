@@ -31,9 +31,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Self
-
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_validator
+from typing import Protocol
 
 from ingest.parsers.base import Block, BlockKind, ParsedDocument
 
@@ -69,22 +67,18 @@ _MAX_CHARS_PER_TOKEN = 16
 _MAX_SEP_CHARS = 16
 
 
-class ChunkingConfig(BaseModel):
-    """Token budgets for chunks, in ``count_tokens`` units."""
+class ChunkingOptions(Protocol):
+    """Token budgets for chunks, in ``count_tokens`` units (the `chunking` settings section,
+    app/kit/settings.py ChunkingOptions, checks them)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    @property
+    def max_tokens(self) -> int: ...
 
-    max_tokens: PositiveInt = 256
-    overlap_tokens: NonNegativeInt = 32
-    min_tokens: NonNegativeInt = 16
+    @property
+    def overlap_tokens(self) -> int: ...
 
-    @model_validator(mode="after")
-    def _check_budgets(self) -> Self:
-        if self.overlap_tokens >= self.max_tokens:
-            raise ValueError("overlap_tokens must be smaller than max_tokens")
-        if self.min_tokens > self.max_tokens:
-            raise ValueError("min_tokens must not exceed max_tokens")
-        return self
+    @property
+    def min_tokens(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +109,7 @@ def count_tokens(text: str) -> int:
     return non_space - sum(lengths) + sum(-(-n // _CHARS_PER_WORD_TOKEN) for n in lengths)
 
 
-def max_chars(config: ChunkingConfig) -> int:
+def max_chars(config: ChunkingOptions) -> int:
     """The most characters a chunk may hold under ``config``."""
     return config.max_tokens * _MAX_CHARS_PER_TOKEN
 
@@ -125,7 +119,7 @@ def split_sentences(text: str) -> list[str]:
     return [piece for _, piece in _split_at(text, _sentence_spans(text))]
 
 
-def chunk_document(doc: ParsedDocument, config: ChunkingConfig) -> list[Chunk]:
+def chunk_document(doc: ParsedDocument, config: ChunkingOptions) -> list[Chunk]:
     """Cut a parsed document into ordered chunks that respect sections and token budgets."""
     sections = [
         (path, list(blocks))
@@ -174,7 +168,7 @@ def _clip_heading(heading: str) -> str:
     return heading[: MAX_HEADING_CHARS - 1].rstrip() + "…"
 
 
-def _section_units(blocks: Sequence[Block], config: ChunkingConfig) -> list[_Unit]:
+def _section_units(blocks: Sequence[Block], config: ChunkingOptions) -> list[_Unit]:
     limit, char_limit = config.max_tokens, max_chars(config)
     units: list[_Unit] = []
     previous_kind: BlockKind | None = None
@@ -227,7 +221,7 @@ def _size(unit: _Unit) -> int:
     return len(unit.sep) + len(unit.text)
 
 
-def _pack(units: list[_Unit], config: ChunkingConfig) -> Iterator[str]:
+def _pack(units: list[_Unit], config: ChunkingOptions) -> Iterator[str]:
     char_limit = max_chars(config)
     current: list[_Unit] = []
     current_tokens = current_chars = 0

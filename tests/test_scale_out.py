@@ -30,11 +30,11 @@ from app.bench.processes import (
     stop,
     wait_healthy,
 )
-from app.kit.settings import Settings
+from app.kit.settings import ChunkingConfig, Settings
 from app.models import Chunk, Document, IndexShard, Job
 from app.search.index import index_ids, load_bm25_shard, load_shard
 from app.search.index.layout import shard_path
-from ingest.chunking import ChunkingConfig, chunk_document
+from ingest.chunking import chunk_document
 from ingest.parsers import parse
 from tests.conftest import (
     ADMIN_PASSWORD,

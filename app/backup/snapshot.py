@@ -3,8 +3,8 @@
 Consistency between the database and the files is the whole difficulty of an online backup.
 The order here:
 
-1. take the index writer lock of every tenant (ingest/locks.py): no flush, purge rewrite or
-   compaction can now replace or delete a shard file;
+1. take the index writer lock of every tenant (app/search/index/locks.py): no flush, purge
+   rewrite or compaction can now replace or delete a shard file;
 2. open the snapshot — SQLite: a read transaction on one connection (WAL: writers go on);
    PostgreSQL: a REPEATABLE READ transaction whose snapshot is exported — and read from it
    the schema revision, every shard's current version and every document's blob;
@@ -40,7 +40,7 @@ from app.kit.errors import CairnError
 from app.kit.files import create_private_file
 from app.kit.locate import sqlite_path
 from app.search.index.layout import ShardKind, shard_path
-from ingest.locks import HeldIndexLocks
+from app.search.index.locks import HeldIndexLocks
 
 SQLITE_FILE = "database.sqlite3"
 POSTGRES_FILE = "database.pgdump"

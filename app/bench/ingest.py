@@ -22,7 +22,7 @@ from rich.progress import Progress
 from sqlalchemy import func, select
 
 from app.bench.report import section, write_section
-from app.ingest_cli import operator_access, process_until_done, queue_files
+from app.documents.bulk import operator_access, process_until_done, queue_files
 from app.kit.db import database_for
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings

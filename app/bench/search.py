@@ -1,11 +1,11 @@
 """`cairn bench search`: search latency and throughput on synthetic corpora of one tenant.
 
 For each size a tenant is filled with generated chunks — Zipf-distributed words (about 1% of
-chunks Chinese) and clustered unit 384-d vectors — written the way the indexer writes them:
-document and chunk rows, FAISS and BM25 shards of ``index.shard_capacity`` chunks (the IVF
-of a shard trained on its first ``index.flush_batch`` vectors, the rest added, as successive
-flushes do), ``index_shards`` rows and ready documents. Then, in one run on the same data and
-the same queries:
+chunks Chinese) and clustered unit 384-d vectors — stored as ingestion stores them (document
+and chunk rows, each chunk with its vector) and indexed by the product's own index writer
+(app/search/index/writer.py: flushes of ``index.flush_batch`` chunks into shards of
+``index.shard_capacity``, ``index_shards`` rows, documents marked ready). Then, in one run
+on the same data and the same queries:
 
 * raw index calls: ``search_shard`` over every vector shard and ``search_bm25`` over every
   BM25 shard with the tenant's corpus stats (tokenizing included), each merged, at the
@@ -47,28 +47,22 @@ from app.bench.report import section, write_section
 from app.kit.db import Database, database_for
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
-from app.models import Chunk, Document, IndexShard
+from app.models import Chunk, Document
 from app.models.base import utcnow
 from app.search.index import (
-    VectorShardConfig,
-    add_vectors,
-    build_bm25_shard,
-    build_shard,
     merge_results,
-    save_bm25_shard,
-    save_shard,
     search_bm25,
     search_shard,
     tokenize,
 )
-from app.search.index.layout import shard_path
+from app.search.index.layout import tenant_dir
 from app.search.index.tokenize import (
     ENGLISH_STOP_WORDS,
     StemmerName,
-    analyzer_id,
     load_segmenter,
     stem_english,
 )
+from app.search.index.writer import Indexer
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import TenantIndex
 from app.search.visibility import Visibility
@@ -214,135 +208,111 @@ class BuildResult:
 def build_tenant(
     settings: Settings, corpus: Corpus, tenant_id: int, size: int
 ) -> tuple[BuildResult, Batch]:
-    """Write ``size`` chunks into the tenant as the indexer would; the first batch is returned
-    so queries can be drawn near stored vectors."""
+    """Write ``size`` chunks into the tenant and index them with the product's own writer, as
+    ingestion does: document and chunk rows (each chunk with its vector, documents processing),
+    then the index writer's flushes of ``index.flush_batch`` chunks into shards of
+    ``index.shard_capacity`` (the first flush of a shard trains its IVF or keeps it exact, the
+    later ones add to it), which mark the documents ready. The first batch is returned so
+    queries can be drawn near stored vectors."""
     started = time.perf_counter()
     capacity = settings.index.shard_capacity
-    config = VectorShardConfig(
-        dim=DIM,
-        approximate_threshold=settings.index.approximate_threshold,
-        nprobe=settings.index.nprobe,
-    )
     engine = _sync_engine(settings.resolved_database_url)
-    vector_bytes = 0
     first: Batch | None = None
     try:
         with engine.begin() as conn:
             next_chunk = (conn.scalar(select(func.max(Chunk.id))) or 0) + 1
             next_document = (conn.scalar(select(func.max(Document.id))) or 0) + 1
         now = utcnow()
-        shard_no = 0
         done = 0
         while done < size:
             count = min(capacity, size - done)
             batch = corpus.batch(next_chunk, next_document, count)
             first = first or batch
-            document_ids = np.unique(batch.document_ids).tolist()
-            with engine.begin() as conn:
-                conn.execute(
-                    insert(Document),
-                    [
-                        {
-                            "id": d,
-                            "tenant_id": tenant_id,
-                            "title": f"Synthetic document {d}",
-                            "filename": f"doc-{d}.txt",
-                            "media_type": "text/plain",
-                            "size_bytes": 2000,
-                            "content_sha256": f"{d:064x}",
-                            "sensitivity": "internal",
-                            "status": "ready",
-                            "progress": 1.0,
-                            "chunk_count": int(np.count_nonzero(batch.document_ids == d))
-                            if d == document_ids[-1]
-                            else CHUNKS_PER_DOCUMENT,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for d in document_ids
-                    ],
-                )
-                documents = batch.document_ids.tolist()
-                for start in range(0, count, 50_000):
-                    conn.execute(
-                        insert(Chunk),
-                        [
-                            {
-                                "id": chunk_id,
-                                "document_id": documents[i],
-                                "tenant_id": tenant_id,
-                                "position": (chunk_id - next_chunk) % CHUNKS_PER_DOCUMENT,
-                                "text": batch.texts[i],
-                                "heading_path": "[]",
-                                "token_count": len(batch.tokens[i]),
-                                # The vectors live in the shards only: a bench tenant cannot
-                                # be rebuilt from the database, and the database stays small.
-                                "embedding": b"",
-                                "shard_no": shard_no,
-                            }
-                            for i, chunk_id in enumerate(
-                                batch.ids[start : start + 50_000].tolist(), start=start
-                            )
-                        ],
-                    )
-            # As successive flushes of flush_batch chunks build it: the first flush trains
-            # the IVF (or stays exact), the later ones add to it.
-            head = min(settings.index.flush_batch, count)
-            vector_index = build_shard(batch.vectors[:head], batch.ids[:head], config)
-            if head < count:
-                add_vectors(vector_index, batch.vectors[head:], batch.ids[head:])
-            # Tagged with the configured analyzer, so a run with other tokenizer settings
-            # (levers off) searches it rather than refusing it as another tokenizer's; the
-            # synthetic words are the same tokens under every analyzer.
-            bm25 = build_bm25_shard(
-                batch.ids,
-                batch.tokens,
-                analyzer=analyzer_id(
-                    settings.index.bm25_stemmer, settings.index.bm25_heading_repeat
-                ),
-            )
-            version = 1
-            vector_file = shard_path(settings.index_dir, tenant_id, "vector", shard_no, version)
-            vector_file.parent.mkdir(parents=True, exist_ok=True)
-            save_shard(vector_index, vector_file)
-            save_bm25_shard(bm25, shard_path(settings.index_dir, tenant_id, "bm25", shard_no, 1))
-            vector_bytes += vector_file.stat().st_size
-            del vector_index, bm25
-            with engine.begin() as conn:
-                conn.execute(
-                    insert(IndexShard),
-                    [
-                        {
-                            "tenant_id": tenant_id,
-                            "kind": kind,
-                            "shard_no": shard_no,
-                            "version": version,
-                            "size": count,
-                            "embedder": EMBEDDER if kind == "vector" else None,
-                            "dim": DIM if kind == "vector" else None,
-                            "updated_at": now,
-                        }
-                        for kind in ("vector", "bm25")
-                    ],
-                )
+            _insert_rows(engine, tenant_id, batch, next_chunk, now)
             next_chunk += count
             next_document = int(batch.document_ids[-1]) + 1
             done += count
-            shard_no += 1
+            del batch
     finally:
         engine.dispose()
+    asyncio.run(_index(settings, tenant_id))
+    vector_files = list(tenant_dir(settings.index_dir, tenant_id).glob("vector-*"))
     assert first is not None
     return (
         BuildResult(
             tenant_id=tenant_id,
             chunks=size,
             documents=-(-size // CHUNKS_PER_DOCUMENT),
-            shards=shard_no,
+            shards=len(vector_files),
             seconds=time.perf_counter() - started,
-            vector_file_bytes=vector_bytes,
+            vector_file_bytes=sum(f.stat().st_size for f in vector_files),
         ),
         first,
     )
+
+
+def _insert_rows(engine: Engine, tenant_id: int, batch: Batch, first_chunk: int, now: Any) -> None:
+    """The batch's documents (processing, as when their ingestion jobs have stored chunks)
+    and chunks (not yet in a shard)."""
+    document_ids = np.unique(batch.document_ids).tolist()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Document),
+            [
+                {
+                    "id": d,
+                    "tenant_id": tenant_id,
+                    "title": f"Synthetic document {d}",
+                    "filename": f"doc-{d}.txt",
+                    "media_type": "text/plain",
+                    "size_bytes": 2000,
+                    "content_sha256": f"{d:064x}",
+                    "sensitivity": "internal",
+                    "status": "processing",
+                    "progress": 0.95,
+                    "chunk_count": int(np.count_nonzero(batch.document_ids == d))
+                    if d == document_ids[-1]
+                    else CHUNKS_PER_DOCUMENT,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for d in document_ids
+            ],
+        )
+        documents = batch.document_ids.tolist()
+        vectors = batch.vectors.astype("<f4", copy=False)
+        for start in range(0, len(documents), 20_000):
+            conn.execute(
+                insert(Chunk),
+                [
+                    {
+                        "id": chunk_id,
+                        "document_id": documents[i],
+                        "tenant_id": tenant_id,
+                        "position": (chunk_id - first_chunk) % CHUNKS_PER_DOCUMENT,
+                        "text": batch.texts[i],
+                        "heading_path": "[]",
+                        "token_count": len(batch.tokens[i]),
+                        "embedding": vectors[i].tobytes(),
+                        "shard_no": None,
+                    }
+                    for i, chunk_id in enumerate(
+                        batch.ids[start : start + 20_000].tolist(), start=start
+                    )
+                ],
+            )
+
+
+async def _index(settings: Settings, tenant_id: int) -> None:
+    """Flush the tenant's chunks into shards with the index writer (its own event loop: this
+    runs in the build's thread)."""
+    database = database_for(settings)
+    try:
+        await Indexer(database, settings.index_dir, settings.index).flush_tenant(
+            tenant_id, embedder=EMBEDDER, dim=DIM
+        )
+    finally:
+        await database.dispose()
 
 
 # --------------------------------------------------------------------------- measuring

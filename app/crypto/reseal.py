@@ -28,8 +28,8 @@ from app.jobs.runtime import Runtime
 from app.kit.envelope import DataKey, is_sealed, shard_ad, text_prefix, unseal
 from app.models import Chunk, Document
 from app.search.index import atomic_write_bytes
-from ingest.erasure import ShardFile, shard_files
-from ingest.locks import tenant_index_lock
+from app.search.index.erasure import ShardFile, shard_files
+from app.search.index.locks import tenant_index_lock
 
 _BATCH = 500
 

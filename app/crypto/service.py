@@ -17,7 +17,7 @@ from app.jobs.runtime import Runtime
 from app.kit.envelope import SEALED_TEXT
 from app.kit.kek import Kek, KekError
 from app.models import Chunk, Tenant
-from ingest.erasure import shard_files
+from app.search.index.erasure import shard_files
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Requesting a purge (a tenant admin, `cairn documents purge`, or the retention pu
 document at once (status `purging`), opens a pending receipt and queues a `purge` job. The job:
 
 1. takes the document's chunks out of every shard file of the tenant, every version on disk
-   (ingest/erasure.py), under the tenant's index writer lock;
+   (app/search/index/erasure.py), under the tenant's index writer lock;
 2. asks the rewritten shards, with no visibility filter, for the document's own terms and its
    own chunk vectors: none of its chunks may come back;
 3. in one transaction deletes the answers whose prompts held it (with their questions), its
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
@@ -46,6 +45,7 @@ from app.chat.answer_cache import answer_cache
 from app.documents.purge_repository import ChunkTrace, purge_repository
 from app.documents.repository import document_repository
 from app.documents.service import document_service
+from app.documents.status import document_status
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
@@ -53,13 +53,14 @@ from app.kit.authz import TenantAccess
 from app.kit.db import Database
 from app.kit.errors import NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
-from app.models import DeletionReceipt, Document, IndexShard, Job
+from app.models import DeletionReceipt, Document, Job
 from app.models.base import utcnow
 from app.receipts.repository import receipt_repository
 from app.receipts.service import Verification, receipt_service
 from app.search.index import tokenize
+from app.search.index.erasure import Recorder, files_holding, query_current_shards, remove_chunks
+from app.search.index.shard_repository import shard_repository
 from app.search.index.tokenize import StemmerName
-from ingest.erasure import Recorder, files_holding, query_current_shards, remove_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class PurgeService:
         job = await job_repository.open_for_subject(session, JobKind.PURGE, document.id)
         if job is not None:
             return Requested(document, receipt, None)
-        document.status = "purging"
+        document_status.mark_purging(document)
         document.deleted_at = document.deleted_at or utcnow()
         if actor is not None and document.deleted_by is None:
             document.deleted_by = actor.user_id
@@ -247,10 +248,7 @@ class PurgeService:
     ) -> None:
         """The document's own words and vectors, asked of the current shards unfiltered."""
         async with runtime.database.read_sessionmaker() as session:
-            rows = await session.scalars(
-                select(IndexShard).where(IndexShard.tenant_id == tenant_id)
-            )
-            current = {(s.kind, s.shard_no): s.version for s in rows}
+            current = await shard_repository.versions(session, tenant_id)
         terms = _telling_terms(trace.texts, runtime.settings.index.bm25_stemmer)
         surfaced = await asyncio.to_thread(
             query_current_shards,

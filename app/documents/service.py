@@ -13,6 +13,7 @@ from app.audit.service import audit_service
 from app.cache import versions
 from app.documents.repository import document_repository
 from app.documents.schemas import DocumentRead, DocumentUpdate
+from app.documents.status import DocumentStatus, document_status
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.kit.authz import TenantAccess
@@ -116,7 +117,7 @@ class DocumentService:
                 size_bytes=size,
                 content_sha256=sha256,
                 sensitivity=sensitivity,
-                status="queued",
+                status=DocumentStatus.QUEUED,
                 uploaded_by=access.principal.user_id or None,
             ),
         )
@@ -178,10 +179,7 @@ class DocumentService:
         document = await self._writable(session, access, document_id)
         if document.deleted_at is not None or document.status != "failed":
             raise Conflict("Only a failed document can be retried", code="not_failed")
-        document.status = "queued"
-        document.progress = 0.0
-        document.error = document.error_code = None
-        document.updated_at = utcnow()
+        document_status.mark_queued(document)
         job = job_repository.add(
             session, Job(kind=JobKind.INGEST, tenant_id=access.tenant_id, document_id=document.id)
         )

@@ -14,9 +14,9 @@ from pathlib import Path
 from rich.progress import Progress
 from sqlalchemy import select
 
+from app.documents.bulk import operator_access, process_until_done, queue_files
 from app.evaluation.beir import BeirDataset
 from app.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k
-from app.ingest_cli import operator_access, process_until_done, queue_files
 from app.kit.db import Database, database_for
 from app.kit.settings import Settings
 from app.models import Document

@@ -11,6 +11,7 @@ from datetime import timedelta
 from app.audit.checkpoints import write_checkpoints
 from app.backup.schedule import BackupBusy, backup_to_root
 from app.crypto.rotation import rotate_tenant_key
+from app.documents.ingestion import IngestPipeline
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
 from app.jobs.registry import JobRegistry, Renew
@@ -18,8 +19,7 @@ from app.jobs.repository import job_repository
 from app.jobs.runner import simple_handler
 from app.jobs.runtime import Runtime
 from app.models import Job
-from ingest.erasure import compact_shards
-from ingest.pipeline import IngestPipeline
+from app.search.index.erasure import compact_shards
 from ingest.priority import BackgroundThreads
 
 logger = logging.getLogger(__name__)

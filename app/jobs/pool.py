@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 
+from app.documents.ingestion import IngestPipeline
 from app.jobs.dispatch import PollingDispatcher
 from app.jobs.handlers import build_registry, worker_id
 from app.jobs.periodic import start_due
@@ -21,7 +22,6 @@ from app.jobs.runner import JobClaimer
 from app.jobs.runtime import Runtime
 from app.kit.settings import IndexSettings
 from ingest.embedding import EmbedderMismatch
-from ingest.pipeline import IngestPipeline
 
 logger = logging.getLogger(__name__)
 

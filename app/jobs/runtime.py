@@ -14,8 +14,8 @@ from app.kit.db import Database, database_for
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models.base import utcnow
+from app.search.index.writer import Indexer
 from ingest.embedding import Embedder, load_embedder
-from ingest.indexer import Indexer
 
 
 class Runtime:

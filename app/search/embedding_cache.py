@@ -17,7 +17,7 @@ import numpy as np
 
 from app.cache.store import CacheStore
 from app.kit.metrics import CACHE_LOOKUPS
-from ingest.embedding import EmbeddingConfig
+from app.kit.settings import EmbeddingConfig
 
 logger = logging.getLogger(__name__)
 

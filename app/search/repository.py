@@ -20,13 +20,12 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.sql.elements import SQLCoreOperations
 
 from app.crypto.chunks import open_chunk_headings, open_chunk_text
 from app.kit.authz import SENSITIVITY_LEVELS
 from app.kit.envelope import DataKey
-from app.models import Chunk, Document, DocumentTag, IndexShard
+from app.models import Chunk, Document, DocumentTag
 from app.search.visibility import Visibility
 
 IdArray = npt.NDArray[np.int64]
@@ -138,15 +137,6 @@ class SearchRepository:
     # The two reads below serve the shard cache, which runs them while holding a tenant's
     # lock: they take a connection of the synchronous read engine, never of the async pool
     # that queued requests hold (see ShardCache).
-    def shards(self, session: SyncSession, tenant_id: int) -> Sequence[IndexShard]:
-        """The current version of every shard of the tenant."""
-        rows = session.scalars(
-            select(IndexShard)
-            .where(IndexShard.tenant_id == tenant_id)
-            .order_by(IndexShard.shard_no, IndexShard.kind)
-        )
-        return rows.all()
-
     def chunk_documents(
         self, connection: Connection, tenant_id: int, shard_no: int
     ) -> tuple[IdArray, IdArray]:

@@ -43,7 +43,7 @@ from app.kit.db import Database
 from app.kit.envelope import DataKey
 from app.kit.errors import ServiceUnavailable
 from app.kit.metrics import EMBEDDING_SECONDS, SEARCH_SECONDS
-from app.kit.settings import IndexSettings, SearchSettings, Settings
+from app.kit.settings import EmbeddingConfig, IndexSettings, SearchSettings, Settings
 from app.search.dedupe import Candidate, Deduplicator
 from app.search.embedding_cache import QueryEmbeddingCache
 from app.search.fusion import Ranking, fuse
@@ -53,7 +53,7 @@ from app.search.rerank import Reranker, load_reranker
 from app.search.schemas import SearchMode
 from app.search.shard_cache import LoadedShard, ShardCache, TenantIndex
 from app.search.visibility import IdArray, Visibility, allowed_ids, allowed_ids_except
-from ingest.embedding import EmbeddingConfig, load_embedder
+from ingest.embedding import load_embedder
 
 FloatVector = npt.NDArray[np.float32]
 

@@ -45,6 +45,7 @@ from app.search.index import (
 )
 from app.search.index.handoff import Install, ShardWrite
 from app.search.index.layout import shard_path
+from app.search.index.shard_repository import shard_repository
 from app.search.repository import search_repository
 
 logger = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ class ShardCache:
     # while it waits for this lock.
     def _read_shard_rows(self, tenant_id: int) -> Sequence[IndexShard]:
         with SyncSession(self.database.blocking_read_engine, expire_on_commit=False) as session:
-            return search_repository.shards(session, tenant_id)
+            return shard_repository.shards_blocking(session, tenant_id)
 
     def _read_chunk_documents(
         self, tenant_id: int, shard_no: int

@@ -19,7 +19,7 @@ from ingest.parsers.base import (
     MalformedDocument,
     ParsedDocument,
     ParseError,
-    ParseLimits,
+    ParseOptions,
     UnsupportedType,
 )
 from ingest.parsers.docx import parse_docx
@@ -44,7 +44,7 @@ __all__ = [
     "EncryptedDocument",
     "MalformedDocument",
     "ParseError",
-    "ParseLimits",
+    "ParseOptions",
     "ParsedDocument",
     "UnsupportedType",
     "parse",
@@ -53,18 +53,18 @@ __all__ = [
 
 SUPPORTED_MEDIA_TYPES = (MEDIA_PDF, MEDIA_DOCX, MEDIA_HTML, MEDIA_MARKDOWN, MEDIA_PLAIN)
 
-_BINARY_PARSERS: dict[str, Callable[[bytes, ParseLimits], ParsedDocument]] = {
+_BINARY_PARSERS: dict[str, Callable[[bytes, ParseOptions], ParsedDocument]] = {
     MEDIA_PDF: parse_pdf,
     MEDIA_DOCX: parse_docx,
 }
-_TEXT_PARSERS: dict[str, Callable[[str, ParseLimits], ParsedDocument]] = {
+_TEXT_PARSERS: dict[str, Callable[[str, ParseOptions], ParsedDocument]] = {
     MEDIA_HTML: parse_html_text,
     MEDIA_MARKDOWN: parse_markdown_text,
     MEDIA_PLAIN: parse_plain_text,
 }
 
 
-def parse(data: bytes, filename: str | None, limits: ParseLimits) -> ParsedDocument:
+def parse(data: bytes, filename: str | None, limits: ParseOptions) -> ParsedDocument:
     """Sniff the format of ``data`` and parse it; every failure is a ParseError subclass."""
     if not data:
         raise EmptyDocument("The file is empty.")

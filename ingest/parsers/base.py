@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from typing import ClassVar, Literal, Protocol
 
 BlockKind = Literal["heading", "paragraph", "list", "code", "table"]
 
@@ -14,8 +12,6 @@ MEDIA_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.doc
 MEDIA_HTML = "text/html"
 MEDIA_MARKDOWN = "text/markdown"
 MEDIA_PLAIN = "text/plain"
-
-_MB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +36,24 @@ class ParsedDocument:
     page_count: int | None = None
 
 
-class ParseLimits(BaseModel):
-    """Resource ceilings that protect the worker from hostile or absurd uploads."""
+class ParseOptions(Protocol):
+    """Resource ceilings that protect the worker from hostile or absurd uploads (the
+    `parse_limits` settings section, app/kit/settings.py ParseLimits)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    @property
+    def max_decompressed_bytes(self) -> int: ...
 
-    max_decompressed_bytes: PositiveInt = 200 * _MB
-    max_compression_ratio: PositiveInt = 200
-    max_zip_entries: PositiveInt = 5000
-    max_pdf_pages: PositiveInt = 5000
-    max_chars: PositiveInt = 20_000_000
+    @property
+    def max_compression_ratio(self) -> int: ...
+
+    @property
+    def max_zip_entries(self) -> int: ...
+
+    @property
+    def max_pdf_pages(self) -> int: ...
+
+    @property
+    def max_chars(self) -> int: ...
 
 
 class ParseError(Exception):

@@ -23,7 +23,7 @@ from ingest.parsers.base import (
     EncryptedDocument,
     MalformedDocument,
     ParsedDocument,
-    ParseLimits,
+    ParseOptions,
 )
 from ingest.parsers.text import check_char_limit, normalize_text
 
@@ -62,7 +62,7 @@ _DOCX_OPEN_ERRORS: tuple[type[BaseException], ...] = (
 _DOCX_READ_ERRORS: tuple[type[BaseException], ...] = (LxmlError, KeyError, ValueError)
 
 
-def check_archive(data: bytes, limits: ParseLimits) -> None:
+def check_archive(data: bytes, limits: ParseOptions) -> None:
     """Reject archives whose entry count, expanded size or compression ratio exceed the limits.
 
     Declared sizes come from the central directory, which an attacker controls, so every
@@ -83,7 +83,7 @@ def check_archive(data: bytes, limits: ParseLimits) -> None:
         raise MalformedDocument(_MALFORMED) from exc
 
 
-def parse_docx(data: bytes, limits: ParseLimits) -> ParsedDocument:
+def parse_docx(data: bytes, limits: ParseOptions) -> ParsedDocument:
     """Parse a .docx into heading, paragraph, list and table blocks."""
     check_archive(data, limits)
     try:
@@ -105,11 +105,11 @@ def _bomb(reason: str) -> DecompressionLimitExceeded:
     )
 
 
-def _ratio_exceeded(size: int, compressed: int, limits: ParseLimits) -> bool:
+def _ratio_exceeded(size: int, compressed: int, limits: ParseOptions) -> bool:
     return size > RATIO_GRACE_BYTES and size > limits.max_compression_ratio * max(compressed, 1)
 
 
-def _check_declared(infos: list[zipfile.ZipInfo], limits: ParseLimits) -> None:
+def _check_declared(infos: list[zipfile.ZipInfo], limits: ParseOptions) -> None:
     if len(infos) > limits.max_zip_entries:
         raise _bomb(f"it has more than {limits.max_zip_entries:,} parts")
     if sum(info.file_size for info in infos) > limits.max_decompressed_bytes:
@@ -120,7 +120,7 @@ def _check_declared(infos: list[zipfile.ZipInfo], limits: ParseLimits) -> None:
 
 
 def _inflate_bounded(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, total: int, limits: ParseLimits
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, total: int, limits: ParseOptions
 ) -> int:
     if info.is_dir():
         return total
@@ -155,7 +155,7 @@ def _clean(text: str) -> str:
 
 
 class _DocxReader:
-    def __init__(self, limits: ParseLimits) -> None:
+    def __init__(self, limits: ParseOptions) -> None:
         self.limits = limits
         self.blocks: list[Block] = []
         self.title_paragraph: str | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from ingest.parsers.base import MEDIA_HTML, Block, BlockKind, ParsedDocument, ParseLimits
+from ingest.parsers.base import MEDIA_HTML, Block, BlockKind, ParsedDocument, ParseOptions
 from ingest.parsers.text import check_char_limit, decode_text, normalize_text
 
 # Never rendered as text (or rendered as something other than document text).
@@ -91,12 +91,12 @@ _LINE_BREAK = "\x1e"  # marks <br> so whitespace collapsing keeps it
 _WHITESPACE = re.compile(r"\s+")
 
 
-def parse_html(data: bytes, limits: ParseLimits) -> ParsedDocument:
+def parse_html(data: bytes, limits: ParseOptions) -> ParsedDocument:
     """Parse HTML bytes (any supported text encoding)."""
     return parse_html_text(decode_text(data), limits)
 
 
-def parse_html_text(text: str, limits: ParseLimits) -> ParsedDocument:
+def parse_html_text(text: str, limits: ParseOptions) -> ParsedDocument:
     """Parse decoded HTML into blocks of visible text; the <title> becomes the document title."""
     tree = LexborHTMLParser(text)
     title = None

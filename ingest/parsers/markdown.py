@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from ingest.parsers.base import MEDIA_MARKDOWN, Block, BlockKind, ParsedDocument, ParseLimits
+from ingest.parsers.base import MEDIA_MARKDOWN, Block, BlockKind, ParsedDocument, ParseOptions
 from ingest.parsers.text import check_char_limit, decode_text, normalize_text
 
 # The opening hashes only: the closing sequence is trimmed in code, because a lazy ``(.*?)``
@@ -85,12 +85,12 @@ _INLINE_RULES: tuple[_Rule, ...] = (
 )
 
 
-def parse_markdown(data: bytes, limits: ParseLimits) -> ParsedDocument:
+def parse_markdown(data: bytes, limits: ParseOptions) -> ParsedDocument:
     """Parse Markdown bytes (any supported text encoding)."""
     return parse_markdown_text(decode_text(data), limits)
 
 
-def parse_markdown_text(text: str, limits: ParseLimits) -> ParsedDocument:
+def parse_markdown_text(text: str, limits: ParseOptions) -> ParsedDocument:
     """Parse decoded Markdown into heading, paragraph, list, code and table blocks."""
     check_char_limit(len(text), limits)
     reader = _MarkdownReader(normalize_text(text).split("\n"))

@@ -25,7 +25,7 @@ from ingest.parsers.base import (
     EncryptedDocument,
     MalformedDocument,
     ParsedDocument,
-    ParseLimits,
+    ParseOptions,
 )
 from ingest.parsers.text import check_char_limit, normalize_text, split_paragraphs
 
@@ -53,7 +53,7 @@ _MALFORMED = "The PDF is damaged or not a valid PDF file."
 _BOMB = "The PDF contains data that expands beyond the server's safety limits."
 
 
-def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
+def parse_pdf(data: bytes, limits: ParseOptions) -> ParsedDocument:
     """Extract the text of a PDF page by page; see the module docstring for the block layout."""
     with _bounded_decoding(limits):
         reader = _open(data)
@@ -74,7 +74,7 @@ def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
 
 
 @contextmanager
-def _bounded_decoding(limits: ParseLimits) -> Iterator[Configuration]:
+def _bounded_decoding(limits: ParseOptions) -> Iterator[Configuration]:
     # pypdf caps every stream filter's output; lower those caps to our budget. The caps are
     # per stream, so the page limit and max_chars are what bound the document as a whole.
     default = Configuration()
@@ -127,7 +127,7 @@ def _open(data: bytes) -> PdfReader:
     return reader
 
 
-def _page_count(reader: PdfReader, limits: ParseLimits) -> int:
+def _page_count(reader: PdfReader, limits: ParseOptions) -> int:
     try:
         count = len(reader.pages)
     except LimitReachedError as exc:
@@ -154,7 +154,7 @@ def _title(reader: PdfReader) -> str | None:
     return title or None
 
 
-def _page_texts(reader: PdfReader, limits: ParseLimits) -> list[str]:
+def _page_texts(reader: PdfReader, limits: ParseOptions) -> list[str]:
     texts: list[str] = []
     total = 0
     try:

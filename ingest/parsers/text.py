@@ -12,7 +12,7 @@ from ingest.parsers.base import (
     Block,
     DocumentTooLarge,
     ParsedDocument,
-    ParseLimits,
+    ParseOptions,
     UnsupportedType,
 )
 
@@ -86,7 +86,7 @@ def split_paragraphs(text: str) -> list[str]:
     return paragraphs
 
 
-def check_char_limit(char_count: int, limits: ParseLimits) -> None:
+def check_char_limit(char_count: int, limits: ParseOptions) -> None:
     """Raise DocumentTooLarge when a document's text exceeds ``limits.max_chars``."""
     if char_count > limits.max_chars:
         raise DocumentTooLarge(
@@ -95,14 +95,14 @@ def check_char_limit(char_count: int, limits: ParseLimits) -> None:
         )
 
 
-def parse_plain_text(text: str, limits: ParseLimits) -> ParsedDocument:
+def parse_plain_text(text: str, limits: ParseOptions) -> ParsedDocument:
     """Parse already-decoded plain text into paragraph blocks."""
     check_char_limit(len(text), limits)
     blocks = [Block(p, (), "paragraph") for p in split_paragraphs(text)]
     return ParsedDocument(media_type=MEDIA_PLAIN, blocks=blocks)
 
 
-def parse_text(data: bytes, limits: ParseLimits) -> ParsedDocument:
+def parse_text(data: bytes, limits: ParseOptions) -> ParsedDocument:
     """Parse plain-text bytes of any supported encoding into paragraph blocks."""
     return parse_plain_text(decode_text(data), limits)
 

@@ -29,7 +29,7 @@ from app.kit.kek import load_kek
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import AuditEntry, Chunk, Document, TenantKey
-from ingest.erasure import shard_files
+from app.search.index.erasure import shard_files
 from tests.conftest import Api, assert_error
 from tests.crypto.helpers import (
     CANARY,

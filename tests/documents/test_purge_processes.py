@@ -27,7 +27,7 @@ from app.kit.public_ids import IdKind
 from app.kit.settings import Settings
 from app.models import Chunk, DeletionReceipt, Document, IndexShard, Job, PeriodicRun
 from app.models.base import utcnow
-from ingest.erasure import files_holding, ids_in_file, shard_files
+from app.search.index.erasure import files_holding, ids_in_file, shard_files
 from tests.conftest import REDIS_URL, Api, require_service
 from tests.helpers import key_of, public_of
 from tests.ingest.worker_process import (

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from app.documents.bulk import operator_access, queue_files
 from app.evaluation.beir import load_beir
 from app.evaluation.direct import direct_bm25
 from app.evaluation.runner import evaluate, write_corpus_files
-from app.ingest_cli import operator_access, queue_files
 from app.kit.db import database_for
 from app.kit.settings import Settings
 from tests.evaluation.test_metrics_and_beir import write_dataset

@@ -3,7 +3,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ingest.chunking import Chunk, ChunkingConfig, chunk_document, count_tokens, split_sentences
+from app.kit.settings import ChunkingConfig
+from ingest.chunking import Chunk, chunk_document, count_tokens, split_sentences
 from ingest.parsers import Block, ParsedDocument
 
 

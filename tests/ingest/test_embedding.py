@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from app.documents.ingestion import IngestPipeline
 from app.jobs.kinds import JobKind
 from app.jobs.runner import JobClaimer
 from app.jobs.runtime import Runtime
-from app.kit.settings import Settings
+from app.kit.settings import EmbeddingConfig, Settings
 from app.models import IndexShard
 from ingest.embedding import (
     EmbedderMismatch,
-    EmbeddingConfig,
     EmbeddingModelUnavailable,
     SentenceTransformerEmbedder,
     check_compatible,
     load_embedder,
 )
-from ingest.pipeline import IngestPipeline
 from tests.conftest import Api
 from tests.documents.helpers import vector_hits
 from tests.helpers import key_of
@@ -102,7 +101,7 @@ def test_check_compatible() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_index_refuses_another_model_until_reembedded(settings: Settings) -> None:
-    from app.ingest_cli import rebuild_index
+    from app.documents.bulk import rebuild_index
     from app.kit.errors import Conflict
 
     other = settings.model_copy(update={"embedding": MINILM})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ingest.embedding import EmbeddingConfig, load_embedder, passage_text
+from app.kit.settings import EmbeddingConfig
+from ingest.embedding import load_embedder, passage_text
 
 
 def test_passage_text() -> None:

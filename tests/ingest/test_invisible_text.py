@@ -14,9 +14,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.kit.settings import ChunkingConfig, ParseLimits
 from app.models import Chunk
-from ingest.chunking import ChunkingConfig, chunk_document
-from ingest.parsers import ParsedDocument, ParseLimits, parse
+from ingest.chunking import chunk_document
+from ingest.parsers import ParsedDocument, parse
 from tests.conftest import Api
 from tests.documents.helpers import wait_for
 from tests.helpers import key_of

@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import pytest
 
-from ingest.chunking import MAX_HEADING_CHARS, ChunkingConfig, chunk_document, max_chars
-from ingest.parsers import Block, ParsedDocument, ParseLimits, parse
+from app.kit.settings import ChunkingConfig, ParseLimits
+from ingest.chunking import MAX_HEADING_CHARS, chunk_document, max_chars
+from ingest.parsers import Block, ParsedDocument, parse
 
 CONFIG = ChunkingConfig()
 LIMITS = ParseLimits()

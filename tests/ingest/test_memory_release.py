@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-import ingest.pipeline
+import app.documents.ingestion
 from ingest.memory import release_memory
 from tests.conftest import Api
 from tests.documents.helpers import wait_for
@@ -50,8 +50,8 @@ async def test_memory_is_released_after_a_large_document_only(
         releases.append(1)
         return True
 
-    monkeypatch.setattr(ingest.pipeline, "release_memory", record)
-    monkeypatch.setattr(ingest.pipeline, "RELEASE_AFTER", 2_000)
+    monkeypatch.setattr(app.documents.ingestion, "release_memory", record)
+    monkeypatch.setattr(app.documents.ingestion, "RELEASE_AFTER", 2_000)
     await api.tenant("hr")
     editor = await api.user("ed", hr="editor")
 

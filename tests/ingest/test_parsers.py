@@ -7,6 +7,7 @@ import zipfile
 import docx
 import pytest
 
+from app.kit.settings import ParseLimits
 from ingest.parsers import (
     MEDIA_DOCX,
     MEDIA_HTML,
@@ -21,7 +22,6 @@ from ingest.parsers import (
     MalformedDocument,
     ParsedDocument,
     ParseError,
-    ParseLimits,
     UnsupportedType,
     parse,
 )

@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.jobs.pool import WorkerPool
-from app.kit.settings import Settings
-from ingest.embedding import EmbeddingConfig, Vectors, load_embedder
+from app.kit.settings import EmbeddingConfig, Settings
+from ingest.embedding import Vectors, load_embedder
 from ingest.priority import (
     BackgroundThreads,
     idle_class_available,
@@ -159,7 +159,7 @@ async def test_the_pool_rewrites_shards_at_the_configured_priority(
     """Rewriting the open shard (reading it, adding the new chunks, writing it back) is
     ingestion's CPU work too, and grows with the shard: it must not take the cores from
     searches at the normal priority."""
-    import ingest.indexer as indexer
+    import app.search.index.writer as indexer
 
     seen: list[int] = []
     extend, write = indexer._extend, indexer._write_shards

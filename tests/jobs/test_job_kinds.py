@@ -5,9 +5,6 @@ the web app, and shard compaction keeps what readers may still load."""
 
 from __future__ import annotations
 
-import ast
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,9 +26,9 @@ from app.kit.settings import Settings
 from app.models import IndexShard, Job, Tenant
 from app.models.base import utcnow
 from app.search.index import build_bm25_shard, build_shard, save_bm25_shard, save_shard
+from app.search.index.erasure import compact_shards
 from app.search.index.layout import shard_path, tenant_dir
 from app.search.index.vector_shard import VectorShardConfig
-from ingest.erasure import compact_shards
 from tests.conftest import Api, make_settings
 from tests.documents.test_endpoints import upload
 
@@ -262,75 +259,7 @@ async def test_an_upload_whose_transaction_rolls_back_sends_nothing(
     assert dispatcher.seen == []
 
 
-# (4) Import direction.
-
-
-def test_job_and_ingest_modules_import_without_the_web_app() -> None:
-    """A Celery worker or the CLI loads the job system without the FastAPI app (an import of
-    app.main from below it was a cycle)."""
-    code = (
-        "import importlib, pkgutil, sys\n"
-        "import app.jobs, ingest\n"
-        "names = [m.name for p in (app.jobs, ingest)\n"
-        "         for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]\n"
-        "assert 'app.jobs.runtime' in names and 'ingest.pipeline' in names, names\n"
-        "for name in names:\n"
-        "    importlib.import_module(name)\n"
-        "assert 'app.main' not in sys.modules, 'app.main was imported'\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def _imported_modules(path: Path, package: str) -> set[str]:
-    """Every module a file imports, at top level or inside a function (a hidden cycle)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
-
-
-def _under(module: str, package: str) -> bool:
-    return module == package or module.startswith(package + ".")
-
-
-def test_no_module_below_the_web_app_imports_it() -> None:
-    for folder, package in [
-        (ROOT / "app" / "jobs", "app.jobs"),
-        (ROOT / "app" / "kit", "app.kit"),
-        (ROOT / "ingest", "ingest"),
-    ]:
-        for path in sorted(folder.rglob("*.py")):
-            imports = _imported_modules(path, package)
-            assert not any(_under(m, "app.main") for m in imports), path
-
-
-def test_kit_imports_no_domain() -> None:
-    """app/kit is the plumbing every domain builds on: it may use itself and the ORM tables,
-    never a domain (documents, chat, search, jobs, ...)."""
-    domains = sorted(
-        f"app.{p.name}"
-        for p in (ROOT / "app").iterdir()
-        if p.is_dir() and (p / "__init__.py").exists() and p.name not in ("kit", "models")
-    )
-    assert {"app.documents", "app.chat", "app.search", "app.jobs"} <= set(domains)
-    offending = {
-        f"{path.name}: {module}"
-        for path in sorted((ROOT / "app" / "kit").glob("*.py"))
-        for module in _imported_modules(path, "app.kit")
-        if any(_under(module, domain) for domain in domains) or module == "app"
-    }
-    assert offending == set()
+# (4) Import direction: tests/test_architecture.py.
 
 
 # (5) Shard compaction.

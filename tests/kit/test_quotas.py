@@ -18,8 +18,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.documents.bulk import bulk_ingest
 from app.generation.provider import GeneratorProvider
-from app.ingest_cli import bulk_ingest
 from app.kit.settings import Settings, parse_byte_quota, parse_quota
 from app.main import create_app
 from tests.chat.doubles import EchoGenerator, limited

@@ -20,7 +20,7 @@ from sqlalchemy import update
 from app.kit.db import Database
 from app.kit.settings import IndexSettings
 from app.models import Chunk, Document, DocumentTag, Tenant
-from ingest.indexer import Indexer
+from app.search.index.writer import Indexer
 
 DIM = 8
 EMBEDDER = "test:random-8"

@@ -17,10 +17,10 @@ from app.kit.errors import ServiceUnavailable
 from app.kit.settings import IndexSettings, SearchSettings
 from app.models import Chunk
 from app.search.index import TokenizerMismatch
+from app.search.index.writer import Indexer
 from app.search.retriever import QueryVector, Retriever, SearchQuery
 from app.search.shard_cache import ShardCache
 from app.search.visibility import Visibility
-from ingest.indexer import Indexer
 from tests.search.corpus import DIM, EMBEDDER, Corpus, DocSpec, add_documents, add_tenant, index
 
 

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from app.kit.db import Database
 from app.kit.settings import IndexSettings
 from app.models import Document
+from app.search.index.writer import Indexer
 from app.search.visibility import Visibility
-from ingest.indexer import Indexer
 from tests.search.corpus import DIM, EMBEDDER, Corpus, DocSpec, add_documents, add_tenant
 from tests.search.test_retriever import make_retriever, query
 

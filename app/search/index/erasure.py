@@ -20,12 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.db import Database
 from app.kit.envelope import DataKey, ObjectSealer, shard_sealer
-from app.models import IndexShard
 from app.search.index import (
     CorpusStats,
     corpus_stats,
@@ -41,7 +39,8 @@ from app.search.index import (
     shard_size,
 )
 from app.search.index.layout import ShardKind, shard_path, tenant_dir, version_of
-from ingest.locks import tenant_index_lock
+from app.search.index.locks import tenant_index_lock
+from app.search.index.shard_repository import shard_repository
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +126,7 @@ async def remove_chunks(
         return removal
     async with tenant_index_lock(database, index_root, tenant_id):
         async with database.read_sessionmaker() as session:
-            rows = await session.scalars(
-                select(IndexShard).where(IndexShard.tenant_id == tenant_id)
-            )
-            current = {(s.kind, s.shard_no): s.version for s in rows}
+            current = await shard_repository.versions(session, tenant_id)
         for shard in shard_files(index_root, tenant_id):
             holds = np.isin(ids_in_file(shard, tenant_id, keys[0]), chunk_ids)
             if not holds.any():
@@ -176,16 +172,9 @@ async def _rewrite(
     removal.vectors += counts.get("vectors", 0)
     removal.postings += counts.get("postings", 0)
     async with database.sessionmaker() as session, session.begin():
-        row = await session.scalar(
-            select(IndexShard).where(
-                IndexShard.tenant_id == tenant_id,
-                IndexShard.kind == shard.kind,
-                IndexShard.shard_no == shard.shard_no,
-            )
+        await shard_repository.record(
+            session, tenant_id, shard.kind, shard.shard_no, version=version, size=size, create=False
         )
-        if row is not None:
-            row.version = version
-            row.size = size
         if record is not None:
             await record(session, counts)
     # Only after the new version is committed: until then readers still need this file.
@@ -248,10 +237,7 @@ async def compact_shards(database: Database, index_root: Path) -> int:
     flushes leave for slow readers, and what crashes leave behind), tenant by tenant under the
     writer lock; how many files were deleted."""
     async with database.read_sessionmaker() as session:
-        rows = (await session.scalars(select(IndexShard))).all()
-    current: dict[int, dict[tuple[str, int], int]] = {}
-    for row in rows:
-        current.setdefault(row.tenant_id, {})[(row.kind, row.shard_no)] = row.version
+        current = await shard_repository.all_versions(session)
     deleted = 0
     for tenant_id, versions in current.items():
         async with tenant_index_lock(database, index_root, tenant_id):

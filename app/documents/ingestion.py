@@ -23,16 +23,17 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 
 from app.crypto.chunks import seal_chunk_headings, seal_chunk_text, seal_chunk_vector
+from app.documents.status import DocumentStatus, document_status
 from app.jobs.kinds import JobOutcome
 from app.jobs.repository import job_repository
 from app.kit.db import Database
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import Chunk, Document, Job
+from app.search.index.writer import Indexer, heading_path_json
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import chunk_document
 from ingest.embedding import Embedder, EmbedderMismatch, passage_text
-from ingest.indexer import Indexer, heading_path_json
 from ingest.memory import RELEASE_AFTER, release_memory
 from ingest.parsers import EmptyDocument, ParseError, parse
 from ingest.priority import BackgroundThreads
@@ -150,13 +151,11 @@ class IngestPipeline:
     async def _start(self, job: Job) -> Document | None:
         async with self.database.sessionmaker() as session, session.begin():
             document = await session.get(Document, job.document_id) if job.document_id else None
-            if document is None or document.status == "purging":
+            if document is None or document.status == DocumentStatus.PURGING:
                 # Purged, or being purged: nothing to do, and nothing may be written.
                 await job_repository.finish(session, job.id, status="done")
                 return None
-            document.status = "processing"
-            document.progress = 0.0
-            document.error = document.error_code = None
+            document_status.mark_processing(document)
             return document
 
     async def _embed(self, job: Job, document_id: int, chunks: list[TextChunk]) -> np.ndarray:
@@ -206,7 +205,7 @@ class IngestPipeline:
             if current is None:
                 raise LeaseLost()
             document = await session.get(Document, document_id, with_for_update=True)
-            if document is None or document.status == "purging":
+            if document is None or document.status == DocumentStatus.PURGING:
                 # A purge was requested while this job embedded: it wins, and the chunks
                 # are dropped here rather than written for the purge to remove again.
                 await job_repository.finish(session, job.id, status="done")
@@ -241,10 +240,9 @@ class IngestPipeline:
             await job_repository.finish(session, job.id, status="failed", error=message)
             if job.document_id is not None:
                 document = await session.get(Document, job.document_id)
-                if document is not None and document.status != "purging":
-                    document.status = "failed"
-                    document.error_code = code
-                    document.error = message
+                if document is not None and document_status.mark_failed(
+                    document, code=code, message=message
+                ):
                     await session.execute(delete(Chunk).where(Chunk.document_id == document.id))
 
     async def _retry_or_fail(self, job: Job, exc: Exception) -> JobOutcome:

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, update
 
 from app.cache import versions
 from app.crypto.chunks import (
@@ -29,10 +28,11 @@ from app.crypto.chunks import (
     seal_chunk_vector,
 )
 from app.crypto.keyring import Keyring
+from app.documents.status import document_status
 from app.kit.db import Database
 from app.kit.envelope import DataKey, shard_sealer
 from app.kit.settings import IndexSettings
-from app.models import Chunk, Document, IndexShard
+from app.models import Chunk, IndexShard
 from app.search.index import (
     BM25Shard,
     VectorShardConfig,
@@ -51,8 +51,9 @@ from app.search.index import (
 )
 from app.search.index.handoff import ShardReader, ShardWrite
 from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
+from app.search.index.locks import tenant_index_lock
+from app.search.index.shard_repository import shard_repository
 from ingest.embedding import Embedder, check_compatible, decode_vectors, passage_text
-from ingest.locks import tenant_index_lock
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class Indexer:
     ) -> int:
         read_key, write_key = await self.keys(tenant_id)
         async with self.database.read_sessionmaker() as session:
-            shards = await self._vector_shards(session, tenant_id)
+            shards = await shard_repository.vector_shards(session, tenant_id)
             self._check_embedder(shards, embedder, dim)
             open_shard = shards[-1] if shards else None
             if open_shard is None or open_shard.size >= self.settings.shard_capacity:
@@ -303,48 +304,25 @@ class Indexer:
         document_ids = sorted({c.document_id for c in pending})
         async with self.database.sessionmaker() as session, session.begin():
             for kind in ("vector", "bm25"):
-                shard = await session.scalar(
-                    select(IndexShard).where(
-                        IndexShard.tenant_id == tenant_id,
-                        IndexShard.kind == kind,
-                        IndexShard.shard_no == shard_no,
-                    )
+                await shard_repository.record(
+                    session,
+                    tenant_id,
+                    kind,
+                    shard_no,
+                    version=version,
+                    size=size,
+                    embedder=embedder if kind == "vector" else None,
+                    dim=dim if kind == "vector" else None,
                 )
-                if shard is None:
-                    shard = IndexShard(tenant_id=tenant_id, kind=kind, shard_no=shard_no)
-                    session.add(shard)
-                shard.version = version
-                shard.size = size
-                if kind == "vector":
-                    shard.embedder, shard.dim = embedder, dim
             for start in range(0, len(chunk_ids), 5000):
                 await session.execute(
                     update(Chunk)
                     .where(Chunk.id.in_(chunk_ids[start : start + 5000]))
                     .values(shard_no=shard_no)
                 )
-            pending_left = exists().where(
-                Chunk.document_id == Document.id, Chunk.shard_no.is_(None)
-            )
-            await session.execute(
-                update(Document)
-                .where(
-                    Document.id.in_(document_ids),
-                    Document.status == "processing",
-                    ~pending_left,
-                )
-                .values(status="ready", progress=1.0)
-            )
+            await document_status.mark_ready(session, document_ids)
             # New text to answer from: answers cached before this commit are not found again.
             await versions.bump(session, tenant_id)
-
-    async def _vector_shards(self, session: AsyncSession, tenant_id: int) -> list[IndexShard]:
-        rows = await session.scalars(
-            select(IndexShard)
-            .where(IndexShard.tenant_id == tenant_id, IndexShard.kind == "vector")
-            .order_by(IndexShard.shard_no)
-        )
-        return list(rows)
 
     def _check_embedder(self, shards: list[IndexShard], embedder: str, dim: int) -> None:
         for shard in shards:
@@ -355,7 +333,9 @@ class Indexer:
         """Raise EmbedderMismatch when the tenant's vectors come from another model."""
         async with self.database.read_sessionmaker() as session:
             self._check_embedder(
-                await self._vector_shards(session, tenant_id), embedder.name, embedder.dim
+                await shard_repository.vector_shards(session, tenant_id),
+                embedder.name,
+                embedder.dim,
             )
 
     async def _reembed(
@@ -422,13 +402,11 @@ class Indexer:
                 await self.check_embedder(tenant_id, embedder)
             name, dim = embedder.name, embedder.dim
             async with self.database.sessionmaker() as session, session.begin():
-                floor = await session.scalar(
-                    select(func.max(IndexShard.version)).where(IndexShard.tenant_id == tenant_id)
-                )
+                floor = await shard_repository.highest_version(session, tenant_id)
                 await session.execute(
                     update(Chunk).where(Chunk.tenant_id == tenant_id).values(shard_no=None)
                 )
-                await session.execute(delete(IndexShard).where(IndexShard.tenant_id == tenant_id))
+                await shard_repository.forget_tenant(session, tenant_id)
             total = 0
             while True:
                 written = await self._flush_step(

@@ -1,4 +1,5 @@
-"""The work behind `cairn ingest` and `cairn index rebuild` (kept out of cli.py's arg parsing)."""
+"""The documents CLI's bulk work behind `cairn ingest` and `cairn index rebuild` (kept out of
+cli.py's argument parsing; app/documents/cli.py holds the purge commands)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
 from app.models import Document
+from app.search.index.writer import Indexer
 from app.tenants.repository import tenant_repository
 from ingest.embedding import EmbedderMismatch, load_embedder
-from ingest.indexer import Indexer
 
 # The CLI acts as the operator (user id 0 = no user): uploads and audit entries record no
 # user, and the access it uses may see and write every sensitivity level of the tenant.
