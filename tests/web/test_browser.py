@@ -90,10 +90,15 @@ class World:
     def url(self) -> str:
         return self.served.url
 
-    def context(self, username: str, password: str | None = None) -> tuple[BrowserContext, Page]:
+    def context(
+        self, username: str, password: str | None = None, *, color_scheme: str = "light"
+    ) -> tuple[BrowserContext, Page]:
         """A fresh browser profile, signed in through the form."""
         context = self.browser.new_context(
-            base_url=self.url, viewport={"width": 1280, "height": 900}, locale="en-GB"
+            base_url=self.url,
+            viewport={"width": 1280, "height": 900},
+            locale="en-GB",
+            color_scheme=color_scheme,  # type: ignore[arg-type]
         )
         page = context.new_page()
         page.set_default_timeout(30_000)
@@ -317,6 +322,25 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     page.click("nav.menu >> text=Retrieval test")
     assert set(GOOD) <= set(_search(page, "pelican delta"))
 
+    # Batch sensitivity: no level preselected, and a confirmation naming it.
+    page.click("nav.menu >> text=Documents")
+    first = _row(page, GOOD[0])
+    first.locator("input.pick").check()
+    expect(page.locator("#batch-sensitivity")).to_have_value("")
+    page.click("#batch-sensitivity-apply")
+    expect(page.locator("#toast")).to_contain_text("Select documents and a sensitivity first")
+    asked = len(world.dialogs)
+    page.select_option("#batch-sensitivity", "confidential")
+    page.click("#batch-sensitivity-apply")
+    expect(first).to_contain_text("confidential")
+    assert world.dialogs[asked:] == [
+        ("confirm", "Set 1 documents to “confidential”? This changes who can find them.")
+    ]
+    first.locator("input.pick").check()
+    page.select_option("#batch-sensitivity", "internal")
+    page.click("#batch-sensitivity-apply")
+    expect(first).to_contain_text("internal")
+
     # API key: shown once with a copy button, listed, revoked.
     page.click("nav.menu >> text=API keys")
     page.fill("#k-name", "nextchat")
@@ -336,8 +360,9 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
 
     # Audit: everything above, and the chain verified.
     # /keys is the person's, not the tenant's: back through the switcher.
+    page.select_option("#tenant-switch", "birds")
     with page.expect_navigation():
-        page.select_option("#tenant-switch", "birds")
+        page.click("form.switcher button[type=submit]")
     page.click("nav.menu >> text=Audit log")
     badge = page.locator("#chain-badge")
     expect(badge).to_have_attribute("data-ok", "true")
@@ -359,16 +384,25 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     page.click("#audit-filters button[type=submit]")
     expect(page.locator("#audit tbody tr")).to_have_count(3)
 
-    # 中文, and back.
+    # 中文, and back. Moving through the choices with the keyboard changes nothing by itself
+    # (WCAG 3.2.2): only the button does.
+    url = page.url
+    page.focus("#language")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(500)
+    assert page.url == url
+    expect(page.locator("nav.menu")).to_contain_text("Documents")
+    page.select_option("#language", "zh-Hans")
     with page.expect_navigation():
-        page.select_option("#language", "zh-Hans")
+        page.click("form.lang button[type=submit]")
     expect(page.locator("h1")).to_contain_text("审计日志")
     expect(page.locator("nav.menu")).to_contain_text("文档")
     page.click("nav.menu >> text=文档")
     expect(_row(page, "卷尾.txt").locator(".status")).to_have_text("就绪")
     expect(_row(page, "broken.pdf").locator(".status")).to_have_text("失败")
+    page.select_option("#language", "en")
     with page.expect_navigation():
-        page.select_option("#language", "en")
+        page.click("form.lang button[type=submit]")
     expect(page.locator("nav.menu")).to_contain_text("Documents")
 
     # Purge the broken PDF: typed confirmation, then the verified deletion receipt.
@@ -378,10 +412,14 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     page.click("#purge-submit")
     expect(page.locator("#toast")).to_contain_text("does not match")
     expect(page.locator("#receipt")).to_be_hidden()
+    expect(page.locator("#doc-retry")).to_be_visible()
     page.fill("#purge-confirm", "broken.pdf")
     page.click("#purge-submit")
     expect(page.locator("#receipt-body")).to_contain_text('"status": "done"', timeout=WAIT_MS)
     expect(page.locator("#receipt-body")).to_contain_text('"receipt_hash"')
+    # Purged: no Retry, Delete or Restore is offered for a document that no longer exists.
+    expect(page.locator("#doc-retry")).to_be_hidden()
+    expect(page.locator("#doc-delete")).to_be_hidden()
     page.click("nav.menu >> text=Documents")
     expect(page.locator("#docs tbody tr")).to_have_count(5)
 
@@ -545,8 +583,9 @@ def test_screenshots_of_every_page(world: World) -> None:
         for p in (page, admin):
             p.goto("/keys")
             if language != "en":
+                p.select_option("#language", language)
                 with p.expect_navigation():
-                    p.select_option("#language", language)
+                    p.click("form.lang button[type=submit]")
         anonymous = world.browser.new_context(base_url=world.url, locale=language)
         signin = anonymous.new_page()
         signin.goto("/signin")
@@ -573,6 +612,13 @@ def test_screenshots_of_every_page(world: World) -> None:
             admin.goto(path)
             admin.wait_for_load_state("networkidle")
             shot(admin, language, name)
+        # The slug's pattern is a valid expression under the `v` flag browsers compile it with
+        # (an invalid one is ignored, with a console error, and nothing is checked).
+        admin.goto("/admin/tenants")
+        admin.fill("#t-slug", "Bad slug")
+        assert admin.evaluate("document.querySelector('#t-slug').validity.patternMismatch")
+        admin.fill("#t-slug", "good-slug-2")
+        assert not admin.evaluate("document.querySelector('#t-slug').validity.patternMismatch")
         # The platform admin holds no role in the tenant: its pages are "not found".
         admin.goto("/t/birds/documents")
         shot(admin, language, "error-404")
@@ -586,6 +632,46 @@ def test_screenshots_of_every_page(world: World) -> None:
         taken = {p.stem for p in (SCREENSHOTS / language).glob("*.png")}
         assert {name for name, _ in PAGES} | {"signin", "document", "tenants", "users"} <= taken
     assert world.alerts() == []
+
+
+def _background(page: Page) -> str:
+    return str(page.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+
+def test_dark_mode_follows_the_system_and_the_toggle_remembers(world: World) -> None:
+    """Dark when the system asks for it; the header's toggle overrides it and is remembered;
+    screenshots of the documents page in dark at 1280 and 390 px."""
+    light, dark = "rgb(245, 246, 248)", "rgb(18, 21, 28)"
+    context, page = world.context("keeper", color_scheme="dark")
+    page.goto("/t/birds/documents")
+    page.wait_for_load_state("networkidle")
+    assert _background(page) == dark
+    toggle = page.locator("#theme-toggle")
+    expect(toggle).to_have_text("Light mode")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    shot(page, "en", "documents-dark")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "en", "documents-phone-dark")
+    # The documents table scrolls inside its box at phone width; the page itself does not.
+    wide = page.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391"
+        " && !e.closest('.scroll')).map(e => e.tagName + '#' + e.id + '.' + e.className + ' '"
+        " + Math.round(e.getBoundingClientRect().right))"
+    )
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, wide
+    toggle.click()
+    assert _background(page) == light
+    expect(toggle).to_have_text("Dark mode")
+    page.reload()
+    assert _background(page) == light  # remembered over the system's dark
+    page.locator("#theme-toggle").click()
+    assert _background(page) == dark
+    context.close()
+    # A light system gets the light theme until someone chooses otherwise.
+    context, page = world.context("keeper")
+    page.goto("/t/birds/documents")
+    assert _background(page) == light
+    context.close()
 
 
 def test_a_tampered_audit_log_shows_a_red_badge(world: World) -> None:

@@ -90,11 +90,30 @@
     return wrap;
   }
 
-  // Sign-in form and the auto-submitting selects (tenant switcher, language) ------------------
-  for (const select of document.querySelectorAll("select[data-autosubmit]")) {
-    select.addEventListener("change", () => select.form.submit());
+  // Dark or light: the system's choice until the toggle makes one, remembered in this browser.
+  const themeToggle = $("#theme-toggle");
+  const systemDark = window.matchMedia("(prefers-color-scheme: dark)");
+  const chosenTheme = localStorage.getItem("cairn-theme");
+  if (chosenTheme === "dark" || chosenTheme === "light") document.documentElement.dataset.theme = chosenTheme;
+  const effectiveTheme = () => document.documentElement.dataset.theme || (systemDark.matches ? "dark" : "light");
+  const labelTheme = () => {
+    const dark = effectiveTheme() === "dark";
+    themeToggle.textContent = dark ? themeToggle.dataset.light : themeToggle.dataset.dark;
+    themeToggle.setAttribute("aria-pressed", String(dark));
+  };
+  if (themeToggle) {
+    labelTheme();
+    systemDark.addEventListener("change", labelTheme);
+    themeToggle.addEventListener("click", () => {
+      const next = effectiveTheme() === "dark" ? "light" : "dark";
+      document.documentElement.dataset.theme = next;
+      localStorage.setItem("cairn-theme", next);
+      labelTheme();
+    });
   }
-  for (const button of document.querySelectorAll(".nojs")) button.hidden = true;
+
+  // The tenant switcher and the language select change nothing until their button is pressed:
+  // choosing with the arrow keys must not leave the page (WCAG 2.2, 3.2.2 On Input).
 
   // Documents --------------------------------------------------------------------------------
   function documentsPage() {
@@ -199,8 +218,14 @@
           return api("PATCH", tenantApi("/documents/" + id), { tags });
         });
       });
-      $("#batch-sensitivity-apply").addEventListener("click", () =>
-        each([...state.selected], (id) => api("PATCH", tenantApi("/documents/" + id), { sensitivity: $("#batch-sensitivity").value })));
+      $("#batch-sensitivity-apply").addEventListener("click", () => {
+        // No level is preselected, and changing who may see documents is confirmed first.
+        const level = $("#batch-sensitivity").value;
+        if (!state.selected.size || !level) return toast(T("choose_sensitivity"), true);
+        const name = T("sensitivity." + level);
+        if (!confirm(T("confirm.sensitivity", { count: state.selected.size, level: name }))) return;
+        each([...state.selected], (id) => api("PATCH", tenantApi("/documents/" + id), { sensitivity: level }));
+      });
       $("#retry-all").addEventListener("click", async () => {
         // Every failed document, not only this page's.
         const ids = [];
@@ -345,6 +370,11 @@
           $("#receipt").hidden = false;
           $("#receipt-body").textContent = JSON.stringify(receipt, null, 2);
           purge.hidden = true;
+          // The document is gone: nothing is left to retry, delete or restore.
+          for (const sel of ["#doc-retry", "#doc-restore", "#doc-delete"]) {
+            const button = $(sel);
+            if (button) button.hidden = true;
+          }
         } catch (e) { failWith(e); }
       });
     }
