@@ -396,6 +396,10 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     with page.expect_navigation():
         page.click("form.lang button[type=submit]")
     expect(page.locator("h1")).to_contain_text("审计日志")
+    # Actions in words, in the page's language (the stored name stays in the title).
+    deleted = page.locator('#audit tbody tr[data-action="document.delete"] td').nth(3)
+    expect(deleted).to_have_text("删除文档")
+    expect(deleted).to_have_attribute("title", "document.delete")
     expect(page.locator("nav.menu")).to_contain_text("文档")
     page.click("nav.menu >> text=文档")
     expect(_row(page, "卷尾.txt").locator(".status")).to_have_text("就绪")

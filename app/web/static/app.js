@@ -631,7 +631,8 @@
         state.total = page.total;
         $("#audit tbody").replaceChildren(...page.items.map((e) => el("tr", { "data-action": e.action },
           el("td", { text: String(e.seq) }), el("td", { text: fmtTime(e.created_at) }), el("td", { text: e.actor || "—" }),
-          el("td", { text: e.action }), el("td", { class: "outcome-" + e.outcome, text: e.outcome }),
+          el("td", { text: M["js.action." + e.action] || e.action, title: e.action }),
+          el("td", { class: "outcome-" + e.outcome, text: e.outcome }),
           el("td", { class: "mono", text: [e.target_type, e.target_id].filter(Boolean).join(" ") }),
           el("td", { class: "mono small", text: JSON.stringify(e.details) }))));
         const pages = Math.max(1, Math.ceil(state.total / state.limit));
