@@ -71,8 +71,7 @@ def chat_response(answered: Answered) -> ChatResponse:
     return ChatResponse(
         answer=answer.text,
         citations=[citation_out(c) for c in answer.citations],
-        # No session only for an answer nobody reads: cancelled as its client went away.
-        session_id=answered.session_id or 0,
+        session_id=answered.session_id,
         finish_reason="length" if answer.finish_reason == "length" else "stop",
         grounded=answer.grounded,
         check=answer.check,

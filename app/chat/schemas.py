@@ -55,7 +55,9 @@ CheckOutcome = Literal["supported", "regenerated", "quoted", "unsupported", "ref
 class ChatResponse(BaseModel):
     answer: str
     citations: list[CitationOut]
-    session_id: ChatSessionId
+    # None only for an answer nobody reads (its client went away before it was stored): a
+    # made-up id would name a session that does not exist.
+    session_id: ChatSessionId | None
     finish_reason: Literal["stop", "length"]
     # True only when the answer was checked against the passages it cites (or quotes them);
     # false when nothing relevant was found, the model declined, or the check failed.
