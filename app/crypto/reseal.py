@@ -52,8 +52,7 @@ class Converted:
 
 def file_sealed(path: object) -> bool:
     """Whether a file is an envelope (any key generation) rather than plaintext."""
-    with open(str(path), "rb") as fh:
-        return is_sealed(fh.read(16))
+    return is_sealed(_head(path))
 
 
 async def reseal_tenant(runtime: Runtime, tenant_id: int, key: DataKey) -> Converted:
@@ -93,6 +92,7 @@ async def left_over(runtime: Runtime, tenant_id: int, key: DataKey) -> Converted
 
 
 def _head(path: object) -> bytes:
+    """A file's first bytes: enough for an envelope's header and key generation."""
     with open(str(path), "rb") as fh:
         return fh.read(16)
 
