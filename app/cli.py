@@ -25,6 +25,7 @@ from app.crypto.cli import encryption_app
 from app.documents.cli import DocumentArg, DryRun, TenantOpt, purge_document, retention_purge
 from app.evaluation.cli import eval_app
 from app.kit import settings as settings_module
+from app.kit.actor import SystemActor
 from app.kit.console import OneLineErrors, prepared
 from app.kit.errors import CairnError
 from app.kit.files import restrict_umask
@@ -212,7 +213,7 @@ def users_create(
 
     async def work(session: AsyncSession) -> int:
         policy = PasswordPolicy.from_settings(get_settings())
-        user = await user_service.create(session, None, data, policy=policy)
+        user = await user_service.create(session, SystemActor.OPERATOR, data, policy=policy)
         return user.id
 
     from app.kit.public_ids import IdKind, encode_id
@@ -246,7 +247,9 @@ def tenants_create(
         raise typer.Exit(code=2) from exc
 
     async def work(session: AsyncSession) -> int:
-        return (await tenant_service.create(session, None, data, admin_username=admin)).id
+        return (
+            await tenant_service.create(session, SystemActor.OPERATOR, data, admin_username=admin)
+        ).id
 
     from app.kit.public_ids import IdKind, encode_id
 
@@ -282,7 +285,7 @@ def tenants_delete(
     async def work() -> str:
         runtime = Runtime(settings)
         try:
-            done = await delete_tenant(runtime, None, slug, shred=shred)
+            done = await delete_tenant(runtime, SystemActor.OPERATOR, slug, shred=shred)
         finally:
             await runtime.close()
         return f"deleted tenant {done.slug}" + (" (data key destroyed first)" if shred else "")
@@ -313,7 +316,7 @@ def members_set(
         if tenant is None:
             raise ResourceNotFound("Tenant not found")
         await tenant_service.set_member(
-            session, tenant=tenant, username=username, role=role, actor=None
+            session, tenant=tenant, username=username, role=role, actor=SystemActor.OPERATOR
         )
 
     _run_in_session(work)
@@ -383,7 +386,9 @@ def privacy_export(username: Annotated[str, typer.Argument(help="the person's us
         assert isinstance(session.bind, AsyncEngine)
         enforcer = Enforcer(session.bind)
         await enforcer.refresh(session)
-        return await privacy_service.export(session, None, enforcer, username=username)
+        return await privacy_service.export(
+            session, SystemActor.OPERATOR, enforcer, username=username
+        )
 
     typer.echo(_run_in_session(work).model_dump_json(indent=2))
 
@@ -402,7 +407,9 @@ def privacy_erase(
         typer.confirm(f"Erase {username} and everything held about them?", abort=True)
 
     async def work(session: AsyncSession) -> ReceiptRead:
-        return ReceiptRead.of(await privacy_service.erase(session, None, username=username))
+        return ReceiptRead.of(
+            await privacy_service.erase(session, SystemActor.OPERATOR, username=username)
+        )
 
     receipt = _run_in_session(work)
     # Committed: now the erased bytes leave SQLite's write-ahead log too.

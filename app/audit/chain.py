@@ -4,6 +4,8 @@ entry_hash = SHA-256(prev_hash || "\\n" || canonical JSON of the entry's content
 holds a keyed commitment to the actor (HMAC of "id:username"), never the readable actor, so
 erasing a person can blank the readable columns beside it and leave every hash valid. While the
 readable actor is present, verification recomputes the commitment, so editing it is detected.
+The server's own work (app/kit/actor.py) is stored with no actor id, its name ("system:...")
+as the readable actor and a keyed commitment to that name, checked the same way.
 
 The hash alone is public arithmetic: whoever can write the database can edit an entry and
 recompute every later hash. So each entry also carries a seal, an HMAC under the deployment's
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from app.kit.actor import SystemActor
 from app.kit.security import keyed_digest
 from app.models import AuditEntry
 
@@ -49,6 +52,11 @@ def tenant_chain(tenant_id: int) -> str:
 def actor_commitment(secret: str, user_id: int, username: str) -> str:
     """Keyed commitment to an actor; unlinkable without the deployment's audit secret."""
     return keyed_digest(secret, f"{user_id}:{username}")
+
+
+def system_commitment(secret: str, actor: SystemActor) -> str:
+    """Keyed commitment to a system actor (its stored name holds a ":" no user id part can)."""
+    return keyed_digest(secret, actor.stored_name)
 
 
 def entry_seal(secret: str, entry_hash: str, *, erased: bool = False) -> str:
@@ -151,9 +159,13 @@ class ChainVerifier:
         if readable:
             if entry.actor_commitment is None:
                 return "actor added to an entry without one"
-            if entry.actor_id is None or entry.actor_name is None:
+            system = SystemActor.from_stored(entry.actor_name)
+            if entry.actor_id is None and system is not None:
+                expected = system_commitment(self.secret, system)
+            elif entry.actor_id is None or entry.actor_name is None:
                 return "actor partially blanked"
-            expected = actor_commitment(self.secret, entry.actor_id, entry.actor_name)
+            else:
+                expected = actor_commitment(self.secret, entry.actor_id, entry.actor_name)
             if expected != entry.actor_commitment:
                 return "actor does not match its commitment"
         return None

@@ -62,6 +62,31 @@ class AuditRepository:
         )
         return list(rows), int(total or 0)
 
+    async def last_actor(
+        self,
+        session: AsyncSession,
+        tenant_id: int,
+        *,
+        action: str,
+        target_type: str,
+        target_id: str,
+    ) -> tuple[int | None, str | None] | None:
+        """(actor_id, actor_name) of the tenant's newest entry of this action on this target."""
+        row = (
+            await session.execute(
+                select(AuditEntry.actor_id, AuditEntry.actor_name)
+                .where(
+                    AuditEntry.tenant_id == tenant_id,
+                    AuditEntry.action == action,
+                    AuditEntry.target_type == target_type,
+                    AuditEntry.target_id == target_id,
+                )
+                .order_by(AuditEntry.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
+
     async def chain_names(self, session: AsyncSession) -> list[str]:
         heads = await session.scalars(select(AuditChainHead.chain).order_by(AuditChainHead.chain))
         return list(heads)

@@ -25,6 +25,7 @@ from app.audit.chain import (
     canonical_details,
     compute_hash,
     entry_seal,
+    system_commitment,
     tenant_chain,
 )
 from app.audit.checkpoints import (
@@ -39,6 +40,7 @@ from app.audit.checkpoints import (
 from app.audit.repository import AuditFilter, audit_repository
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
+from app.kit.actor import Actor, UserActor, stored_actor
 from app.kit.authz import PLATFORM_DOMAIN, Enforcer, domain_of
 from app.kit.metrics import AUDIT_VERIFY_OK
 from app.kit.principal import Principal
@@ -68,16 +70,6 @@ def audit_secret_of(session: AsyncSession) -> str:
     if not isinstance(secret, str) or not secret:
         raise RuntimeError("session has no audit_secret; create it through app.kit.db.Database")
     return secret
-
-
-@dataclass(frozen=True)
-class Actor:
-    user_id: int
-    username: str
-
-    @classmethod
-    def of(cls, principal: Principal) -> Actor:
-        return cls(principal.user_id, principal.username)
 
 
 @dataclass(frozen=True)
@@ -128,7 +120,7 @@ class AuditService:
         session: AsyncSession,
         *,
         action: str,
-        actor: Actor | Principal | None,
+        actor: Actor | Principal,
         tenant_id: int | None = None,
         target_type: str | None = None,
         target_id: str | int | None = None,
@@ -147,7 +139,15 @@ class AuditService:
         if request_id is not None:
             details = {**(details or {}), "request_id": request_id}
         if isinstance(actor, Principal):
-            actor = Actor.of(actor)
+            actor = actor.actor
+        secret = audit_secret_of(session)
+        if isinstance(actor, UserActor):
+            actor_id: int | None = actor.user_id
+            actor_name = actor.username
+            commitment = actor_commitment(secret, actor.user_id, actor.username)
+        else:
+            actor_id, actor_name = None, actor.stored_name
+            commitment = system_commitment(secret, actor)
         chain = tenant_chain(tenant_id) if tenant_id is not None else GLOBAL_CHAIN
         head = await audit_repository.lock_head(session, chain)
         if head is None:
@@ -159,20 +159,16 @@ class AuditService:
             action=action,
             outcome=outcome,
             tenant_id=tenant_id,
-            actor_id=actor.user_id if actor else None,
-            actor_name=actor.username if actor else None,
-            actor_commitment=(
-                actor_commitment(audit_secret_of(session), actor.user_id, actor.username)
-                if actor
-                else None
-            ),
+            actor_id=actor_id,
+            actor_name=actor_name,
+            actor_commitment=commitment,
             target_type=target_type,
             target_id=str(target_id) if target_id is not None else None,
             details=canonical_details(details),
             prev_hash=head.last_hash,
         )
         entry.entry_hash = compute_hash(entry, sealed=True)
-        entry.seal = entry_seal(audit_secret_of(session), entry.entry_hash)
+        entry.seal = entry_seal(secret, entry.entry_hash)
         head.seq = entry.seq
         head.last_hash = entry.entry_hash
         audit_repository.add(session, entry)
@@ -211,6 +207,21 @@ class AuditService:
                 },
             )
             changed += len(rows)
+
+    async def last_actor(
+        self,
+        session: AsyncSession,
+        tenant_id: int,
+        *,
+        action: str,
+        target_type: str,
+        target_id: int,
+    ) -> Actor | None:
+        """Who the tenant's newest entry of this action on this target names, if anyone."""
+        row = await audit_repository.last_actor(
+            session, tenant_id, action=action, target_type=target_type, target_id=str(target_id)
+        )
+        return None if row is None else stored_actor(*row)
 
     async def list_for_tenant(
         self,

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.service import Actor, audit_service
+from app.audit.service import audit_service
 from app.auth.repository import auth_session_repository
+from app.kit.actor import SystemActor, UserActor
 from app.kit.errors import BadRequest, NotAuthenticated, RateLimited
 from app.kit.principal import Principal
 from app.kit.ratelimit import LoginThrottle
@@ -52,14 +53,14 @@ class AuthService:
             await audit_service.record(
                 session,
                 action="auth.login",
-                actor=Actor(user.id, user.username) if user else None,
+                actor=UserActor(user.id, user.username) if user else SystemActor.SIGN_IN,
                 outcome="failure",
                 details={"reason": "unknown user" if user is None else "bad credentials"},
             )
             await session.commit()
             raise NotAuthenticated("Incorrect username or password")
         await audit_service.record(
-            session, action="auth.login", actor=Actor(user.id, user.username)
+            session, action="auth.login", actor=UserActor(user.id, user.username)
         )
         return await self.issue_token(session, settings, user, kind=kind)
 
@@ -86,7 +87,7 @@ class AuthService:
             await audit_service.record(
                 session,
                 action=action,
-                actor=Actor(user.id, user.username) if user else None,
+                actor=UserActor(user.id, user.username) if user else SystemActor.SIGN_IN,
                 outcome="failure",
                 details={"reason": "throttled", "limits": [str(scope) for scope in refused.scopes]},
             )

@@ -40,6 +40,7 @@ from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
+from app.kit.actor import SystemActor
 from app.kit.db import create_blocking_read_engine, is_sqlite
 from app.kit.errors import CairnError
 from app.kit.files import PRIVATE_FILE_MODE, private_dir, secure_data_dir
@@ -224,7 +225,7 @@ async def apply_tombstones(
             async with database.read_sessionmaker() as session:
                 tenant = await tombstone_repository.tenant(session, record)
             if tenant is not None:
-                await delete_tenant(runtime, None, tenant.slug, shred=True)
+                await delete_tenant(runtime, SystemActor.RESTORE, tenant.slug, shred=True)
                 report.tenants_deleted.append(tenant.id)
         job_ids: list[int] = []
         purged: list[int] = []
@@ -234,7 +235,10 @@ async def apply_tombstones(
                 if document is None:
                     continue
                 requested = await purge_service.request(
-                    session, None, tenant_id=document.tenant_id, document_id=document.id, actor=None
+                    session,
+                    SystemActor.RESTORE,
+                    tenant_id=document.tenant_id,
+                    document_id=document.id,
                 )
                 # A purge under way in the backup already has its job; otherwise one is queued.
                 job = requested.job or await job_repository.open_for_subject(
@@ -264,7 +268,9 @@ async def apply_tombstones(
             ]
         for user_id, username in doomed:
             async with database.sessionmaker() as session, session.begin():
-                await privacy_service.erase(session, None, username=username, replay=True)
+                await privacy_service.erase(
+                    session, SystemActor.RESTORE, username=username, replay=True
+                )
             report.users_erased.append(user_id)
         await database.checkpoint_wal()
     finally:

@@ -39,6 +39,7 @@ from app.bench.search import (
 )
 from app.crypto.reseal import reseal_tenant
 from app.jobs.runtime import Runtime
+from app.kit.actor import SystemActor
 from app.kit.migrate import upgrade
 from app.kit.settings import EncryptionSettings, Settings
 from app.search.index.tokenize import load_segmenter
@@ -156,7 +157,9 @@ async def _search_and_loads(
         for state in STATES:
             async with runtime.database.sessionmaker() as session, session.begin():
                 tenant = await tenant_service.create(
-                    session, None, TenantCreate(slug=f"bench-{state}", name=f"Encryption {state}")
+                    session,
+                    SystemActor.OPERATOR,
+                    TenantCreate(slug=f"bench-{state}", name=f"Encryption {state}"),
                 )
                 tenants[state] = tenant.id
             _, samples[state] = await asyncio.to_thread(

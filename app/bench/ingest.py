@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from app.bench.report import section, write_section
 from app.documents.bulk import operator_access, process_until_done, queue_files
+from app.kit.actor import SystemActor
 from app.kit.db import database_for
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
@@ -128,7 +129,9 @@ async def run_ingest_bench(
     database = database_for(settings)
     try:
         async with database.sessionmaker() as session, session.begin():
-            await tenant_service.create(session, None, TenantCreate(slug="bench", name="Bench"))
+            await tenant_service.create(
+                session, SystemActor.OPERATOR, TenantCreate(slug="bench", name="Bench")
+            )
         access = await operator_access(database, "bench")
         folder = settings.data_dir / "corpus"
         folder.mkdir(parents=True, exist_ok=True)

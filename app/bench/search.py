@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from app.bench.processes import ApiProcess, free_port, stop, wait_healthy
 from app.bench.report import section, write_section
+from app.kit.actor import SystemActor
 from app.kit.db import Database, database_for
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
@@ -837,7 +838,9 @@ async def run_search_bench(
         try:
             async with database.sessionmaker() as session, session.begin():
                 tenant = await tenant_service.create(
-                    session, None, TenantCreate(slug=slug, name=f"Search bench {size}")
+                    session,
+                    SystemActor.OPERATOR,
+                    TenantCreate(slug=slug, name=f"Search bench {size}"),
                 )
                 tenant_id = tenant.id
             build, sample = await asyncio.to_thread(build_tenant, settings, corpus, tenant_id, size)

@@ -34,6 +34,7 @@ from app.generation.base import ChatMessage, GenerationLimits, Generator
 from app.generation.limits import Requester, complete_async, limits_from_settings, queued_for
 from app.generation.provider import GeneratorProvider
 from app.generation.tokens import TokenBudget, token_budget
+from app.kit.actor import SystemActor
 from app.kit.authz import TenantAccess
 from app.kit.background import run_detached
 from app.kit.db import Database
@@ -70,8 +71,8 @@ class Caller:
     only: a streamed answer outlives the request's database sessions, and with them any ORM
     object loaded there."""
 
-    # None: the operator at the console, who sees every sensitivity level.
-    actor: Principal | None
+    # Or the operator at the console, who sees every sensitivity level.
+    actor: Principal | SystemActor
     visibility: Visibility
     via: str
     # The actor's role in the tenant (its quotas); None for a platform admin without one.
@@ -336,7 +337,7 @@ class AnswerService:
         top_k = question.top_k or settings.top_k
         if top_k > settings.max_top_k:
             raise ValidationFailed(f"top_k may be at most {settings.max_top_k}")
-        if runtime.quotas is not None and caller.actor is not None:
+        if runtime.quotas is not None and isinstance(caller.actor, Principal):
             await runtime.quotas.spend(
                 "chat", caller.actor, tenant_id=caller.visibility.tenant_id, role=caller.role
             )
@@ -344,7 +345,7 @@ class AnswerService:
 
     @staticmethod
     def _owner(caller: Caller) -> Principal:
-        if caller.actor is None:
+        if not isinstance(caller.actor, Principal):
             raise ValueError("only a user's answers are kept in chat sessions")
         return caller.actor
 
@@ -644,7 +645,7 @@ class AnswerService:
 
 def _requester(caller: Caller) -> Requester:
     """Whom the generator's queue serves this answer for (the console: no user)."""
-    user_id = caller.actor.user_id if caller.actor is not None else None
+    user_id = caller.actor.user_id if isinstance(caller.actor, Principal) else None
     return Requester(caller.visibility.tenant_id, user_id)
 
 

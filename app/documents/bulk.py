@@ -19,10 +19,10 @@ from app.jobs.pool import WorkerPool
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
 from app.kit import authz
-from app.kit.authz import Enforcer, TenantAccess
+from app.kit.actor import SystemActor
+from app.kit.authz import SystemAccess
 from app.kit.db import Database, database_for
 from app.kit.errors import CairnError, Conflict, ResourceNotFound, ValidationFailed
-from app.kit.principal import Principal
 from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
@@ -30,10 +30,6 @@ from app.models import Document
 from app.search.index.writer import Indexer
 from app.tenants.repository import tenant_repository
 from ingest.embedding import EmbedderMismatch, load_embedder
-
-# The CLI acts as the operator (user id 0 = no user): uploads and audit entries record no
-# user, and the access it uses may see and write every sensitivity level of the tenant.
-_OPERATOR = Principal(user_id=0, username="cli", is_platform_admin=True)
 
 
 def _files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -102,25 +98,20 @@ class IngestSummary:
         return f"nothing queued: all {self.files} files skipped ({self.reasons()})"
 
 
-async def operator_access(database: Database, tenant: str) -> TenantAccess:
-    """Admin-level access to a tenant for operator tools (CLI, benchmarks)."""
+async def operator_access(database: Database, tenant: str) -> SystemAccess:
+    """The bulk import's access to a tenant for operator tools (CLI, benchmarks): uploads
+    record no user, audit entries name "System: bulk import", every sensitivity level."""
     async with database.read_sessionmaker() as session:
         found = await tenant_repository.get_by_slug(session, tenant)
     if found is None:
         raise ResourceNotFound(f"Tenant {tenant!r} not found")
-    return TenantAccess(
-        principal=_OPERATOR,
-        tenant=found,
-        role="admin",
-        sensitivity=authz.SENSITIVITY_LEVELS,
-        enforcer=Enforcer(database.engine),
-    )
+    return SystemAccess(tenant=found, actor=SystemActor.BULK_IMPORT)
 
 
 async def queue_files(
     database: Database,
     settings: Settings,
-    access: TenantAccess,
+    access: SystemAccess,
     files: Sequence[Path],
     *,
     tags: Sequence[str],

@@ -14,6 +14,7 @@ from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.jobs.runner import JobClaimer, simple_handler
 from app.jobs.runtime import Runtime
+from app.kit.actor import SystemActor
 from app.kit.errors import ResourceNotFound
 from app.kit.public_ids import IdKind, encode_id, public_ids
 from app.kit.settings import Settings
@@ -50,7 +51,7 @@ async def purge_document(settings: Settings, tenant: str, document: str) -> str:
             if found is None:
                 raise ResourceNotFound(f"Tenant {tenant!r} not found")
             requested = await purge_service.request(
-                session, None, tenant_id=found.id, document_id=key, actor=None
+                session, SystemActor.OPERATOR, tenant_id=found.id, document_id=key
             )
             receipt_id = requested.receipt.id
             job_ids = [requested.job.id] if requested.job is not None else []

@@ -140,11 +140,7 @@ async def delete_document(
         await document_service.soft_delete(session, access, document_id)
         return DocumentAccepted(id=document_id, status="deleted")
     requested = await purge_service.request(
-        session,
-        access,
-        tenant_id=access.tenant_id,
-        document_id=document_id,
-        actor=access.principal,
+        session, access, tenant_id=access.tenant_id, document_id=document_id
     )
     if requested.job is not None:
         # After the commit, like every dispatch.

@@ -49,6 +49,7 @@ from app.documents.status import document_status
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
+from app.kit.actor import Actor, SystemActor
 from app.kit.authz import TenantAccess
 from app.kit.db import Database
 from app.kit.errors import NotPermitted, ResourceNotFound
@@ -98,17 +99,19 @@ class PurgeService:
     async def request(
         self,
         session: AsyncSession,
-        access: TenantAccess | None,
+        requester: TenantAccess | SystemActor,
         *,
         tenant_id: int,
         document_id: int,
-        actor: Principal | None,
     ) -> Requested:
         """Hide the document now, open its receipt and queue the purge job (idempotent).
 
-        `access` is the caller's (None: the operator or the retention purge, already allowed);
-        a document outside it answers 404 before the purge permission answers 403."""
-        if access is not None:
+        `requester` is the caller's access (a document outside it answers 404 before the purge
+        permission answers 403), or the server's own work (the operator, the retention purge, a
+        restore), already allowed."""
+        if isinstance(requester, TenantAccess):
+            access = requester
+            actor: Principal | SystemActor = access.principal
             document = await document_repository.get_readable(
                 session, access, document_id, include_deleted=True
             )
@@ -117,6 +120,7 @@ class PurgeService:
             if not access.can("documents", "purge"):
                 raise NotPermitted("Only a tenant admin may purge a document")
         else:
+            actor = requester
             document = await session.get(Document, document_id)
             if document is None or document.tenant_id != tenant_id:
                 raise ResourceNotFound("Document not found")
@@ -134,7 +138,7 @@ class PurgeService:
             return Requested(document, receipt, None)
         document_status.mark_purging(document)
         document.deleted_at = document.deleted_at or utcnow()
-        if actor is not None and document.deleted_by is None:
+        if isinstance(actor, Principal) and document.deleted_by is None:
             document.deleted_by = actor.user_id
         job = job_repository.add(
             session, Job(kind=JobKind.PURGE, tenant_id=document.tenant_id, subject_id=document.id)
@@ -214,7 +218,7 @@ class PurgeService:
                     removed={**dict.fromkeys(REMOVED_COUNTS, 0), **totals},
                     verification=verification,
                     action="document.purge",
-                    actor=None,
+                    actor=await self._requester(session, tenant_id, document_id),
                 )
             await database.checkpoint_wal()
         except Exception as exc:
@@ -229,6 +233,19 @@ class PurgeService:
                     left.error_code = "purge_failed" if final else "purge_pending"
                     left.error = reason[:2000]
             raise
+
+    async def _requester(self, session: AsyncSession, tenant_id: int, document_id: int) -> Actor:
+        """Who the completed purge is recorded for: whoever requested it (the person, or the
+        server's work that did), as the request's audit entry names them; the purge worker
+        itself when that entry names nobody any more (its person was erased meanwhile)."""
+        requested = await audit_service.last_actor(
+            session,
+            tenant_id,
+            action="document.purge_request",
+            target_type="document",
+            target_id=document_id,
+        )
+        return requested or SystemActor.PURGE
 
     async def _remember(self, database: Database, receipt_id: int, chunk_ids: np.ndarray) -> None:
         async with database.sessionmaker() as session, session.begin():
@@ -393,7 +410,10 @@ class PurgeService:
             )
             for tenant_id, document_id in due:
                 done = await self.request(
-                    session, None, tenant_id=tenant_id, document_id=document_id, actor=None
+                    session,
+                    SystemActor.RETENTION_PURGE,
+                    tenant_id=tenant_id,
+                    document_id=document_id,
                 )
                 requested += done.job is not None
         return requested

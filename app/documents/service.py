@@ -16,7 +16,8 @@ from app.documents.schemas import DocumentRead, DocumentUpdate
 from app.documents.status import DocumentStatus, document_status
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
-from app.kit.authz import TenantAccess
+from app.kit.actor import user_id_of
+from app.kit.authz import SystemAccess, TenantAccess
 from app.kit.db import Database
 from app.kit.errors import (
     BadRequest,
@@ -69,7 +70,7 @@ class DocumentService:
     async def upload(
         self,
         session: AsyncSession,
-        access: TenantAccess,
+        access: TenantAccess | SystemAccess,
         *,
         stream: BinaryIO,
         filename: str | None,
@@ -118,7 +119,7 @@ class DocumentService:
                 content_sha256=sha256,
                 sensitivity=sensitivity,
                 status=DocumentStatus.QUEUED,
-                uploaded_by=access.principal.user_id or None,
+                uploaded_by=user_id_of(access.actor),
             ),
         )
         await session.flush()
@@ -130,7 +131,7 @@ class DocumentService:
         await audit_service.record(
             session,
             action="document.upload",
-            actor=access.principal if access.principal.user_id else None,
+            actor=access.actor,
             tenant_id=access.tenant_id,
             target_type="document",
             target_id=document.id,

@@ -52,6 +52,7 @@ from app.evaluation.runner import _tenant_id, document_filename, load_dataset
 from app.generation.base import ChatMessage, Completion, GenerationLimits, Generator
 from app.generation.loader import load_generator
 from app.generation.provider import GeneratorProvider
+from app.kit.actor import SystemActor
 from app.kit.db import Database, database_for
 from app.kit.settings import Settings
 from app.models import Document
@@ -370,7 +371,7 @@ async def ask(
     """Ask one question through the answer service as the operator and score the answer.
     Its time includes, for a reused generation, the seconds that generation took."""
     question = dataset.queries[query_id]
-    caller = Caller(None, Visibility.for_tenant(tenant_id), via="eval")
+    caller = Caller(SystemActor.OPERATOR, Visibility.for_tenant(tenant_id), via="eval")
     database = runtime.database
     replayed = reusing.replayed_seconds if reusing is not None else 0.0
     started = time.perf_counter()

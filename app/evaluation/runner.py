@@ -17,6 +17,7 @@ from sqlalchemy import select
 from app.documents.bulk import operator_access, process_until_done, queue_files
 from app.evaluation.beir import BeirDataset
 from app.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k
+from app.kit.actor import SystemActor
 from app.kit.db import Database, database_for
 from app.kit.settings import Settings
 from app.models import Document
@@ -102,7 +103,7 @@ async def _tenant_id(database: Database, slug: str) -> int:
         tenant = await tenant_repository.get_by_slug(session, slug)
         if tenant is None:
             tenant = await tenant_service.create(
-                session, None, TenantCreate(slug=slug, name=f"Evaluation {slug}")
+                session, SystemActor.OPERATOR, TenantCreate(slug=slug, name=f"Evaluation {slug}")
             )
         return tenant.id
 

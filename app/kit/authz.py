@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.kit.actor import SystemActor, UserActor
 from app.kit.auth import CurrentPrincipal
 from app.kit.authz_matcher import CachedMatcherEnforcer
 from app.kit.db import ReadSession
@@ -169,9 +170,27 @@ class TenantAccess:
     def tenant_id(self) -> int:
         return self.tenant.id
 
+    @property
+    def actor(self) -> UserActor:
+        return self.principal.actor
+
     def can(self, obj: str, act: str) -> bool:
         """Whether the principal may also do `act` on `obj` in this tenant."""
         return self.enforcer.allowed(self.principal.user_id, domain_of(self.tenant.id), obj, act)
+
+
+@dataclass(frozen=True)
+class SystemAccess:
+    """The server's own work inside one tenant (a bulk import, a benchmark's load): no person
+    and no role; it sees every sensitivity level, and whoever builds it has decided it may."""
+
+    tenant: Tenant
+    actor: SystemActor
+    sensitivity: tuple[str, ...] = SENSITIVITY_LEVELS
+
+    @property
+    def tenant_id(self) -> int:
+        return self.tenant.id
 
 
 async def _visible_tenant(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.kit.actor import UserActor
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -15,3 +17,8 @@ class Principal:
     # Set when the request authenticated with a token or cookie: its sign-in session, which
     # signing out ends.
     session_id: int | None = None
+
+    @property
+    def actor(self) -> UserActor:
+        """The person behind the request, as the audit log names them."""
+        return UserActor(self.user_id, self.username)

@@ -23,6 +23,7 @@ from app.backup.tombstones import tombstone_service
 from app.chat.adapter import message_out
 from app.chat.service import TranscriptEntry, chat_service
 from app.kit import authz
+from app.kit.actor import SystemActor
 from app.kit.authz import Enforcer
 from app.kit.db import Database
 from app.kit.errors import CairnError, Conflict, ResourceNotFound
@@ -67,7 +68,7 @@ class PrivacyService:
     async def export(
         self,
         session: AsyncSession,
-        principal: Principal | None,
+        principal: Principal | SystemActor,
         enforcer: Enforcer,
         *,
         username: str,
@@ -183,7 +184,7 @@ class PrivacyService:
             audit_entries=entries,
             content_withheld=sorted(slugs[t] for t in withheld if t in slugs),
         )
-        own = principal is not None and principal.user_id == user.id
+        own = isinstance(principal, Principal) and principal.user_id == user.id
         await audit_service.record(
             session,
             action="privacy.export",
@@ -206,12 +207,12 @@ class PrivacyService:
         return export
 
     async def _readable_tenants(
-        self, session: AsyncSession, principal: Principal | None, user: User
+        self, session: AsyncSession, principal: Principal | SystemActor, user: User
     ) -> set[int] | None:
         """The tenants whose content an export of `user` may carry for this requester: all
         (None) for the person themself and for the CLI; otherwise the tenants where the
         requester is a tenant admin."""
-        if principal is None or principal.user_id == user.id:
+        if isinstance(principal, SystemActor) or principal.user_id == user.id:
             return None
         return {
             tenant.id
@@ -224,12 +225,12 @@ class PrivacyService:
     async def erase(
         self,
         session: AsyncSession,
-        principal: Principal | None,
+        principal: Principal | SystemActor,
         *,
         username: str,
         replay: bool = False,
     ) -> DeletionReceipt:
-        """Erase a person (platform admin, or the CLI when principal is None); the completed
+        """Erase a person (a platform admin, or the operator or a restore); the completed
         receipt. 409 for the last active platform admin, 404 for an unknown username.
         `replay`: a restore doing again an erasure done after its backup was taken; it was
         allowed then, so it is done even if the backup's only platform admin is the person.
@@ -297,7 +298,7 @@ class PrivacyService:
             action="user.erase",
             actor=principal,
         )
-        if principal is not None and principal.user_id == user_id:
+        if isinstance(principal, Principal) and principal.user_id == user_id:
             # A platform admin erasing their own account: the entry just recorded names them.
             await audit_service.pseudonymise_actor(session, user_id)
         return receipt

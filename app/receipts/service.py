@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_secret_of, audit_service
+from app.kit.actor import Actor, SystemActor
 from app.kit.principal import Principal
 from app.kit.security import keyed_digest
 from app.models import DeletionReceipt
@@ -74,7 +75,7 @@ class ReceiptService:
         subject_type: str,
         subject_id: int,
         tenant_id: int | None,
-        requested_by: Principal | None,
+        requested_by: Principal | SystemActor,
         content_sha256: str | None = None,
         name: str | None = None,
     ) -> DeletionReceipt:
@@ -92,7 +93,9 @@ class ReceiptService:
                 name_digest=keyed_digest(audit_secret_of(session), f"name:{name}")
                 if name
                 else None,
-                requested_by=requested_by.user_id if requested_by else None,
+                requested_by=(
+                    requested_by.user_id if isinstance(requested_by, Principal) else None
+                ),
                 requested_at=utcnow(),
                 status="pending",
             ),
@@ -115,7 +118,7 @@ class ReceiptService:
         removed: dict[str, int],
         verification: Verification,
         action: str,
-        actor: Principal | None,
+        actor: Actor | Principal,
     ) -> None:
         """Mark a verified erasure done, hash the receipt and chain the hash in the audit log.
 

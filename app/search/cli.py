@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.actor import SystemActor
 from app.kit.console import prepared
 from app.kit.db import Database
 from app.kit.errors import CairnError, NotPermitted, ResourceNotFound
@@ -31,7 +32,7 @@ async def resolve_caller(
     as_user: str | None,
     permission: tuple[str, str],
     filters: SearchFilters | None = None,
-) -> tuple[Principal | None, Visibility]:
+) -> tuple[Principal | SystemActor, Visibility]:
     """Who a console command acts as in a tenant and what it may see: the operator (every
     sensitivity level, no actor) or a user, with that user's role and its permission check."""
     from app.kit.authz import Enforcer, domain_of
@@ -42,7 +43,7 @@ async def resolve_caller(
     if found is None:
         raise ResourceNotFound(f"Tenant {tenant!r} not found")
     if as_user is None:
-        return None, Visibility.for_tenant(found.id, filters=filters)
+        return SystemActor.OPERATOR, Visibility.for_tenant(found.id, filters=filters)
     user = await user_repository.get_by_username(session, as_user.lower())
     if user is None or not user.is_active:
         raise ResourceNotFound(f"User {as_user!r} not found")

@@ -7,6 +7,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import audit_service
+from app.kit.actor import SystemActor
 from app.kit.principal import Principal
 from app.search.dedupe import Candidate
 from app.search.retriever import Retriever, SearchQuery
@@ -41,7 +42,7 @@ class SearchService:
         self,
         session: AsyncSession,
         *,
-        actor: Principal | None,
+        actor: Principal | SystemActor,
         visibility: Visibility,
         query: str,
         top_k: int,
@@ -67,7 +68,7 @@ class SearchService:
         self,
         session: AsyncSession,
         *,
-        actor: Principal | None,
+        actor: Principal | SystemActor,
         visibility: Visibility,
         mode: SearchMode,
         top_k: int,

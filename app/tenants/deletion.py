@@ -27,6 +27,7 @@ from app.backup.tombstone_file import tenant_digest
 from app.backup.tombstones import tombstone_service
 from app.crypto.repository import tenant_key_repository
 from app.jobs.runtime import Runtime
+from app.kit.actor import SystemActor
 from app.kit.authz import domain_of, revoke_domain
 from app.kit.errors import ResourceNotFound
 from app.kit.principal import Principal
@@ -51,7 +52,7 @@ class TenantDeletion:
 
 async def delete_tenant(
     runtime: Runtime,
-    actor: Principal | None,
+    actor: Principal | SystemActor,
     slug: str,
     *,
     shred: bool,

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import DetailValue, audit_service
 from app.cache import versions
 from app.kit import authz
+from app.kit.actor import SystemActor
 from app.kit.errors import Conflict, ResourceNotFound
 from app.kit.principal import Principal
 from app.models import Membership, Tenant, User
@@ -20,7 +21,7 @@ class TenantService:
     async def create(
         self,
         session: AsyncSession,
-        actor: Principal | None,
+        actor: Principal | SystemActor,
         data: TenantCreate,
         *,
         admin_username: str | None = None,
@@ -38,7 +39,7 @@ class TenantService:
             admin = await user_repository.get_by_username(session, admin_username.lower())
             if admin is None or not admin.is_active:
                 raise ResourceNotFound("User not found")
-        elif data.join and actor is not None:
+        elif data.join and isinstance(actor, Principal):
             admin = await user_repository.get(session, actor.user_id)
             if admin is None or not admin.is_active:
                 raise ResourceNotFound("User not found")
@@ -138,7 +139,7 @@ class TenantService:
         tenant: Tenant,
         username: str,
         role: str,
-        actor: Principal | None,
+        actor: Principal | SystemActor,
     ) -> Membership:
         """Give a user a role in the tenant (replacing any previous role).
 
@@ -178,7 +179,7 @@ class TenantService:
         tenant: Tenant,
         user: User,
         role: str,
-        actor: Principal | None,
+        actor: Principal | SystemActor,
         membership: Membership | None,
     ) -> Membership:
         # The one path for a role in a tenant: membership row, Casbin role, audit entry and the
@@ -208,7 +209,12 @@ class TenantService:
         return membership
 
     async def remove_member(
-        self, session: AsyncSession, *, tenant: Tenant, username: str, actor: Principal | None
+        self,
+        session: AsyncSession,
+        *,
+        tenant: Tenant,
+        username: str,
+        actor: Principal | SystemActor,
     ) -> None:
         """Remove a user's role in the tenant."""
         user = await user_repository.get_by_username(session, username.lower())
@@ -233,11 +239,11 @@ class TenantService:
         await versions.bump(session, tenant.id)
 
     async def _keep_an_admin(
-        self, session: AsyncSession, tenant: Tenant, actor: Principal | None
+        self, session: AsyncSession, tenant: Tenant, actor: Principal | SystemActor
     ) -> None:
         # A tenant admin may not remove the last admin (a platform admin or the CLI may):
         # otherwise nobody could manage the tenant's members any more.
-        if actor is None or actor.is_platform_admin:
+        if isinstance(actor, SystemActor) or actor.is_platform_admin:
             return
         if await tenant_repository.count_role(session, tenant.id, "admin") <= 1:
             raise Conflict("A tenant must keep at least one admin")

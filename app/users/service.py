@@ -8,9 +8,10 @@ import secrets
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.repository import api_key_repository
-from app.audit.service import Actor, audit_service
+from app.audit.service import audit_service
 from app.auth.service import auth_service
 from app.kit import authz
+from app.kit.actor import SystemActor, UserActor
 from app.kit.errors import Conflict, NotAuthenticated, NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
 from app.kit.ratelimit import LoginThrottle
@@ -29,12 +30,12 @@ class UserService:
     async def create(
         self,
         session: AsyncSession,
-        actor: Principal | None,
+        actor: Principal | SystemActor,
         data: UserCreate,
         *,
         policy: PasswordPolicy,
     ) -> User:
-        """Create a user (platform admins only, or the CLI when actor is None)."""
+        """Create a user (platform admins only, or the CLI as the operator)."""
         policy.check(data.password, username=data.username, email=data.email)
         if await user_repository.get_by_username(session, data.username) is not None:
             raise Conflict("A user with this username already exists")
@@ -86,7 +87,7 @@ class UserService:
             raise InsecureConfiguration(f"CAIRN_ADMIN_PASSWORD is refused: {exc.message}") from exc
         user = await self.create(
             session,
-            None,
+            SystemActor.OPERATOR,
             UserCreate(username=INITIAL_ADMIN_USERNAME, password=chosen, is_platform_admin=True),
             policy=policy,
         )
@@ -212,9 +213,9 @@ class UserService:
             await session.flush()
         return user
 
-    def actor(self, user: User) -> Actor:
+    def actor(self, user: User) -> UserActor:
         """The audit actor for a user."""
-        return Actor(user.id, user.username)
+        return UserActor(user.id, user.username)
 
 
 user_service = UserService()

@@ -120,7 +120,7 @@ async def test_a_forged_erasure_is_caught(
     of a real erasure (another entry's), the listing's pseudonym, an unkeyed hash."""
     await _erase(api, client, "u1")
     entries = await _entries(app, hr.chain)
-    [erased] = [e for e in entries if e.actor_id is None and e.actor_commitment is not None]
+    [erased] = [e for e in entries if e.actor_name is None and e.actor_commitment is not None]
     target = [e for e in entries if e.actor_id is not None][-1]
     forgeries = [
         erased.seal,
@@ -148,7 +148,7 @@ async def test_an_erased_actor_written_back_is_caught(
     [erased] = [
         e
         for e in await _entries(app, hr.chain)
-        if e.actor_id is None and e.actor_commitment is not None
+        if e.actor_name is None and e.actor_commitment is not None
     ]
     # The commitment matches: this is the person. Re-identifying them is still a tamper.
     await _sql(

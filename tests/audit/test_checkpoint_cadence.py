@@ -18,6 +18,7 @@ from app.audit.service import VerifyReport, audit_service
 from app.jobs.kinds import JobKind
 from app.jobs.periodic import periodic_tasks
 from app.jobs.repository import job_repository
+from app.kit.actor import SystemActor
 from app.kit.db import database_for
 from app.kit.settings import Settings
 from app.models import AuditChainHead, AuditEntry, Job
@@ -69,7 +70,7 @@ async def _record(app: FastAPI, tenant_id: int, *, commit: bool = True) -> int:
     """One more entry in the tenant's chain; its seq."""
     async with app.state.database.sessionmaker() as session:
         entry = await audit_service.record(
-            session, action="test.event", actor=None, tenant_id=tenant_id
+            session, action="test.event", actor=SystemActor.OPERATOR, tenant_id=tenant_id
         )
         await (session.commit() if commit else session.rollback())
         return entry.seq

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from app.audit.chain import GLOBAL_CHAIN
 from app.audit.service import audit_service, details_dict
+from app.kit.actor import SystemActor
 from app.kit.logs import JsonFormatter, logging_config
 from app.kit.public_ids import IdKind, encode_id
 from app.models import AuditEntry
@@ -96,7 +97,7 @@ async def test_audit_entries_record_the_request_id(
         assert details_dict(created)["request_id"] == "create-hr-1"
         # Outside a request (CLI, jobs) there is none.
         outside = await audit_service.record(
-            session, action="test.outside", actor=None, details={"n": 1}
+            session, action="test.outside", actor=SystemActor.OPERATOR, details={"n": 1}
         )
         assert details_dict(outside) == {"n": 1}
     # The id is part of the hashed content: the chain still verifies.
