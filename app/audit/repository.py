@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import AuditChainHead, AuditEntry, User
+from app.kit.actor import Actor, UserActor
+from app.models import AuditChainHead, AuditEntry, Membership, User
+
+# An export reads this many entries per query.
+_EXPORT_BATCH = 500
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 @dataclass(frozen=True)
 class AuditFilter:
+    # A part of the action's name, matched in any case ("purge" finds document.purge_request).
     action: str | None = None
-    actor_id: int | None = None
+    actor: Actor | None = None
     target_type: str | None = None
     target_id: str | None = None
     since: datetime | None = None
@@ -39,9 +46,15 @@ class AuditRepository:
     def _tenant_statement(self, tenant_id: int, flt: AuditFilter) -> Select[AuditEntry]:
         stmt = select(AuditEntry).where(AuditEntry.tenant_id == tenant_id)
         if flt.action:
-            stmt = stmt.where(AuditEntry.action == flt.action)
-        if flt.actor_id is not None:
-            stmt = stmt.where(AuditEntry.actor_id == flt.actor_id)
+            stmt = stmt.where(
+                func.lower(AuditEntry.action).contains(flt.action.lower(), autoescape=True)
+            )
+        if isinstance(flt.actor, UserActor):
+            stmt = stmt.where(AuditEntry.actor_id == flt.actor.user_id)
+        elif flt.actor is not None:
+            stmt = stmt.where(
+                AuditEntry.actor_id.is_(None), AuditEntry.actor_name == flt.actor.stored_name
+            )
         if flt.target_type:
             stmt = stmt.where(AuditEntry.target_type == flt.target_type)
         if flt.target_id:
@@ -61,6 +74,44 @@ class AuditRepository:
             stmt.order_by(AuditEntry.seq.desc()).limit(limit).offset(offset)
         )
         return list(rows), int(total or 0)
+
+    async def tenant_batches(
+        self, session_for: SessionFactory, tenant_id: int, flt: AuditFilter, *, upto: int
+    ) -> AsyncIterator[Sequence[AuditEntry]]:
+        """Every matching entry of the tenant up to seq `upto`, oldest first, in batches, each
+        read in a short session of its own (keyset pagination: bounded memory, and no session
+        held open while a slow client reads an export)."""
+        after = 0
+        while True:
+            async with session_for() as session:
+                rows = (
+                    await session.scalars(
+                        self._tenant_statement(tenant_id, flt)
+                        .where(AuditEntry.seq > after, AuditEntry.seq <= upto)
+                        .order_by(AuditEntry.seq)
+                        .limit(_EXPORT_BATCH)
+                    )
+                ).all()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].seq
+
+    async def members_among(
+        self, session: AsyncSession, tenant_id: int, user_ids: Collection[int]
+    ) -> set[int]:
+        """Those of the users who hold a role in the tenant now."""
+        found: set[int] = set()
+        wanted = sorted(user_ids)
+        for start in range(0, len(wanted), 500):  # bounded IN lists
+            rows = await session.scalars(
+                select(Membership.user_id).where(
+                    Membership.tenant_id == tenant_id,
+                    Membership.user_id.in_(wanted[start : start + 500]),
+                )
+            )
+            found.update(rows)
+        return found
 
     async def last_actor(
         self,

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Query
 from pydantic import BaseModel
 
 from app.audit.chain import GLOBAL_CHAIN
 from app.audit.checkpoints import Checkpoint
-from app.audit.service import VerifyReport, details_dict
+from app.audit.service import (
+    ActorKind,
+    AuditQuery,
+    ShownEntry,
+    VerifyReport,
+    details_dict,
+)
+from app.kit.bounds import BoundedDatetime
 from app.kit.public_ids import AuditEntryId, IdKind, encode_id
-from app.models import AuditEntry
 
 # Entries store the integer keys of what they are about; the API shows public ids instead.
 _TARGET_KINDS = {
@@ -48,36 +55,79 @@ def public_chain(chain: str) -> str:
     return f"{prefix}:{_public(IdKind.TENANT, key)}"
 
 
+def audit_query(
+    action: Annotated[
+        str | None, Query(max_length=64, description="a part of the action's name, any case")
+    ] = None,
+    actor: Annotated[
+        str | None,
+        Query(max_length=64, description='a username, or a system actor ("system:<name>")'),
+    ] = None,
+    target_type: Annotated[str | None, Query(max_length=32)] = None,
+    target_id: Annotated[str | None, Query(max_length=64)] = None,
+    # A time without a zone is read as UTC; one outside app.kit.bounds' range is refused.
+    since: Annotated[BoundedDatetime | None, Query()] = None,
+    until: Annotated[BoundedDatetime | None, Query()] = None,
+) -> AuditQuery:
+    """The filters of the audit listing, its export and the audit page."""
+    return AuditQuery(
+        action=action or None,
+        actor=actor or None,
+        target_type=target_type or None,
+        target_id=target_id or None,
+        since=since,
+        until=until,
+    )
+
+
+AuditQueryParams = Annotated[AuditQuery, Depends(audit_query)]
+
+
 class AuditEntryRead(BaseModel):
     id: AuditEntryId
     seq: int
     created_at: datetime
     action: str
     outcome: str
+    # "user": `actor` is the username of a person the reader may see (a member of the tenant);
+    # "system": the server's own work, `actor` its name ("retention_purge"); "erased": a person
+    # erased since, `actor` a pseudonym; "outside": a person the reader may not see (no role in
+    # the tenant now); "none": no actor recorded. Outside and none carry no name.
+    actor_kind: ActorKind
     actor: str | None
     target_type: str | None
     target_id: str | None
     details: dict[str, Any]
 
     @classmethod
-    def of(cls, entry: AuditEntry) -> AuditEntryRead:
-        if entry.actor_name is not None:
-            actor: str | None = entry.actor_name
-        elif entry.actor_commitment is not None:
-            actor = f"erased:{entry.actor_commitment[:12]}"
-        else:
-            actor = None
-        return cls(
-            id=entry.id,
-            seq=entry.seq,
-            created_at=entry.created_at,
-            action=entry.action,
-            outcome=entry.outcome,
-            actor=actor,
-            target_type=entry.target_type,
-            target_id=_public(_TARGET_KINDS.get(entry.target_type or ""), entry.target_id),
-            details={k: _public(_DETAIL_KINDS.get(k), v) for k, v in details_dict(entry).items()},
-        )
+    def of(cls, shown: ShownEntry) -> AuditEntryRead:
+        return cls(**_read_fields(shown))
+
+
+class AuditExportRow(AuditEntryRead):
+    """One exported entry: as listed, with the hash that links it into the chain."""
+
+    entry_hash: str
+
+    @classmethod
+    def of(cls, shown: ShownEntry) -> AuditExportRow:
+        return cls(**_read_fields(shown), entry_hash=shown.entry.entry_hash)
+
+
+def _read_fields(shown: ShownEntry) -> dict[str, Any]:
+    entry = shown.entry
+    return {
+        "id": entry.id,
+        "seq": entry.seq,
+        "created_at": entry.created_at,
+        "action": entry.action,
+        "outcome": entry.outcome,
+        "actor_kind": shown.actor.kind,
+        "actor": shown.actor.name,
+        "target_type": entry.target_type,
+        "target_id": _public(_TARGET_KINDS.get(entry.target_type or ""), entry.target_id),
+        "details": {k: _public(_DETAIL_KINDS.get(k), v) for k, v in details_dict(entry).items()},
+    }
 
 
 class BadEntryRead(BaseModel):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,14 +41,16 @@ from app.audit.checkpoints import (
 from app.audit.repository import AuditFilter, audit_repository
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
-from app.kit.actor import Actor, UserActor, stored_actor
-from app.kit.authz import PLATFORM_DOMAIN, Enforcer, domain_of
+from app.kit.actor import Actor, SystemActor, UserActor, stored_actor
+from app.kit.authz import PLATFORM_DOMAIN, Enforcer, TenantAccess, domain_of
+from app.kit.db import Database
 from app.kit.metrics import AUDIT_VERIFY_OK
 from app.kit.principal import Principal
 from app.kit.request_context import current_request_id
 from app.models import AuditChainHead, AuditEntry, Job
 from app.models.base import utcnow
 from app.tenants.repository import tenant_repository
+from app.users.repository import user_repository
 
 # Keys whose values must never land in the log, whatever a caller passes.
 _FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -70,6 +73,77 @@ def audit_secret_of(session: AsyncSession) -> str:
     if not isinstance(secret, str) or not secret:
         raise RuntimeError("session has no audit_secret; create it through app.kit.db.Database")
     return secret
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """What a reader asks of a tenant's log (the listing's and the export's filters)."""
+
+    action: str | None = None
+    actor: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return any(
+            v is not None and v != ""
+            for v in (
+                self.action,
+                self.actor,
+                self.target_type,
+                self.target_id,
+                self.since,
+                self.until,
+            )
+        )
+
+
+ActorKind = Literal["user", "system", "erased", "outside", "none"]
+
+
+@dataclass(frozen=True)
+class ShownActor:
+    """An entry's actor as one reader may see it: `name` is the username (a person the reader
+    may see), the system actor's name, the erased person's pseudonym; None otherwise."""
+
+    kind: ActorKind
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ShownEntry:
+    entry: AuditEntry
+    actor: ShownActor
+
+
+def shown_actor(entry: AuditEntry, visible: Collection[int]) -> ShownActor:
+    """The entry's actor for a reader who may see the people in `visible` by name."""
+    actor = stored_actor(entry.actor_id, entry.actor_name)
+    if isinstance(actor, UserActor):
+        if actor.user_id in visible:
+            return ShownActor("user", actor.username)
+        return ShownActor("outside")
+    if actor is not None:
+        return ShownActor("system", actor.value)
+    if entry.actor_commitment is not None:
+        # Blanked by an erasure: a pseudonym that only tells this person's entries apart.
+        return ShownActor("erased", f"erased:{entry.actor_commitment[:12]}")
+    return ShownActor("none")
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Whose view of a tenant's log: which tenant, and whether every account may be named."""
+
+    tenant_id: int
+    sees_everyone: bool
+
+    @classmethod
+    def of(cls, access: TenantAccess) -> _Reader:
+        return cls(access.tenant_id, access.principal.is_platform_admin)
 
 
 @dataclass(frozen=True)
@@ -226,16 +300,98 @@ class AuditService:
     async def list_for_tenant(
         self,
         session: AsyncSession,
-        tenant_id: int,
-        flt: AuditFilter,
+        access: TenantAccess,
+        query: AuditQuery,
         *,
         limit: int,
         offset: int,
-    ) -> tuple[Sequence[AuditEntry], int]:
-        """A tenant's entries, newest first."""
-        return await audit_repository.list_for_tenant(
-            session, tenant_id, flt, limit=limit, offset=offset
+    ) -> tuple[list[ShownEntry], int]:
+        """A tenant's entries, newest first, each actor as this reader may see it."""
+        flt = await self._filter(session, access, query)
+        if flt is None:
+            return [], 0
+        entries, total = await audit_repository.list_for_tenant(
+            session, access.tenant_id, flt, limit=limit, offset=offset
         )
+        return await self._shown(session, _Reader.of(access), entries), total
+
+    async def export(
+        self,
+        session: AsyncSession,
+        database: Database,
+        access: TenantAccess,
+        query: AuditQuery,
+        *,
+        fmt: str,
+    ) -> AsyncIterator[ShownEntry]:
+        """Record the export (in the caller's transaction), then: every matching entry of the
+        tenant up to and including that record, oldest first, read in batches as the caller
+        consumes them (after its transaction has committed)."""
+        flt = await self._filter(session, access, query)
+        recorded = await self.record(
+            session,
+            action="audit.export",
+            actor=access.principal,
+            tenant_id=access.tenant_id,
+            target_type="audit",
+            details={"format": fmt, "filtered": query.filtered},
+        )
+        # Plain values only from here: the request's ORM objects expire when it commits.
+        return self._export_rows(database, _Reader.of(access), flt, upto=recorded.seq)
+
+    async def _export_rows(
+        self, database: Database, reader: _Reader, flt: AuditFilter | None, *, upto: int
+    ) -> AsyncIterator[ShownEntry]:
+        if flt is None:
+            return
+        batches = audit_repository.tenant_batches(
+            database.read_sessionmaker, reader.tenant_id, flt, upto=upto
+        )
+        async for batch in batches:
+            async with database.read_sessionmaker() as session:
+                shown = await self._shown(session, reader, batch)
+            for row in shown:
+                yield row
+
+    async def _filter(
+        self, session: AsyncSession, access: TenantAccess, query: AuditQuery
+    ) -> AuditFilter | None:
+        """The query as a filter; None when it names an actor this reader may not see (or
+        nobody), which matches nothing."""
+        actor: Actor | None = None
+        if query.actor:
+            actor = SystemActor.from_stored(query.actor)
+            if actor is None:
+                user = await user_repository.get_by_username(session, query.actor.lower())
+                visible = user and await self._visible(session, _Reader.of(access), {user.id})
+                if user is None or not visible:
+                    return None
+                actor = UserActor(user.id, user.username)
+        return AuditFilter(
+            action=query.action,
+            actor=actor,
+            target_type=query.target_type,
+            target_id=query.target_id,
+            since=query.since,
+            until=query.until,
+        )
+
+    async def _visible(
+        self, session: AsyncSession, reader: _Reader, user_ids: set[int]
+    ) -> set[int]:
+        """Those of the users this reader may see by name: the tenant's members (a platform
+        admin may see every account anyway)."""
+        if reader.sees_everyone:
+            return user_ids
+        return await audit_repository.members_among(session, reader.tenant_id, user_ids)
+
+    async def _shown(
+        self, session: AsyncSession, reader: _Reader, entries: Sequence[AuditEntry]
+    ) -> list[ShownEntry]:
+        visible = await self._visible(
+            session, reader, {e.actor_id for e in entries if e.actor_id is not None}
+        )
+        return [ShownEntry(e, shown_actor(e, visible)) for e in entries]
 
     async def verify(
         self,

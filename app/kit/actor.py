@@ -37,8 +37,6 @@ class SystemActor(StrEnum):
     PURGE = "purge"
     # `cairn restore`, re-applying purges and deletions done after the backup was taken.
     RESTORE = "restore"
-    # The tenant key rotation job.
-    KEY_ROTATION = "key_rotation"
     # The sign-in guard, refusing a username that names no account.
     SIGN_IN = "sign_in"
 

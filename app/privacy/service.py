@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import actor_commitment
 from app.audit.schemas import AuditEntryRead, public_chain
-from app.audit.service import audit_secret_of, audit_service
+from app.audit.service import ShownEntry, audit_secret_of, audit_service, shown_actor
 from app.backup.tombstone_file import user_digest
 from app.backup.tombstones import tombstone_service
 from app.chat.adapter import message_out
@@ -318,10 +318,10 @@ class PrivacyService:
         return user
 
     def _audit_entry(self, entry: AuditEntry, user: User) -> ExportAuditEntry:
-        read = AuditEntryRead.of(entry)
+        # The person sees themself by name; anyone else who acted on them is not named.
+        read = AuditEntryRead.of(ShownEntry(entry, shown_actor(entry, {user.id})))
         by_subject = entry.actor_id == user.id
         fields = {name: getattr(read, name) for name in AuditEntryRead.model_fields}
-        fields["actor"] = user.username if by_subject else None
         return ExportAuditEntry(**fields, chain=public_chain(entry.chain), by_subject=by_subject)
 
     async def _verify(
