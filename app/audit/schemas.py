@@ -32,6 +32,7 @@ _DETAIL_KINDS = {
     "document_ids": IdKind.DOCUMENT,
     "passage_document_ids": IdKind.DOCUMENT,
     "cited_document_ids": IdKind.DOCUMENT,
+    "receipt_id": IdKind.RECEIPT,
 }
 
 

@@ -297,6 +297,23 @@ class AuditService:
         )
         return None if row is None else stored_actor(*row)
 
+    async def purge_requester(
+        self, session: AsyncSession, access: TenantAccess, document_id: int
+    ) -> ShownActor:
+        """Who asked for the document's purge, as this reader may see them."""
+        actor = await self.last_actor(
+            session,
+            access.tenant_id,
+            action="document.purge_request",
+            target_type="document",
+            target_id=document_id,
+        )
+        if isinstance(actor, UserActor):
+            if await self._visible(session, _Reader.of(access), {actor.user_id}):
+                return ShownActor("user", actor.username)
+            return ShownActor("outside")
+        return ShownActor("none") if actor is None else ShownActor("system", actor.value)
+
     async def list_for_tenant(
         self,
         session: AsyncSession,

@@ -11,6 +11,7 @@ from app.kit.pagination import Page, Pagination
 from app.kit.public_ids import ReceiptRef
 from app.receipts.repository import receipt_repository
 from app.receipts.schemas import ReceiptRead
+from app.receipts.service import receipt_service
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant}/deletion-receipts", tags=["deletion"])
 
@@ -34,7 +35,7 @@ async def list_receipts(
 async def get_receipt(
     receipt_id: ReceiptRef, access: ReceiptsRead, session: ReadSession
 ) -> ReceiptRead:
-    receipt = await receipt_repository.get_for_tenant(session, access.tenant_id, receipt_id)
+    receipt = await receipt_service.get(session, access.tenant_id, receipt_id)
     if receipt is None:
         raise ResourceNotFound("Deletion receipt not found")
     return ReceiptRead.of(receipt)

@@ -68,6 +68,12 @@ def receipt_hash(receipt: DeletionReceipt) -> str:
 
 
 class ReceiptService:
+    async def get(
+        self, session: AsyncSession, tenant_id: int, receipt_id: int
+    ) -> DeletionReceipt | None:
+        """The tenant's receipt; None when there is none with this id in the tenant."""
+        return await receipt_repository.get_for_tenant(session, tenant_id, receipt_id)
+
     async def open(
         self,
         session: AsyncSession,

@@ -445,14 +445,6 @@ async def members_page(
     )
 
 
-@router.get("/t/{tenant}/audit")
-async def audit_page(
-    tenant: str, page: SignedIn, session: ReadSession, enforcer: CurrentEnforcer
-) -> Response:
-    await _in_tenant(page, session, enforcer, tenant, "audit", "read")
-    return page.render("audit.html", section="audit")
-
-
 # --- personal and platform pages ------------------------------------------------------------
 
 

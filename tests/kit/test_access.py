@@ -19,6 +19,7 @@ TENANT_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/v1/tenants/{t}/audit", None, "editor"),
     ("GET", "/api/v1/tenants/{t}/audit/verify", None, "viewer"),
     ("GET", "/api/v1/tenants/{t}/audit/checkpoints", None, "editor"),
+    ("GET", "/api/v1/tenants/{t}/audit/export?format=csv", None, "editor"),
     ("PATCH", "/api/v1/tenants/{t}", {"retention_days": 5}, "editor"),
     # Deleting a tenant is the platform admin's alone (its own admin: tests/crypto).
     ("DELETE", "/api/v1/tenants/{t}?shred=true", None, "editor"),

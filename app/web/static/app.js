@@ -368,7 +368,9 @@
             receipt = await api("GET", receiptPath);
           }
           $("#receipt").hidden = false;
-          $("#receipt-body").textContent = JSON.stringify(receipt, null, 2);
+          const link = $("#receipt-link");
+          link.href = "/t/" + encodeURIComponent(TENANT) + "/receipts/" + encodeURIComponent(receipt.id);
+          link.dataset.status = receipt.status;
           purge.hidden = true;
           // The document is gone: nothing is left to retry, delete or restore.
           for (const sel of ["#doc-retry", "#doc-restore", "#doc-delete"]) {
@@ -604,9 +606,8 @@
     load();
   }
 
-  // Audit ------------------------------------------------------------------------------------
+  // Audit (the rows, filters and pager are server-rendered: app/web/governance.py) -----------
   function auditPage() {
-    const state = { offset: 0, limit: 50, total: 0 };
     async function verify() {
       const badge = $("#chain-badge");
       try {
@@ -618,34 +619,7 @@
           ? T("chain.first_bad", { seq: report.first_bad.seq, reason: report.first_bad.reason }) : "";
       } catch (e) { badge.textContent = T("chain.unknown"); failWith(e); }
     }
-    async function load() {
-      const params = new URLSearchParams({ limit: state.limit, offset: state.offset });
-      const actor = $("#a-actor").value.trim();
-      const action = $("#a-action").value.trim();
-      if (actor) params.set("actor", actor);
-      if (action) params.set("action", action);
-      if ($("#a-since").value) params.set("since", $("#a-since").value);
-      if ($("#a-until").value) params.set("until", $("#a-until").value);
-      try {
-        const page = await api("GET", tenantApi("/audit?" + params));
-        state.total = page.total;
-        $("#audit tbody").replaceChildren(...page.items.map((e) => el("tr", { "data-action": e.action },
-          el("td", { text: String(e.seq) }), el("td", { text: fmtTime(e.created_at) }), el("td", { text: e.actor || "—" }),
-          el("td", { text: M["js.action." + e.action] || e.action, title: e.action }),
-          el("td", { class: "outcome-" + e.outcome, text: e.outcome }),
-          el("td", { class: "mono", text: [e.target_type, e.target_id].filter(Boolean).join(" ") }),
-          el("td", { class: "mono small", text: JSON.stringify(e.details) }))));
-        const pages = Math.max(1, Math.ceil(state.total / state.limit));
-        $("#page-info").textContent = T("page", { page: Math.floor(state.offset / state.limit) + 1, pages, total: state.total });
-        $("#prev").disabled = state.offset === 0;
-        $("#next").disabled = state.offset + state.limit >= state.total;
-      } catch (e) { failWith(e); }
-    }
-    $("#audit-filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.offset = 0; load(); });
-    $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load(); });
-    $("#next").addEventListener("click", () => { state.offset += state.limit; load(); });
     verify();
-    load();
   }
 
   // API keys ---------------------------------------------------------------------------------
