@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from app.audit.chain import GLOBAL_CHAIN
 from app.audit.checkpoints import Checkpoint
@@ -56,6 +56,14 @@ def public_chain(chain: str) -> str:
     return f"{prefix}:{_public(IdKind.TENANT, key)}"
 
 
+def _blank_is_none(value: object) -> object:
+    return None if value == "" else value
+
+
+# An empty field of a submitted form (the audit page's filters) is no filter.
+FormTime = Annotated[BoundedDatetime | None, BeforeValidator(_blank_is_none)]
+
+
 def audit_query(
     action: Annotated[
         str | None, Query(max_length=64, description="a part of the action's name, any case")
@@ -67,8 +75,8 @@ def audit_query(
     target_type: Annotated[str | None, Query(max_length=32)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
     # A time without a zone is read as UTC; one outside app.kit.bounds' range is refused.
-    since: Annotated[BoundedDatetime | None, Query()] = None,
-    until: Annotated[BoundedDatetime | None, Query()] = None,
+    since: Annotated[FormTime, Query()] = None,
+    until: Annotated[FormTime, Query()] = None,
 ) -> AuditQuery:
     """The filters of the audit listing, its export and the audit page."""
     return AuditQuery(
