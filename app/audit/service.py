@@ -282,18 +282,17 @@ class AuditService:
             )
             changed += len(rows)
 
-    async def last_actor(
-        self,
-        session: AsyncSession,
-        tenant_id: int,
-        *,
-        action: str,
-        target_type: str,
-        target_id: int,
+    async def purge_requested_by(
+        self, session: AsyncSession, tenant_id: int, document_id: int
     ) -> Actor | None:
-        """Who the tenant's newest entry of this action on this target names, if anyone."""
+        """Who the newest purge request of the document names, if anyone (nobody: the entry's
+        person was erased since)."""
         row = await audit_repository.last_actor(
-            session, tenant_id, action=action, target_type=target_type, target_id=str(target_id)
+            session,
+            tenant_id,
+            action="document.purge_request",
+            target_type="document",
+            target_id=str(document_id),
         )
         return None if row is None else stored_actor(*row)
 
@@ -301,13 +300,7 @@ class AuditService:
         self, session: AsyncSession, access: TenantAccess, document_id: int
     ) -> ShownActor:
         """Who asked for the document's purge, as this reader may see them."""
-        actor = await self.last_actor(
-            session,
-            access.tenant_id,
-            action="document.purge_request",
-            target_type="document",
-            target_id=document_id,
-        )
+        actor = await self.purge_requested_by(session, access.tenant_id, document_id)
         if isinstance(actor, UserActor):
             if await self._visible(session, _Reader.of(access), {actor.user_id}):
                 return ShownActor("user", actor.username)

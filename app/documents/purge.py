@@ -238,13 +238,7 @@ class PurgeService:
         """Who the completed purge is recorded for: whoever requested it (the person, or the
         server's work that did), as the request's audit entry names them; the purge worker
         itself when that entry names nobody any more (its person was erased meanwhile)."""
-        requested = await audit_service.last_actor(
-            session,
-            tenant_id,
-            action="document.purge_request",
-            target_type="document",
-            target_id=document_id,
-        )
+        requested = await audit_service.purge_requested_by(session, tenant_id, document_id)
         return requested or SystemActor.PURGE
 
     async def _remember(self, database: Database, receipt_id: int, chunk_ids: np.ndarray) -> None:
