@@ -373,12 +373,23 @@ def _headings(raw: str) -> list[str]:
 
 @router.get("/t/{tenant}/search")
 async def search_page(
-    tenant: str, page: SignedIn, session: ReadSession, enforcer: CurrentEnforcer
+    tenant: str,
+    request: Request,
+    page: SignedIn,
+    session: ReadSession,
+    enforcer: CurrentEnforcer,
 ) -> Response:
     await _in_tenant(page, session, enforcer, tenant, "search", "query")
+    assert page.access is not None
     preview = page.can("members", "write")
+    retrieval = await knowledge_base_service.retrieval(
+        session, page.access.tenant_id, _settings(request)
+    )
     return page.render(
-        "search.html", section="search", preview_roles=PREVIEW_ROLES if preview else ()
+        "search.html",
+        section="search",
+        preview_roles=PREVIEW_ROLES if preview else (),
+        retrieval=retrieval,
     )
 
 
