@@ -36,6 +36,8 @@ class ChunkingSettings(BaseModel):
     def _overlap_below_size(self) -> Self:
         if self.overlap * 2 > self.size:
             raise ValueError("overlap must be at most half of size")
+        if len(set(self.separators)) != len(self.separators):
+            raise ValueError("separators must be distinct")
         return self
 
 

@@ -114,6 +114,7 @@ async def test_settings_roles_bounds_and_reset(
         {"chunking": {"template": "poems"}},
         {"chunking": {"separators": ["x"] * 9}},
         {"chunking": {"separators": ["x" * 17]}},
+        {"chunking": {"separators": ["§", "§"]}},
         {"retrieval": {"top_k": 0}},
         {"retrieval": {"mode": "fuzzy"}},
         {"retrieval": {"weights": {"bm25": 0, "vector": 0}}},

@@ -30,9 +30,13 @@ from tests.web.test_browser import (
 HANDBOOK = (
     b"# Bird Institute handbook\n\n"
     b"## Feeding\n\nThe pelicans are fed sardines at the north pond every morning at eight. "
-    b"Keepers log each feeding in the blue binder beside the gate.\n\n"
+    b"Keepers log each feeding in the blue binder beside the gate. "
+    b"Sick birds are fed separately in the quarantine shed, and their portions are weighed "
+    b"on the brass scale before and after every meal.\n\n"
     b"## Banding\n\nEvery chick gets a numbered steel band on its left leg before fledging. "
-    b"Band numbers are reported to the national ringing scheme within a week.\n\n"
+    b"Band numbers are reported to the national ringing scheme within a week. "
+    b"Lost bands are replaced at the autumn health check, when every bird is weighed, "
+    b"photographed and its wing length measured by two keepers.\n\n"
     b"## Visitors\n\nVisitors may watch from the hide on the east bank only. "
     b"Flash photography scares the herons and is not allowed anywhere.\n"
 )
@@ -78,6 +82,16 @@ def _tab_to(page: Page, element_id: str, limit: int = 80) -> None:
             return
         page.keyboard.press("Tab")
     raise AssertionError(f"#{element_id} never got the focus by Tab")
+
+
+def _chat(page: Page, question: str) -> str:
+    """Ask in a new conversation; the transcript's text once the answer is complete."""
+    page.goto("/t/birds/chat")
+    page.fill("#question", question)
+    page.click("#ask")
+    expect(page.locator("#transcript .answer-text").last).to_be_visible(timeout=WAIT_MS)
+    page.wait_for_load_state("networkidle")
+    return page.locator("#transcript").inner_text()
 
 
 def _language(page: Page, language: str) -> None:
@@ -128,7 +142,7 @@ def test_settings_by_keyboard_and_reparse_with_live_progress(world: World, handb
     assert _chunk_count(world, handbook) > before
     # Searches use the knowledge base's defaults where the form leaves them empty.
     page.goto("/t/birds/search")
-    expect(page.locator("#mode option").first).to_have_text("Knowledge-base default (Hybrid)")
+    expect(page.locator("#mode option").first).to_have_text("Knowledge-base default (hybrid)")
     for width, scheme in ((1280, "light"), (390, "light"), (1280, "dark"), (390, "dark")):
         page.set_viewport_size({"width": width, "height": 900})
         page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
@@ -162,6 +176,9 @@ def test_edit_and_disable_a_chunk_in_search_and_chat(world: World, handbook: str
     assert "Handbook" in _search(page, "mackerel south pond")
     assert "Handbook" not in _search(page, "sardines")
 
+    # The chunk is what chat cites for the question (the stand-in model cites passage 1).
+    assert "mackerel" in _chat(page, "What are the pelicans fed at the south pond?")
+
     # Disable, in Chinese: gone from search and from chat's passages; enable brings it back.
     _language(page, "zh-Hans")
     page.goto(f"/t/birds/documents/{handbook}/chunks")
@@ -182,13 +199,7 @@ def test_edit_and_disable_a_chunk_in_search_and_chat(world: World, handbook: str
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto("/t/birds/search")
     assert "Handbook" not in _search(page, "mackerel south pond")
-    page.goto("/t/birds/chat")
-    page.fill("#question", "What are the pelicans fed?")
-    with page.expect_response(re.compile(r"/chat$")) as asked:
-        page.click("#ask")
-    body = asked.value.text()
-    assert "mackerel" not in body
-    assert "sardines" not in body
+    assert "mackerel" not in _chat(page, "What are the pelicans fed at the south pond?")
     page.goto(f"/t/birds/documents/{handbook}/chunks")
     with page.expect_response(re.compile(r"/chunks/chk_[0-9a-f]+$")):
         page.locator(f"li#{chunk_id} button.chunk-toggle").click()
