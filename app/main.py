@@ -16,6 +16,7 @@ from app.auth.credentials import bearer_credentials
 from app.auth.endpoints import router as auth_router
 from app.chat.endpoints import router as chat_router
 from app.crypto.endpoints import router as encryption_router
+from app.documents.chunk_endpoints import router as chunks_router
 from app.documents.endpoints import router as documents_router
 from app.documents.service import document_service
 from app.generation.provider import GeneratorProvider
@@ -37,6 +38,7 @@ from app.kit.request_context import RequestContextMiddleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
 from app.kit.slow_clients import BodyReadTimeout
+from app.knowledge_base.endpoints import router as knowledge_base_router
 from app.openai_compat.endpoints import router as openai_router
 from app.privacy.endpoints import router as privacy_router
 from app.receipts.endpoints import router as receipts_router
@@ -187,6 +189,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys_router,
         tenants_router,
         documents_router,
+        chunks_router,
+        knowledge_base_router,
         search_router,
         chat_router,
         openai_router,

@@ -22,15 +22,16 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 from sqlalchemy import delete, insert, select
 
-from app.crypto.chunks import seal_chunk_headings, seal_chunk_text, seal_chunk_vector
+from app.documents.chunk_rows import sealed_chunk_values
 from app.documents.status import DocumentStatus, document_status
 from app.jobs.kinds import JobOutcome
 from app.jobs.repository import job_repository
 from app.kit.db import Database
 from app.kit.settings import Settings
 from app.kit.storage import ContentStore
+from app.knowledge_base.service import knowledge_base_service
 from app.models import Chunk, Document, Job
-from app.search.index.writer import Indexer, heading_path_json
+from app.search.index.writer import Indexer
 from ingest.chunking import Chunk as TextChunk
 from ingest.chunking import chunk_document
 from ingest.embedding import Embedder, EmbedderMismatch, passage_text
@@ -127,7 +128,12 @@ class IngestPipeline:
         footprint.size = len(data)
         parsed = await self._offload(parse, data, document.filename, self.settings.parse_limits)
         footprint.size = max(footprint.size, sum(len(block.text) for block in parsed.blocks))
-        chunks = await self._offload(chunk_document, parsed, self.settings.chunking)
+        async with self.database.read_sessionmaker() as session:
+            # The knowledge base's own chunking (size, template, ...) over the server's.
+            config = await knowledge_base_service.chunking_config(
+                session, document.tenant_id, self.settings
+            )
+        chunks = await self._offload(chunk_document, parsed, config)
         if not chunks:
             raise EmptyDocument("The document contains no text that could be indexed")
         vectors = await self._embed(job, document.id, chunks)
@@ -216,15 +222,17 @@ class IngestPipeline:
                     "document_id": document_id,
                     "tenant_id": tenant_id,
                     "position": c.position,
-                    "text": seal_chunk_text(key, tenant_id, document_id, c.position, c.text),
-                    "heading_path": seal_chunk_headings(
-                        key, tenant_id, document_id, c.position, heading_path_json(c.heading_path)
-                    ),
                     "token_count": c.token_count,
-                    "embedding": seal_chunk_vector(
-                        key, tenant_id, document_id, c.position, vectors[i].astype("<f4").tobytes()
-                    ),
                     "shard_no": None,
+                    **sealed_chunk_values(
+                        key,
+                        tenant_id,
+                        document_id,
+                        c.position,
+                        text=c.text,
+                        heading_path=c.heading_path,
+                        vector=vectors[i],
+                    ),
                 }
                 for i, c in enumerate(chunks)
             ]

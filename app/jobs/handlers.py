@@ -13,6 +13,7 @@ from app.backup.schedule import BackupBusy, backup_to_root
 from app.crypto.rotation import rotate_tenant_key
 from app.documents.ingestion import IngestPipeline
 from app.documents.purge import purge_service
+from app.documents.reparse import run_reparse
 from app.jobs.kinds import JobKind
 from app.jobs.registry import JobRegistry, Renew
 from app.jobs.repository import job_repository
@@ -97,4 +98,9 @@ async def build_registry(
         await rotate_tenant_key(runtime, job.tenant_id)
 
     registry.register(JobKind.ROTATE_TENANT_KEY, simple_handler(runtime, worker, key_rotation))
+
+    async def reparse(job: Job) -> None:
+        await run_reparse(runtime, job)
+
+    registry.register(JobKind.REPARSE, simple_handler(runtime, worker, reparse))
     return registry, pipeline

@@ -20,6 +20,8 @@ class JobKind(StrEnum):
     BACKUP = "backup"
     # Re-encrypting one tenant under its new data key (app/crypto/rotation.py).
     ROTATE_TENANT_KEY = "rotate_tenant_key"
+    # Re-chunking a knowledge base's documents with its current settings (app/documents/reparse.py).
+    REPARSE = "reparse"
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class IdKind(Enum):
     API_KEY = (6, "key")
     AUDIT_ENTRY = (7, "aud")
     RECEIPT = (8, "rcp")
+    JOB = (9, "job")
 
     @property
     def tag(self) -> int:
@@ -157,9 +158,12 @@ ChatSessionId = Annotated[int, _shown(IdKind.CHAT_SESSION), _schema(IdKind.CHAT_
 APIKeyId = Annotated[int, _shown(IdKind.API_KEY), _schema(IdKind.API_KEY)]
 AuditEntryId = Annotated[int, _shown(IdKind.AUDIT_ENTRY), _schema(IdKind.AUDIT_ENTRY)]
 ReceiptId = Annotated[int, _shown(IdKind.RECEIPT), _schema(IdKind.RECEIPT)]
+JobId = Annotated[int, _shown(IdKind.JOB), _schema(IdKind.JOB)]
 
 # Request fields and path parameters: public ids on the wire, integer keys in the code.
 DocumentRef = Annotated[int, _parsed(IdKind.DOCUMENT), _schema(IdKind.DOCUMENT)]
 ChatSessionRef = Annotated[int, _parsed(IdKind.CHAT_SESSION), _schema(IdKind.CHAT_SESSION)]
 APIKeyRef = Annotated[int, _parsed(IdKind.API_KEY), _schema(IdKind.API_KEY)]
 ReceiptRef = Annotated[int, _parsed(IdKind.RECEIPT), _schema(IdKind.RECEIPT)]
+ChunkRef = Annotated[int, _parsed(IdKind.CHUNK), _schema(IdKind.CHUNK)]
+JobRef = Annotated[int, _parsed(IdKind.JOB), _schema(IdKind.JOB)]

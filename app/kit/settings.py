@@ -57,6 +57,9 @@ class ChunkingConfig(BaseModel):
     max_tokens: PositiveInt = 256
     overlap_tokens: NonNegativeInt = 32
     min_tokens: NonNegativeInt = 16
+    # TEMPORARY (curation branch): replaced by the chunking-templates branch's definition.
+    template: Literal["general", "qa", "table", "articles", "whole"] = "general"
+    separators: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check_budgets(self) -> Self:

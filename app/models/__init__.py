@@ -15,6 +15,7 @@ from app.models.membership import Membership
 from app.models.periodic_run import PeriodicRun
 from app.models.tenant import Tenant
 from app.models.tenant_key import TenantKey
+from app.models.tenant_settings import TenantSettings
 from app.models.tombstone import Tombstone
 from app.models.user import User
 
@@ -41,5 +42,6 @@ __all__ = [
     "Tenant",
     "Tombstone",
     "TenantKey",
+    "TenantSettings",
     "User",
 ]

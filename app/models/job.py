@@ -37,6 +37,11 @@ class Job(Base):
     locked_by: Mapped[str | None] = mapped_column(String(100))
     lease_until: Mapped[datetime | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
+    # What a job of several steps is to do (JSON; e.g. a re-parse's documents) and how far it
+    # got: a retried job resumes, and a page shows done / total.
+    payload: Mapped[str | None] = mapped_column(Text)
+    done: Mapped[int] = mapped_column(default=0, server_default="0")
+    total: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()

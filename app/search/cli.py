@@ -18,7 +18,7 @@ from app.kit.errors import CairnError, NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
 from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import SearchSettings, Settings, get_settings
-from app.search.schemas import SearchFilters, SearchRequest, SearchResponse
+from app.search.schemas import SearchFilters, SearchMode, SearchRequest, SearchResponse
 from app.search.visibility import Visibility
 
 _SNIPPET_CHARS = 300
@@ -58,9 +58,11 @@ async def resolve_caller(
 
 async def run_search(
     settings: Settings, request: SearchRequest, *, tenant: str, as_user: str | None
-) -> SearchResponse:
-    """Search a tenant as the operator (every sensitivity) or with a user's role in it."""
+) -> tuple[SearchResponse, SearchMode]:
+    """Search a tenant as the operator (every sensitivity) or with a user's role in it; the
+    hits and the mode they were ranked in (the knowledge base's when the request gave none)."""
     from app.kit.db import database_for
+    from app.knowledge_base.service import knowledge_base_service
     from app.search.retriever import Retriever
     from app.search.service import search_service
 
@@ -75,13 +77,18 @@ async def run_search(
                 permission=("search", "query"),
                 filters=request.filters,
             )
+            defaults = await knowledge_base_service.retrieval(
+                session, visibility.tenant_id, settings
+            )
+            top_k, mode = request.top_k or defaults.top_k, request.mode or defaults.mode
             retriever = Retriever.create(database, settings)
             response = await search_service.search(
                 visibility,
                 query=request.query,
-                top_k=request.top_k,
-                mode=request.mode,
+                top_k=top_k,
+                mode=mode,
                 retriever=retriever,
+                defaults=defaults,
             )
         if settings.search.audit:
             async with database.sessionmaker() as session, session.begin():
@@ -89,11 +96,11 @@ async def run_search(
                     session,
                     actor=actor,
                     visibility=visibility,
-                    mode=request.mode,
-                    top_k=request.top_k,
+                    mode=mode,
+                    top_k=top_k,
                     response=response,
                 )
-        return response
+        return response, mode
     finally:
         await database.dispose()
 
@@ -149,8 +156,14 @@ def format_hits(response: SearchResponse, *, kind: tuple[str, str] | None = None
 def search_command(
     query: Annotated[str, typer.Argument(help="what to search for")],
     tenant: Annotated[str, typer.Option(help="tenant slug")],
-    mode: Annotated[str, typer.Option(help="hybrid | bm25 | vector")] = "hybrid",
-    top_k: Annotated[int, typer.Option("--top-k", help="number of hits (1-100)")] = 10,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="hybrid | bm25 | vector (default: the knowledge base's setting)"),
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--top-k", help="number of hits, 1-100 (default: the knowledge base's)"),
+    ] = None,
     as_user: Annotated[
         str | None,
         typer.Option(
@@ -178,11 +191,13 @@ def search_command(
         raise typer.Exit(code=2) from exc
     settings = prepared(get_settings())
     try:
-        response = asyncio.run(run_search(settings, request, tenant=tenant, as_user=as_user))
+        response, used_mode = asyncio.run(
+            run_search(settings, request, tenant=tenant, as_user=as_user)
+        )
     except CairnError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=1) from exc
     if as_json:
         typer.echo(json.dumps(response.model_dump(), ensure_ascii=False, indent=2))
     else:
-        typer.echo(format_hits(response, kind=score_kind(request.mode, settings.search)))
+        typer.echo(format_hits(response, kind=score_kind(used_mode, settings.search)))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     false,
     or_,
     select,
+    text,
     union,
 )
 from sqlalchemy.engine import Connection
@@ -26,6 +27,7 @@ from app.crypto.chunks import open_chunk_headings, open_chunk_text
 from app.kit.authz import SENSITIVITY_LEVELS
 from app.kit.envelope import DataKey
 from app.models import Chunk, Document, DocumentTag
+from app.models.chunk import HIDDEN_SQL
 from app.search.visibility import Visibility
 
 IdArray = npt.NDArray[np.int64]
@@ -67,6 +69,10 @@ class SearchRepository:
         # cost more Python time per search than the queries themselves take in SQLite.
         self._hidden_statements: dict[tuple[str, ...], CompoundSelect[Any]] = {}
         self._hit_statements: dict[tuple[str, ...], Select[Any]] = {}
+        # Spelled as the partial index ix_chunks_hidden is, so the planner uses it.
+        self._hidden_chunks = select(Chunk.id).where(
+            Chunk.tenant_id == bindparam("tenant_id"), text(HIDDEN_SQL)
+        )
 
     def visible_conditions(
         self, visibility: Visibility, *, tenant_parameter: bool = False
@@ -132,6 +138,13 @@ class SearchRepository:
             # index, and a search pays one database round trip here instead of three.
             statement = self._hidden_statements.setdefault(hidden_levels, union(*statements))
         ids = connection.scalars(statement, {"tenant_id": visibility.tenant_id}).all()
+        return np.unique(np.array(ids, dtype=np.int64))
+
+    def hidden_chunk_ids(self, connection: Connection, tenant_id: int) -> IdArray:
+        """Sorted ids of the tenant's chunks no search may return although their document is
+        visible: disabled by a curator, or staged by a re-parse not yet swapped in. Usually
+        none; a lookup in a partial index, whatever the tenant's size."""
+        ids = connection.scalars(self._hidden_chunks, {"tenant_id": tenant_id}).all()
         return np.unique(np.array(ids, dtype=np.int64))
 
     # The two reads below serve the shard cache, which runs them while holding a tenant's
@@ -216,7 +229,13 @@ class SearchRepository:
             Chunk.heading_path,
             Chunk.tenant_id,
             title.label("title"),
-        ).where(Chunk.id.in_(bindparam("chunk_ids", expanding=True)))
+        ).where(
+            Chunk.id.in_(bindparam("chunk_ids", expanding=True)),
+            # Checked again here, like the document's visibility: a shard cached before a
+            # chunk was disabled may still rank it.
+            Chunk.enabled.is_(True),
+            Chunk.staged.is_(False),
+        )
 
 
 search_repository = SearchRepository()

@@ -52,7 +52,13 @@ from app.search.repository import search_repository
 from app.search.rerank import Reranker, load_reranker
 from app.search.schemas import SearchMode
 from app.search.shard_cache import LoadedShard, ShardCache, TenantIndex
-from app.search.visibility import IdArray, Visibility, allowed_ids, allowed_ids_except
+from app.search.visibility import (
+    IdArray,
+    Visibility,
+    allowed_ids,
+    allowed_ids_except,
+    without_chunks,
+)
 from ingest.embedding import load_embedder
 
 FloatVector = npt.NDArray[np.float32]
@@ -78,6 +84,10 @@ class SearchQuery:
     top_k: int = 10
     # Needed by the vector and hybrid modes; see Retriever.embed_query.
     vector: QueryVector | None = None
+    # (BM25, vector) fusion weights instead of the configured ones (a knowledge base's own).
+    weights: tuple[float, float] | None = None
+    # Hits scoring below this are dropped (None: none are).
+    min_score: float | None = None
 
     @property
     def uses_vectors(self) -> bool:
@@ -217,6 +227,8 @@ class Retriever:
         hits = await asyncio.to_thread(self._search, index, visibility, query, want, key)
         if self.reranker is not None and hits:
             hits = await self._rerank(self.reranker, query.text, hits)
+        if query.min_score is not None:
+            hits = [hit for hit in hits if hit.score >= query.min_score]
         return hits[: query.top_k]
 
     def _search(
@@ -240,7 +252,8 @@ class Retriever:
                     return []
             else:
                 hidden = search_repository.hidden_document_ids(connection, visibility)
-            prepared = self._prepare(index, visible, hidden, query)
+            disabled = search_repository.hidden_chunk_ids(connection, visibility.tenant_id)
+            prepared = self._prepare(index, visible, hidden, disabled, query)
             if not prepared.masked:
                 return []
             while True:
@@ -295,16 +308,22 @@ class Retriever:
         index: TenantIndex,
         visible: IdArray | None,
         hidden: IdArray | None,
+        disabled: IdArray,
         query: SearchQuery,
     ) -> _Prepared:
         """Each shard with its allowed ids (shards with none dropped), and the BM25 tokens.
-        Exactly one of ``visible`` (filtered searches) and ``hidden`` is given."""
+        Exactly one of ``visible`` (filtered searches) and ``hidden`` is given; ``disabled``
+        chunks are never allowed."""
 
         def allowed_in(shard: LoadedShard) -> IdArray | None:
             if visible is not None:
-                return allowed_ids(shard.chunk_ids, shard.document_of, visible, shard.documents)
-            assert hidden is not None
-            return allowed_ids_except(shard.chunk_ids, shard.document_of, shard.documents, hidden)
+                allowed = allowed_ids(shard.chunk_ids, shard.document_of, visible, shard.documents)
+            else:
+                assert hidden is not None
+                allowed = allowed_ids_except(
+                    shard.chunk_ids, shard.document_of, shard.documents, hidden
+                )
+            return without_chunks(shard.chunk_ids, allowed, disabled)
 
         masked = [
             _Masked(shard, allowed)
@@ -335,14 +354,14 @@ class Retriever:
         weights: list[float] = []
         if query.uses_bm25:
             rankings.append(self._bm25(index, masked, tokens, depth))
-            weights.append(self.settings.bm25_weight)
+            weights.append(query.weights[0] if query.weights else self.settings.bm25_weight)
         if query.uses_vectors:
             assert vector is not None
             if pending is not None:
                 rankings.append(pending.result())
             else:
                 rankings.append(self._vectors(masked, vector, depth))
-            weights.append(self.settings.vector_weight)
+            weights.append(query.weights[1] if query.weights else self.settings.vector_weight)
         exhausted = all(ranking[1].size < depth for ranking in rankings)
         return _Candidates(rankings, weights, exhausted)
 

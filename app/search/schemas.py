@@ -44,8 +44,9 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: QueryText
-    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
-    mode: SearchMode = "hybrid"
+    # Absent: the knowledge base's retrieval defaults (`…/settings`), 10 and hybrid unless set.
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
+    mode: SearchMode | None = None
     filters: SearchFilters | None = None
 
 

@@ -38,6 +38,7 @@ from app.kit.errors import CairnError, NotAuthenticated, NotPermitted, ResourceN
 from app.kit.principal import Principal
 from app.kit.public_ids import IdKind, encode_id, public_ids
 from app.kit.ratelimit import CallerQuotas, ClientAddress, SignInThrottle
+from app.knowledge_base.service import knowledge_base_service
 from app.search.schemas import SearchMode, SearchResponse
 from app.search.service import search_service
 from app.search.visibility import Visibility
@@ -372,12 +373,23 @@ def _headings(raw: str) -> list[str]:
 
 @router.get("/t/{tenant}/search")
 async def search_page(
-    tenant: str, page: SignedIn, session: ReadSession, enforcer: CurrentEnforcer
+    tenant: str,
+    request: Request,
+    page: SignedIn,
+    session: ReadSession,
+    enforcer: CurrentEnforcer,
 ) -> Response:
     await _in_tenant(page, session, enforcer, tenant, "search", "query")
+    assert page.access is not None
     preview = page.can("members", "write")
+    retrieval = await knowledge_base_service.retrieval(
+        session, page.access.tenant_id, _settings(request)
+    )
     return page.render(
-        "search.html", section="search", preview_roles=PREVIEW_ROLES if preview else ()
+        "search.html",
+        section="search",
+        preview_roles=PREVIEW_ROLES if preview else (),
+        retrieval=retrieval,
     )
 
 
@@ -385,8 +397,8 @@ class PreviewSearch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=2000)
-    top_k: int = Field(default=10, ge=1, le=50)
-    mode: SearchMode = "hybrid"
+    top_k: int | None = Field(default=None, ge=1, le=50)
+    mode: SearchMode | None = None
     role: Literal["viewer", "restricted_viewer", "guest"]
 
 
@@ -416,14 +428,17 @@ async def preview_search(
     await quotas.charge(access, "search")
     levels = tuple(lvl for lvl in _role_levels(data.role) if lvl in access.sensitivity)
     visibility = Visibility.for_tenant(access.tenant_id, levels)
+    # The knowledge base's retrieval settings, as its members' searches get them.
+    defaults = await knowledge_base_service.retrieval(session, access.tenant_id, _settings(request))
     return await search_service.search_audited(
         session,
         actor=principal,
         visibility=visibility,
         query=data.query,
-        top_k=data.top_k,
-        mode=data.mode,
+        top_k=data.top_k or min(defaults.top_k, 50),
+        mode=data.mode or defaults.mode,
         retriever=request.app.state.retriever,
+        defaults=defaults,
     )
 
 

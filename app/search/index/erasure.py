@@ -121,26 +121,38 @@ async def remove_chunks(
 ) -> Removal:
     """Take the chunks out of every shard file of the tenant (see the module docstring).
     `keys`: (the key shard files open with, the key rewritten versions are sealed with)."""
+    if chunk_ids.size == 0:
+        return Removal()
+    async with tenant_index_lock(database, index_root, tenant_id):
+        return await remove_chunks_locked(database, index_root, tenant_id, chunk_ids, record, keys)
+
+
+async def remove_chunks_locked(
+    database: Database,
+    index_root: Path,
+    tenant_id: int,
+    chunk_ids: IdArray,
+    record: Recorder | None = None,
+    keys: tuple[DataKey | None, DataKey | None] = (None, None),
+) -> Removal:
+    """`remove_chunks` for a caller that already holds the tenant's index writer lock."""
     removal = Removal()
     if chunk_ids.size == 0:
         return removal
-    async with tenant_index_lock(database, index_root, tenant_id):
-        async with database.read_sessionmaker() as session:
-            current = await shard_repository.versions(session, tenant_id)
-        for shard in shard_files(index_root, tenant_id):
-            holds = np.isin(ids_in_file(shard, tenant_id, keys[0]), chunk_ids)
-            if not holds.any():
-                continue
-            if current.get((shard.kind, shard.shard_no)) == shard.version:
-                await _rewrite(
-                    database, index_root, tenant_id, shard, chunk_ids, removal, record, keys
-                )
-            else:
-                shard.path.unlink(missing_ok=True)
-                removal.shard_versions_deleted += 1
-                if record is not None:
-                    async with database.sessionmaker() as session, session.begin():
-                        await record(session, {"shard_versions_deleted": 1})
+    async with database.read_sessionmaker() as session:
+        current = await shard_repository.versions(session, tenant_id)
+    for shard in shard_files(index_root, tenant_id):
+        holds = np.isin(ids_in_file(shard, tenant_id, keys[0]), chunk_ids)
+        if not holds.any():
+            continue
+        if current.get((shard.kind, shard.shard_no)) == shard.version:
+            await _rewrite(database, index_root, tenant_id, shard, chunk_ids, removal, record, keys)
+        else:
+            shard.path.unlink(missing_ok=True)
+            removal.shard_versions_deleted += 1
+            if record is not None:
+                async with database.sessionmaker() as session, session.begin():
+                    await record(session, {"shard_versions_deleted": 1})
     return removal
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import versions
 from app.crypto.chunks import (
@@ -49,6 +50,7 @@ from app.search.index import (
     save_bm25_shard,
     save_shard,
 )
+from app.search.index.erasure import remove_chunks_locked
 from app.search.index.handoff import ShardReader, ShardWrite
 from app.search.index.layout import shard_path, stale_versions, tenant_dir, version_of
 from app.search.index.locks import tenant_index_lock
@@ -57,6 +59,9 @@ from ingest.embedding import Embedder, check_compatible, decode_vectors, passage
 
 logger = logging.getLogger(__name__)
 
+
+# Writes chunk rows inside `Indexer.rewrite`'s transaction.
+Change = Callable[[AsyncSession], Awaitable[None]]
 
 # Runs a blocking call off the event loop: `asyncio.to_thread`, or the in-process pool's
 # lower-priority threads (ingest/priority.py), so that rewriting a large open shard does not
@@ -164,6 +169,40 @@ class Indexer:
             approximate_threshold=self.settings.approximate_threshold,
             nprobe=self.settings.nprobe,
         )
+
+    async def rewrite(
+        self,
+        tenant_id: int,
+        chunk_ids: Sequence[int],
+        change: Change,
+        *,
+        embedder: str,
+        dim: int,
+    ) -> None:
+        """Take `chunk_ids` out of the tenant's shards, run `change` (which writes chunk rows:
+        new text and vector with `shard_no` None, new chunks, deleted ones) and index what it
+        left pending — all under the tenant's writer lock, so no flush beside it indexes a
+        half-changed chunk. When it returns, this process's searches see the change (the
+        shard cache is told); other processes within `search.version_poll_seconds`, and the
+        rows themselves (text, enabled) at once, since every hit's row is read again."""
+        try:
+            async with tenant_index_lock(self.database, self.index_root, tenant_id):
+                await remove_chunks_locked(
+                    self.database,
+                    self.index_root,
+                    tenant_id,
+                    np.array(sorted(chunk_ids), dtype=np.int64),
+                    keys=await self.keys(tenant_id),
+                )
+                async with self.database.sessionmaker() as session, session.begin():
+                    await change(session)
+                    # Cached answers quoted the old text.
+                    await versions.bump(session, tenant_id)
+                while await self._flush_step(tenant_id, embedder=embedder, dim=dim):
+                    pass
+        finally:
+            for reader in self.readers:
+                reader.invalidate(tenant_id)
 
     async def flush_tenant(
         self, tenant_id: int, *, embedder: str, dim: int, offload: Offload = asyncio.to_thread

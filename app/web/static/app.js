@@ -401,7 +401,10 @@
   function searchPage() {
     $("#search-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const body = { query: $("#q").value, mode: $("#mode").value, top_k: Number($("#top-k").value) || 10 };
+      // Mode and top-k left empty: the knowledge base's retrieval settings decide.
+      const body = { query: $("#q").value };
+      if ($("#mode").value) body.mode = $("#mode").value;
+      if (Number($("#top-k").value)) body.top_k = Number($("#top-k").value);
       const role = $("#view-as") ? $("#view-as").value : "";
       try {
         const result = role
@@ -733,6 +736,9 @@
     });
     load();
   }
+
+  // The helpers pages in their own files build on (static/curation.js).
+  window.Cairn = { api, el, toast, T, tenantApi, failWith, fmtTime, TENANT, $ };
 
   const pages = {
     documents: documentsPage, document: documentPage, search: searchPage, chat: chatPage,

@@ -1,0 +1,56 @@
+"""The web pages of curation: a knowledge base's settings (chunking, retrieval, re-parse) and
+a document's chunks (edit, disable, add). Both are thin: their script uses the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.documents.service import document_service
+from app.kit.authz import CurrentEnforcer
+from app.kit.db import ReadSession
+from app.kit.public_ids import IdKind, encode_id, public_ids
+from app.knowledge_base.service import knowledge_base_service
+from app.web.routes import PageError, SignedIn, _in_tenant
+
+router = APIRouter(include_in_schema=False)
+
+TEMPLATES = ("general", "qa", "table", "articles", "whole")
+
+
+@router.get("/t/{tenant}/settings")
+async def settings_page(
+    tenant: str,
+    request: Request,
+    page: SignedIn,
+    session: ReadSession,
+    enforcer: CurrentEnforcer,
+) -> Response:
+    await _in_tenant(page, session, enforcer, tenant, "settings", "read")
+    assert page.access is not None
+    current = await knowledge_base_service.effective(
+        session, page.access.tenant_id, request.app.state.settings
+    )
+    return page.render("settings.html", section="settings", kb=current, templates=TEMPLATES)
+
+
+@router.get("/t/{tenant}/documents/{document_id}/chunks")
+async def chunks_page(
+    tenant: str,
+    document_id: str,
+    page: SignedIn,
+    session: ReadSession,
+    enforcer: CurrentEnforcer,
+) -> Response:
+    await _in_tenant(page, session, enforcer, tenant, "documents", "read")
+    assert page.access is not None
+    key = public_ids().decode(IdKind.DOCUMENT, document_id)
+    document = await document_service.get(session, page.access, key) if key else None
+    if document is None:
+        raise PageError(404)
+    return page.render(
+        "chunks.html",
+        section="documents",
+        doc=document,
+        doc_id=encode_id(IdKind.DOCUMENT, document.id),
+        curatable=document.status == "ready" and document.deleted_at is None,
+    )

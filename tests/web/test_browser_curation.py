@@ -1,0 +1,219 @@
+"""Curation in a real Chromium against a real `cairn serve`: the knowledge-base settings page
+(keyboard only), re-parse with live progress, editing a chunk and finding the new text by
+search at once (not the old), disabling one and seeing it leave search and chat, in English
+and Chinese, with screenshots at 1280 and 390 px in light and dark.
+
+Skipped, with the reason shown, when Playwright or /usr/bin/chromium is missing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect  # noqa: E402  (after the skips above)
+
+from tests.web.served import cairn_serve, model_stand_in
+from tests.web.test_browser import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    WAIT_MS,
+    World,
+    _people,
+    _ready_document,
+    _search,
+    shot,
+    sync_api,
+)
+
+HANDBOOK = (
+    b"# Bird Institute handbook\n\n"
+    b"## Feeding\n\nThe pelicans are fed sardines at the north pond every morning at eight. "
+    b"Keepers log each feeding in the blue binder beside the gate. "
+    b"Sick birds are fed separately in the quarantine shed, and their portions are weighed "
+    b"on the brass scale before and after every meal.\n\n"
+    b"## Banding\n\nEvery chick gets a numbered steel band on its left leg before fledging. "
+    b"Band numbers are reported to the national ringing scheme within a week. "
+    b"Lost bands are replaced at the autumn health check, when every bird is weighed, "
+    b"photographed and its wing length measured by two keepers.\n\n"
+    b"## Visitors\n\nVisitors may watch from the hide on the east bank only. "
+    b"Flash photography scares the herons and is not allowed anywhere.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with model_stand_in() as model_url:
+        data_dir = tmp_path_factory.mktemp("curation") / "data"
+        with cairn_serve(data_dir, model_url) as served:
+            _people(served.url)
+            with sync_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=str(CHROMIUM), args=LAUNCH_ARGS
+                )
+                try:
+                    yield World(served, browser)
+                finally:
+                    browser.close()
+
+
+@pytest.fixture(scope="module")
+def handbook(world: World) -> str:
+    return _ready_document(world, "Handbook", HANDBOOK)
+
+
+def _chunk_count(world: World, doc: str) -> int:
+    with httpx.Client(base_url=world.url, timeout=60) as client:
+        token = client.post(
+            "/api/v1/auth/token", data={"username": "keeper", "password": "keeper-password"}
+        ).json()["access_token"]
+        response = client.get(
+            f"/api/v1/tenants/birds/documents/{doc}/chunks",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        return int(response.json()["total"])
+
+
+def _tab_to(page: Page, element_id: str, limit: int = 80) -> None:
+    """Press Tab until the element has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"#{element_id} never got the focus by Tab")
+
+
+def _chat(page: Page, question: str) -> str:
+    """Ask in a new conversation; the transcript's text once the answer is complete."""
+    page.goto("/t/birds/chat")
+    page.fill("#question", question)
+    page.click("#ask")
+    expect(page.locator("#transcript .answer-text").last).to_be_visible(timeout=WAIT_MS)
+    page.wait_for_load_state("networkidle")
+    return page.locator("#transcript").inner_text()
+
+
+def _language(page: Page, language: str) -> None:
+    page.select_option("#language", language)
+    with page.expect_navigation():
+        page.click("form.lang button[type=submit]")
+
+
+def test_settings_by_keyboard_and_reparse_with_live_progress(world: World, handbook: str) -> None:
+    before = _chunk_count(world, handbook)
+    context, page = world.context("keeper")
+    page.goto("/t/birds/settings")
+    expect(page.locator("h1")).to_have_text("Knowledge-base settings")
+    page.keyboard.press("Tab")  # the skip link
+    _tab_to(page, "kb-template")
+    page.keyboard.press("ArrowDown")  # general → qa
+    expect(page.locator("#kb-template")).to_have_value("qa")
+    expect(page.locator("#kb-template-help")).to_contain_text("question")
+    page.keyboard.press("ArrowUp")  # back to general
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "kb-size"
+    page.keyboard.press("Control+A")
+    page.keyboard.type("40")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "kb-overlap"
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0")
+    _tab_to(page, "kb-save")
+    with page.expect_response(re.compile(r"/settings$")) as saved:
+        page.keyboard.press("Enter")
+    assert saved.value.status == 200, saved.value.text()
+    expect(page.locator("#kb-note")).to_contain_text("re-parse")
+    # The save moves the focus to the re-parse button; Shift+Tab reaches the checkbox.
+    expect(page.locator("#reparse-start")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(page.locator("#reparse-keep")).to_be_focused()
+    page.keyboard.press("Space")
+    expect(page.locator("#reparse-keep")).to_be_checked()
+    page.keyboard.press("Tab")
+    with page.expect_response(re.compile(r"/documents/reparse$")) as started:
+        page.keyboard.press("Enter")
+    assert started.value.status == 202, started.value.text()
+    expect(page.locator("#reparse-progress")).to_be_visible()
+    expect(page.locator("#reparse-text")).to_contain_text(
+        "Re-parse finished: 1 of 1", timeout=WAIT_MS
+    )
+    assert ("confirm", "Re-parse every ready document with the current chunking?") in world.dialogs
+    assert _chunk_count(world, handbook) > before
+    # Searches use the knowledge base's defaults where the form leaves them empty.
+    page.goto("/t/birds/search")
+    expect(page.locator("#mode option").first).to_have_text("Knowledge-base default (hybrid)")
+    for width, scheme in ((1280, "light"), (390, "light"), (1280, "dark"), (390, "dark")):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+        page.goto("/t/birds/settings")
+        shot(page, "en", f"settings-{width}-{scheme}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    context.close()
+
+
+def test_edit_and_disable_a_chunk_in_search_and_chat(world: World, handbook: str) -> None:
+    context, page = world.context("keeper")
+    page.goto(f"/t/birds/documents/{handbook}")
+    page.click("#doc-chunks-link")
+    expect(page.locator("h1")).to_contain_text("Chunks")
+    feeding = page.locator("li.chunk", has_text="sardines").first
+    expect(feeding).to_be_visible()
+    chunk_id = feeding.get_attribute("id")
+    assert chunk_id
+
+    # Edit: the new text is found by the very next search, and the old one is not.
+    feeding.locator("button.chunk-edit").click()
+    editor = page.locator(f"li#{chunk_id} textarea.chunk-text")
+    expect(editor).to_be_focused()
+    editor.fill("The pelicans are fed mackerel at the south pond every evening at six.")
+    with page.expect_response(re.compile(r"/chunks/chk_[0-9a-f]+$")) as edited:
+        page.locator(f"li#{chunk_id} button.chunk-save").click()
+    assert edited.value.status == 200
+    expect(page.locator(f"li#{chunk_id} .badge")).to_have_text("edited")
+    expect(page.locator(f"li#{chunk_id} .text")).to_contain_text("mackerel")
+    page.goto("/t/birds/search")
+    assert "Handbook" in _search(page, "mackerel south pond")
+    assert "Handbook" not in _search(page, "sardines")
+
+    # The chunk is what chat cites for the question (the stand-in model cites passage 1).
+    assert "mackerel" in _chat(page, "What are the pelicans fed at the south pond?")
+
+    # Disable, in Chinese: gone from search and from chat's passages; enable brings it back.
+    _language(page, "zh-Hans")
+    page.goto(f"/t/birds/documents/{handbook}/chunks")
+    item = page.locator(f"li#{chunk_id}")
+    with page.expect_response(re.compile(r"/chunks/chk_[0-9a-f]+$")):
+        item.locator("button.chunk-toggle").click()
+    expect(page.locator(f"li#{chunk_id}")).to_have_attribute("data-enabled", "no")
+    expect(page.locator(f"li#{chunk_id} .badge-off")).to_have_text("已停用")
+    expect(page.locator(f"li#{chunk_id} button.chunk-toggle")).to_have_text("启用")
+    expect(page.locator(f"li#{chunk_id} button.chunk-toggle")).to_be_focused()
+    for width, scheme in ((1280, "light"), (390, "light"), (1280, "dark"), (390, "dark")):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+        page.goto(f"/t/birds/documents/{handbook}/chunks")
+        expect(page.locator(f"li#{chunk_id}")).to_be_visible()
+        shot(page, "zh-Hans", f"chunks-{width}-{scheme}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/t/birds/search")
+    assert "Handbook" not in _search(page, "mackerel south pond")
+    assert "mackerel" not in _chat(page, "What are the pelicans fed at the south pond?")
+    page.goto(f"/t/birds/documents/{handbook}/chunks")
+    with page.expect_response(re.compile(r"/chunks/chk_[0-9a-f]+$")):
+        page.locator(f"li#{chunk_id} button.chunk-toggle").click()
+    expect(page.locator(f"li#{chunk_id}")).to_have_attribute("data-enabled", "yes")
+    page.goto("/t/birds/search")
+    assert "Handbook" in _search(page, "mackerel south pond")
+
+    # A viewer reads the chunks but is offered no control.
+    viewer_context, viewer = world.context("vi")
+    viewer.goto(f"/t/birds/documents/{handbook}/chunks")
+    expect(viewer.locator(f"li#{chunk_id}")).to_be_visible()
+    expect(viewer.locator("button.chunk-edit")).to_have_count(0)
+    expect(viewer.locator("#chunk-add")).to_have_count(0)
+    viewer.goto("/t/birds/settings")
+    expect(viewer.locator("h1")).not_to_have_text("Knowledge-base settings")
+    viewer_context.close()
+    context.close()
