@@ -242,6 +242,12 @@ class PurgeService:
             verification = await self._erase(
                 runtime, receipt_id, tenant_id, document_id, sha, trace, progress, version=True
             )
+            # The new version is indexed next: readers in this process that hold the versions
+            # the removal replaced would not take it from the indexer (it is not built on what
+            # they hold) and would serve nothing of the document until their next poll. Forgotten,
+            # they load the new version on the next search, as a document shown ready must be.
+            for reader in runtime.indexer.readers:
+                reader.invalidate(tenant_id)
             if not verification.passed:
                 raise PurgeIncomplete("; ".join(verification.failures))
             async with database.sessionmaker() as session, session.begin():
