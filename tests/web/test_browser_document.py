@@ -82,13 +82,15 @@ class World:
         return context, page
 
     def api(self, username: str) -> httpx.Client:
-        client = httpx.Client(base_url=self.url, timeout=60)
-        token = client.post(
-            "/api/v1/auth/token",
-            data={"username": username, "password": f"{username}-password"},
-        ).json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        return client
+        """An API client signed in as `username` (a bearer token)."""
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            token = client.post(
+                "/api/v1/auth/token",
+                data={"username": username, "password": f"{username}-password"},
+            ).json()["access_token"]
+        return httpx.Client(
+            base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        )
 
 
 def shot(page: Page, language: str, name: str) -> None:
