@@ -183,27 +183,12 @@ class PurgeService:
                 # The row goes with the receipt's completion: until the purge is verified the
                 # document stays visible to its admins as `purging`, with the reason.
                 await purge_repository.delete_row(session, document_id)
-                open_receipt = await receipt_repository.get(session, receipt_id)
-                assert open_receipt is not None
                 # Outlives the data and every backup taken before it (app/backup/): a restore
                 # of one of those purges the document again before serving.
                 await tombstone_service.record(
                     session, "document", tenant_id=tenant_id, subject_id=document_id, digest=sha
                 )
-                # Every step recorded its own counts as it committed (see `record`).
-                totals = {
-                    name: count
-                    for name, count in json.loads(open_receipt.removed).items()
-                    if isinstance(count, int)
-                }
-                await receipt_service.complete(
-                    session,
-                    open_receipt,
-                    removed={**dict.fromkeys(REMOVED_COUNTS, 0), **totals},
-                    verification=verification,
-                    action="document.purge",
-                    actor=None,
-                )
+                await self._complete(session, receipt_id, verification, "document.purge")
             await database.checkpoint_wal()
         except Exception as exc:
             final = job.attempts >= runtime.settings.worker.max_attempts
@@ -251,21 +236,7 @@ class PurgeService:
             if not verification.passed:
                 raise PurgeIncomplete("; ".join(verification.failures))
             async with database.sessionmaker() as session, session.begin():
-                open_receipt = await receipt_repository.get(session, receipt_id)
-                assert open_receipt is not None
-                totals = {
-                    name: count
-                    for name, count in json.loads(open_receipt.removed).items()
-                    if isinstance(count, int)
-                }
-                await receipt_service.complete(
-                    session,
-                    open_receipt,
-                    removed={**dict.fromkeys(REMOVED_COUNTS, 0), **totals},
-                    verification=verification,
-                    action="document.version_purge",
-                    actor=None,
-                )
+                await self._complete(session, receipt_id, verification, "document.version_purge")
             await database.checkpoint_wal()
         except Exception as exc:
             async with database.sessionmaker() as session, session.begin():
@@ -321,6 +292,27 @@ class PurgeService:
         else:
             await self._check_stores(runtime, tenant_id, document_id, sha, chunk_ids, verification)
         return verification
+
+    async def _complete(
+        self, session: AsyncSession, receipt_id: int, verification: Verification, action: str
+    ) -> None:
+        """Complete the verified receipt with the counts every step recorded as it committed
+        (see `record` in `_erase`), chaining it into the audit log as `action`."""
+        receipt = await receipt_repository.get(session, receipt_id)
+        assert receipt is not None
+        totals = {
+            name: count
+            for name, count in json.loads(receipt.removed).items()
+            if isinstance(count, int)
+        }
+        await receipt_service.complete(
+            session,
+            receipt,
+            removed={**dict.fromkeys(REMOVED_COUNTS, 0), **totals},
+            verification=verification,
+            action=action,
+            actor=None,
+        )
 
     async def _remember(self, database: Database, receipt_id: int, chunk_ids: np.ndarray) -> None:
         async with database.sessionmaker() as session, session.begin():

@@ -112,10 +112,7 @@ class DocumentService:
         )
         await session.flush()
         await document_repository.set_tags(session, document.id, tags)
-        job = job_repository.add(
-            session, Job(kind=JobKind.INGEST, tenant_id=access.tenant_id, document_id=document.id)
-        )
-        await session.flush()
+        job = await self._queue_ingestion(session, document)
         await audit_service.record(
             session,
             action="document.upload",
@@ -235,10 +232,7 @@ class DocumentService:
         document.chunk_count = 0
         document.page_count = None
         document_status.mark_queued(document)
-        job = job_repository.add(
-            session, Job(kind=JobKind.INGEST, tenant_id=access.tenant_id, document_id=document.id)
-        )
-        await session.flush()
+        job = await self._queue_ingestion(session, document)
         await audit_service.record(
             session,
             action="document.replace",
@@ -332,10 +326,7 @@ class DocumentService:
                 code="not_retryable",
             )
         document_status.mark_queued(document)
-        job = job_repository.add(
-            session, Job(kind=JobKind.INGEST, tenant_id=access.tenant_id, document_id=document.id)
-        )
-        await session.flush()
+        job = await self._queue_ingestion(session, document)
         await audit_service.record(
             session,
             action="document.retry",
@@ -345,6 +336,13 @@ class DocumentService:
             target_id=document.id,
         )
         return document, job
+
+    async def _queue_ingestion(self, session: AsyncSession, document: Document) -> Job:
+        job = job_repository.add(
+            session, Job(kind=JobKind.INGEST, tenant_id=document.tenant_id, document_id=document.id)
+        )
+        await session.flush()
+        return job
 
     async def chunks(
         self, session: AsyncSession, access: TenantAccess, document_id: int
