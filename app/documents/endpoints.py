@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, get_args
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response
 
 from app.documents.purge import purge_service
 from app.documents.schemas import (
@@ -18,8 +19,9 @@ from app.kit.auth import AppSettings
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import ReadSession, Session
 from app.kit.errors import ResourceNotFound, ValidationFailed
+from app.kit.headers import attachment
 from app.kit.pagination import Page, Pagination
-from app.kit.public_ids import DocumentRef
+from app.kit.public_ids import DocumentRef, IdKind, encode_id
 from app.kit.ratelimit import CallerQuotas
 from app.kit.storage import ContentStore
 
@@ -148,6 +150,59 @@ async def delete_document(
     return DocumentAccepted(id=document_id, status="purging", receipt_id=requested.receipt.id)
 
 
+@router.get(
+    "/{document_id}/file",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
+)
+async def download_document(
+    document_id: DocumentRef, access: DocumentsRead, session: Session, store: Store
+) -> Response:
+    """The original file as uploaded (decrypted when sealed at rest); audited. Visible to the
+    same callers as the document; deleted and purging documents are not found."""
+    document, data = await document_service.original(session, access, document_id, store=store)
+    name = document.filename or f"document-{encode_id(IdKind.DOCUMENT, document.id)}"
+    return Response(
+        content=data,
+        media_type=document.media_type,
+        headers={
+            "Content-Disposition": attachment(name),
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.put("/{document_id}/file", status_code=202, response_model=DocumentAccepted)
+async def replace_document_file(
+    request: Request,
+    document_id: DocumentRef,
+    access: DocumentsWrite,
+    session: Session,
+    settings: AppSettings,
+    store: Store,
+    background: BackgroundTasks,
+    quotas: CallerQuotas,
+    file: Annotated[UploadFile, File()],
+) -> DocumentAccepted:
+    """Replace a ready or failed document's file (same limits as an upload). The document
+    keeps its id, title, tags and sensitivity and is processed again; the old version is
+    erased everywhere first, with the deletion receipt `receipt_id`. 409 while the document
+    is queued, processing, deleted or being purged."""
+    await quotas.charge(access, "upload", size=file.size or 0)
+    document, job, receipt = await document_service.replace(
+        session,
+        access,
+        document_id,
+        stream=file.file,
+        filename=file.filename,
+        store=store,
+        max_bytes=settings.max_upload_bytes,
+    )
+    # After the commit, like every dispatch.
+    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    return DocumentAccepted(id=document.id, status="queued", receipt_id=receipt.id)
+
+
 @router.post("/{document_id}/restore", response_model=DocumentRead)
 async def restore_document(
     document_id: DocumentRef, access: DocumentsWrite, session: Session
@@ -164,7 +219,8 @@ async def retry_document(
     session: Session,
     background: BackgroundTasks,
 ) -> DocumentAccepted:
-    """Queue a failed document's ingestion again (409 unless it failed)."""
+    """Queue a failed document's ingestion again (409 unless it failed, and 409
+    `not_retryable` when the failure lies in the file itself: replace the file instead)."""
     document, job = await document_service.retry(session, access, document_id)
     # After the commit, like every dispatch.
     background.add_task(request.app.state.dispatcher.enqueue, job.id)

@@ -4,7 +4,9 @@ The handler of `JobKind.INGEST` (app/jobs/handlers.py): the in-process pool and 
 both reach `IngestPipeline.run` through the job registry, after claiming the job with a lease
 that the pipeline renews while it works; a killed worker stops renewing, and the job becomes
 claimable again. Chunks are written in the same transaction that marks the job done, after
-the old chunks of the document are deleted, so a retried job never duplicates chunks. A
+the old chunks of the document are deleted, so a retried job never duplicates chunks. After
+a replaced file, the old version is erased (verified, with its receipt) before the new file
+is read. A
 document that is being purged (or is gone) is never written to: the purge wins. After a large
 document the worker hands its freed memory back to the OS (ingest/memory.py).
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
@@ -69,8 +71,13 @@ class IngestPipeline:
         worker_id: str,
         defer_index: bool = False,
         threads: BackgroundThreads | None = None,
+        before_read: Callable[[Job], Awaitable[None]] | None = None,
     ) -> None:
         self.database = database
+        # Runs once the job has the document, before its file is read: erases the version a
+        # replaced file put aside (app/documents/purge.py `erase_replaced`). What it raises is
+        # retried like any other failure of the job.
+        self.before_read = before_read
         # CPU-bound steps run on these (lower-priority) threads when given, else asyncio's.
         self.threads = threads
         # Deferred: a job only stores its chunks and names its tenant in `dirty`; the caller
@@ -120,6 +127,8 @@ class IngestPipeline:
         document = await self._start(job)
         if document is None:
             return
+        if self.before_read is not None:
+            await self.before_read(job)
         await self.indexer.check_embedder(job.tenant_id, self.embedder)
         key = await self.store.read_key(document.tenant_id)
         data = await self._offload(

@@ -57,7 +57,7 @@ from app.kit.principal import Principal
 from app.models import DeletionReceipt, Document, Job
 from app.models.base import utcnow
 from app.receipts.repository import receipt_repository
-from app.receipts.service import Verification, receipt_service
+from app.receipts.service import VERSION_SUBJECT, Verification, receipt_service
 from app.search.index import tokenize
 from app.search.index.erasure import Recorder, files_holding, query_current_shards, remove_chunks
 from app.search.index.shard_repository import shard_repository
@@ -163,6 +163,9 @@ class PurgeService:
         assert job.tenant_id is not None, "a purge job belongs to a tenant"
         document_id, tenant_id = job.subject_id, job.tenant_id
         database = runtime.database
+        # A replaced file whose old version is not erased yet (its ingestion job never ran, or
+        # gave up): erased first, with its own receipt, so that no version escapes the purge.
+        await self.erase_replaced(runtime, document_id, final=False)
         keys = await runtime.indexer.keys(tenant_id)
         async with database.read_sessionmaker() as session:
             receipt = await receipt_repository.open_for(session, "document", document_id)
@@ -172,53 +175,29 @@ class PurgeService:
         if receipt is None:
             logger.info("purge of document %s: no open receipt; done already", document_id)
             return
-        chunk_ids = _remembered_ids(progress, trace)
         receipt_id = receipt.id
-
-        async def record(session: AsyncSession, counts: dict[str, int]) -> None:
-            await receipt_repository.add_counts(session, receipt_id, counts)
-
         try:
-            # Kept on the receipt until it is done: a retry after the rows are gone still
-            # knows which chunk ids to look for.
-            await self._remember(database, receipt_id, chunk_ids)
-            await remove_chunks(
-                database, runtime.settings.index_dir, tenant_id, chunk_ids, record, keys
-            )
-            verification = Verification()
-            await self._check_index(runtime, tenant_id, trace, chunk_ids, verification)
             sha = document.content_sha256 if document else receipt.content_sha256
-            shared = await self._delete_rows(database, document_id, record)
-            await self._delete_cached(runtime, tenant_id, document_id, record, verification)
-            await self._delete_files(runtime, tenant_id, document_id, sha, shared, record)
-            await database.checkpoint_wal()
-            await self._check_stores(runtime, tenant_id, document_id, sha, chunk_ids, verification)
+            verification = await self._erase(
+                runtime, receipt_id, tenant_id, document_id, sha, trace, progress
+            )
             if not verification.passed:
                 raise PurgeIncomplete("; ".join(verification.failures))
             async with database.sessionmaker() as session, session.begin():
                 # The row goes with the receipt's completion: until the purge is verified the
                 # document stays visible to its admins as `purging`, with the reason.
                 await purge_repository.delete_row(session, document_id)
-                open_receipt = await receipt_repository.get(session, receipt_id)
-                assert open_receipt is not None
                 # Outlives the data and every backup taken before it (app/backup/): a restore
                 # of one of those purges the document again before serving.
                 await tombstone_service.record(
                     session, "document", tenant_id=tenant_id, subject_id=document_id, digest=sha
                 )
-                # Every step recorded its own counts as it committed (see `record`).
-                totals = {
-                    name: count
-                    for name, count in json.loads(open_receipt.removed).items()
-                    if isinstance(count, int)
-                }
-                await receipt_service.complete(
+                await self._complete(
                     session,
-                    open_receipt,
-                    removed={**dict.fromkeys(REMOVED_COUNTS, 0), **totals},
-                    verification=verification,
-                    action="document.purge",
-                    actor=await self._requester(session, tenant_id, document_id),
+                    receipt_id,
+                    verification,
+                    "document.purge",
+                    await self._requester(session, tenant_id, document_id),
                 )
             await database.checkpoint_wal()
         except Exception as exc:
@@ -240,6 +219,126 @@ class PurgeService:
         itself when that entry names nobody any more (its person was erased meanwhile)."""
         requested = await audit_service.purge_requested_by(session, tenant_id, document_id)
         return requested or SystemActor.PURGE
+
+    async def erase_replaced(self, runtime: Runtime, document_id: int, *, final: bool) -> bool:
+        """Erase the version of a document's file that a replacement put aside (PUT …/file):
+        its chunks from every shard, database row and cached answer, the answers that quoted
+        it, and its stored file; verified like a purge, then its receipt is completed. The
+        document itself stays. A no-op (False) when no such erasure is pending; raises while
+        anything is left (`final`: the caller's last attempt, the receipt then says failed).
+
+        Run by the ingestion job before it reads the new file, and by a purge."""
+        database = runtime.database
+        async with database.read_sessionmaker() as session:
+            receipt = await receipt_repository.open_for(session, VERSION_SUBJECT, document_id)
+            if receipt is None or receipt.tenant_id is None:
+                return False
+            tenant_id, receipt_id = receipt.tenant_id, receipt.id
+            keys = await runtime.indexer.keys(tenant_id)
+            # No ingestion of the new file has stored chunks yet (it runs after this): every
+            # chunk the document holds is of the old version.
+            trace = await purge_repository.chunk_trace(session, document_id, keys[0])
+            progress = json.loads(receipt.removed or "{}")
+            sha = receipt.content_sha256
+        try:
+            verification = await self._erase(
+                runtime, receipt_id, tenant_id, document_id, sha, trace, progress, version=True
+            )
+            # The new version is indexed next: readers in this process that hold the versions
+            # the removal replaced would not take it from the indexer (it is not built on what
+            # they hold) and would serve nothing of the document until their next poll. Forgotten,
+            # they load the new version on the next search, as a document shown ready must be.
+            for reader in runtime.indexer.readers:
+                reader.invalidate(tenant_id)
+            if not verification.passed:
+                raise PurgeIncomplete("; ".join(verification.failures))
+            async with database.sessionmaker() as session, session.begin():
+                # The replacement's erasure: the server's purge work, on the replace an editor
+                # asked for (audited `document.replace`, naming them).
+                await self._complete(
+                    session, receipt_id, verification, "document.version_purge", SystemActor.PURGE
+                )
+            await database.checkpoint_wal()
+        except Exception as exc:
+            async with database.sessionmaker() as session, session.begin():
+                open_receipt = await receipt_repository.get(session, receipt_id)
+                if open_receipt is not None:
+                    await receipt_service.record_failure(
+                        session, open_receipt, f"{type(exc).__name__}: {exc}", final=final
+                    )
+            raise
+        return True
+
+    async def _erase(
+        self,
+        runtime: Runtime,
+        receipt_id: int,
+        tenant_id: int,
+        document_id: int,
+        sha: str | None,
+        trace: ChunkTrace,
+        progress: dict[str, object],
+        *,
+        version: bool = False,
+    ) -> Verification:
+        """Steps 1-4 of the module docstring and their checks, for the document's chunks and
+        the stored file `sha`; each step records its counts on the receipt as it commits.
+        `version`: only a replaced version goes (the document, its jobs and its current file
+        stay)."""
+        database = runtime.database
+        keys = await runtime.indexer.keys(tenant_id)
+        chunk_ids = _remembered_ids(progress, trace)
+
+        async def record(session: AsyncSession, counts: dict[str, int]) -> None:
+            await receipt_repository.add_counts(session, receipt_id, counts)
+
+        # Kept on the receipt until it is done: a retry after the rows are gone still knows
+        # which chunk ids to look for.
+        await self._remember(database, receipt_id, chunk_ids)
+        await remove_chunks(
+            database, runtime.settings.index_dir, tenant_id, chunk_ids, record, keys
+        )
+        verification = Verification()
+        await self._check_index(runtime, tenant_id, trace, chunk_ids, verification)
+        shared = await self._delete_rows(
+            database, tenant_id, document_id, sha, record, jobs=not version
+        )
+        await self._delete_cached(runtime, tenant_id, document_id, record, verification)
+        await self._delete_files(runtime, tenant_id, document_id, sha, shared, record)
+        await database.checkpoint_wal()
+        if version:
+            await self._check_stores(
+                runtime, tenant_id, document_id, sha, chunk_ids, verification, jobs=False
+            )
+        else:
+            await self._check_stores(runtime, tenant_id, document_id, sha, chunk_ids, verification)
+        return verification
+
+    async def _complete(
+        self,
+        session: AsyncSession,
+        receipt_id: int,
+        verification: Verification,
+        action: str,
+        actor: Actor,
+    ) -> None:
+        """Complete the verified receipt with the counts every step recorded as it committed
+        (see `record` in `_erase`), chaining it into the audit log as `action`."""
+        receipt = await receipt_repository.get(session, receipt_id)
+        assert receipt is not None
+        totals = {
+            name: count
+            for name, count in json.loads(receipt.removed).items()
+            if isinstance(count, int)
+        }
+        await receipt_service.complete(
+            session,
+            receipt,
+            removed={**dict.fromkeys(REMOVED_COUNTS, 0), **totals},
+            verification=verification,
+            action=action,
+            actor=actor,
+        )
 
     async def _remember(self, database: Database, receipt_id: int, chunk_ids: np.ndarray) -> None:
         async with database.sessionmaker() as session, session.begin():
@@ -283,19 +382,26 @@ class PurgeService:
             f"{len(surfaced.by_vectors)} of its chunks returned",
         )
 
-    async def _delete_rows(self, database: Database, document_id: int, record: Recorder) -> bool:
-        """Delete the document's contents (not yet its row); whether its file is shared."""
+    async def _delete_rows(
+        self,
+        database: Database,
+        tenant_id: int,
+        document_id: int,
+        sha: str | None,
+        record: Recorder,
+        *,
+        jobs: bool = True,
+    ) -> bool:
+        """Delete the document's contents (not yet its row; `jobs`: its jobs too); whether
+        another document of the tenant holds the stored file `sha`."""
         async with database.sessionmaker() as session, session.begin():
-            document = await session.get(Document, document_id)
             answers = await purge_repository.answers_from(session, document_id)
             messages = await purge_repository.delete_turns(session, answers)
-            chunks = await purge_repository.delete_contents(session, document_id)
+            chunks = await purge_repository.delete_contents(session, document_id, jobs=jobs)
             await record(session, {"messages": messages, "chunks": chunks})
-            if document is None:
+            if sha is None:
                 return False
-            return await purge_repository.shares_content(
-                session, document.tenant_id, document.content_sha256, document_id
-            )
+            return await purge_repository.shares_content(session, tenant_id, sha, document_id)
 
     async def _delete_cached(
         self,
@@ -358,10 +464,12 @@ class PurgeService:
         sha: str | None,
         chunk_ids: np.ndarray,
         verification: Verification,
+        *,
+        jobs: bool = True,
     ) -> None:
         async with runtime.database.read_sessionmaker() as session:
             left = await purge_repository.leftovers(
-                session, document_id, [int(i) for i in chunk_ids]
+                session, document_id, [int(i) for i in chunk_ids], jobs=jobs
             )
             shared = bool(sha) and await purge_repository.shares_content(
                 session, tenant_id, sha or "", document_id

@@ -125,15 +125,18 @@ class PurgeRepository:
         )
         return len(doomed)
 
-    async def delete_contents(self, session: AsyncSession, document_id: int) -> int:
-        """Delete the document's chunks, its remaining chat references and its jobs (the row
-        itself stays until the purge is verified); how many chunk rows were deleted."""
+    async def delete_contents(
+        self, session: AsyncSession, document_id: int, *, jobs: bool = True
+    ) -> int:
+        """Delete the document's chunks, its remaining chat references and (`jobs`) its jobs
+        (the row itself stays until the purge is verified); how many chunk rows were deleted."""
         chunks = await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
         await session.execute(
             delete(ChatMessageSource).where(ChatMessageSource.document_id == document_id)
         )
         await session.execute(delete(ChatCitation).where(ChatCitation.document_id == document_id))
-        await job_repository.delete_for_document(session, document_id)
+        if jobs:
+            await job_repository.delete_for_document(session, document_id)
         return int(chunks.rowcount or 0)  # type: ignore[attr-defined]
 
     async def delete_row(self, session: AsyncSession, document_id: int) -> None:
@@ -158,10 +161,17 @@ class PurgeRepository:
         return found is not None
 
     async def leftovers(
-        self, session: AsyncSession, document_id: int, chunk_ids: Sequence[int]
+        self,
+        session: AsyncSession,
+        document_id: int,
+        chunk_ids: Sequence[int],
+        *,
+        jobs: bool = True,
     ) -> dict[str, int]:
         """Rows that still name the document's contents, per table (all 0 once they are
-        deleted; the document row itself goes last, with the receipt's completion)."""
+        deleted; the document row itself goes last, with the receipt's completion). `jobs`:
+        its jobs count too (not when only a replaced version is erased: the document's
+        ingestion job is running)."""
         ids = list(chunk_ids)
         counts = {
             "chunks": select(func.count())
@@ -177,7 +187,8 @@ class PurgeRepository:
             ),
         }
         left = {name: int(await session.scalar(stmt) or 0) for name, stmt in counts.items()}
-        left["jobs"] = await job_repository.count_for_document(session, document_id)
+        if jobs:
+            left["jobs"] = await job_repository.count_for_document(session, document_id)
         return left
 
     async def expired(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -13,6 +13,8 @@ Sensitivity = Literal["public", "internal", "confidential"]
 DocumentStatus = Literal["queued", "processing", "ready", "failed", "deleted", "purging"]
 TAG_PATTERN = re.compile(r"^[\w][\w .:/-]{0,63}$", re.UNICODE)
 MAX_TAGS = 32
+# Entries a request may send before de-duplication (blank and repeated ones are dropped).
+MAX_TAG_ENTRIES = 4 * MAX_TAGS
 
 
 def clean_tags(values: list[str]) -> list[str]:
@@ -36,7 +38,9 @@ class DocumentUpdate(BaseModel):
 
     # Cleaned of bidi and control characters; nothing visible left is a 422.
     title: DisplayText | None = Field(default=None, min_length=1, max_length=500)
-    tags: list[str] | None = None
+    tags: list[Annotated[str, Field(max_length=200)]] | None = Field(
+        default=None, max_length=MAX_TAG_ENTRIES
+    )
     sensitivity: Sensitivity | None = None
 
     @field_validator("tags")
@@ -64,6 +68,9 @@ class DocumentRead(BaseModel):
     status: DocumentStatus
     error: str | None
     error_code: str | None
+    # Failed for a reason another attempt can cure (POST …/retry); false for a failure in the
+    # file itself, which only a replaced file (PUT …/file) can cure.
+    retryable: bool
     progress: float
     chunk_count: int
     page_count: int | None

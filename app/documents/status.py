@@ -5,7 +5,9 @@
       └── failed ◀─┘          (any, not yet purged) ──▶ purging ──▶ (row deleted)
 
 `deleted` is not a status: a soft delete sets `deleted_at` and keeps the status, so a restore
-goes back to it. Every transition is a method here; nothing else assigns `Document.status`
+goes back to it. Replacing the file of a ready or failed document queues it again (the old
+version is erased first, by the ingestion job: app/documents/purge.py `erase_replaced`).
+Every transition is a method here; nothing else assigns `Document.status`
 (tests/test_architecture.py), so what each state means — progress, error fields, whether a
 purge wins — is decided once.
 """
@@ -20,6 +22,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Chunk, Document
 from app.models.base import utcnow
+from ingest.parsers import (
+    DecompressionLimitExceeded,
+    DocumentTooLarge,
+    EmptyDocument,
+    EncryptedDocument,
+    MalformedDocument,
+    ParseError,
+    UnsupportedType,
+)
+
+# Failures that lie in the file itself: reading the same bytes again fails the same way, so no
+# retry is offered; replacing the file is the way on. Every other failure (a worker that died
+# or ran out of time or memory: `processing_error`; an embedder an operator has to fix:
+# `embedder_mismatch`) can pass on another attempt.
+PERMANENT_FAILURES = frozenset(
+    error.code
+    for error in (
+        ParseError,
+        UnsupportedType,
+        EmptyDocument,
+        EncryptedDocument,
+        MalformedDocument,
+        DecompressionLimitExceeded,
+        DocumentTooLarge,
+    )
+)
 
 
 class DocumentStatus(StrEnum):
@@ -33,9 +61,18 @@ class DocumentStatus(StrEnum):
     PURGING = "purging"
 
 
+def retryable(document: Document) -> bool:
+    """Whether the document failed and another attempt at the same file could succeed."""
+    return (
+        document.status == DocumentStatus.FAILED
+        and document.deleted_at is None
+        and document.error_code not in PERMANENT_FAILURES
+    )
+
+
 class DocumentStatusRepository:
     def mark_queued(self, document: Document) -> None:
-        """Waiting for an ingestion job (a new upload, or a failed one retried)."""
+        """Waiting for an ingestion job (a new upload, a failed one retried, a file replaced)."""
         document.status = DocumentStatus.QUEUED
         document.progress = 0.0
         document.error = document.error_code = None

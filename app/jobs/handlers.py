@@ -47,6 +47,12 @@ async def build_registry(
 ) -> tuple[JobRegistry, IngestPipeline]:
     """Handlers for every job kind, sharing one runtime; also the ingestion pipeline (whose
     deferred index writes the in-process pool flushes)."""
+
+    async def erase_replaced(job: Job) -> None:
+        if job.document_id is not None:
+            final = job.attempts >= runtime.settings.worker.max_attempts
+            await purge_service.erase_replaced(runtime, job.document_id, final=final)
+
     pipeline = IngestPipeline(
         runtime.database,
         runtime.settings,
@@ -60,6 +66,7 @@ async def build_registry(
             runtime.settings.worker.concurrency,
             idle=runtime.settings.worker.ingest_idle,
         ),
+        before_read=erase_replaced,
     )
     registry = JobRegistry(
         lease_renewer(runtime, worker), renew_every=runtime.settings.worker.lease_seconds / 4

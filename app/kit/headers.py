@@ -1,11 +1,13 @@
 """Security headers (a strict Content-Security-Policy included) on every response;
-`Cache-Control: no-store` on every API response.
+`Cache-Control: no-store` on every API response; the `Content-Disposition` of a download.
 
 Every /api and /v1 response is private to its caller (tokens, documents, answers, audit
 entries), errors and event streams included, so no browser or proxy may keep a copy.
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,3 +68,12 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def attachment(filename: str) -> str:
+    """A `Content-Disposition` value that saves the response as `filename` (RFC 6266): an
+    ASCII `filename` for old clients (anything else, quotes and backslashes too, becomes "_")
+    and the exact name, percent-encoded UTF-8, as `filename*`."""
+    name = "".join(c for c in filename if c.isprintable()).strip() or "download"
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -24,7 +24,7 @@ class DeletionReceipt(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # None for a person's erasure (people belong to the platform, not one tenant).
     tenant_id: Mapped[int | None] = mapped_column()
-    # "document" | "user"
+    # "document" | "document_version" (a replaced file's old version) | "user"
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_id: Mapped[int] = mapped_column()
     content_sha256: Mapped[str | None] = mapped_column(String(64))

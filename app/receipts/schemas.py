@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from app.kit.public_ids import DocumentId, ReceiptId, UserId
 from app.models import DeletionReceipt
+from app.receipts.service import VERSION_SUBJECT
 
 
 class VerificationRead(BaseModel):
@@ -17,8 +18,10 @@ class VerificationRead(BaseModel):
 
 class ReceiptRead(BaseModel):
     id: ReceiptId
-    subject_type: Literal["document", "user"]
-    # The purged document's public id (for a document receipt).
+    # "document_version": the version of a document's file that replacing the file put aside
+    # (the document itself stays).
+    subject_type: Literal["document", "document_version", "user"]
+    # The purged document's public id (for a document or document_version receipt).
     document_id: DocumentId | None
     content_sha256: str | None
     # Keyed hash of the title and file name (documents) or the username (people): they
@@ -38,8 +41,8 @@ class ReceiptRead(BaseModel):
         verification = json.loads(receipt.verification or "{}")
         return cls(
             id=receipt.id,
-            subject_type="user" if receipt.subject_type == "user" else "document",
-            document_id=receipt.subject_id if receipt.subject_type == "document" else None,
+            subject_type=_subject_type(receipt.subject_type),
+            document_id=receipt.subject_id if receipt.subject_type != "user" else None,
             content_sha256=receipt.content_sha256,
             name_digest=receipt.name_digest,
             requested_by=receipt.requested_by,
@@ -54,3 +57,9 @@ class ReceiptRead(BaseModel):
             verification=VerificationRead(**verification) if verification else None,
             receipt_hash=receipt.receipt_hash,
         )
+
+
+def _subject_type(stored: str) -> Literal["document", "document_version", "user"]:
+    if stored == "user":
+        return "user"
+    return "document_version" if stored == VERSION_SUBJECT else "document"

@@ -67,6 +67,11 @@ def receipt_hash(receipt: DeletionReceipt) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The subject of a replaced file's erasure: the document stays (its id is the subject id), the
+# version it held before the replacement is what the receipt says was removed.
+VERSION_SUBJECT = "document_version"
+
+
 class ReceiptService:
     async def get(
         self, session: AsyncSession, tenant_id: int, receipt_id: int

@@ -349,6 +349,9 @@ async def document_page(
         section="documents",
         doc=shown,
         doc_id=encode_id(IdKind.DOCUMENT, document.id),
+        # The API's download: the link carries the session cookie (app/web/session.py).
+        file_url=f"/api/v1/tenants/{quote(page.tenant_slug)}/documents/"
+        f"{encode_id(IdKind.DOCUMENT, document.id)}/file",
         chunks=[
             {
                 "id": encode_id(IdKind.CHUNK, c.id),

@@ -248,14 +248,14 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     assert re.search(r"\([a-z_]+\)$", reason.inner_text()), reason.inner_text()
     expect(broken.locator(".status")).to_have_text("failed")
 
-    # Retry: queued again, processed again, failed again (still broken), job history shows both.
-    with page.expect_response(re.compile(r"/retry$")) as retried:
-        broken.locator("button.retry").click()
-    assert retried.value.status == 202
-    expect(broken).to_have_attribute("data-status", "failed", timeout=WAIT_MS)
+    # No retry for a file that cannot be read (another attempt would fail the same way): its
+    # page offers to replace the file instead (tests/web/test_browser_document.py replaces one).
+    expect(broken.locator("button.retry")).to_have_count(0)
     broken.locator("a").click()
-    expect(page.locator("#jobs tbody tr")).to_have_count(2)
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
     expect(page.locator("#doc-error")).to_be_visible()
+    expect(page.locator("#doc-retry")).to_have_count(0)
+    expect(page.locator("#replace-form")).to_be_visible()
     page.go_back()
 
     # Filters: status.
@@ -370,9 +370,9 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     actions = set(
         page.locator("#audit tbody tr").evaluate_all("rs => rs.map(r => r.dataset.action)")
     )
+    # (No retry here: the one broken file cannot be read, so none is offered.)
     for action in (
         "document.upload",
-        "document.retry",
         "document.delete",
         "document.restore",
         "search.query",
@@ -416,14 +416,15 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     page.click("#purge-submit")
     expect(page.locator("#toast")).to_contain_text("does not match")
     expect(page.locator("#receipt")).to_be_hidden()
-    expect(page.locator("#doc-retry")).to_be_visible()
+    expect(page.locator("#replace-form")).to_be_visible()
     page.fill("#purge-confirm", "broken.pdf")
     page.click("#purge-submit")
     # The receipt, once verified, is a page of its own (tests/web/test_browser_governance.py).
     expect(page.locator("#receipt-link")).to_have_attribute("data-status", "done", timeout=WAIT_MS)
     expect(page.locator("#receipt-link")).to_have_attribute("href", re.compile(r"/receipts/rcp_"))
-    # Purged: no Retry, Delete or Restore is offered for a document that no longer exists.
-    expect(page.locator("#doc-retry")).to_be_hidden()
+    # Purged: no Replace, Download, Delete or Restore is offered for a document that is gone.
+    expect(page.locator("#replace-form")).to_be_hidden()
+    expect(page.locator("#doc-download")).to_be_hidden()
     expect(page.locator("#doc-delete")).to_be_hidden()
     page.click("nav.menu >> text=Documents")
     expect(page.locator("#docs tbody tr")).to_have_count(5)

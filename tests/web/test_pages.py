@@ -14,10 +14,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from app.models import AuditEntry
+from app.documents.status import document_status
+from app.models import AuditEntry, Document
 from app.web.i18n import LOCALES_DIR
 from tests.conftest import ADMIN_PASSWORD, Api
 from tests.documents.helpers import wait_for
+from tests.helpers import key_of
 from tests.web.helpers import csrf_of, form_token, sign_in
 
 Browser = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -338,7 +340,9 @@ class TestSafety:
 
 
 class TestDocumentActions:
-    async def test_retry_filters_and_document_page(self, world: Api, browser: Browser) -> None:
+    async def test_retry_filters_and_document_page(
+        self, world: Api, browser: Browser, app: FastAPI
+    ) -> None:
         ed = await world.headers("ed")
         vi = await world.headers("vi")
         client = await browser("ed")
@@ -352,16 +356,27 @@ class TestDocumentActions:
         assert failed["error_code"]
         await wait_for(client, ed, "hr", good)  # type: ignore[arg-type]
 
-        # The document page shows the reason, the code and the failed job.
+        # The document page shows the reason, the code and the failed job; a file that cannot
+        # be read is offered a replacement, not a retry.
         page = await client.get(f"/t/hr/documents/{broken}")
         assert failed["error_code"] in page.text
-        assert 'id="doc-retry"' in page.text
+        assert 'id="doc-retry"' not in page.text
+        assert 'id="replace-form"' in page.text
         assert page.text.count("<tr><td>ingest</td>") == 1
 
-        # Retry: a viewer may not; a ready document cannot be; a failed one is queued again.
+        # Retry: a viewer may not; a ready document cannot be, nor a file that cannot be read;
+        # a failure another attempt can cure is queued again.
         base = "/api/v1/tenants/hr/documents"
         assert (await client.post(f"{base}/{broken}/retry", headers=vi)).status_code == 403
         assert (await client.post(f"{base}/{good}/retry", headers=ed)).status_code == 409
+        refused = await client.post(f"{base}/{broken}/retry", headers=ed)
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "not_retryable"
+        async with app.state.database.sessionmaker() as session, session.begin():
+            document = await session.get(Document, key_of(broken))
+            assert document is not None
+            document_status.mark_failed(document, code="processing_error", message="worker died")
+        assert 'id="doc-retry"' in (await client.get(f"/t/hr/documents/{broken}")).text
         retried = await client.post(f"{base}/{broken}/retry", headers=ed)
         assert retried.status_code == 202
         again = await wait_for(client, ed, "hr", broken)  # type: ignore[arg-type]

@@ -73,6 +73,8 @@
   const tenantApi = (suffix) => "/api/v1/tenants/" + encodeURIComponent(TENANT) + suffix;
   const fmtTime = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace(/(\+00:00|Z)$/, "") : "—");
   const failWith = (e) => toast(T("error", { message: e.message }), true);
+  // For the scripts of single pages (static/document.js), which load after this one.
+  window.cairn = Object.freeze({ api, el, toast, T, tenantApi, failWith, fmtTime, TENANT, $ });
 
   function statusBadge(doc) {
     const wrap = el("span", { class: "status-cell" });
@@ -159,7 +161,7 @@
             onchange: (ev) => { ev.target.checked ? state.selected.add(doc.id) : state.selected.delete(doc.id); count(); },
           })) : null,
           el("td", {}, link, doc.filename && doc.filename !== doc.title ? el("div", { class: "muted", text: doc.filename }) : null),
-          el("td", {}, statusBadge(doc), writer && doc.status === "failed"
+          el("td", {}, statusBadge(doc), writer && doc.retryable
             ? el("button", { type: "button", class: "small retry", text: T("retry"), onclick: () => retry([doc.id]) }) : null),
           el("td", { text: T("sensitivity." + doc.sensitivity) }),
           el("td", { text: doc.tags.join(", ") }),
@@ -231,7 +233,8 @@
         const ids = [];
         for (let offset = 0; ; offset += 100) {
           const page = await api("GET", tenantApi("/documents?status=failed&limit=100&offset=" + offset));
-          ids.push(...page.items.map((d) => d.id));
+          // Only where another attempt can help: a file that cannot be read needs replacing.
+          ids.push(...page.items.filter((d) => d.retryable).map((d) => d.id));
           if (offset + 100 >= page.total) break;
         }
         retry(ids);
@@ -373,7 +376,7 @@
           link.dataset.status = receipt.status;
           purge.hidden = true;
           // The document is gone: nothing is left to retry, delete or restore.
-          for (const sel of ["#doc-retry", "#doc-restore", "#doc-delete"]) {
+          for (const sel of ["#doc-retry", "#doc-restore", "#doc-delete", "#doc-download", "#doc-edit", "#replace-form"]) {
             const button = $(sel);
             if (button) button.hidden = true;
           }
@@ -736,9 +739,6 @@
     });
     load();
   }
-
-  // The helpers pages in their own files build on (static/curation.js).
-  window.Cairn = { api, el, toast, T, tenantApi, failWith, fmtTime, TENANT, $ };
 
   const pages = {
     documents: documentsPage, document: documentPage, search: searchPage, chat: chatPage,

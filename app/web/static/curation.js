@@ -1,10 +1,10 @@
 // Curation pages: a knowledge base's settings (with re-parse progress) and a document's chunks.
-// Builds on the helpers app.js exposes as window.Cairn; text reaches the page through
+// Builds on the helpers app.js exposes as window.cairn; text reaches the page through
 // textContent only, like everywhere else.
 "use strict";
 
 (function () {
-  const C = window.Cairn;
+  const C = window.cairn;
   if (!C) return;
   const { api, el, toast, T, tenantApi, failWith, $ } = C;
 
