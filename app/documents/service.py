@@ -128,7 +128,7 @@ class DocumentService:
     async def _take_file(
         self,
         session: AsyncSession,
-        access: TenantAccess,
+        access: TenantAccess | SystemAccess,
         *,
         stream: BinaryIO,
         filename: str | None,
