@@ -140,6 +140,16 @@ def test_settings_by_keyboard_and_reparse_with_live_progress(world: World, handb
     )
     assert ("confirm", "Re-parse every ready document with the current chunking?") in world.dialogs
     assert _chunk_count(world, handbook) > before
+
+    # Chosen documents: the documents page's selection, followed on the settings page.
+    page.goto("/t/birds/documents")
+    row = page.locator("#docs tbody tr", has=page.locator("a", has_text="Handbook"))
+    row.locator("input.pick").check()
+    with page.expect_navigation(url=re.compile(r"/settings\?job=job_[0-9a-f]{32}")):
+        page.click("#batch-reparse")
+    expect(page.locator("#reparse-text")).to_contain_text(
+        "Re-parse finished: 1 of 1", timeout=WAIT_MS
+    )
     # Searches use the knowledge base's defaults where the form leaves them empty.
     page.goto("/t/birds/search")
     expect(page.locator("#mode option").first).to_have_text("Knowledge-base default (hybrid)")
@@ -200,6 +210,13 @@ def test_edit_and_disable_a_chunk_in_search_and_chat(world: World, handbook: str
         shot(page, "zh-Hans", f"chunks-{width}-{scheme}")
         assert page.evaluate("document.documentElement.scrollWidth") <= width
     page.set_viewport_size({"width": 1280, "height": 900})
+    # A refusal by the server reads in the page's language, with the server's detail.
+    page.goto("/t/birds/settings")
+    page.fill("#kb-overlap", "999")
+    with page.expect_response(re.compile(r"/settings$")) as refused:
+        page.click("#kb-save")
+    assert refused.value.status == 422
+    expect(page.locator("#toast")).to_contain_text("输入无效")
     page.goto("/t/birds/search")
     assert "Handbook" not in _search(page, "mackerel south pond")
     assert "mackerel" not in _chat(page, "What are the pelicans fed at the south pond?")

@@ -40,10 +40,22 @@
     toast.timer = setTimeout(() => (box.className = ""), 5000);
   }
 
+  // The server writes its messages in English. In another language a refusal with a known
+  // code is shown in that language; any other keeps the server's words (they name what was
+  // wrong) after a translated summary of its status.
+  function errorText(status, code, message) {
+    const fallback = message || "HTTP " + status;
+    if (document.documentElement.lang === "en") return fallback;
+    const own = M["js.error.code." + code];
+    if (own) return own;
+    const summary = M["js.error.status." + status];
+    return summary ? summary + (message ? "（" + message + "）" : "") : fallback;
+  }
+
   class ApiError extends Error {
     constructor(status, body) {
       const err = (body && body.error) || {};
-      super(err.message || "HTTP " + status);
+      super(errorText(status, err.code, err.message));
       this.status = status;
       this.code = err.code || "";
       this.details = err.details || null;
@@ -74,7 +86,7 @@
   const fmtTime = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace(/(\+00:00|Z)$/, "") : "—");
   const failWith = (e) => toast(T("error", { message: e.message }), true);
   // For the scripts of single pages (static/document.js), which load after this one.
-  window.cairn = Object.freeze({ api, el, toast, T, tenantApi, failWith, fmtTime, TENANT, $ });
+  window.cairn = Object.freeze({ api, el, toast, T, tenantApi, failWith, fmtTime, TENANT, $, errorText });
 
   function statusBadge(doc) {
     const wrap = el("span", { class: "status-cell" });
@@ -228,6 +240,17 @@
         if (!confirm(T("confirm.sensitivity", { count: state.selected.size, level: name }))) return;
         each([...state.selected], (id) => api("PATCH", tenantApi("/documents/" + id), { sensitivity: level }));
       });
+      if ($("#batch-reparse")) {
+        // Re-parse the chosen documents with the knowledge base's chunking; the settings page
+        // follows the job's progress.
+        $("#batch-reparse").addEventListener("click", async () => {
+          if (!state.selected.size || !confirm(T("kb.reparse.confirm_selected", { count: state.selected.size }))) return;
+          try {
+            const job = await api("POST", tenantApi("/documents/reparse"), { document_ids: [...state.selected] });
+            window.location.href = "/t/" + encodeURIComponent(TENANT) + "/settings?job=" + encodeURIComponent(job.job_id) + "#reparse";
+          } catch (e) { failWith(e); }
+        });
+      }
       $("#retry-all").addEventListener("click", async () => {
         // Every failed document, not only this page's.
         const ids = [];
@@ -278,7 +301,7 @@
             row.dataset.state = "accepted";
           } else {
             const err = (body && body.error) || {};
-            status.textContent = T("upload.refused", { message: err.message || "HTTP " + xhr.status, code: err.code || xhr.status });
+            status.textContent = T("upload.refused", { message: errorText(xhr.status, err.code, err.message), code: err.code || xhr.status });
             row.dataset.state = "refused";
             row.classList.add("failed");
           }

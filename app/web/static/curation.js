@@ -69,6 +69,12 @@
 
     const start = $("#reparse-start");
     if (!start) return;
+    // Arriving from the documents page's "Re-parse selected": that job's progress.
+    const jobId = new URLSearchParams(window.location.search).get("job");
+    if (jobId && /^job_[0-9a-f]{32}$/.test(jobId)) {
+      start.disabled = true;
+      follow(jobId, 1);
+    }
     start.addEventListener("click", async () => {
       if (!window.confirm(T("kb.reparse.confirm"))) return;
       start.disabled = true;
@@ -89,6 +95,7 @@
       let job;
       try { job = await api("GET", tenantApi("/jobs/" + encodeURIComponent(jobId))); }
       catch (e) { failWith(e); $("#reparse-start").disabled = false; return; }
+      bar.max = Math.max(job.total, 1);
       bar.value = job.done;
       if (job.status === "done") {
         text.textContent = T("kb.reparse.done", { done: job.done, total: job.total });
