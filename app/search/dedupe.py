@@ -34,6 +34,8 @@ class Candidate:
     title: str
     text: str
     heading_path: tuple[str, ...]
+    # The document's sensitivity level ("" where a caller did not read it).
+    sensitivity: str = ""
 
 
 class TokenCache:

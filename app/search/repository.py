@@ -40,6 +40,7 @@ class HitRow(NamedTuple):
     title: str
     text: str
     heading_json: str | None
+    sensitivity: str = ""
 
     @property
     def heading_path(self) -> tuple[str, ...]:
@@ -196,8 +197,18 @@ class SearchRepository:
                 open_chunk_headings(key, tenant_id, document_id, position, heading_json)
                 if heading_json is not None
                 else None,
+                sensitivity,
             )
-            for chunk_id, document_id, position, text, heading_json, row_tenant, title in rows
+            for (
+                chunk_id,
+                document_id,
+                position,
+                text,
+                heading_json,
+                row_tenant,
+                title,
+                sensitivity,
+            ) in rows
             if row_tenant == tenant_id and title is not None
         }
 
@@ -229,6 +240,12 @@ class SearchRepository:
             Chunk.heading_path,
             Chunk.tenant_id,
             title.label("title"),
+            # Shown beside each hit; the title's subquery already judged visibility.
+            select(Document.sensitivity)
+            .where(Document.id == Chunk.document_id)
+            .correlate(Chunk)
+            .scalar_subquery()
+            .label("sensitivity"),
         ).where(
             Chunk.id.in_(bindparam("chunk_ids", expanding=True)),
             # Checked again here, like the document's visibility: a shard cached before a

@@ -430,6 +430,7 @@ class Retriever:
                         title=row.title,
                         text=row.text,
                         heading_path=row.heading_path,
+                        sensitivity=row.sensitivity,
                     )
                 )
                 if len(dedupe.kept) >= want:

@@ -57,6 +57,8 @@ class SearchHit(BaseModel):
     text: str
     score: float
     heading_path: list[str]
+    # The document's level (public, internal, confidential): who else may find this passage.
+    sensitivity: str
 
 
 class SearchResponse(BaseModel):

@@ -119,6 +119,7 @@ def _hit(hit: Candidate) -> SearchHit:
         text=hit.text,
         score=hit.score,
         heading_path=list(hit.heading_path),
+        sensitivity=hit.sensitivity,
     )
 
 

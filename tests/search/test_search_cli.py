@@ -30,6 +30,7 @@ def response(*scores: float) -> SearchResponse:
             text="Every employee receives 25 days of paid leave.",
             score=score,
             heading_path=["Leave"],
+            sensitivity="internal",
         )
         for n, score in enumerate(scores)
     ]

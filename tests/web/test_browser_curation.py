@@ -153,6 +153,15 @@ def test_settings_by_keyboard_and_reparse_with_live_progress(world: World, handb
     # Searches use the knowledge base's defaults where the form leaves them empty.
     page.goto("/t/birds/search")
     expect(page.locator("#mode option").first).to_have_text("Knowledge-base default (hybrid)")
+    # Hits read as a level and a closeness to the best hit, the raw score only beside it.
+    page.fill("#q", "banding chicks")
+    with page.expect_response(re.compile(r"/search$")):
+        page.click("#search-form button[type=submit]")
+    first = page.locator("#hits li.hit").first
+    expect(first.locator(".badge")).to_have_text("public")
+    expect(first.locator(".score")).to_have_text("100 % of the best match")
+    expect(first.locator("meter")).to_have_attribute("value", "100")
+    expect(first.locator(".score-raw")).to_contain_text("raw score")
     for width, scheme in ((1280, "light"), (390, "light"), (1280, "dark"), (390, "dark")):
         page.set_viewport_size({"width": width, "height": 900})
         page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]

@@ -412,13 +412,21 @@
   }
 
   // Retrieval test ---------------------------------------------------------------------------
-  function hitItem(hit) {
+  // Raw scores are on each mode's own scale (a fused hybrid score is often negative): each hit
+  // shows how close it comes to the best one of this list, with the raw score beside it.
+  function hitItem(hit, low, high) {
     const link = el("a", {
       href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + hit.document_id + "?chunk=" + hit.chunk_id + "#" + hit.chunk_id,
       text: hit.title,
     });
-    return el("li", { class: "hit", "data-document": hit.document_id },
-      el("div", {}, link, " ", el("span", { class: "score", text: T("score", { score: hit.score.toFixed(4) }) }),
+    const share = high > low ? (hit.score - low) / (high - low) : 1;
+    const percent = Math.round(100 * share);
+    return el("li", { class: "hit", "data-document": hit.document_id, "data-sensitivity": hit.sensitivity },
+      el("div", {}, link, " ",
+        el("span", { class: "badge sensitivity-" + hit.sensitivity, text: T("sensitivity." + hit.sensitivity) }), " ",
+        el("meter", { min: 0, max: 100, value: percent, "aria-label": T("match", { percent }) }), " ",
+        el("span", { class: "score", text: T("match", { percent }) }), " ",
+        el("span", { class: "muted score-raw", text: T("score", { score: hit.score.toFixed(3) }) }),
         hit.heading_path && hit.heading_path.length ? el("span", { class: "muted", text: " " + hit.heading_path.join(" › ") }) : null),
       el("div", { class: "text", text: hit.text }),
       el("div", { class: "muted mono", text: hit.chunk_id }));
@@ -438,7 +446,9 @@
           : await api("POST", tenantApi("/search"), body);
         $("#search-info").textContent = T("hits", { count: result.hits.length, ms: Math.round(result.took_ms) })
           + (role ? " · " + T("viewing_as", { role: T("role." + role) }) : "");
-        $("#hits").replaceChildren(...result.hits.map(hitItem));
+        const scores = result.hits.map((h) => h.score);
+        const low = Math.min(...scores), high = Math.max(...scores);
+        $("#hits").replaceChildren(...result.hits.map((h) => hitItem(h, low, high)));
       } catch (e) { failWith(e); }
     });
   }
