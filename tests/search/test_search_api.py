@@ -279,7 +279,15 @@ async def test_response_shape_determinism_and_audit(
     assert body["took_ms"] >= 0
     assert 1 <= len(body["hits"]) <= 3
     for hit in body["hits"]:
-        assert set(hit) == {"chunk_id", "document_id", "title", "text", "score", "heading_path"}
+        assert set(hit) == {
+            "chunk_id",
+            "document_id",
+            "title",
+            "text",
+            "score",
+            "heading_path",
+            "sensitivity",
+        }
         assert isinstance(hit["heading_path"], list)
     top = body["hits"][0]
     assert top["document_id"] == world["docs"]["guide"]
