@@ -456,31 +456,25 @@ def test_any_mix_stays_bounded_and_rows_keep_their_header(
         template=template,  # type: ignore[arg-type]
         separators=separators,
     )
+    # Table t's header starts with the word "hdr{t}x", its rows with "row{t}x{i}": one token
+    # each, so a row line and its table's header (whole or clipped) can be told apart.
     blocks: list[Block] = []
-    tables: list[tuple[str, list[str]]] = []
+    rows_of: dict[int, list[str]] = {}
     for kind, text, rows in pieces:
         if kind == "p":
             blocks.append(Block(text, (), "paragraph"))
-        else:
-            blocks.extend(_table(rows, header=text))
-            tables.append((text, rows))
+            continue
+        t = len(rows_of)
+        rows_of[t] = [f"row{t}x{i} | {row}" for i, row in enumerate(rows)]
+        blocks.extend(_table(rows_of[t], header=f"hdr{t}x | {text}"))
     chunks = chunk_document(_doc(*blocks), config)
     _assert_bounded(chunks, config)
-    for header, rows in tables:
-        if count_tokens(header) >= max_tokens // 4:
-            continue  # clipped when repeated: covered by the megabyte-header test
-        for row in rows:
-            if count_tokens(row) < max_tokens // 2:
-                assert any(_under(c.text.split("\n"), header, row) for c in chunks), (header, row)
-    # No chunk holds a row of a short-header table without a header above it.
-    short = {h for h, _ in tables if count_tokens(h) < max_tokens // 4}
-    rows_of_short = {r for h, rows in tables if h in short for r in rows if " | " in r} - short
     for chunk in chunks:
         lines = chunk.text.split("\n")
         for index, line in enumerate(lines):
-            if line in rows_of_short:
-                assert any(h in short for h in lines[:index]), chunk.text
-
-
-def _under(lines: list[str], header: str, row: str) -> bool:
-    return any(line == row and header in lines[:index] for index, line in enumerate(lines))
+            if line.startswith("row") and (t := int(line[3 : line.index("x")])) in rows_of:
+                assert any(h.startswith(f"hdr{t}x") for h in lines[:index]), chunk.text
+    for rows in rows_of.values():
+        for row in rows:
+            if count_tokens(row) < max_tokens // 2:
+                assert any(row in c.text.split("\n") for c in chunks), row
