@@ -372,7 +372,7 @@ class _SectionReader:
             if block.kind == "table":
                 index = self._table(blocks, index, joiner)
             else:
-                self._text(block.text, joiner)
+                self._text(block, joiner)
                 index += 1
             self._previous_kind = block.kind
         self._close_group()
@@ -470,13 +470,14 @@ class _SectionReader:
             unit_sep = sep if piece_index == 0 else piece_sep
             self._add(_Unit(piece, count_tokens(piece), unit_sep, lead, row=True))
 
-    def _text(self, text: str, joiner: str) -> None:
-        if self.template == "qa":
-            self._questions(text, joiner)
-        elif self.template == "articles":
-            self._articles(text, joiner)
+    def _text(self, block: Block, joiner: str) -> None:
+        # A line of code ending in "?" is no question, nor "Section 3" in code an article.
+        if self.template == "qa" and block.kind != "code":
+            self._questions(block.text, joiner)
+        elif self.template == "articles" and block.kind != "code":
+            self._articles(block.text, joiner)
         else:
-            self._plain(text, joiner, lead=self.lead)
+            self._plain(block.text, joiner, lead=self.lead)
 
     def _plain(self, text: str, sep: str, *, lead: _Lead | None) -> None:
         tokens_left, chars_left = self._budget(lead)
@@ -583,6 +584,8 @@ def _pack(units: list[_Unit], config: ChunkingOptions) -> Iterator[str]:
     current: list[_Unit] = []
     current_tokens = current_chars = 0
     active: tuple[_Lead, ...] = ()  # the leads the chunk's last unit is read under
+    chain: tuple[_Lead, ...]
+    opening: tuple[_Lead, ...]
     for unit in units:
         if unit.lead is None:  # the common case, kept cheap: a sentence of prose
             chain = opening = ()

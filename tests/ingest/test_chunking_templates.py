@@ -38,6 +38,10 @@ def _config(**values: object) -> ChunkingConfig:
     return ChunkingConfig.model_validate(base)
 
 
+def _paragraph_chunks(text: str, config: ChunkingConfig) -> list[str]:
+    return [c.text for c in chunk_document(_doc(Block(text, (), "paragraph")), config)]
+
+
 def _assert_bounded(chunks: list[Chunk], config: ChunkingConfig) -> None:
     assert [c.position for c in chunks] == list(range(len(chunks)))
     for chunk in chunks:
@@ -205,8 +209,7 @@ class TestQa:
             "问：年假有多少天？\n"
             "答：二十五天。"
         )
-        chunks = chunk_document(_doc(Block(text, (), "paragraph")), self.config)
-        assert [c.text for c in chunks] == [
+        assert _paragraph_chunks(text, self.config) == [
             "Frequently asked.",
             "Q: How do I reset my password?\nA: Open settings and press reset.",
             "What is the VPN address?\nvpn.example.com is the address.",
@@ -243,6 +246,15 @@ class TestQa:
             (("Last",), "A question without an answer?"),
         ]
 
+    def test_code_holds_no_questions(self) -> None:
+        doc = _doc(
+            Block("How do I match digits?", (), "paragraph"),
+            Block("re.compile(r'\\d+?')\nprint('done?')", (), "code"),
+        )
+        assert [c.text for c in chunk_document(doc, self.config)] == [
+            "How do I match digits?\nre.compile(r'\\d+?')\nprint('done?')"
+        ]
+
     def test_a_table_in_an_answer_repeats_question_and_header(self) -> None:
         rows = _bands(30)
         doc = _doc(Block("What are the bands?", (), "paragraph"), *_table(rows))
@@ -275,8 +287,7 @@ class TestArticles:
             "第三条\n"
             "本办法自发布之日起施行。"
         )
-        chunks = chunk_document(_doc(Block(text, (), "paragraph")), self.config)
-        assert [c.text for c in chunks] == [
+        assert _paragraph_chunks(text, self.config) == [
             "某某管理办法",
             "第一章 总则\n第一条 为了规范管理，制定本办法。",
             "第二条　本办法适用于全体员工。依照第一条执行。\n第二款内容。",

@@ -24,6 +24,10 @@ SOURCES = {
 }
 
 
+def _marked(doc: ParsedDocument) -> list[tuple[str, bool]]:
+    return [(b.text, b.table_header) for b in doc.blocks]
+
+
 def _table_blocks(doc: ParsedDocument) -> list[Block]:
     return [b for b in doc.blocks if b.kind == "table" and b.text != "Bands"]
 
@@ -61,14 +65,14 @@ def test_the_b3_row_is_read_under_its_header(source: str, template: str) -> None
 
 def test_markdown_table_with_an_empty_header_has_no_header() -> None:
     doc = parse(b"| | |\n|---|---|\n| a | 1 |\n| b | 2 |\n", "t.md", LIMITS)
-    assert [(b.text, b.table_header) for b in doc.blocks] == [("a | 1", False), ("b | 2", False)]
+    assert _marked(doc) == [("a | 1", False), ("b | 2", False)]
 
 
 def test_consecutive_markdown_tables_each_have_a_header() -> None:
     doc = parse(
         b"| A | B |\n|---|---|\n| 1 | 2 |\n\n| C | D |\n|---|---|\n| 3 | 4 |\n", "t.md", LIMITS
     )
-    assert [(b.text, b.table_header) for b in doc.blocks] == [
+    assert _marked(doc) == [
         ("A | B", True),
         ("1 | 2", False),
         ("C | D", True),
@@ -89,7 +93,7 @@ def test_docx_header_is_the_first_row_with_text() -> None:
     buffer = io.BytesIO()
     document.save(buffer)
     doc = parse(buffer.getvalue(), "t.docx", LIMITS)
-    assert [(b.text, b.table_header) for b in doc.blocks] == [
+    assert _marked(doc) == [
         ("Band | Grade", True),
         ("B1 | junior", False),
         ("Key", True),
