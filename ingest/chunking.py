@@ -22,7 +22,8 @@ Templates (``ChunkingOptions.template``), each also row-aware for tables:
 - ``table``: one chunk per table row (with its header); other text as ``general``.
 - ``qa``: a question (a line ending in ? or ？ of at most ``_MAX_QUESTION_CHARS``, a line
   starting "Q:" / "问：", or a section heading ending in ?) and its answer up to the next
-  question are one segment, led by the question; consecutive question lines are one question.
+  question are one segment, led by the question; consecutive question lines (up to twice
+  ``_MAX_QUESTION_CHARS`` in all) are one question.
 - ``articles``: a segment boundary before every article marker at a line start (第X条,
   "Article N", "Section N", "§ N"), the marker leading the article; a short chapter line (第X章,
   第X节, "Chapter N", "Part N") starts a segment that the next article joins.
@@ -380,7 +381,13 @@ class _SectionReader:
 
     def open_group(self, text: str, joiner: str, *, cut: bool = True) -> None:
         """Start a group led by ``text`` (a question, an article marker)."""
-        if self.template == "qa" and self.lead is not None and not self._lead_used:
+        if (
+            self.template == "qa"
+            and self.lead is not None
+            and not self._lead_used
+            # Bounded, or 100 000 lines ending in "?" would be copied into one another.
+            and len(self._lead_text) + len(text) < 2 * _MAX_QUESTION_CHARS
+        ):
             text = f"{self._lead_text}\n{text}"  # consecutive question lines: one question
         else:
             self._close_group()

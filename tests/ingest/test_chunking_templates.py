@@ -430,6 +430,21 @@ class TestHostileShapes:
         assert chunks[-1].text.endswith("…\nB2 | n2")
         assert chunks[-2].text.endswith("…\nB1 | n1")
 
+    @pytest.mark.parametrize("template", ["qa", "articles"])
+    def test_time_is_linear_in_marker_lines(self, template: str) -> None:
+        line = "Why is it so?" if template == "qa" else "第十条"
+
+        def cost(count: int) -> float:
+            doc = _doc(Block("\n".join([line] * count), (), "paragraph"))
+            start = time.perf_counter()
+            chunks = chunk_document(doc, ChunkingConfig(template=template))
+            _assert_bounded(chunks, ChunkingConfig())
+            return time.perf_counter() - start
+
+        cost(200)  # warm-up
+        ratios = [cost(40_000) / cost(10_000) for _ in range(3)]
+        assert min(ratios) < 8, ratios
+
     def test_tiny_budget(self) -> None:
         config = ChunkingConfig(max_tokens=1, overlap_tokens=0, min_tokens=0, template="qa")
         doc = _doc(Block("Why?\nBecause.", (), "paragraph"), *_table(["a | b", "c | d"]))
