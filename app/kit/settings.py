@@ -49,17 +49,33 @@ _MB = 1024 * 1024
 # ChunkingOptions, EmbeddingOptions and ParseOptions, and imports nothing from app).
 
 
+# How a knowledge base's documents are cut (ingest/chunking.py says what each does).
+ChunkTemplate = Literal["general", "qa", "table", "articles", "whole"]
+
+
 class ChunkingConfig(BaseModel):
-    """Token budgets for chunks, in ``count_tokens`` units."""
+    """How documents are cut: token budgets in ``count_tokens`` units, a template and literal
+    separators (ingest/chunking.py says what each template does)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_tokens: PositiveInt = 256
     overlap_tokens: NonNegativeInt = 32
     min_tokens: NonNegativeInt = 16
-    # TEMPORARY (curation branch): replaced by the chunking-templates branch's definition.
-    template: Literal["general", "qa", "table", "articles", "whole"] = "general"
-    separators: tuple[str, ...] = ()
+    template: ChunkTemplate = "general"
+    # Literal strings (not patterns) that start a new chunk wherever they occur; the bounds
+    # are ingest.chunking's MAX_SEPARATORS and MAX_SEPARATOR_CHARS (kit imports no ingest).
+    separators: tuple[str, ...] = Field(default=(), max_length=8)
+
+    @field_validator("separators")
+    @classmethod
+    def _check_separators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for separator in value:
+            if not 1 <= len(separator) <= 16:
+                raise ValueError("each separator is 1 to 16 characters")
+        if len(set(value)) != len(value):
+            raise ValueError("separators must be distinct")
+        return value
 
     @model_validator(mode="after")
     def _check_budgets(self) -> Self:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.kit.public_ids import DocumentRef, JobId
+from app.kit.settings import ChunkTemplate
 from app.search.schemas import MAX_TOP_K, SearchMode
-
-ChunkTemplate = Literal["general", "qa", "table", "articles", "whole"]
 
 # Token budgets a knowledge base may choose (count_tokens units, ingest/chunking.py): below
 # 32 a chunk holds half a sentence; above 2048 the bundled embedders truncate it.

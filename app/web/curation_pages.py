@@ -3,18 +3,21 @@ a document's chunks (edit, disable, add). Both are thin: their script uses the A
 
 from __future__ import annotations
 
+from typing import get_args
+
 from fastapi import APIRouter, Request, Response
 
 from app.documents.service import document_service
 from app.kit.authz import CurrentEnforcer
 from app.kit.db import ReadSession
 from app.kit.public_ids import IdKind, encode_id, public_ids
+from app.kit.settings import ChunkTemplate
 from app.knowledge_base.service import knowledge_base_service
 from app.web.routes import PageError, SignedIn, _in_tenant
 
 router = APIRouter(include_in_schema=False)
 
-TEMPLATES = ("general", "qa", "table", "articles", "whole")
+TEMPLATES = get_args(ChunkTemplate)
 
 
 @router.get("/t/{tenant}/settings")

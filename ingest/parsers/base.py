@@ -18,12 +18,18 @@ MEDIA_PLAIN = "text/plain"
 class Block:
     """One structural unit of a document, under the headings that enclose it.
 
-    A heading block's own text is the last element of its ``heading_path``.
+    A heading block's own text is the last element of its ``heading_path``. A table is a run
+    of consecutive ``table`` blocks, one per row (cells joined by `` | ``); its header row, when
+    the format names one, is the first block of the run and has ``table_header`` set, so the
+    chunker can repeat it above every row it cuts away from it. A ``table_header`` block starts
+    a new table even right after another table's rows. Parsers that know no tables leave it
+    unset.
     """
 
     text: str
     heading_path: tuple[str, ...]
     kind: BlockKind
+    table_header: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,10 +173,10 @@ class _DocxReader:
     def _path(self) -> tuple[str, ...]:
         return tuple(text for _, text in self._headings)
 
-    def _emit(self, text: str, kind: BlockKind) -> None:
+    def _emit(self, text: str, kind: BlockKind, *, table_header: bool = False) -> None:
         self._chars += len(text)
         check_char_limit(self._chars, self.limits)
-        self.blocks.append(Block(text, self._path(), kind))
+        self.blocks.append(Block(text, self._path(), kind, table_header))
 
     def _paragraph(self, paragraph: Paragraph) -> None:
         style_name = _style_name(paragraph)
@@ -205,6 +205,9 @@ class _DocxReader:
             self.first_heading = text
 
     def _table(self, table: Table) -> None:
+        # Word has no required header row: the first row with text is taken as the header
+        # (what "Repeat as header row" marks in practice, and what a reader assumes).
+        header = True
         for row in table.rows:
             cells: list[str] = []
             previous = None
@@ -217,7 +220,8 @@ class _DocxReader:
                 if text:
                     cells.append(text)
             if cells:
-                self._emit(" | ".join(cells), "table")
+                self._emit(" | ".join(cells), "table", table_header=header)
+                header = False
 
 
 def _style_name(paragraph: Paragraph) -> str:

@@ -139,6 +139,8 @@ class _Walker:
     # innermost last. A DOM walk leaves elements in LIFO order, so pops always match.
     _kind_tags: list[str] = field(default_factory=list)
     _table_tags: list[str] = field(default_factory=list)
+    # Rows emitted so far by each enclosing table, innermost last: its first row is its header.
+    _table_rows: list[int] = field(default_factory=list)
     _headings: list[tuple[int, str]] = field(default_factory=list)
     _pre_depth: int = 0
     first_h1: str | None = None
@@ -186,6 +188,8 @@ class _Walker:
             self._kind_tags.append(tag)
         if tag in _TABLE_STRUCTURE:
             self._table_tags.append(tag)
+        if tag == "table":
+            self._table_rows.append(0)
         if tag == "pre":
             self._pre_depth += 1
 
@@ -195,13 +199,15 @@ class _Walker:
         if tag in _HEADINGS:
             self._heading(_HEADINGS[tag], _collapse(self._take_buffer().replace(_LINE_BREAK, " ")))
         elif tag == "tr" or not self._in_row() or tag == "table":
-            self._flush()
+            self._flush(row=tag == "tr")
         else:
             self._buffer.append(" ")
         if tag in _KIND_OF and self._kind_tags:
             self._kind_tags.pop()
         if tag in _TABLE_STRUCTURE and self._table_tags:
             self._table_tags.pop()
+        if tag == "table" and self._table_rows:
+            self._table_rows.pop()
         if tag == "pre":
             self._pre_depth -= 1
 
@@ -213,7 +219,7 @@ class _Walker:
     def _kind(self) -> BlockKind:
         return _KIND_OF[self._kind_tags[-1]] if self._kind_tags else "paragraph"
 
-    def _flush(self) -> None:
+    def _flush(self, *, row: bool = False) -> None:
         raw = self._take_buffer()
         if not raw.strip():
             return
@@ -227,8 +233,15 @@ class _Walker:
         else:
             lines = (_collapse(line) for line in raw.split(_LINE_BREAK))
             text = "\n".join(line for line in lines if line)
-        if text:
-            self.blocks.append(Block(text, self._path(), kind))
+        if not text:
+            return
+        # The first row of a table, <th> cells or not, is its header ("/first row" tables
+        # without <th> are as common as those with it).
+        header = False
+        if row and kind == "table" and self._table_rows:
+            header = self._table_rows[-1] == 0
+            self._table_rows[-1] += 1
+        self.blocks.append(Block(text, self._path(), kind, header))
 
     def _path(self) -> tuple[str, ...]:
         return tuple(text for _, text in self._headings)

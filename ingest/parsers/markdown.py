@@ -224,9 +224,9 @@ class _MarkdownReader:
         self._paragraph = []
         self._paragraph_kind = "paragraph"
 
-    def _emit(self, text: str, kind: BlockKind) -> None:
+    def _emit(self, text: str, kind: BlockKind, *, table_header: bool = False) -> None:
         if text.strip():
-            self.blocks.append(Block(text, self.heading_path, kind))
+            self.blocks.append(Block(text, self.heading_path, kind, table_header))
             self._last_kind = kind
 
     def _heading(self, level: int, raw_text: str) -> None:
@@ -284,7 +284,10 @@ class _MarkdownReader:
                 break
             rows.append(line)
             self.index += 1
-        for row in rows:
+        # The row above the delimiter is the header (a header of empty cells emits nothing,
+        # and the table is then one without a header).
+        self._emit(_table_row_text(rows[0]), "table", table_header=True)
+        for row in rows[1:]:
             self._emit(_table_row_text(row), "table")
 
     def _skip_front_matter(self) -> None:
