@@ -366,3 +366,50 @@ async def test_reparse_swaps_chunks_without_a_gap(
         ),
         404,
     )
+
+
+async def test_a_knowledge_base_template_applies_to_uploads_and_reparse(
+    kb: dict[str, Any], client: httpx.AsyncClient
+) -> None:
+    users = kb["users"]
+    table = "# Pay\n\n| Band | Salary range |\n|---|---|\n" + "".join(
+        f"| B{n} | {20 + 10 * n}k-{30 + 10 * n}k |\n" for n in range(1, 7)
+    )
+    response = await client.post(
+        "/api/v1/tenants/hr/documents",
+        files={"file": ("pay.md", table.encode())},
+        headers=users["editor"],
+    )
+    pay = response.json()["id"]
+    await wait_for(client, users["editor"], "hr", pay)
+    url = CHUNKS.format(t="hr", d=pay)
+    general = (await client.get(url, headers=users["viewer"])).json()
+    assert general["total"] == 1  # six short rows fit one chunk under the general template
+
+    await client.patch(
+        SETTINGS.format(t="hr"), json={"chunking": {"template": "table"}}, headers=users["admin"]
+    )
+    started = await client.post(
+        "/api/v1/tenants/hr/documents/reparse",
+        json={"document_ids": [pay]},
+        headers=users["admin"],
+    )
+    assert started.json()["total"] == 1
+    await wait_job(client, users["admin"], started.json()["job_id"])
+    rows = (await client.get(url, headers=users["viewer"])).json()["items"]
+    assert len(rows) == 6
+    for n, chunk in enumerate(rows, start=1):
+        assert chunk["text"].startswith("Band | Salary range")
+        assert f"B{n} |" in chunk["text"]
+    # The handbook was not chosen: its chunks are as they were.
+    assert (await chunks(client, kb))["total"] >= 3
+
+    # A new upload is cut with the knowledge base's template from the start.
+    again = await client.post(
+        "/api/v1/tenants/hr/documents",
+        files={"file": ("pay-2027.md", table.replace("B", "C").encode())},
+        headers=users["editor"],
+    )
+    await wait_for(client, users["editor"], "hr", again.json()["id"])
+    fresh = await client.get(CHUNKS.format(t="hr", d=again.json()["id"]), headers=users["viewer"])
+    assert fresh.json()["total"] == 6
