@@ -62,6 +62,10 @@ def search(
     embed_queries: Annotated[
         int, typer.Option(min=0, help="queries embedded to time the embedder (0: skip)")
     ] = 100,
+    disabled_chunks: Annotated[
+        int,
+        typer.Option(min=0, help="chunks of each tenant disabled first, as a curator would"),
+    ] = 0,
     output: Output = Path("BENCHMARKS.md"),
 ) -> None:
     """Search p50/p95/p99 and HTTP throughput beside the raw FAISS and BM25 calls."""
@@ -81,6 +85,7 @@ def search(
         http_requests=http_requests,
         embed_queries=embed_queries,
         output=output,
+        disabled=disabled_chunks,
     )
     typer.echo(result.markdown())
 

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import create_engine, event, func, insert, select
+from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
 
 from app.bench.processes import ApiProcess, free_port, stop, wait_healthy
@@ -822,8 +822,10 @@ async def run_search_bench(
     queries: int,
     http_requests: int,
     embed_queries: int,
+    disabled: int = 0,
 ) -> SearchBenchResult:
-    """Build each size in its own tenant and measure it (see the module docstring)."""
+    """Build each size in its own tenant and measure it (see the module docstring);
+    `disabled` chunks of each tenant switched off first, as a curator would."""
     await asyncio.to_thread(upgrade, settings.resolved_database_url)
     corpus = Corpus()
     texts = corpus.queries(queries)
@@ -844,6 +846,8 @@ async def run_search_bench(
                 )
                 tenant_id = tenant.id
             build, sample = await asyncio.to_thread(build_tenant, settings, corpus, tenant_id, size)
+            if disabled:
+                await _disable_chunks(database, tenant_id, disabled, corpus.rng)
             vectors = _query_vectors(sample, queries, corpus.rng)
             del sample
             result = await measure_size(settings, database, build, texts, vectors)
@@ -860,6 +864,22 @@ async def run_search_bench(
         candidates=settings.search.candidates,
         nprobe=settings.index.nprobe,
     )
+
+
+async def _disable_chunks(
+    database: Database, tenant_id: int, count: int, rng: np.random.Generator
+) -> None:
+    """Switch off `count` of the tenant's chunks, spread over its shards: every search then
+    reads them and masks them (app/search/visibility.py `without_chunks`)."""
+    async with database.sessionmaker() as session, session.begin():
+        ids = np.array(
+            list(await session.scalars(select(Chunk.id).where(Chunk.tenant_id == tenant_id))),
+            dtype=np.int64,
+        )
+        chosen = rng.choice(ids, size=min(count, ids.size), replace=False)
+        for start in range(0, chosen.size, 5000):
+            part = [int(i) for i in chosen[start : start + 5000]]
+            await session.execute(update(Chunk).where(Chunk.id.in_(part)).values(enabled=False))
 
 
 def scratch_settings(base: Settings, data_dir: Path) -> Settings:
@@ -888,6 +908,7 @@ def bench_search(
     http_requests: int,
     embed_queries: int,
     output: Path,
+    disabled: int = 0,
 ) -> SearchBenchResult:
     """Run the search benchmark in a scratch folder and record it in ``output``."""
     with tempfile.TemporaryDirectory(prefix="cairn-bench-search-") as scratch:
@@ -899,11 +920,12 @@ def bench_search(
                 queries=queries,
                 http_requests=http_requests,
                 embed_queries=embed_queries,
+                disabled=disabled,
             )
         )
     command = (
         f"cairn bench search --sizes {','.join(str(s) for s in sizes)} --queries {queries} "
-        f"--http-requests {http_requests}"
+        f"--http-requests {http_requests}" + (f" --disabled-chunks {disabled}" if disabled else "")
     )
     write_section(output, "search", section("Search latency", command, result.markdown()))
     return result
