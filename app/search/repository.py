@@ -71,8 +71,9 @@ class SearchRepository:
         self._hidden_statements: dict[tuple[str, ...], CompoundSelect[Any]] = {}
         self._hit_statements: dict[tuple[str, ...], Select[Any]] = {}
         # Spelled as the partial index ix_chunks_hidden is, so the planner uses it.
+        # (Parenthesised: next to the tenant's condition an OR would otherwise bind looser.)
         self._hidden_chunks = select(Chunk.id).where(
-            Chunk.tenant_id == bindparam("tenant_id"), text(HIDDEN_SQL)
+            Chunk.tenant_id == bindparam("tenant_id"), text(f"({HIDDEN_SQL})")
         )
 
     def visible_conditions(

@@ -1,7 +1,7 @@
 """Issue 23, readable governance, in a real Chromium against `cairn serve`: the audit page in
 words (English and Chinese), its contains-filter and its CSV / JSON Lines export; the deletion
 receipt page (what was removed, each check in words, JSON download, print) in both languages;
-both pages no wider than a 390 px screen."""
+both pages no wider than the screen at 1280 and 390 px, light and dark."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ if not CHROMIUM.exists():
     )
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright")
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
+
+from tests.web.test_browser import shot  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WORDS = {
@@ -227,12 +229,19 @@ def test_receipt_page(wharf: Wharf, language: str, tmp_path: Path) -> None:
     page.context.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("path", ["audit", "receipt"])
-def test_governance_pages_fit_a_phone(wharf: Wharf, path: str) -> None:
+def test_governance_pages_fit_a_phone(wharf: Wharf, path: str, scheme: str) -> None:
+    """Both pages at 1280 and 390 px, light and dark, nothing wider than the screen; saved as
+    screenshots under test-artifacts/screenshots/zh-Hans/."""
     page = _signed_in(wharf, "au", "zh-Hans", width=390)
+    page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
     url = f"/t/wharf/receipts/{wharf.receipt['id']}" if path == "receipt" else "/t/wharf/audit"
-    page.goto(url)
-    page.wait_for_load_state("networkidle")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, width
+    for size in (1280, 390):
+        page.set_viewport_size({"width": size, "height": 900})
+        page.goto(url)
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= size, width
+        shot(page, "zh-Hans", f"{path}-{size}-{scheme}")
     page.context.close()
