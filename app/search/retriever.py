@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -57,7 +57,7 @@ from app.search.visibility import (
     Visibility,
     allowed_ids,
     allowed_ids_except,
-    without_chunks,
+    present,
 )
 from ingest.embedding import load_embedder
 
@@ -102,6 +102,10 @@ class SearchQuery:
 class _Masked:
     shard: LoadedShard
     allowed: IdArray | None  # None: every chunk of the shard is visible
+    # Disabled (or staged) chunks of this shard, dropped from its results: asking for k more
+    # and filtering is exact and, for the few a curator switches off, far cheaper than an
+    # allow-list of every other chunk inside FAISS.
+    dropped: IdArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -317,16 +321,12 @@ class Retriever:
 
         def allowed_in(shard: LoadedShard) -> IdArray | None:
             if visible is not None:
-                allowed = allowed_ids(shard.chunk_ids, shard.document_of, visible, shard.documents)
-            else:
-                assert hidden is not None
-                allowed = allowed_ids_except(
-                    shard.chunk_ids, shard.document_of, shard.documents, hidden
-                )
-            return without_chunks(shard.chunk_ids, allowed, disabled)
+                return allowed_ids(shard.chunk_ids, shard.document_of, visible, shard.documents)
+            assert hidden is not None
+            return allowed_ids_except(shard.chunk_ids, shard.document_of, shard.documents, hidden)
 
         masked = [
-            _Masked(shard, allowed)
+            _Masked(shard, allowed, present(shard.chunk_ids, disabled))
             for shard in index.shards
             if (allowed := allowed_in(shard)) is None or allowed.size
         ]
@@ -372,7 +372,10 @@ class Retriever:
         per_shard: list[Ranking] = []
         for m in masked:
             if m.shard.bm25 is not None:
-                per_shard.append(search_bm25(m.shard.bm25, index.stats, tokens, k, m.allowed))
+                scores, ids = search_bm25(
+                    m.shard.bm25, index.stats, tokens, k + m.dropped.size, m.allowed
+                )
+                per_shard.append(_without(scores, ids, m.dropped))
         return merge_results(per_shard, k) if per_shard else _EMPTY
 
     @staticmethod
@@ -382,9 +385,9 @@ class Retriever:
         for m in masked:
             if m.shard.vector is None:
                 continue
-            scores, ids = search_shard(m.shard.vector, query, k, m.allowed)
+            scores, ids = search_shard(m.shard.vector, query, k + m.dropped.size, m.allowed)
             found = ids[0] >= 0
-            per_shard.append((scores[0][found], ids[0][found]))
+            per_shard.append(_without(scores[0][found], ids[0][found], m.dropped))
         return merge_results(per_shard, k) if per_shard else _EMPTY
 
     def _fuse(self, candidates: _Candidates) -> tuple[IdArray, npt.NDArray[np.float64]]:
@@ -444,6 +447,14 @@ class Retriever:
             raise RuntimeError(f"reranker {reranker.name} returned {len(scores)} scores")
         order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
         return [_rescored(hits[i], scores[i]) for i in order]
+
+
+def _without(scores: npt.NDArray[np.floating], ids: IdArray, dropped: IdArray) -> Ranking:
+    """A shard's ranking less the dropped ids (order kept)."""
+    if dropped.size == 0:
+        return scores, ids
+    keep = ~np.isin(ids, dropped)
+    return scores[keep], ids[keep]
 
 
 @functools.cache

@@ -33,7 +33,14 @@ async def settings_page(
     current = await knowledge_base_service.effective(
         session, page.access.tenant_id, request.app.state.settings
     )
-    return page.render("settings.html", section="settings", kb=current, templates=TEMPLATES)
+    return page.render(
+        "settings.html",
+        section="settings",
+        kb=current,
+        templates=TEMPLATES,
+        # Server-wide (`index.bm25_stemmer`): shown, not chosen here (README says why).
+        analyzer_stemmer=request.app.state.settings.index.bm25_stemmer,
+    )
 
 
 @router.get("/t/{tenant}/documents/{document_id}/chunks")

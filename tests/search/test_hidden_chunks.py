@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import sqlalchemy as sa
 
 from app.models import Base, Chunk
 from app.search.repository import search_repository
+from app.search.visibility import present
 
 
 def _chunk(
@@ -51,3 +53,11 @@ def test_only_the_tenants_hidden_chunks_from_the_partial_index(tmp_path: Path) -
         sql = str(search_repository._hidden_chunks.compile(engine))
         plan = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, (1,)).all()
     assert any("ix_chunks_hidden" in str(step) for step in plan), plan
+
+
+def test_present_finds_the_wanted_ids_of_a_sorted_shard() -> None:
+    shard = np.array([2, 3, 5, 8, 13, 21], dtype=np.int64)
+    wanted = np.array([1, 3, 8, 22, 21], dtype=np.int64)
+    assert present(shard, wanted).tolist() == [3, 8, 21]
+    assert present(shard, np.empty(0, dtype=np.int64)).size == 0
+    assert present(np.empty(0, dtype=np.int64), wanted).size == 0
