@@ -85,7 +85,8 @@ async def test_a_container_builds_its_costly_parts_only_when_reached(settings: S
         async with container.database.read_sessionmaker() as session:
             assert await session.scalar(text("select 1")) == 1
         assert {"retriever", "enforcer", "dispatcher"}.isdisjoint(vars(container))
-        assert container._generator is None and container._embedder is None
+        assert container._generator is None
+        assert container._embedder is None
         # Reached: built once, and the process's index writes reach its shard cache.
         retriever = container.retriever
         assert container.retriever is retriever
