@@ -4,9 +4,13 @@
 indexer, cache, the ingestion embedder) plus what the API and the console commands reach: the
 authorization enforcer, the sign-in throttle and quotas, the credential resolver, the job
 dispatcher and the embedded worker pool, the retriever and the answer generator. The API's
-lifespan (app/main.py) builds one and installs it as `app.state.container`; every CLI builds
-one; a Celery worker process builds only the `Runtime` (the dispatcher below imports the Celery
-app, which imports the runtime: the container sits above both).
+create_app (app/main.py) builds one and installs it as `app.state.container`, and its lifespan
+starts and closes it; every CLI builds one; a Celery worker process builds only the `Runtime`
+(the dispatcher below imports the Celery app, which imports the runtime: the container sits
+above both).
+
+Building one opens nothing: no connection, no file, no model (the engines connect on first
+use), so create_app can build it before the lifespan secures the data dir.
 
 Parts are built on first use, so a command that only needs the database loads no model: the
 retriever (its shard cache, a reranker model when one is configured), the generator (the model
@@ -50,6 +54,9 @@ class Container(Runtime):
         self._generator: GeneratorProvider | None = None
         self.credentials: CredentialResolver = bearer_credentials
         self.worker_pool: WorkerPool | None = None
+        # Set by the API's lifespan once start-up is done, until shutdown: before that,
+        # /readyz and /metrics report no database (nothing is bootstrapped yet).
+        self.serving = False
 
     @classmethod
     def for_api(cls, settings: Settings) -> Container:
@@ -118,6 +125,7 @@ class Container(Runtime):
 
     async def close(self) -> None:
         """Stop the workers, then close the cache and the database."""
+        self.serving = False
         await self.stop_workers()
         await super().close()
 
@@ -150,39 +158,18 @@ ALIASES: dict[str, str] = {
 
 class AppState(State):
     """`app.state` holding one `Container` (`app.state.container`); the `ALIASES` read and
-    write through to it. Before the lifespan installs the container, an alias keeps what is
-    assigned to it (a test's scripted generator; `settings` from create_app), and installing
-    the container hands those to it."""
-
-    _early: dict[str, Any]
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        object.__setattr__(self, "_early", {"settings": settings})
+    write through to it."""
 
     def __setattr__(self, key: Any, value: Any) -> None:
-        if key == "container":
-            for name, part in self._early.items():
-                setattr(value, ALIASES[name], part)
-            self._early.clear()
-            super().__setattr__(key, value)
-        elif key == "runtime":
+        if key == "runtime":
             raise AttributeError("app.state.runtime is the container: set app.state.container")
-        elif key in ALIASES and "container" in self._state:
+        if key in ALIASES:
             setattr(self._state["container"], ALIASES[key], value)
-        elif key in ALIASES:
-            self._early[key] = value
         else:
             super().__setattr__(key, value)
 
     def __getattr__(self, key: Any) -> Any:
-        if key in ALIASES:
-            container = self._state.get("container")
-            if container is None:
-                try:
-                    return self._early[key]
-                except KeyError:
-                    message = f"'{type(self).__name__}' object has no attribute '{key}'"
-                    raise AttributeError(message) from None
+        if key in ALIASES and "container" in self._state:
+            container = self._state["container"]
             return getattr(container, ALIASES[key]) if ALIASES[key] else container
         return super().__getattr__(key)

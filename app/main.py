@@ -89,9 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # First, before the database, the content store or an index writes anything:
         # everything under data_dir is tenant-private (0700 directories, 0600 files).
         secure_data_dir(settings.data_dir, settings.resolved_database_url)
-        # The one container (app/container.py); a generator a test assigned beforehand is
-        # handed to it here.
-        app.state.container = container = Container.for_api(settings)
+        container: Container = app.state.container
         # Built now, not on the first search: the embedded workers' new shard versions reach
         # searches from memory, not disk (and a configured reranker loads at start).
         container.retriever  # noqa: B018
@@ -112,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.generator.preload
             else None
         )
+        container.serving = True
         try:
             yield
         finally:
@@ -130,8 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    # One attribute, `container`, installed by the lifespan; the older names alias onto it.
-    app.state = AppState(settings)
+    # One attribute: the container, started and closed by the lifespan (the older names,
+    # app.state.database and the like, are aliases onto it).
+    app.state = AppState()
+    app.state.container = Container.for_api(settings)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:

@@ -52,7 +52,7 @@ async def test_app_state_holds_one_container_and_the_old_names_alias_onto_it(
 ) -> None:
     app = create_app(settings)
     scripted = GeneratorProvider(settings, limited(EchoGenerator()))
-    # Assigned before the lifespan (as tests do): handed to the container it builds.
+    # Assigned before the lifespan (as tests do): written through to the container.
     app.state.generator = scripted
     async with (
         app.router.lifespan_context(app),
