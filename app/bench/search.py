@@ -46,6 +46,7 @@ from app.bench.processes import ApiProcess, free_port, stop, wait_healthy
 from app.bench.report import section, write_section
 from app.container import Container
 from app.kit.actor import SystemActor
+from app.kit.db import Database
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
 from app.models import Chunk, Document
@@ -848,7 +849,7 @@ async def run_search_bench(
                 tenant_id = tenant.id
             build, sample = await asyncio.to_thread(build_tenant, settings, corpus, tenant_id, size)
             if disabled:
-                await _disable_chunks(database, tenant_id, disabled, corpus.rng)
+                await _disable_chunks(container.database, tenant_id, disabled, corpus.rng)
             vectors = _query_vectors(sample, queries, corpus.rng)
             del sample
             result = await measure_size(settings, container.retriever, build, texts, vectors)
