@@ -17,9 +17,10 @@ retriever (its shard cache, a reranker model when one is configured), the genera
 loads when it is first asked for, or preloaded by the API) and the embedder
 (`Runtime.embedder`) cost nothing until reached.
 
-Request code reaches the parts through `app.state.container` (`container_of`, or the `AppContainer`
-dependency); `AppState` keeps the older names (`app.state.database`, `.settings`, `.generator`,
-...) as thin read/write aliases onto it, which tests use to swap a part.
+Request code reaches the parts through `app.state.container` (`container_of`, or the
+`AppContainer` dependency); `AppState` keeps the older names (`app.state.database`,
+`.settings`, `.generator`, ...) as thin read/write aliases onto it, which tests use to swap a
+part.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class Container(Runtime):
         return pool
 
     async def stop_workers(self) -> None:
-        """Stop the pool (its running jobs finish or are left to their leases)."""
+        """Stop the pool; work it was running is cancelled (its lease expires and another
+        worker retries it)."""
         pool, self.worker_pool = self.worker_pool, None
         if pool is not None:
             await pool.stop()
