@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +32,9 @@ from app.kit.files import restrict_umask
 from app.kit.locate import choose_for_cli
 from app.kit.settings import Settings, get_settings
 from app.search.cli import search_command
+
+if TYPE_CHECKING:
+    from app.container import Container
 
 app = typer.Typer(
     help="Cairn knowledge-base server.",
@@ -103,8 +106,13 @@ def _settings() -> Settings:
 
 def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `work` in one committed transaction against the configured database."""
+    return _run_in_container(lambda _, session: work(session))
+
+
+def _run_in_container(work: Callable[[Container, AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` with this process's container, in one committed transaction."""
+    from app.container import Container
     from app.kit.authz import sync_role_permissions
-    from app.kit.db import database_for
     from app.kit.security import configure_password_hashing
 
     settings = _settings()
@@ -113,13 +121,13 @@ def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     )
 
     async def runner() -> T:
-        database = database_for(settings)
+        container = Container(settings)
         try:
-            async with database.sessionmaker() as session, session.begin():
+            async with container.database.sessionmaker() as session, session.begin():
                 await sync_role_permissions(session)
-                return await work(session)
+                return await work(container, session)
         finally:
-            await database.dispose()
+            await container.close()
 
     return _run_async(runner())
 
@@ -275,7 +283,7 @@ def tenants_delete(
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
 ) -> None:
     """Delete a tenant with all its documents, chunks, shards, files and cached answers."""
-    from app.jobs.runtime import Runtime
+    from app.container import Container
     from app.tenants.deletion import delete_tenant
 
     if not yes:
@@ -283,11 +291,11 @@ def tenants_delete(
     settings = _settings()
 
     async def work() -> str:
-        runtime = Runtime(settings)
+        container = Container(settings)
         try:
-            done = await delete_tenant(runtime, SystemActor.OPERATOR, slug, shred=shred)
+            done = await delete_tenant(container, SystemActor.OPERATOR, slug, shred=shred)
         finally:
-            await runtime.close()
+            await container.close()
         return f"deleted tenant {done.slug}" + (" (data key destroyed first)" if shred else "")
 
     typer.echo(_run_async(work()))
@@ -376,21 +384,17 @@ def audit_checkpoint() -> None:
 @privacy_app.command("export")
 def privacy_export(username: Annotated[str, typer.Argument(help="the person's username")]) -> None:
     """Print everything held about a person as JSON (GDPR article 15); audited."""
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from app.kit.authz import Enforcer
     from app.privacy.schemas import PrivacyExport
     from app.privacy.service import privacy_service
 
-    async def work(session: AsyncSession) -> PrivacyExport:
-        assert isinstance(session.bind, AsyncEngine)
-        enforcer = Enforcer(session.bind)
+    async def work(container: Container, session: AsyncSession) -> PrivacyExport:
+        enforcer = container.enforcer
         await enforcer.refresh(session)
         return await privacy_service.export(
             session, SystemActor.OPERATOR, enforcer, username=username
         )
 
-    typer.echo(_run_in_session(work).model_dump_json(indent=2))
+    typer.echo(_run_in_container(work).model_dump_json(indent=2))
 
 
 @privacy_app.command("erase")
@@ -486,19 +490,17 @@ def worker() -> None:
             sweeper.terminate()
         return
 
-    from app.jobs.pool import WorkerPool
-    from app.jobs.runtime import Runtime
+    from app.container import Container
 
     async def run() -> None:
-        runtime = Runtime(settings)
-        pool = WorkerPool(runtime)
-        await pool.start()
-        typer.echo(f"in-process workers running (concurrency {settings.worker.concurrency})")
+        container = Container(settings)
         try:
+            await container.start_workers()
+            typer.echo(f"in-process workers running (concurrency {settings.worker.concurrency})")
             await asyncio.Event().wait()
         finally:
-            await pool.stop()
-            await runtime.close()
+            # Stops the pool first.
+            await container.close()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -12,19 +12,16 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.api_keys.endpoints import router as api_keys_router
 from app.audit.endpoints import router as audit_router
-from app.auth.credentials import bearer_credentials
 from app.auth.endpoints import router as auth_router
 from app.chat.endpoints import router as chat_router
+from app.container import AppState, Container
 from app.crypto.endpoints import router as encryption_router
 from app.documents.chunk_endpoints import router as chunks_router
 from app.documents.endpoints import router as documents_router
 from app.documents.service import document_service
-from app.generation.provider import GeneratorProvider
 from app.health.endpoints import router as health_router
-from app.jobs.dispatch import PollingDispatcher, dispatcher_for
-from app.jobs.pool import WorkerPool
-from app.jobs.runtime import Runtime
-from app.kit.authz import Enforcer, sync_role_permissions
+from app.jobs.dispatch import PollingDispatcher
+from app.kit.authz import sync_role_permissions
 from app.kit.db import Database
 from app.kit.errors import install_error_handlers
 from app.kit.files import secure_data_dir
@@ -33,7 +30,6 @@ from app.kit.headers import SecurityHeaders
 from app.kit.limits import BodySizeLimit
 from app.kit.metrics import MetricsMiddleware
 from app.kit.public_ids import configure_public_ids
-from app.kit.ratelimit import LoginThrottle, Quotas
 from app.kit.request_context import RequestContextMiddleware
 from app.kit.security import configure_password_hashing
 from app.kit.settings import Settings, get_settings
@@ -44,7 +40,6 @@ from app.privacy.endpoints import router as privacy_router
 from app.receipts.endpoints import router as receipts_router
 from app.search.endpoints import router as search_router
 from app.search.index.tokenize import load_segmenter
-from app.search.retriever import Retriever
 from app.tenants.endpoints import router as tenants_router
 from app.users.endpoints import router as users_router
 from app.users.passwords import PasswordPolicy
@@ -94,52 +89,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # First, before the database, the content store or an index writes anything:
         # everything under data_dir is tenant-private (0700 directories, 0600 files).
         secure_data_dir(settings.data_dir, settings.resolved_database_url)
-        runtime = Runtime(settings)
-        database = runtime.database
-        app.state.runtime = runtime
-        app.state.database = database
-        app.state.enforcer = Enforcer(database.engine)
-        app.state.content_store = runtime.store
-        app.state.login_throttle = LoginThrottle.from_settings(settings)
-        app.state.quotas = Quotas.from_settings(settings)
-        app.state.retriever = Retriever.create(
-            database, settings, store=runtime.cache, keyring=runtime.keyring
-        )
-        # The embedded workers' new shard versions reach searches from memory, not disk.
-        runtime.indexer.readers.append(app.state.retriever.cache)
-        if getattr(app.state, "generator", None) is None:
-            # A question while the model is prepared gets a quick 503 with the progress.
-            app.state.generator = GeneratorProvider.for_api(settings)
+        container: Container = app.state.container
+        # Built now, not on the first search: the embedded workers' new shard versions reach
+        # searches from memory, not disk (and a configured reranker loads at start).
+        container.retriever  # noqa: B018
         await asyncio.to_thread(load_segmenter)
-        created = await bootstrap(database, settings)
+        created = await bootstrap(container.database, settings)
         # Every tenant gets its data key now, not inside a request (app/crypto/keyring.py).
-        await runtime.keyring.ensure_keys()
+        await container.keyring.ensure_keys()
         # Blobs written before files were kept per tenant move under their tenants once.
-        await document_service.relocate_legacy_blobs(database, runtime.store)
+        await document_service.relocate_legacy_blobs(container.database, container.store)
         if created is not None:
             announce_initial_admin(*created, settings)
-        pool: WorkerPool | None = None
-        app.state.dispatcher = dispatcher_for(settings.broker_url)
-        if isinstance(app.state.dispatcher, PollingDispatcher) and settings.embedded_workers:
-            pool = WorkerPool(runtime, app.state.dispatcher)
-            await pool.start()
-        app.state.worker_pool = pool
+        if isinstance(container.dispatcher, PollingDispatcher) and settings.embedded_workers:
+            await container.start_workers()
         # Started last: the preparation (minutes on a first start) runs beside the serving
         # process, and its threads do not slow the start-up steps above.
         preloading = (
-            asyncio.create_task(app.state.generator.preload())
+            asyncio.create_task(container.generator.preload())
             if settings.generator.preload
             else None
         )
+        container.serving = True
         try:
             yield
         finally:
             if preloading is not None and not preloading.done():
                 # The load runs in a thread and cannot be interrupted; do not wait for it.
                 preloading.cancel()
-            if pool is not None:
-                await pool.stop()
-            await runtime.close()
+            # Stops the worker pool, then closes the cache and the database.
+            await container.close()
 
     docs = settings.api_docs
     app = FastAPI(
@@ -150,8 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    app.state.settings = settings
-    app.state.credentials = bearer_credentials
+    # One attribute: the container, started and closed by the lifespan (the older names,
+    # app.state.database and the like, are aliases onto it).
+    app.state = AppState()
+    app.state.container = Container.for_api(settings)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     if settings.cors_origins:

@@ -149,3 +149,64 @@ def test_one_writer_of_document_status() -> None:
         w.startswith("app/documents/service.py line ") and w.endswith("Document(status=...)")
         for w in writes
     ), writes
+
+
+def _calls(path: Path) -> list[tuple[int, str]]:
+    return [
+        (node.lineno, ast.unparse(node.func))
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.Call)
+    ]
+
+
+def test_main_installs_one_container_on_app_state() -> None:
+    """app/main.py assembles nothing itself: the only app.state attribute it sets is the
+    container (app/container.py); the older names are aliases onto it."""
+    tree = ast.parse((ROOT / "app" / "main.py").read_text())
+    assigned: set[str] = set()
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        for target in targets:
+            if isinstance(target, ast.Attribute) and ast.unparse(target.value).endswith(".state"):
+                assigned.add(target.attr)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "setattr":
+            assigned.add(f"setattr({ast.unparse(node.args[0])}, ...)")
+    assert assigned == {"container"}
+
+
+def test_request_code_reaches_the_parts_through_the_container() -> None:
+    """No `request.app.state.database` and the like below the app: `app.state.container`."""
+    offending: set[str] = set()
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        if path in (ROOT / "app" / "container.py", ROOT / "app" / "main.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (
+                isinstance(node, ast.Attribute)
+                and ast.unparse(node.value).endswith("app.state")
+                and node.attr != "container"
+            ):
+                offending.add(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert offending == set()
+
+
+def test_only_the_container_builds_the_database_and_the_retriever() -> None:
+    """CLIs, benchmarks and evaluations take their database and retriever from a Container;
+    only a Celery worker process builds the bare Runtime (the container imports the Celery
+    dispatcher, which imports the worker)."""
+    builders = {
+        "database_for": {"app/jobs/runtime.py"},
+        "Retriever.create": {"app/container.py"},
+        "Runtime": {"app/jobs/celery_app.py"},
+    }
+    found: dict[str, set[str]] = {name: set() for name in builders}
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for _, call in _calls(path):
+            name = call.rsplit(".", 1)[-1] if call.endswith(".database_for") else call
+            if name in found:
+                found[name].add(str(path.relative_to(ROOT)))
+    assert found == builders

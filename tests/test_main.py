@@ -7,8 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from app.container import Container
+from app.generation.provider import GeneratorProvider
+from app.kit.settings import Settings
 from app.main import create_app
+from tests.chat.doubles import EchoGenerator, limited
 from tests.conftest import ADMIN_PASSWORD, Api, make_settings
 
 
@@ -39,3 +44,54 @@ async def test_a_generated_admin_password_is_shown_once(
     async with restarted.router.lifespan_context(restarted):
         pass
     assert "Created platform admin" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_app_state_holds_one_container_and_the_old_names_alias_onto_it(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+    scripted = GeneratorProvider(settings, limited(EchoGenerator()))
+    # Assigned before the lifespan (as tests do): written through to the container.
+    app.state.generator = scripted
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        container = app.state.container
+        assert isinstance(container, Container)
+        assert list(app.state._state) == ["container"]
+        assert app.state.runtime is container
+        assert app.state.generator is container.generator is scripted
+        assert app.state.database is container.database
+        assert app.state.settings is container.settings is settings
+        assert app.state.retriever is container.retriever
+        assert app.state.content_store is container.store
+        assert app.state.worker_pool is container.worker_pool is not None
+        # Written through: a request sees what a test swapped in.
+        other = GeneratorProvider(settings, limited(EchoGenerator()))
+        app.state.generator = other
+        assert container.generator is other
+        assert (await http.get("/readyz")).status_code == 200
+        assert list(app.state._state) == ["container"]
+    assert container.worker_pool is None  # stopped with the lifespan
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_container_builds_its_costly_parts_only_when_reached(settings: Settings) -> None:
+    """A command that only needs the database loads no model and opens no shard cache."""
+    container = Container(settings)
+    try:
+        async with container.database.read_sessionmaker() as session:
+            assert await session.scalar(text("select 1")) == 1
+        assert {"retriever", "enforcer", "dispatcher"}.isdisjoint(vars(container))
+        assert container._generator is None
+        assert container._embedder is None
+        # Reached: built once, and the process's index writes reach its shard cache.
+        retriever = container.retriever
+        assert container.retriever is retriever
+        assert retriever.cache in container.indexer.readers
+        assert not container.generator.loaded
+        assert container.generator is container.generator
+    finally:
+        await container.close()

@@ -1,7 +1,7 @@
 """Bearer credentials — a JWT or an API key — checked against the database on every request.
 
-Installed on the app as `app.state.credentials` (app/main.py), so that the request-level
-dependency in app/kit/auth.py needs no domain import."""
+Held by the app's container (app/container.py), so that the request-level dependency in
+app/kit/auth.py needs no domain import."""
 
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ from app.backup.snapshot import POSTGRES_FILE, SQLITE_FILE
 from app.backup.tombstone_file import TombstoneRecord
 from app.backup.tombstone_repository import tombstone_repository
 from app.backup.writer import FILES, INDEXES, TOMBSTONES
+from app.container import Container
 from app.documents.cli import run_purges
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
@@ -213,7 +214,7 @@ async def apply_tombstones(
 ) -> None:
     """Do every purge and erasure the tombstones name again, where this database still holds
     that very row (module docstring, step 5)."""
-    runtime = Runtime(settings)
+    runtime = Container(settings)
     database = runtime.database
     try:
         async with database.sessionmaker() as session, session.begin():

@@ -37,13 +37,13 @@ from app.bench.search import (
     build_tenant,
     scratch_settings,
 )
+from app.container import Container
 from app.crypto.reseal import reseal_tenant
-from app.jobs.runtime import Runtime
 from app.kit.actor import SystemActor
 from app.kit.migrate import upgrade
 from app.kit.settings import EncryptionSettings, Settings
 from app.search.index.tokenize import load_segmenter
-from app.search.retriever import QueryVector, Retriever, SearchQuery
+from app.search.retriever import QueryVector, SearchQuery
 from app.search.visibility import Visibility
 from app.tenants.schemas import TenantCreate
 from app.tenants.service import tenant_service
@@ -148,7 +148,7 @@ async def _search_and_loads(
     settings: Settings, *, chunks: int, queries: int, loads: int
 ) -> tuple[dict[str, list[float]], dict[str, dict[str, Latency]], tuple[float, int, int]]:
     await asyncio.to_thread(upgrade, settings.resolved_database_url)
-    runtime = Runtime(settings)
+    runtime = Container(settings)
     try:
         corpus = Corpus()
         texts = corpus.queries(queries)
@@ -173,7 +173,7 @@ async def _search_and_loads(
         # The plaintext tenant has no key: a tenant made before encryption was enabled.
         await runtime.keyring.ensure_keys()
 
-        retriever = Retriever.create(runtime.database, settings, keyring=runtime.keyring)
+        retriever = runtime.retriever
         cache = retriever.cache
         load_seconds: dict[str, list[float]] = {state: [] for state in STATES}
         for _ in range(loads):

@@ -22,9 +22,9 @@ from rich.progress import Progress
 from sqlalchemy import func, select
 
 from app.bench.report import section, write_section
+from app.container import Container
 from app.documents.bulk import operator_access, process_until_done, queue_files
 from app.kit.actor import SystemActor
-from app.kit.db import database_for
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
 from app.models import Chunk, Document
@@ -126,7 +126,8 @@ async def run_ingest_bench(
     raw_seconds = time.perf_counter() - started
 
     await asyncio.to_thread(upgrade, settings.resolved_database_url)
-    database = database_for(settings)
+    container = Container(settings)
+    database = container.database
     try:
         async with database.sessionmaker() as session, session.begin():
             await tenant_service.create(
@@ -143,13 +144,13 @@ async def run_ingest_bench(
         quiet = Progress(disable=True)
         started = time.perf_counter()
         queued, skipped = await queue_files(
-            database, settings, access, paths, tags=[], sensitivity="internal", progress=quiet
+            container, access, paths, tags=[], sensitivity="internal", progress=quiet
         )
         queue_seconds = time.perf_counter() - started
         if skipped:
             raise RuntimeError(f"bench documents refused: {skipped[:3]}")
         started = time.perf_counter()
-        await process_until_done(database, settings, queued, quiet)
+        await process_until_done(container, queued, quiet)
         pipeline_seconds = time.perf_counter() - started
         async with database.read_sessionmaker() as session:
             chunks = await session.scalar(select(func.count()).select_from(Chunk)) or 0
@@ -162,7 +163,7 @@ async def run_ingest_bench(
                 f"{chunks} chunks stored vs {len(texts)} chunked"
             )
     finally:
-        await database.dispose()
+        await container.close()
     return IngestBenchResult(
         documents=len(queued),
         chunks=len(texts),

@@ -44,8 +44,9 @@ from sqlalchemy.engine import Engine, make_url
 
 from app.bench.processes import ApiProcess, free_port, stop, wait_healthy
 from app.bench.report import section, write_section
+from app.container import Container
 from app.kit.actor import SystemActor
-from app.kit.db import Database, database_for
+from app.kit.db import Database
 from app.kit.migrate import upgrade
 from app.kit.settings import Settings
 from app.models import Chunk, Document
@@ -307,13 +308,15 @@ def _insert_rows(engine: Engine, tenant_id: int, batch: Batch, first_chunk: int,
 async def _index(settings: Settings, tenant_id: int) -> None:
     """Flush the tenant's chunks into shards with the index writer (its own event loop: this
     runs in the build's thread)."""
-    database = database_for(settings)
+    container = Container(settings)
     try:
-        await Indexer(database, settings.index_dir, settings.index).flush_tenant(
+        # Without a keyring, on purpose: shards are written in plaintext, as by a deployment
+        # before encryption was enabled (the encryption bench seals them afterwards).
+        await Indexer(container.database, settings.index_dir, settings.index).flush_tenant(
             tenant_id, embedder=EMBEDDER, dim=DIM
         )
     finally:
-        await database.dispose()
+        await container.close()
 
 
 # --------------------------------------------------------------------------- measuring
@@ -583,13 +586,12 @@ async def _time_interleaved(
 
 async def measure_size(
     settings: Settings,
-    database: Database,
+    retriever: Retriever,
     build: BuildResult,
     texts: list[str],
     vectors: npt.NDArray[np.float32],
 ) -> SizeResult:
     """Raw index calls and the service call on the same queries and the same loaded shards."""
-    retriever = Retriever.create(database, settings)
     visibility = Visibility.for_tenant(build.tenant_id)
     gc.collect()  # the build's garbage must not be counted as freed by the load
     rss = _rss_bytes()
@@ -836,9 +838,9 @@ async def run_search_bench(
         embed_load, embedding = await _embedding_latency(settings, texts[:embed_queries])
     for size in sizes:
         slug = f"bench-{size}"
-        database = database_for(settings)
+        container = Container(settings)
         try:
-            async with database.sessionmaker() as session, session.begin():
+            async with container.database.sessionmaker() as session, session.begin():
                 tenant = await tenant_service.create(
                     session,
                     SystemActor.OPERATOR,
@@ -847,12 +849,12 @@ async def run_search_bench(
                 tenant_id = tenant.id
             build, sample = await asyncio.to_thread(build_tenant, settings, corpus, tenant_id, size)
             if disabled:
-                await _disable_chunks(database, tenant_id, disabled, corpus.rng)
+                await _disable_chunks(container.database, tenant_id, disabled, corpus.rng)
             vectors = _query_vectors(sample, queries, corpus.rng)
             del sample
-            result = await measure_size(settings, database, build, texts, vectors)
+            result = await measure_size(settings, container.retriever, build, texts, vectors)
         finally:
-            await database.dispose()
+            await container.close()
         if http_requests:
             with running_server(settings) as base:
                 result.http = await http_throughput(base, settings, slug, texts, http_requests)

@@ -23,25 +23,19 @@ async def run_ask(
 ) -> Answer:
     """Answer as the operator (every sensitivity) or with a user's role, printing the text
     as it is generated; audited like an answer through the API."""
-    from app.generation.provider import GeneratorProvider
-    from app.kit.db import database_for
+    from app.container import Container
     from app.search.cli import resolve_caller
-    from app.search.retriever import Retriever
 
-    database = database_for(settings)
+    container = Container(settings)
+    database = container.database
     try:
         # More passages than allowed are capped here rather than refused.
         asked = Question(question, top_k=min(top_k, settings.chat.max_top_k) if top_k else None)
         async with database.read_sessionmaker() as session:
             actor, visibility = await resolve_caller(
-                session, database, tenant=tenant, as_user=as_user, permission=("chat", "ask")
+                session, container, tenant=tenant, as_user=as_user, permission=("chat", "ask")
             )
-            runtime = AnswerRuntime(
-                settings,
-                Retriever.create(database, settings),
-                GeneratorProvider(settings),
-                database,
-            )
+            runtime = AnswerRuntime(settings, container.retriever, container.generator, database)
             prepared = await answer_service.prepare(
                 session, Caller(actor, visibility, via="cli"), question=asked, runtime=runtime
             )
@@ -65,7 +59,7 @@ async def run_ask(
             typer.echo(answer.note)
         return answer
     finally:
-        await database.dispose()
+        await container.close()
 
 
 def format_citations(citations: list[Citation]) -> str:

@@ -14,6 +14,7 @@ from app.chat.schemas import (
     SessionOut,
 )
 from app.chat.service import chat_service
+from app.container import AppContainer
 from app.kit.auth import AppSettings
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import ReadSession, Session
@@ -33,15 +34,15 @@ STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 
 def _answer_runtime(
-    request: Request, settings: AppSettings, retriever: CurrentRetriever
+    container: AppContainer, settings: AppSettings, retriever: CurrentRetriever
 ) -> AnswerRuntime:
     return AnswerRuntime(
         settings,
         retriever,
-        request.app.state.generator,
-        request.app.state.database,
-        quotas=request.app.state.quotas,
-        cache=request.app.state.runtime.cache if settings.cache.answers else None,
+        container.generator,
+        container.database,
+        quotas=container.quotas,
+        cache=container.cache if settings.cache.answers else None,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from app.container import Container
 from app.crypto.rotation import rotate_tenant_key
 from app.crypto.service import enable, rotate_kek, status
 from app.jobs.runtime import Runtime
@@ -32,11 +33,11 @@ encryption_app = typer.Typer(
 
 def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
     async def run() -> T:
-        runtime = Runtime(settings)
+        container = Container(settings)
         try:
-            return await work(runtime)
+            return await work(container)
         finally:
-            await runtime.close()
+            await container.close()
 
     try:
         return asyncio.run(run())

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from pydantic import BaseModel
 
+from app.container import container_of
 from app.crypto.rotation import key_state, request_rotation
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.errors import Conflict
@@ -27,7 +28,7 @@ class TenantKeyRead(BaseModel):
 async def get_key(access: KeysRotate, request: Request) -> TenantKeyRead:
     """The tenant's data-key generation and whether a rotation is still running (platform
     admin; no key material, no counts)."""
-    runtime = request.app.state.runtime
+    runtime = container_of(request)
     state = await key_state(runtime, access.tenant.id)
     return TenantKeyRead(
         enabled=runtime.keyring.enabled, generation=state.generation, rotating=state.rotating
@@ -41,7 +42,7 @@ async def rotate_key(
     """Give the tenant a new data key: new data is sealed under it from this response on, the
     rest is re-encrypted in the background and then the old key is destroyed (platform admin;
     audited). Asked again while one runs, it reports that one."""
-    runtime = request.app.state.runtime
+    runtime = container_of(request)
     if not runtime.keyring.enabled:
         raise Conflict(
             "Encryption at rest is off (CAIRN_ENCRYPTION__ENABLED): new data would not be "
@@ -51,5 +52,5 @@ async def rotate_key(
     if (await key_state(runtime, access.tenant.id)).generation == 0:
         raise Conflict("This tenant has no data key yet: nothing is sealed", code="no_data_key")
     generation, job = await request_rotation(runtime, access.principal, access.tenant.id)
-    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    background.add_task(container_of(request).dispatcher.enqueue, job.id)
     return TenantKeyRead(enabled=True, generation=generation, rotating=True)

@@ -12,24 +12,21 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
-from app.crypto.keyring import Keyring
+from app.container import Container
 from app.documents.schemas import clean_tags
 from app.documents.service import document_service
-from app.jobs.pool import WorkerPool
 from app.jobs.repository import job_repository
 from app.jobs.runtime import Runtime
 from app.kit import authz
 from app.kit.actor import SystemActor
 from app.kit.authz import SystemAccess
-from app.kit.db import Database, database_for
+from app.kit.db import Database
 from app.kit.errors import CairnError, Conflict, ResourceNotFound, ValidationFailed
 from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import Settings
-from app.kit.storage import ContentStore
 from app.models import Document
-from app.search.index.writer import Indexer
 from app.tenants.repository import tenant_repository
-from ingest.embedding import EmbedderMismatch, load_embedder
+from ingest.embedding import EmbedderMismatch
 
 
 def _files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -109,8 +106,7 @@ async def operator_access(database: Database, tenant: str) -> SystemAccess:
 
 
 async def queue_files(
-    database: Database,
-    settings: Settings,
+    runtime: Runtime,
     access: SystemAccess,
     files: Sequence[Path],
     *,
@@ -119,7 +115,7 @@ async def queue_files(
     progress: Progress,
 ) -> tuple[list[int], list[Skipped]]:
     """Store and queue each file, one transaction per file; (queued ids, skipped files)."""
-    store = ContentStore(settings.files_dir, Keyring(database, settings.encryption))
+    database, settings = runtime.database, runtime.settings
     queued: list[int] = []
     skipped: list[Skipped] = []
     task = progress.add_task("queue", total=len(files))
@@ -135,7 +131,7 @@ async def queue_files(
                         title=None,
                         tags=tags,
                         sensitivity=sensitivity,
-                        store=store,
+                        store=runtime.store,
                         max_bytes=settings.max_upload_bytes,
                     )
                 queued.append(document.id)
@@ -161,14 +157,14 @@ async def bulk_ingest(
         tag_list = clean_tags(tags.split(",")) if tags else []
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from exc
-    database = database_for(settings)
+    container = Container(settings)
+    database = container.database
     files = list(_files(paths))
     try:
         access = await operator_access(database, tenant)
         with _progress() as progress:
             queued, skipped = await queue_files(
-                database,
-                settings,
+                container,
                 access,
                 files,
                 tags=tag_list,
@@ -176,7 +172,7 @@ async def bulk_ingest(
                 progress=progress,
             )
             if wait and queued:
-                await process_until_done(database, settings, queued, progress)
+                await process_until_done(container, queued, progress)
         async with database.read_sessionmaker() as session:
             rows = await session.execute(
                 select(Document.status, func.count())
@@ -185,7 +181,7 @@ async def bulk_ingest(
             )
             counts = {status: n for status, n in rows}
     finally:
-        await database.dispose()
+        await container.close()
     return IngestSummary(
         files=len(files),
         queued=[encode_id(IdKind.DOCUMENT, key) for key in queued],
@@ -194,12 +190,10 @@ async def bulk_ingest(
     )
 
 
-async def process_until_done(
-    database: Database, settings: Settings, ids: list[int], progress: Progress
-) -> None:
+async def process_until_done(container: Container, ids: list[int], progress: Progress) -> None:
     """Run an in-process pool until every listed document is ready or failed."""
-    pool = WorkerPool(Runtime(settings, database))
-    await pool.start()
+    database = container.database
+    await container.start_workers()
     task = progress.add_task("ingest", total=len(ids))
     try:
         while True:
@@ -215,7 +209,7 @@ async def process_until_done(
                 return
             await asyncio.sleep(0.5)
     finally:
-        await pool.stop()
+        await container.stop_workers()
 
 
 def _progress() -> Progress:
@@ -226,17 +220,15 @@ def _progress() -> Progress:
 
 async def rebuild_index(settings: Settings, tenant: str, *, reembed: bool = False) -> int:
     """Rewrite a tenant's shards from the database (re-embedding every chunk on request)."""
-    database = database_for(settings)
+    container = Container(settings)
     try:
-        async with database.read_sessionmaker() as session:
+        async with container.database.read_sessionmaker() as session:
             found = await tenant_repository.get_by_slug(session, tenant)
         if found is None:
             raise ResourceNotFound(f"Tenant {tenant!r} not found")
-        embedder = await asyncio.to_thread(load_embedder, settings.embedding)
-        keyring = Keyring(database, settings.encryption)
-        indexer = Indexer(database, settings.index_dir, settings.index, keyring)
+        embedder = await container.embedder()
         try:
-            return await indexer.rebuild_tenant(
+            return await container.indexer.rebuild_tenant(
                 found.id,
                 embedder=embedder,
                 reembed=reembed,
@@ -245,4 +237,4 @@ async def rebuild_index(settings: Settings, tenant: str, *, reembed: bool = Fals
         except EmbedderMismatch as exc:
             raise Conflict(str(exc), code="embedder_mismatch") from exc
     finally:
-        await database.dispose()
+        await container.close()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from app.container import container_of
 from app.documents.chunk_schemas import ChunkCreate, ChunkRead, ChunkUpdate
 from app.documents.curation import curation_service
 from app.jobs.runtime import Runtime
@@ -23,8 +24,7 @@ DocumentsWrite = Annotated[TenantAccess, Depends(Authorizer("documents", "write"
 
 
 def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return container_of(request)
 
 
 CurrentRuntime = Annotated[Runtime, Depends(_runtime)]

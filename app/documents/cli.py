@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from app.container import Container
 from app.documents.purge import purge_service
 from app.jobs.kinds import JobKind
 from app.jobs.repository import job_repository
@@ -41,7 +42,7 @@ async def run_purges(runtime: Runtime, job_ids: list[int]) -> None:
 
 async def purge_document(settings: Settings, tenant: str, document: str) -> str:
     """Purge one document now; its receipt as JSON."""
-    runtime = Runtime(settings)
+    runtime = Container(settings)
     try:
         key = public_ids().decode(IdKind.DOCUMENT, document)
         if key is None:
@@ -66,7 +67,7 @@ async def purge_document(settings: Settings, tenant: str, document: str) -> str:
 
 async def retention_purge(settings: Settings, *, dry_run: bool) -> str:
     """The retention purge now (or, dry, what it would purge)."""
-    runtime = Runtime(settings)
+    runtime = Container(settings)
     try:
         async with runtime.database.read_sessionmaker() as session:
             due = await purge_service.expired(

@@ -5,6 +5,7 @@ from typing import Annotated, get_args
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
+from app.container import container_of
 from app.documents.purge import purge_service
 from app.documents.schemas import (
     DocumentAccepted,
@@ -32,8 +33,7 @@ DocumentsWrite = Annotated[TenantAccess, Depends(Authorizer("documents", "write"
 
 
 def _store(request: Request) -> ContentStore:
-    store: ContentStore = request.app.state.content_store
-    return store
+    return container_of(request).store
 
 
 Store = Annotated[ContentStore, Depends(_store)]
@@ -75,7 +75,7 @@ async def upload_document(
         max_bytes=settings.max_upload_bytes,
     )
     # Runs after the commit: a worker must never look for a job that is not visible yet.
-    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    background.add_task(container_of(request).dispatcher.enqueue, job.id)
     return DocumentAccepted(id=document.id, status="queued")
 
 
@@ -146,7 +146,7 @@ async def delete_document(
     )
     if requested.job is not None:
         # After the commit, like every dispatch.
-        background.add_task(request.app.state.dispatcher.enqueue, requested.job.id)
+        background.add_task(container_of(request).dispatcher.enqueue, requested.job.id)
     return DocumentAccepted(id=document_id, status="purging", receipt_id=requested.receipt.id)
 
 
@@ -199,7 +199,7 @@ async def replace_document_file(
         max_bytes=settings.max_upload_bytes,
     )
     # After the commit, like every dispatch.
-    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    background.add_task(container_of(request).dispatcher.enqueue, job.id)
     return DocumentAccepted(id=document.id, status="queued", receipt_id=receipt.id)
 
 
@@ -223,5 +223,5 @@ async def retry_document(
     `not_retryable` when the failure lies in the file itself: replace the file instead)."""
     document, job = await document_service.retry(session, access, document_id)
     # After the commit, like every dispatch.
-    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    background.add_task(container_of(request).dispatcher.enqueue, job.id)
     return DocumentAccepted(id=document.id, status="queued")

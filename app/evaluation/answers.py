@@ -47,16 +47,16 @@ from sqlalchemy import select
 from app.chat.answers import AnswerRuntime, Caller, Question, answer_service
 from app.chat.citations import strip_markers
 from app.chat.faithfulness import check, is_refusal
+from app.container import Container
 from app.evaluation.beir import BeirDataset, DatasetError, _jsonl
 from app.evaluation.runner import _tenant_id, document_filename, load_dataset
 from app.generation.base import ChatMessage, Completion, GenerationLimits, Generator
 from app.generation.loader import load_generator
 from app.generation.provider import GeneratorProvider
 from app.kit.actor import SystemActor
-from app.kit.db import Database, database_for
+from app.kit.db import Database
 from app.kit.settings import Settings
 from app.models import Document
-from app.search.retriever import Retriever
 from app.search.visibility import Visibility
 
 # The settings a report records (besides every override a variant makes).
@@ -462,12 +462,13 @@ async def evaluate_answers(
 ) -> AnswerEvalReport:
     """Load the corpus (once) and ask every sampled question under each variant."""
     progress = progress or Progress(disable=True)
-    database = database_for(settings)
+    container = Container(settings)
+    database = container.database
     try:
-        seconds = await load_dataset(database, settings, dataset, tenant, progress)
+        seconds = await load_dataset(container, dataset, tenant, progress)
         tenant_id = await _tenant_id(database, tenant)
         beir_ids = await _beir_ids(database, tenant_id, dataset)
-        retriever = Retriever.create(database, settings)
+        retriever = container.retriever
         providers: dict[str, GeneratorProvider] = {}
         reusing: dict[str, ReusingGenerator] = {}
         metrics: list[Metrics] = []
@@ -520,7 +521,7 @@ async def evaluate_answers(
             dataset.name, len(beir_ids), len(query_ids), seconds, metrics, recorded, logs
         )
     finally:
-        await database.dispose()
+        await container.close()
 
 
 def _safe(name: str) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 from rich.progress import Progress
 from sqlalchemy import select
 
+from app.container import Container
 from app.documents.bulk import operator_access, process_until_done, queue_files
 from app.evaluation.beir import BeirDataset
 from app.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k
 from app.kit.actor import SystemActor
-from app.kit.db import Database, database_for
+from app.kit.db import Database
 from app.kit.settings import Settings
 from app.models import Document
 from app.search.retriever import QueryVector, Retriever, SearchQuery
@@ -120,10 +121,11 @@ async def _unfinished(database: Database, tenant_id: int) -> list[int]:
 
 
 async def load_dataset(
-    database: Database, settings: Settings, dataset: BeirDataset, tenant: str, progress: Progress
+    container: Container, dataset: BeirDataset, tenant: str, progress: Progress
 ) -> float:
     """Ingest every corpus document not yet in the tenant, and finish any load that was
     interrupted; returns the seconds it took."""
+    database = container.database
     tenant_id = await _tenant_id(database, tenant)
     access = await operator_access(database, tenant)
     started = time.perf_counter()
@@ -131,8 +133,7 @@ async def load_dataset(
         paths = write_corpus_files(dataset, Path(scratch))
         # Content already in the tenant is refused as a duplicate: re-running skips it.
         queued, _ = await queue_files(
-            database,
-            settings,
+            container,
             access,
             paths,
             tags=["eval"],
@@ -143,7 +144,7 @@ async def load_dataset(
         # them too, or they would silently be missing from the ranking.
         pending = sorted(set(queued) | set(await _unfinished(database, tenant_id)))
         if pending:
-            await process_until_done(database, settings, pending, progress)
+            await process_until_done(container, pending, progress)
     return time.perf_counter() - started
 
 
@@ -179,11 +180,10 @@ async def evaluate(
     settings = settings.model_copy(
         update={"search": settings.search.model_copy(update={"max_chunks_per_document": 1})}
     )
-    database = database_for(settings)
+    container = Container(settings)
+    database = container.database
     try:
-        seconds = (
-            await load_dataset(database, settings, dataset, tenant, progress) if ingest else 0.0
-        )
+        seconds = await load_dataset(container, dataset, tenant, progress) if ingest else 0.0
         tenant_id = await _tenant_id(database, tenant)
         wanted = {document_filename(doc_id): doc_id for doc_id in dataset.corpus}
         async with database.read_sessionmaker() as session:
@@ -193,7 +193,7 @@ async def evaluate(
                 )
             )
             beir_id = {doc: wanted[name] for doc, name in rows if name in wanted}
-        retriever = Retriever.create(database, settings)
+        retriever = container.retriever
         visibility = Visibility.for_tenant(tenant_id)
         embedder = load_embedder(settings.embedding)
         # Each query is embedded once, up front, for every mode; ms/query excludes it.
@@ -233,7 +233,7 @@ async def evaluate(
             )
         return report
     finally:
-        await database.dispose()
+        await container.close()
 
 
 def run_eval(

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from app.container import container_of
 from app.health.schemas import GeneratorPreparationRead, ReadyRead
 from app.health.service import health_service
 from app.kit.auth import AppSettings
@@ -32,11 +33,12 @@ async def readyz(
     one is configured, the generator is loaded when it is preloaded. Otherwise 503, with the
     failing checks' reasons in the message and every check in the details. Either way the
     answer model's preparation (state, percent, time left) is in `generator`."""
-    state = request.app.state
+    container = container_of(request)
+    # Before the lifespan's start-up (and after its shutdown) there is nothing to check.
     report = await health_service.readiness(
         settings,
-        database=getattr(state, "database", None),
-        generator=getattr(state, "generator", None),
+        database=container.database if container.serving else None,
+        generator=container.generator if container.serving else None,
         require_generator=generator == "required",
     )
     if not report.ready:
@@ -64,5 +66,8 @@ async def metrics(
 ) -> Response:
     """Prometheus metrics (a bearer token is required when metrics_token is set)."""
     require_metrics_token(settings.metrics_token, authorization)
-    families = await health_service.metric_families(getattr(request.app.state, "database", None))
+    container = container_of(request)
+    families = await health_service.metric_families(
+        container.database if container.serving else None
+    )
     return metrics_response(families)

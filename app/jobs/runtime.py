@@ -1,6 +1,9 @@
-"""What background work runs with — settings, database, content store, indexer, embedder —
-built in one place for every kind of process: the API (its in-process worker pool), `cairn
-worker` (Celery or the pool), and the CLI."""
+"""What background work runs with — settings, database, content store, indexer, embedder.
+
+Every process gets it as part of its container (app/container.py's `Container` extends it):
+the API and its in-process pool, `cairn worker` without a broker, the CLI. Only a Celery worker
+process builds the bare `Runtime` (app/jobs/celery_app.py), which the container cannot be
+imported into."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 def settings_of(request: Request) -> Settings:
     """The app's settings."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = request.app.state.container.settings
     return settings
 
 
@@ -42,7 +42,7 @@ async def _principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated()
-    resolver: CredentialResolver = request.app.state.credentials
+    resolver: CredentialResolver = request.app.state.container.credentials
     principal = await resolver.principal(session, settings, credentials.credentials)
     note_user(principal.user_id)  # for the request's access log line
     return principal

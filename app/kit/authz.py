@@ -148,7 +148,7 @@ class Enforcer:
 
 
 async def _enforcer(request: Request, session: ReadSession) -> Enforcer:
-    enforcer: Enforcer = request.app.state.enforcer
+    enforcer: Enforcer = request.app.state.container.enforcer
     await enforcer.refresh(session)
     return enforcer
 

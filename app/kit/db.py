@@ -197,7 +197,7 @@ class Database:
 
 def database_of(request: Request) -> Database:
     """The app's Database."""
-    database: Database = request.app.state.database
+    database: Database = request.app.state.container.database
     return database
 
 
@@ -205,7 +205,7 @@ AppDatabase = Annotated[Database, Depends(database_of)]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.database
+    database: Database = request.app.state.container.database
     async with database.sessionmaker() as session:
         try:
             yield session
@@ -223,7 +223,7 @@ Session = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
 async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.database
+    database: Database = request.app.state.container.database
     async with database.read_sessionmaker() as session:
         try:
             yield session

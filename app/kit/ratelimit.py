@@ -306,7 +306,7 @@ def _unavailable() -> ServiceUnavailable:
 
 def login_throttle_of(request: Request) -> LoginThrottle:
     """The app's sign-in throttle."""
-    throttle: LoginThrottle = request.app.state.login_throttle
+    throttle: LoginThrottle = request.app.state.container.login_throttle
     return throttle
 
 
@@ -329,7 +329,7 @@ def client_address(request: Request) -> str | None:
 
 def quotas_of(request: Request) -> Quotas:
     """The app's per-caller quotas."""
-    quotas: Quotas = request.app.state.quotas
+    quotas: Quotas = request.app.state.container.quotas
     return quotas
 
 

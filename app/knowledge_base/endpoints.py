@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from pydantic import BaseModel
 
+from app.container import container_of
 from app.kit.auth import AppSettings
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import ReadSession, Session
@@ -61,7 +62,7 @@ async def reparse_documents(
     """Re-chunk and re-embed ready documents with the current chunking, in the background;
     searches answer from each document's old chunks until its new ones are in."""
     job = await knowledge_base_service.request_reparse(session, access, data)
-    background.add_task(request.app.state.dispatcher.enqueue, job.id)
+    background.add_task(container_of(request).dispatcher.enqueue, job.id)
     return JobAccepted(job_id=job.id, total=job.total)
 
 

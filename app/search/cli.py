@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.actor import SystemActor
 from app.kit.console import prepared
-from app.kit.db import Database
 from app.kit.errors import CairnError, NotPermitted, ResourceNotFound
 from app.kit.principal import Principal
 from app.kit.public_ids import IdKind, encode_id
@@ -21,12 +20,15 @@ from app.kit.settings import SearchSettings, Settings, get_settings
 from app.search.schemas import SearchFilters, SearchMode, SearchRequest, SearchResponse
 from app.search.visibility import Visibility
 
+if TYPE_CHECKING:
+    from app.container import Container
+
 _SNIPPET_CHARS = 300
 
 
 async def resolve_caller(
     session: AsyncSession,
-    database: Database,
+    container: Container,
     *,
     tenant: str,
     as_user: str | None,
@@ -35,7 +37,7 @@ async def resolve_caller(
 ) -> tuple[Principal | SystemActor, Visibility]:
     """Who a console command acts as in a tenant and what it may see: the operator (every
     sensitivity level, no actor) or a user, with that user's role and its permission check."""
-    from app.kit.authz import Enforcer, domain_of
+    from app.kit.authz import domain_of
     from app.tenants.repository import tenant_repository
     from app.users.repository import user_repository
 
@@ -47,7 +49,7 @@ async def resolve_caller(
     user = await user_repository.get_by_username(session, as_user.lower())
     if user is None or not user.is_active:
         raise ResourceNotFound(f"User {as_user!r} not found")
-    enforcer = Enforcer(database.engine)
+    enforcer = container.enforcer
     await enforcer.refresh(session)
     if not enforcer.allowed(user.id, domain_of(found.id), *permission):
         raise NotPermitted(f"{as_user} may not {permission[0]} in {tenant}")
@@ -61,17 +63,17 @@ async def run_search(
 ) -> tuple[SearchResponse, SearchMode]:
     """Search a tenant as the operator (every sensitivity) or with a user's role in it; the
     hits and the mode they were ranked in (the knowledge base's when the request gave none)."""
-    from app.kit.db import database_for
+    from app.container import Container
     from app.knowledge_base.service import knowledge_base_service
-    from app.search.retriever import Retriever
     from app.search.service import search_service
 
-    database = database_for(settings)
+    container = Container(settings)
+    database = container.database
     try:
         async with database.read_sessionmaker() as session:
             actor, visibility = await resolve_caller(
                 session,
-                database,
+                container,
                 tenant=tenant,
                 as_user=as_user,
                 permission=("search", "query"),
@@ -81,13 +83,12 @@ async def run_search(
                 session, visibility.tenant_id, settings
             )
             top_k, mode = request.top_k or defaults.top_k, request.mode or defaults.mode
-            retriever = Retriever.create(database, settings)
             response = await search_service.search(
                 visibility,
                 query=request.query,
                 top_k=top_k,
                 mode=mode,
-                retriever=retriever,
+                retriever=container.retriever,
                 defaults=defaults,
             )
         if settings.search.audit:
@@ -102,7 +103,7 @@ async def run_search(
                 )
         return response, mode
     finally:
-        await database.dispose()
+        await container.close()
 
 
 def score_kind(mode: str, search: SearchSettings) -> tuple[str, str]:

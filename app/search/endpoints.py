@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from app.container import container_of
 from app.kit.auth import AppSettings
 from app.kit.authz import Authorizer, TenantAccess
 from app.kit.db import Session
@@ -20,8 +21,7 @@ SearchAccess = Annotated[TenantAccess, Depends(Authorizer("search", "query"))]
 
 
 def _retriever(request: Request) -> Retriever:
-    retriever: Retriever = request.app.state.retriever
-    return retriever
+    return container_of(request).retriever
 
 
 CurrentRetriever = Annotated[Retriever, Depends(_retriever)]

@@ -164,8 +164,8 @@ class Retriever:
             settings.index_dir,
             max_bytes=settings.search.cache_max_mb * 1024 * 1024,
             poll_seconds=settings.search.version_poll_seconds,
-            # The process's keyring when it has one (the API's Runtime), else one of its own
-            # (`cairn search`, `cairn ask`, evaluations).
+            # The process's keyring (its container's, app/container.py) when given, else one
+            # of its own.
             keyring=keyring or Keyring(database, settings.encryption),
         )
         return cls(

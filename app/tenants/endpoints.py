@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from app.container import container_of
 from app.kit.auth import CurrentPrincipal
 from app.kit.authz import Authorizer, PlatformAuthorizer, TenantAccess
 from app.kit.bounds import UsernamePath
@@ -79,12 +80,13 @@ async def delete_tenant(
 ) -> Response:
     """Delete the tenant and everything in it (platform admin; audited). With `shred=true` its
     data key is destroyed first, so encrypted copies anywhere become unreadable."""
+    container = container_of(request)
     await deletion.delete_tenant(
-        request.app.state.runtime,
+        container,
         access.principal,
         access.tenant.slug,
         shred=shred,
-        shard_cache=request.app.state.retriever.cache,
+        shard_cache=container.retriever.cache,
     )
     return Response(status_code=204)
 

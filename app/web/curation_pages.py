@@ -7,6 +7,7 @@ from typing import get_args
 
 from fastapi import APIRouter, Request, Response
 
+from app.container import container_of
 from app.documents.service import document_service
 from app.kit.authz import CurrentEnforcer
 from app.kit.db import ReadSession
@@ -31,7 +32,7 @@ async def settings_page(
     await _in_tenant(page, session, enforcer, tenant, "settings", "read")
     assert page.access is not None
     current = await knowledge_base_service.effective(
-        session, page.access.tenant_id, request.app.state.settings
+        session, page.access.tenant_id, container_of(request).settings
     )
     return page.render(
         "settings.html",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import auth_service
+from app.container import container_of
 from app.documents.service import document_service
 from app.kit.auth import AppSettings, CredentialResolver
 from app.kit.authz import (
@@ -38,6 +39,7 @@ from app.kit.errors import CairnError, NotAuthenticated, NotPermitted, ResourceN
 from app.kit.principal import Principal
 from app.kit.public_ids import IdKind, encode_id, public_ids
 from app.kit.ratelimit import CallerQuotas, ClientAddress, SignInThrottle
+from app.kit.settings import Settings
 from app.knowledge_base.service import knowledge_base_service
 from app.search.schemas import SearchMode, SearchResponse
 from app.search.service import search_service
@@ -121,15 +123,15 @@ class Page:
         )
 
 
-def _settings(request: Request) -> Any:
-    return request.app.state.settings
+def _settings(request: Request) -> Settings:
+    return container_of(request).settings
 
 
 async def _principal_of(request: Request, session: AsyncSession) -> Principal | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    resolver: CredentialResolver = request.app.state.credentials
+    resolver: CredentialResolver = container_of(request).credentials
     try:
         principal = await resolver.principal(session, _settings(request), token)
     except NotAuthenticated:
@@ -440,7 +442,7 @@ async def preview_search(
         query=data.query,
         top_k=data.top_k or min(defaults.top_k, 50),
         mode=data.mode or defaults.mode,
-        retriever=request.app.state.retriever,
+        retriever=container_of(request).retriever,
         defaults=defaults,
     )
 
@@ -532,7 +534,7 @@ async def sign_in_required(request: Request, _: Exception) -> Response:
 
 async def page_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PageError)
-    session_maker = request.app.state.database.read_sessionmaker
+    session_maker = container_of(request).database.read_sessionmaker
     async with session_maker() as session:
         principal = await _principal_of(request, session)
         tenants: list[dict[str, str]] = []

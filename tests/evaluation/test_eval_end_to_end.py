@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from app.container import Container
 from app.documents.bulk import operator_access, queue_files
 from app.evaluation.beir import load_beir
 from app.evaluation.direct import direct_bm25
 from app.evaluation.runner import evaluate, write_corpus_files
-from app.kit.db import database_for
 from app.kit.settings import Settings
 from tests.evaluation.test_metrics_and_beir import write_dataset
 
@@ -49,14 +49,13 @@ async def test_an_interrupted_load_is_finished_and_no_load_reuses_it(
 
     dataset = load_beir(write_dataset(tmp_path / "tiny"))
     # A load stopped after queueing two documents: they sit queued, their jobs open.
-    database = database_for(settings)
+    container = Container(settings)
     try:
-        await _tenant_id(database, "evalresume")
-        access = await operator_access(database, "evalresume")
+        await _tenant_id(container.database, "evalresume")
+        access = await operator_access(container.database, "evalresume")
         paths = write_corpus_files(dataset, tmp_path, ["d1", "d2"])
         queued, _ = await queue_files(
-            database,
-            settings,
+            container,
             access,
             paths,
             tags=["eval"],
@@ -65,7 +64,7 @@ async def test_an_interrupted_load_is_finished_and_no_load_reuses_it(
         )
         assert len(queued) == 2
     finally:
-        await database.dispose()
+        await container.close()
     # The re-run meets d1 and d2 as duplicates and must still finish them.
     report = await evaluate(settings, dataset, tenant="evalresume", modes=["bm25"])
     assert report.documents == 4
