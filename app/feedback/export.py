@@ -58,7 +58,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 async def export_feedback(session: AsyncSession, slug: str, out: Path) -> ExportSummary:
-    """Write the tenant's rated answers into `out` as a question set; audited (counts only)."""
+    """Write the tenant's rated answers into `out` as a question set; audited."""
     tenant = await tenant_repository.get_by_slug(session, slug)
     if tenant is None:
         raise ResourceNotFound(f"Tenant {slug!r} not found")
@@ -114,6 +114,5 @@ async def export_feedback(session: AsyncSession, slug: str, out: Path) -> Export
         tenant_id=tenant.id,
         target_type="tenant",
         target_id=tenant.id,
-        details={"questions": summary.questions, "judged": summary.judged},
     )
     return summary
