@@ -224,6 +224,7 @@ def test_chat_tools(world: World, notes: str, language: str, user: str) -> None:
     if user == "vi":
         expect(page.locator("nav.menu a", has_text=m["feedback.title"])).to_have_count(0)
         response = page.goto("/t/birds/feedback")
-        assert response is not None and response.status == 403
+        assert response is not None
+        assert response.status == 403
     admin_context.close()
     context.close()
