@@ -43,7 +43,7 @@ def _model_app() -> Starlette:
             )
 
         # A question that says "slowly" streams a word a second (a Stop button test).
-        slow = any("slowly" in str(m.get("content", "")) for m in body.get("messages", []))
+        slow = any("slowly" in str(m.get("content", "")).lower() for m in body.get("messages", []))
 
         async def events() -> AsyncIterator[str]:
             for word in ANSWER.split(" "):

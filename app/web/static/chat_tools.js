@@ -92,8 +92,9 @@
     function feedbackBox(message) {
       const path = tenantApi("/chat/messages/" + message.id + "/feedback");
       let current = message.feedback || null;
-      const up = el("button", { type: "button", class: "small secondary rate rate-up", "aria-label": T("feedback.up"), title: T("feedback.up"), text: "👍" });
-      const down = el("button", { type: "button", class: "small secondary rate rate-down", "aria-label": T("feedback.down"), title: T("feedback.down"), text: "👎" });
+      // Words, not emoji: a server's browser may have no emoji font.
+      const up = el("button", { type: "button", class: "small secondary rate rate-up", text: "▲ " + T("feedback.up") });
+      const down = el("button", { type: "button", class: "small secondary rate rate-down", text: "▼ " + T("feedback.down") });
       const state = el("span", { class: "feedback-state muted", role: "status" });
       const comment = el("textarea", { class: "feedback-text", rows: "2", maxlength: "2000", "aria-label": T("feedback.comment") });
       const save = el("button", { type: "submit", class: "small", text: T("feedback.save") });
