@@ -5,6 +5,7 @@ Answering itself is app/chat/answers.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -87,15 +88,20 @@ class ChatService:
         """Give the session its owner's title, and audit that (ids only: a title is the
         owner's own words)."""
         await chat_repository.rename(session, chat_session, title)
+        await self._audit(session, "chat_session.rename", actor, chat_session)
+        return chat_session
+
+    async def _audit(
+        self, session: AsyncSession, action: str, actor: Principal, chat_session: ChatSession
+    ) -> None:
         await audit_service.record(
             session,
-            action="chat_session.rename",
+            action=action,
             actor=actor,
             tenant_id=chat_session.tenant_id,
             target_type="chat_session",
             target_id=chat_session.id,
         )
-        return chat_session
 
     async def history(
         self,
@@ -128,9 +134,17 @@ class ChatService:
         from any document the caller cannot see now: every document that was in the prompt
         counts, not only the cited ones, since citations are assigned after the fact."""
         stored = await chat_repository.messages(session, chat_session.id, last=last)
+        hidden = await self.withheld(session, visibility, stored)
+        return [TranscriptEntry(m, h) for m, h in zip(stored, hidden, strict=True)]
+
+    async def withheld(
+        self, session: AsyncSession, visibility: Visibility, stored: Sequence[StoredMessage]
+    ) -> list[bool]:
+        """For each message, whether it was written from a document the reader cannot see
+        now (any document of its prompt, cited or not)."""
         needed = set().union(*(m.depends_on for m in stored)) if stored else set()
         visible = await chat_repository.visible_documents(session, visibility, needed)
-        return [TranscriptEntry(m, not m.depends_on <= visible) for m in stored]
+        return [not m.depends_on <= visible for m in stored]
 
     async def delete_session(
         self, session: AsyncSession, *, actor: Principal, chat_session: ChatSession
@@ -138,14 +152,7 @@ class ChatService:
         """Delete the session with its messages, citations, sources and feedback for good,
         and audit that (ids only)."""
         await chat_repository.delete_session(session, chat_session)
-        await audit_service.record(
-            session,
-            action="chat_session.delete",
-            actor=actor,
-            tenant_id=chat_session.tenant_id,
-            target_type="chat_session",
-            target_id=chat_session.id,
-        )
+        await self._audit(session, "chat_session.delete", actor, chat_session)
 
 
 chat_service = ChatService()

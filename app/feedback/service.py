@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.service import audit_service
+from app.audit.service import DetailValue, audit_service
 from app.chat.repository import StoredMessage, chat_repository
-from app.chat.service import WITHHELD
+from app.chat.service import WITHHELD, chat_service
 from app.feedback.repository import feedback_repository
 from app.kit.errors import ResourceNotFound
 from app.kit.principal import Principal
@@ -67,15 +67,8 @@ class FeedbackService:
             rating=rating,
             comment=comment,
         )
-        await audit_service.record(
-            session,
-            action="answer.feedback",
-            actor=principal,
-            tenant_id=tenant_id,
-            target_type="chat_message",
-            target_id=answer.id,
-            details={"rating": rating, "comment_chars": len(comment or "")},
-        )
+        details: dict[str, DetailValue] = {"rating": rating, "comment_chars": len(comment or "")}
+        await self._audit(session, "answer.feedback", principal, tenant_id, answer, details)
         return row
 
     async def unrate(
@@ -84,14 +77,26 @@ class FeedbackService:
         """Take back your rating of one of your answers (nothing to take back is no error)."""
         answer = await self._answer(session, principal, tenant_id=tenant_id, message_id=message_id)
         if await feedback_repository.remove(session, answer.id):
-            await audit_service.record(
-                session,
-                action="answer.feedback_delete",
-                actor=principal,
-                tenant_id=tenant_id,
-                target_type="chat_session",
-                target_id=answer.session_id,
-            )
+            await self._audit(session, "answer.feedback_delete", principal, tenant_id, answer)
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        action: str,
+        principal: Principal,
+        tenant_id: int,
+        answer: ChatMessage,
+        details: dict[str, DetailValue] | None = None,
+    ) -> None:
+        await audit_service.record(
+            session,
+            action=action,
+            actor=principal,
+            tenant_id=tenant_id,
+            target_type="chat_message",
+            target_id=answer.id,
+            details=details,
+        )
 
     async def rated_answers(
         self,
@@ -110,17 +115,11 @@ class FeedbackService:
         ids = [r.message_id for r in rows]
         stored = await chat_repository.stored_messages(session, ids)
         questions = await feedback_repository.questions(session, ids)
-        needed = set().union(*(m.depends_on for m in stored.values())) if stored else set()
-        visible = await chat_repository.visible_documents(session, visibility, needed)
+        found = [(row, stored[row.message_id]) for row in rows if row.message_id in stored]
+        hidden = await chat_service.withheld(session, visibility, [m for _, m in found])
         entries = [
-            RatedEntry(
-                row,
-                stored[row.message_id],
-                questions.get(row.message_id, ""),
-                not stored[row.message_id].depends_on <= visible,
-            )
-            for row in rows
-            if row.message_id in stored
+            RatedEntry(row, message, questions.get(row.message_id, ""), withheld)
+            for (row, message), withheld in zip(found, hidden, strict=True)
         ]
         return entries, total
 

@@ -11,23 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect  # noqa: E402  (after the skips in test_browser)
 
-from tests.web.served import cairn_serve, model_stand_in
-from tests.web.test_browser import (
-    CHROMIUM,
-    LAUNCH_ARGS,
-    WAIT_MS,
-    World,
-    _people,
-    _ready_document,
-    shot,
-    sync_api,
-)
+from tests.web.test_browser import WAIT_MS, World, _ready_document, shot
+from tests.web.test_browser_curation import _language
+from tests.web.test_browser_curation import world as served_world
 
 LOCALES = Path(__file__).resolve().parents[2] / "app" / "web" / "locales"
 NOTES = (
@@ -37,35 +28,18 @@ NOTES = (
 QUESTION = "When does the pelican migration start"
 
 
+# The curation tests' world (a served Cairn, the model stand-in, Chromium); being
+# module-scoped, this module gets one of its own.
+world = served_world
+
+
 def words(language: str) -> dict[str, str]:
     return dict(json.loads((LOCALES / f"{language}.json").read_text(encoding="utf-8")))
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with model_stand_in() as model_url:
-        data_dir = tmp_path_factory.mktemp("chat-tools") / "data"
-        with cairn_serve(data_dir, model_url) as served:
-            _people(served.url)
-            with sync_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM), args=LAUNCH_ARGS
-                )
-                try:
-                    yield World(served, browser)
-                finally:
-                    browser.close()
-
-
-@pytest.fixture(scope="module")
 def notes(world: World) -> str:
     return _ready_document(world, "Pelican notes", NOTES)
-
-
-def _language(page: Page, language: str) -> None:
-    page.select_option("#language", language)
-    with page.expect_navigation():
-        page.click("form.lang button[type=submit]")
 
 
 def _session(page: Page, title: str) -> object:
