@@ -53,7 +53,9 @@ async def rows(app: FastAPI, model: Any, *where: Any) -> int:
 
 async def actions(app: FastAPI, action: str) -> list[AuditEntry]:
     async with app.state.database.read_sessionmaker() as session:
-        found = await session.scalars(select(AuditEntry).where(AuditEntry.action == action))
+        found = await session.scalars(
+            select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
+        )
         return list(found.all())
 
 
@@ -219,6 +221,11 @@ async def test_feedback_is_stored_replaced_removed_and_audited_without_words(
     assert detail["messages"][1]["feedback"]["rating"] == "down"
     assert detail["messages"][1]["feedback"]["comment"] == SECRET_COMMENT
     assert detail["messages"][0]["feedback"] is None
+    # The asker's own data: in their privacy export too.
+    exported = await client.get("/api/v1/privacy/export", params={"username": "vi"}, headers=viewer)
+    assert exported.status_code == 200, exported.text
+    [history] = exported.json()["chat_sessions"]
+    assert history["messages"][1]["feedback"]["comment"] == SECRET_COMMENT
 
     # The tenant admin reads it, with question, answer, check and passages.
     admin = await api.user("boss", hr="admin")
