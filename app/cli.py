@@ -24,6 +24,7 @@ from app.chat.cli import ask_command
 from app.crypto.cli import encryption_app
 from app.documents.cli import DocumentArg, DryRun, TenantOpt, purge_document, retention_purge
 from app.evaluation.cli import eval_app
+from app.feedback.cli import feedback_app
 from app.kit import settings as settings_module
 from app.kit.actor import SystemActor
 from app.kit.console import OneLineErrors, prepared
@@ -62,6 +63,7 @@ app.command("ask")(ask_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.add_typer(encryption_app, name="encryption")
+app.add_typer(feedback_app, name="feedback")
 
 T = TypeVar("T")
 

@@ -19,6 +19,7 @@ from app.crypto.endpoints import router as encryption_router
 from app.documents.chunk_endpoints import router as chunks_router
 from app.documents.endpoints import router as documents_router
 from app.documents.service import document_service
+from app.feedback.endpoints import router as feedback_router
 from app.health.endpoints import router as health_router
 from app.jobs.dispatch import PollingDispatcher
 from app.kit.authz import sync_role_permissions
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         knowledge_base_router,
         search_router,
         chat_router,
+        feedback_router,
         openai_router,
         audit_router,
         encryption_router,

@@ -22,6 +22,7 @@ from app.kit.public_ids import AuditEntryId, IdKind, encode_id
 _TARGET_KINDS = {
     "document": IdKind.DOCUMENT,
     "chat_session": IdKind.CHAT_SESSION,
+    "chat_message": IdKind.CHAT_MESSAGE,
     "api_key": IdKind.API_KEY,
     "tenant": IdKind.TENANT,
     "user": IdKind.USER,

@@ -14,10 +14,18 @@ from sse_starlette import ServerSentEvent
 
 from app.chat.answers import Answered, Prepared, Question, StoredSession, answer_service
 from app.chat.citations import Citation
-from app.chat.schemas import ChatRequest, ChatResponse, CheckOutcome, CitationOut, MessageOut
+from app.chat.schemas import (
+    ChatRequest,
+    ChatResponse,
+    CheckOutcome,
+    CitationOut,
+    FeedbackOut,
+    MessageOut,
+    Rating,
+)
 from app.chat.service import WITHHELD, TranscriptEntry
 from app.kit.errors import CairnError, error_body
-from app.models import ChatCitation
+from app.models import AnswerFeedback, ChatCitation
 
 
 def question_of(data: ChatRequest) -> Question:
@@ -44,25 +52,37 @@ def citation_out(c: Citation | ChatCitation) -> CitationOut:
 _OUTCOMES = frozenset(get_args(CheckOutcome))
 
 
-def _outcome(stored: str | None) -> CheckOutcome | None:
+def stored_outcome(stored: str | None) -> CheckOutcome | None:
     # A value this version does not know (written by a later one) reads as not recorded.
     return cast(CheckOutcome, stored) if stored in _OUTCOMES else None
 
 
-def message_out(entry: TranscriptEntry) -> MessageOut:
+def feedback_out(feedback: AnswerFeedback | None) -> FeedbackOut | None:
+    if feedback is None:
+        return None
+    return FeedbackOut(
+        rating=cast(Rating, feedback.rating),
+        comment=feedback.comment,
+        updated_at=feedback.updated_at,
+    )
+
+
+def message_out(entry: TranscriptEntry, feedback: AnswerFeedback | None = None) -> MessageOut:
     """A stored message as its session is read: a withheld answer shows the notice instead of
     its text, and neither its citations nor what the check made of it."""
     message = entry.stored.message
     shown = entry.role == "assistant" and not entry.withheld
     return MessageOut(
+        id=message.id,
         role="assistant" if entry.role == "assistant" else "user",
         content=WITHHELD if entry.withheld else entry.content,
         created_at=message.created_at,
         citations=[citation_out(c) for c in entry.stored.citations] if shown else [],
         withheld=entry.withheld,
         grounded=message.grounded if shown else None,
-        check=_outcome(message.check_outcome) if shown else None,
+        check=stored_outcome(message.check_outcome) if shown else None,
         note=message.note if shown else None,
+        feedback=feedback_out(feedback) if entry.role == "assistant" else None,
     )
 
 
@@ -72,6 +92,7 @@ def chat_response(answered: Answered) -> ChatResponse:
         answer=answer.text,
         citations=[citation_out(c) for c in answer.citations],
         session_id=answered.session_id,
+        message_id=answered.message_id,
         finish_reason="length" if answer.finish_reason == "length" else "stop",
         grounded=answer.grounded,
         check=answer.check,

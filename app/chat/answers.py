@@ -180,6 +180,8 @@ class Answered:
     # The chat session the turn is stored in; when nothing was stored (stateless, or cancelled)
     # the session the question continued, if any.
     session_id: int | None
+    # The stored answer's message (None when nothing was stored).
+    message_id: int | None = None
 
 
 class AnswerService:
@@ -282,7 +284,7 @@ class AnswerService:
             await self._audit(session, prepared, None, chat_session_id=prepared.session_id)
             return Answered(answer, language, prepared.session_id)
         await self._remember(prepared, answer)
-        return Answered(answer, language, await self._record(session, prepared, answer))
+        return Answered(answer, language, *await self._record(session, prepared, answer))
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -314,9 +316,9 @@ class AnswerService:
             await self._remember(prepared, answer)
             database = prepared.runtime.database
             async with database.sessionmaker() as session, session.begin():
-                session_id = await self._record(session, prepared, answer)
+                session_id, message_id = await self._record(session, prepared, answer)
             finished = True
-            yield Answered(answer, prepared.grounding.language, session_id)
+            yield Answered(answer, prepared.grounding.language, session_id, message_id)
 
         try:
             async with contextlib.aclosing(items()) as running:
@@ -555,16 +557,18 @@ class AnswerService:
 
     async def _record(
         self, session: AsyncSession, prepared: Prepared, answer: Answer
-    ) -> int | None:
+    ) -> tuple[int | None, int | None]:
         """Store the turn when the question keeps one and audit the answer; the session the
-        turn is stored in."""
-        chat_session_id = None
+        turn is stored in and the stored answer's message."""
+        chat_session_id = message_id = None
         if prepared.stored is not None:
-            chat_session_id = await self._store(session, prepared, answer)
+            chat_session_id, message_id = await self._store(session, prepared, answer)
         await self._audit(session, prepared, answer, chat_session_id=chat_session_id)
-        return chat_session_id
+        return chat_session_id, message_id
 
-    async def _store(self, session: AsyncSession, prepared: Prepared, answer: Answer) -> int:
+    async def _store(
+        self, session: AsyncSession, prepared: Prepared, answer: Answer
+    ) -> tuple[int, int]:
         """Store the turn with the documents of its prompt (an answer is withheld later when
         any of them is no longer visible), in a new session when the question continues
         none."""
@@ -583,7 +587,7 @@ class AnswerService:
                 user_id=owner.user_id,
                 title=_title(prepared.grounding.question),
             )
-        await chat_repository.add_turn(
+        message_id = await chat_repository.add_turn(
             session,
             chat_session,
             question=prepared.grounding.question,
@@ -598,7 +602,7 @@ class AnswerService:
             citations=answer.citations,
             sources=prepared.sources,
         )
-        return chat_session.id
+        return chat_session.id, message_id
 
     async def _audit(
         self,

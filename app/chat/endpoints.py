@@ -2,16 +2,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from app.chat.adapter import chat_events, chat_response, message_out, question_of
 from app.chat.answers import AnswerRuntime, Caller, answer_service
 from app.chat.schemas import (
+    MAX_SESSION_QUERY_CHARS,
     ChatRequest,
     ChatResponse,
     SessionDetail,
     SessionOut,
+    SessionRename,
 )
 from app.chat.service import chat_service
 from app.container import AppContainer
@@ -21,6 +23,7 @@ from app.kit.db import ReadSession, Session
 from app.kit.disconnect import cancel_on_disconnect
 from app.kit.pagination import Page, Pagination
 from app.kit.public_ids import ChatSessionRef
+from app.models import ChatSession
 from app.search.endpoints import CurrentRetriever
 from app.search.visibility import Visibility
 
@@ -73,24 +76,34 @@ async def chat(
     return chat_response(answered)
 
 
+def _session_out(chat_session: ChatSession, message_count: int) -> SessionOut:
+    return SessionOut(
+        id=chat_session.id,
+        title=chat_session.title,
+        created_at=chat_session.created_at,
+        updated_at=chat_session.updated_at,
+        message_count=message_count,
+    )
+
+
 @router.get("/sessions", response_model=Page[SessionOut])
 async def list_sessions(
-    access: ChatAccess, session: ReadSession, page: Pagination
+    access: ChatAccess,
+    session: ReadSession,
+    page: Pagination,
+    q: Annotated[str | None, Query(max_length=MAX_SESSION_QUERY_CHARS)] = None,
 ) -> Page[SessionOut]:
-    """Your chat sessions in this tenant, most recently used first."""
+    """Your chat sessions in this tenant, most recently used first; `q`: only those whose
+    title or one of whose questions contains it (any case)."""
     rows, total = await chat_service.list_sessions(
-        session, access.principal, tenant_id=access.tenant_id, limit=page.limit, offset=page.offset
+        session,
+        access.principal,
+        tenant_id=access.tenant_id,
+        limit=page.limit,
+        offset=page.offset,
+        query=q.strip() if q else None,
     )
-    items = [
-        SessionOut(
-            id=r.session.id,
-            title=r.session.title,
-            created_at=r.session.created_at,
-            updated_at=r.session.updated_at,
-            message_count=r.message_count,
-        )
-        for r in rows
-    ]
+    items = [_session_out(r.session, r.message_count) for r in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
@@ -104,7 +117,8 @@ async def get_session(
         session, access.principal, tenant_id=access.tenant_id, session_id=session_id
     )
     transcript = await chat_service.transcript(session, Visibility.of(access), chat_session)
-    messages = [message_out(e) for e in transcript]
+    feedback = await chat_service.feedback(session, transcript)
+    messages = [message_out(e, feedback.get(e.stored.message.id)) for e in transcript]
     return SessionDetail(
         id=chat_session.id,
         title=chat_session.title,
@@ -115,11 +129,26 @@ async def get_session(
     )
 
 
+@router.patch("/sessions/{session_id}", response_model=SessionOut)
+async def rename_session(
+    session_id: ChatSessionRef, data: SessionRename, access: ChatAccess, session: Session
+) -> SessionOut:
+    """Rename one of your sessions."""
+    chat_session = await chat_service.owned_session(
+        session, access.principal, tenant_id=access.tenant_id, session_id=session_id
+    )
+    renamed = await chat_service.rename(
+        session, actor=access.principal, chat_session=chat_session, title=data.title
+    )
+    count = await chat_service.message_count(session, renamed)
+    return _session_out(renamed, count)
+
+
 @router.delete("/sessions/{session_id}", status_code=204)
 async def delete_session(
     session_id: ChatSessionRef, access: ChatAccess, session: Session
 ) -> Response:
-    """Delete one of your sessions and everything in it."""
+    """Delete one of your sessions for good: its messages, citations, sources and feedback."""
     chat_session = await chat_service.owned_session(
         session, access.principal, tenant_id=access.tenant_id, session_id=session_id
     )

@@ -7,11 +7,17 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.citations import Citation
-from app.models import ChatCitation, ChatMessage, ChatMessageSource, ChatSession
+from app.models import (
+    AnswerFeedback,
+    ChatCitation,
+    ChatMessage,
+    ChatMessageSource,
+    ChatSession,
+)
 from app.models.base import utcnow
 from app.search.repository import search_repository
 from app.search.visibility import Visibility
@@ -55,10 +61,23 @@ class ChatRepository:
         return row
 
     async def list_owned(
-        self, session: AsyncSession, *, tenant_id: int, user_id: int, limit: int, offset: int
+        self,
+        session: AsyncSession,
+        *,
+        tenant_id: int,
+        user_id: int,
+        limit: int,
+        offset: int,
+        query: str | None = None,
     ) -> tuple[list[SessionSummary], int]:
-        """A page of the user's sessions in the tenant, most recently used first."""
-        owned = (ChatSession.tenant_id == tenant_id, ChatSession.user_id == user_id)
+        """A page of the user's sessions in the tenant, most recently used first; with a
+        `query`, only those whose title or one of whose questions contains it (any case)."""
+        owned: tuple[ColumnElement[bool], ...] = (
+            ChatSession.tenant_id == tenant_id,
+            ChatSession.user_id == user_id,
+        )
+        if query:
+            owned = (*owned, _mentions(query))
         total = await session.scalar(select(func.count()).select_from(ChatSession).where(*owned))
         counts = (
             select(ChatMessage.session_id, func.count().label("n"))
@@ -87,6 +106,23 @@ class ChatRepository:
             statement = statement.order_by(ChatMessage.id)
         messages = list((await session.scalars(statement)).all())
         messages.sort(key=lambda m: m.id)
+        return await self._stored(session, messages)
+
+    async def stored_messages(
+        self, session: AsyncSession, message_ids: Sequence[int]
+    ) -> dict[int, StoredMessage]:
+        """These messages (whatever their session) with their citations and sources, by id."""
+        if not message_ids:
+            return {}
+        rows = await session.scalars(
+            select(ChatMessage).where(ChatMessage.id.in_(list(message_ids)))
+        )
+        stored = await self._stored(session, sorted(rows, key=lambda m: m.id))
+        return {m.message.id: m for m in stored}
+
+    async def _stored(
+        self, session: AsyncSession, messages: Sequence[ChatMessage]
+    ) -> list[StoredMessage]:
         if not messages:
             return []
         cited = await session.scalars(
@@ -123,9 +159,10 @@ class ChatRepository:
         note: str | None,
         citations: Sequence[Citation],
         sources: Sequence[int],
-    ) -> None:
+    ) -> int:
         """Store a question and its answer (with what the faithfulness check made of it) with
-        the answer's citations and the documents whose passages were in its prompt."""
+        the answer's citations and the documents whose passages were in its prompt; the
+        answer's message id."""
         asked = ChatMessage(session_id=chat_session.id, role="user", content=question)
         answered = ChatMessage(
             session_id=chat_session.id,
@@ -156,10 +193,42 @@ class ChatRepository:
         )
         chat_session.updated_at = utcnow()
         await session.flush()
+        return answered.id
+
+    async def rename(self, session: AsyncSession, chat_session: ChatSession, title: str) -> None:
+        """Give the session a title of its owner's choosing (its last use does not change)."""
+        await session.execute(
+            update(ChatSession).where(ChatSession.id == chat_session.id).values(title=title)
+        )
+        chat_session.title = title
 
     async def delete_session(self, session: AsyncSession, chat_session: ChatSession) -> None:
-        """Delete the session; its messages and citations go with it (ON DELETE CASCADE)."""
+        """Delete the session; its messages, citations, sources and feedback go with it (ON
+        DELETE CASCADE, spelled out too so no row is left whatever the database enforces)."""
+        messages = select(ChatMessage.id).where(ChatMessage.session_id == chat_session.id)
+        for table in (AnswerFeedback, ChatCitation, ChatMessageSource):
+            await session.execute(delete(table).where(table.message_id.in_(messages)))
+        await session.execute(delete(ChatMessage).where(ChatMessage.session_id == chat_session.id))
         await session.execute(delete(ChatSession).where(ChatSession.id == chat_session.id))
+
+    async def message_count(self, session: AsyncSession, chat_session_id: int) -> int:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(ChatMessage)
+            .where(ChatMessage.session_id == chat_session_id)
+        )
+        return int(count or 0)
+
+    async def feedback_of(
+        self, session: AsyncSession, message_ids: Sequence[int]
+    ) -> dict[int, AnswerFeedback]:
+        """The feedback given on these messages, by message id."""
+        if not message_ids:
+            return {}
+        rows = await session.scalars(
+            select(AnswerFeedback).where(AnswerFeedback.message_id.in_(list(message_ids)))
+        )
+        return {row.message_id: row for row in rows}
 
     async def visible_documents(
         self, session: AsyncSession, visibility: Visibility, document_ids: set[int]
@@ -171,6 +240,22 @@ class ChatRepository:
         narrowed = dataclasses.replace(visibility, document_ids=tuple(sorted(document_ids)))
         statement = search_repository.visible_documents_statement(narrowed)
         return {int(i) for i in (await session.scalars(statement)).all()}
+
+
+def _mentions(query: str) -> ColumnElement[bool]:
+    """The session's title or one of its questions contains `query`, in any case (LIKE
+    wildcards in it are taken literally)."""
+    needle = query.lower()
+    asked = (
+        select(ChatMessage.id)
+        .where(
+            ChatMessage.session_id == ChatSession.id,
+            ChatMessage.role == "user",
+            func.lower(ChatMessage.content).contains(needle, autoescape=True),
+        )
+        .exists()
+    )
+    return func.lower(ChatSession.title).contains(needle, autoescape=True) | asked
 
 
 chat_repository = ChatRepository()

@@ -8,10 +8,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.kit.bounds import MAX_REQUESTED_TOKENS, MAX_TOP_K
-from app.kit.public_ids import ChatSessionId, ChatSessionRef, ChunkId, DocumentId
+from app.kit.public_ids import ChatMessageId, ChatSessionId, ChatSessionRef, ChunkId, DocumentId
 
 # The hard ceiling; `chat.max_question_chars` may set a lower one.
 MAX_QUESTION_CHARS = 32_000
+# A session's title (the column's width) and what a search of your sessions may ask for.
+MAX_TITLE_CHARS = 200
+MAX_SESSION_QUERY_CHARS = 200
+# A comment given with a rating.
+MAX_FEEDBACK_COMMENT_CHARS = 2000
+
+Rating = Literal["up", "down"]
 
 
 class ChatRequest(BaseModel):
@@ -58,6 +65,8 @@ class ChatResponse(BaseModel):
     # None only for an answer nobody reads (its client went away before it was stored): a
     # made-up id would name a session that does not exist.
     session_id: ChatSessionId | None
+    # The stored answer (what feedback names); None when nothing was stored.
+    message_id: ChatMessageId | None = None
     finish_reason: Literal["stop", "length"]
     # True only when the answer was checked against the passages it cites (or quotes them);
     # false when nothing relevant was found, the model declined, or the check failed.
@@ -75,7 +84,41 @@ class SessionOut(BaseModel):
     message_count: int
 
 
+class SessionRename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+
+    @field_validator("title")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("title must not be blank")
+        return value
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Rating
+    comment: str | None = Field(default=None, max_length=MAX_FEEDBACK_COMMENT_CHARS)
+
+    @field_validator("comment")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+
+class FeedbackOut(BaseModel):
+    rating: Rating
+    comment: str | None
+    updated_at: datetime
+
+
 class MessageOut(BaseModel):
+    # The message's id: an answer's names it for feedback.
+    id: ChatMessageId
     role: Literal["user", "assistant"]
     content: str
     created_at: datetime
@@ -88,6 +131,8 @@ class MessageOut(BaseModel):
     grounded: bool | None = None
     check: CheckOutcome | None = None
     note: str | None = None
+    # Your rating of this answer, if you gave one (answers only).
+    feedback: FeedbackOut | None = None
 
 
 class SessionDetail(SessionOut):

@@ -46,6 +46,7 @@ class IdKind(Enum):
     AUDIT_ENTRY = (7, "aud")
     RECEIPT = (8, "rcp")
     JOB = (9, "job")
+    CHAT_MESSAGE = (10, "msg")
 
     @property
     def tag(self) -> int:
@@ -159,10 +160,12 @@ APIKeyId = Annotated[int, _shown(IdKind.API_KEY), _schema(IdKind.API_KEY)]
 AuditEntryId = Annotated[int, _shown(IdKind.AUDIT_ENTRY), _schema(IdKind.AUDIT_ENTRY)]
 ReceiptId = Annotated[int, _shown(IdKind.RECEIPT), _schema(IdKind.RECEIPT)]
 JobId = Annotated[int, _shown(IdKind.JOB), _schema(IdKind.JOB)]
+ChatMessageId = Annotated[int, _shown(IdKind.CHAT_MESSAGE), _schema(IdKind.CHAT_MESSAGE)]
 
 # Request fields and path parameters: public ids on the wire, integer keys in the code.
 DocumentRef = Annotated[int, _parsed(IdKind.DOCUMENT), _schema(IdKind.DOCUMENT)]
 ChatSessionRef = Annotated[int, _parsed(IdKind.CHAT_SESSION), _schema(IdKind.CHAT_SESSION)]
+ChatMessageRef = Annotated[int, _parsed(IdKind.CHAT_MESSAGE), _schema(IdKind.CHAT_MESSAGE)]
 APIKeyRef = Annotated[int, _parsed(IdKind.API_KEY), _schema(IdKind.API_KEY)]
 ReceiptRef = Annotated[int, _parsed(IdKind.RECEIPT), _schema(IdKind.RECEIPT)]
 ChunkRef = Annotated[int, _parsed(IdKind.CHUNK), _schema(IdKind.CHUNK)]

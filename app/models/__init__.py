@@ -1,5 +1,6 @@
 """ORM tables, one module per table; import from here so every table is registered."""
 
+from app.models.answer_feedback import AnswerFeedback
 from app.models.api_key import APIKey
 from app.models.audit_entry import AuditChainHead, AuditEntry
 from app.models.auth_session import AuthSession
@@ -20,6 +21,7 @@ from app.models.tombstone import Tombstone
 from app.models.user import User
 
 __all__ = [
+    "AnswerFeedback",
     "APIKey",
     "AuditChainHead",
     "AuditEntry",

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.audit.schemas import AuditEntryRead
-from app.chat.schemas import CheckOutcome, CitationOut
+from app.chat.schemas import CheckOutcome, CitationOut, FeedbackOut
 from app.kit.public_ids import APIKeyId, ChatSessionId, DocumentId, TenantId, UserId
 
 EXPORT_FORMAT = "cairn.privacy-export.v1"
@@ -69,6 +69,8 @@ class ExportMessage(BaseModel):
     grounded: bool | None = None
     check: CheckOutcome | None = None
     note: str | None = None
+    # The person's own rating of an answer (with their comment), if they gave one.
+    feedback: FeedbackOut | None = None
 
 
 class ExportChatSession(BaseModel):

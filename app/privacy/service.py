@@ -28,7 +28,7 @@ from app.kit.authz import Enforcer
 from app.kit.db import Database
 from app.kit.errors import CairnError, Conflict, ResourceNotFound
 from app.kit.principal import Principal
-from app.models import AuditEntry, DeletionReceipt, User
+from app.models import AnswerFeedback, AuditEntry, DeletionReceipt, User
 from app.models.base import utcnow
 from app.privacy.repository import privacy_repository
 from app.privacy.schemas import (
@@ -53,9 +53,10 @@ class ErasureUnverified(CairnError):
     message = "The erasure could not be verified and was rolled back"
 
 
-def _export_message(entry: TranscriptEntry) -> ExportMessage:
-    """The message as the chat history shows it, but a withheld answer without any text."""
-    shown = message_out(entry)
+def _export_message(entry: TranscriptEntry, feedback: AnswerFeedback | None) -> ExportMessage:
+    """The message as the chat history shows it (with the person's rating of an answer), but
+    a withheld answer without any text."""
+    shown = message_out(entry, feedback)
     return ExportMessage(
         **shown.model_dump(exclude={"content", "citations"}),
         content=None if shown.withheld else shown.content,
@@ -100,6 +101,7 @@ class PrivacyService:
                 tenant.id, enforcer.sensitivity_levels(user.id, tenant.id)
             )
             transcript = await chat_service.transcript(session, visibility, chat_session)
+            rated = await chat_service.feedback(session, transcript)
             sessions.append(
                 ExportChatSession(
                     id=chat_session.id,
@@ -108,7 +110,9 @@ class PrivacyService:
                     title=chat_session.title,
                     created_at=chat_session.created_at,
                     updated_at=chat_session.updated_at,
-                    messages=[_export_message(e) for e in transcript],
+                    messages=[
+                        _export_message(e, rated.get(e.stored.message.id)) for e in transcript
+                    ],
                 )
             )
         documents = []

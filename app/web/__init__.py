@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.kit.settings import Settings
 from app.web.curation_pages import router as curation_router
+from app.web.feedback_pages import router as feedback_router
 from app.web.governance import router as governance_router
 from app.web.routes import PageError, SignInRequired, page_error, router, sign_in_required
 from app.web.session import SessionBridge
@@ -27,4 +28,5 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
     app.include_router(governance_router)
     app.include_router(curation_router)
+    app.include_router(feedback_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

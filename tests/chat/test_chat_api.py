@@ -53,6 +53,7 @@ async def test_answer_cites_the_passages_it_was_given(
         "answer",
         "citations",
         "session_id",
+        "message_id",
         "finish_reason",
         "grounded",
         "check",

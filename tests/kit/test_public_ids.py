@@ -14,7 +14,7 @@ from app.kit.public_ids import IdKind, PublicIds
 from tests.conftest import Api, assert_error
 from tests.documents.helpers import wait_for
 
-PUBLIC_ID = re.compile(r"^(ten|usr|doc|chk|ses|key|aud)_[0-9a-f]{32}$")
+PUBLIC_ID = re.compile(r"^(ten|usr|doc|chk|ses|msg|key|aud)_[0-9a-f]{32}$")
 
 
 def test_ids_round_trip_and_refuse_other_kinds_and_forgeries() -> None:

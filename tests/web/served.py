@@ -3,6 +3,7 @@ stand-in (a few lines of Starlette on a thread), so the browser tests need no mo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -41,8 +42,13 @@ def _model_app() -> Starlette:
                 }
             )
 
+        # A question that says "slowly" streams a word a second (a Stop button test).
+        slow = any("slowly" in str(m.get("content", "")).lower() for m in body.get("messages", []))
+
         async def events() -> AsyncIterator[str]:
             for word in ANSWER.split(" "):
+                if slow:
+                    await asyncio.sleep(1.0)
                 chunk = {"choices": [{"delta": {"content": word + " "}, "finish_reason": None}]}
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"

@@ -459,6 +459,9 @@
     const transcript = $("#transcript");
     const banner = $("#model-banner");
     let lastPercent = 0;
+    // Rename, delete, search, copy, stop, feedback: static/chat_tools.js, which loads after this
+    // script and is set up (below) before anything is drawn.
+    let tools = null;
 
     // On a first start the answer model takes minutes to prepare: say how far it has got
     // (from /readyz, public and tenant-free) until it is ready.
@@ -486,7 +489,7 @@
       }
     }
 
-    function answerNode(text, citations, grounded, withheld) {
+    function answerNode(text, citations, grounded, withheld, message) {
       const body = el("div", { class: "answer-text" });
       const byRef = new Map((citations || []).map((c) => [c.ref, c]));
       // The answer is text; only [n] markers of real citations become links.
@@ -510,14 +513,28 @@
           el("a", { class: "cite", href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + c.document_id + "?chunk=" + c.chunk_id + "#" + c.chunk_id, text: "[" + c.ref + "] " + c.title }),
           el("div", { class: "muted", text: c.snippet })))));
       }
+      if (tools && message && !withheld) tools.answer(wrap, text, message);
       return wrap;
+    }
+
+    // The open conversation is in the address (?session=…), so Back from a citation (or a
+    // reload) returns to it.
+    function remember(id) {
+      const url = new URL(location.href);
+      if (id) url.searchParams.set("session", id); else url.searchParams.delete("session");
+      history.replaceState(null, "", url.pathname + url.search + url.hash);
     }
 
     async function loadSessions() {
       try {
-        const page = await api("GET", tenantApi("/chat/sessions?limit=50"));
-        $("#session-list").replaceChildren(...page.items.map((s) => el("li", {},
-          el("button", { type: "button", class: "link" + (s.id === sessionId ? " current" : ""), text: s.title || T("untitled"), onclick: () => openSession(s.id) }))));
+        const q = tools ? tools.query() : "";
+        const page = await api("GET", tenantApi("/chat/sessions?limit=50" + (q ? "&q=" + encodeURIComponent(q) : "")));
+        $("#session-list").replaceChildren(...page.items.map((s) => {
+          const item = el("li", { "data-id": s.id },
+            el("button", { type: "button", class: "link" + (s.id === sessionId ? " current" : ""), text: s.title || T("untitled"), onclick: () => openSession(s.id) }));
+          if (tools) tools.session(item, s);
+          return item;
+        }));
       } catch (e) { failWith(e); }
     }
 
@@ -525,14 +542,20 @@
       try {
         const detail = await api("GET", tenantApi("/chat/sessions/" + id));
         sessionId = id;
+        remember(id);
         transcript.replaceChildren(...detail.messages.map((m) => m.role === "user"
           ? el("div", { class: "msg user", text: m.content })
-          : answerNode(m.content, m.citations, undefined, m.withheld)));
+          : answerNode(m.content, m.citations, undefined, m.withheld, m)));
         loadSessions();
-      } catch (e) { failWith(e); }
+      } catch (e) {
+        failWith(e);
+        // A conversation deleted since (an old address): start afresh.
+        if (e.status === 404) newChat();
+      }
     }
 
-    $("#new-chat").addEventListener("click", () => { sessionId = null; transcript.replaceChildren(); loadSessions(); });
+    function newChat() { sessionId = null; remember(null); transcript.replaceChildren(); loadSessions(); }
+    $("#new-chat").addEventListener("click", newChat);
 
     $("#chat-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -545,9 +568,11 @@
       transcript.append(live);
       const body = { question, stream: true };
       if (sessionId) body.session_id = sessionId;
+      const controller = new AbortController();
+      const streaming = tools ? tools.streaming(controller) : () => {};
       try {
         const response = await fetch(tenantApi("/chat"), {
-          method: "POST", credentials: "same-origin",
+          method: "POST", credentials: "same-origin", signal: controller.signal,
           headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF, Accept: "text/event-stream" },
           body: JSON.stringify(body),
         });
@@ -581,7 +606,9 @@
               live.textContent = text;
             } else if (event === "done") {
               sessionId = payload.session_id;
-              live.replaceWith(answerNode(payload.answer, payload.citations, payload.grounded, false));
+              remember(sessionId);
+              live.replaceWith(answerNode(payload.answer, payload.citations, payload.grounded, false,
+                payload.message_id ? { id: payload.message_id, feedback: null } : null));
             } else if (event === "error") {
               throw new ApiError(500, payload);
             }
@@ -589,6 +616,15 @@
         }
         loadSessions();
       } catch (e) {
+        if (e.name === "AbortError") {
+          // Stopped: what came so far stays, marked as stopped, never as a finished answer
+          // (the server stores no half answer).
+          live.classList.remove("streaming");
+          live.classList.add("stopped");
+          live.append(el("p", { class: "badge warn", text: T("chat.stopped") }));
+          loadSessions();
+          return;
+        }
         live.classList.add("failed");
         if (e.code === "generator_preparing") {
           const preparation = e.details && e.details.preparation;
@@ -598,11 +634,17 @@
           live.textContent = T("error", { message: e.message });
         }
       } finally {
+        streaming();
         $("#ask").disabled = false;
       }
     });
-    loadSessions();
-    watchModel();
+    // Deferred scripts run before DOMContentLoaded: by then static/chat_tools.js is there.
+    document.addEventListener("DOMContentLoaded", () => {
+      if (window.cairnChatTools) tools = window.cairnChatTools({ openSession, loadSessions, newChat, current: () => sessionId });
+      const asked = new URLSearchParams(location.search).get("session");
+      if (asked) openSession(asked); else loadSessions();
+      watchModel();
+    });
   }
 
   // Members ----------------------------------------------------------------------------------
