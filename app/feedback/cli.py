@@ -10,7 +10,6 @@ import typer
 
 from app.feedback.export import ExportSummary, export_feedback
 from app.kit.console import prepared
-from app.kit.db import database_for
 from app.kit.settings import Settings, get_settings
 
 feedback_app = typer.Typer(help="Answer feedback: rated answers.", no_args_is_help=True)
@@ -35,9 +34,11 @@ def export_command(
 
 
 async def _export(settings: Settings, tenant: str, out: Path) -> ExportSummary:
-    database = database_for(settings)
+    from app.container import Container
+
+    container = Container(settings)
     try:
-        async with database.sessionmaker() as session, session.begin():
+        async with container.database.sessionmaker() as session, session.begin():
             return await export_feedback(session, tenant, out)
     finally:
-        await database.dispose()
+        await container.close()

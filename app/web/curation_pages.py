@@ -31,16 +31,15 @@ async def settings_page(
 ) -> Response:
     await _in_tenant(page, session, enforcer, tenant, "settings", "read")
     assert page.access is not None
-    current = await knowledge_base_service.effective(
-        session, page.access.tenant_id, container_of(request).settings
-    )
+    settings = container_of(request).settings
+    current = await knowledge_base_service.effective(session, page.access.tenant_id, settings)
     return page.render(
         "settings.html",
         section="settings",
         kb=current,
         templates=TEMPLATES,
         # Server-wide (`index.bm25_stemmer`): shown, not chosen here (README says why).
-        analyzer_stemmer=request.app.state.settings.index.bm25_stemmer,
+        analyzer_stemmer=settings.index.bm25_stemmer,
     )
 
 
