@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import auth_service
 from app.container import container_of
+from app.documents.curation import chunk_read
 from app.documents.service import document_service
 from app.kit.auth import AppSettings, CredentialResolver
 from app.kit.authz import (
@@ -332,6 +333,7 @@ async def documents_page(
 async def document_page(
     tenant: str,
     document_id: str,
+    request: Request,
     page: SignedIn,
     session: ReadSession,
     enforcer: CurrentEnforcer,
@@ -344,7 +346,11 @@ async def document_page(
     if document is None:
         raise PageError(404)
     shown = (await document_service.read_models(session, [document]))[0]
-    chunks = await document_service.chunks(session, page.access, document.id)
+    rows = await document_service.chunks(session, page.access, document.id)
+    # Opened with the tenant's key (sealed at rest when encryption is on); a re-parse's staged
+    # chunks are not the document's yet.
+    data_key = await container_of(request).store.read_key(page.access.tenant_id)
+    chunks = [chunk_read(c, data_key) for c in rows if not c.staged]
     jobs = await document_service.jobs(session, page.access, document.id)
     return page.render(
         "document.html",
@@ -358,22 +364,15 @@ async def document_page(
             {
                 "id": encode_id(IdKind.CHUNK, c.id),
                 "position": c.position,
-                "heading": " › ".join(_headings(c.heading_path)),
+                "heading": " › ".join(c.headings),
                 "text": c.text,
+                "enabled": c.enabled,
             }
             for c in chunks
         ],
         highlight=chunk,
         jobs=jobs,
     )
-
-
-def _headings(raw: str) -> list[str]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 @router.get("/t/{tenant}/search")

@@ -28,6 +28,7 @@ from tests.conftest import Api, assert_error
 from tests.crypto.helpers import CANARY, encrypted_settings, scan, write_kek
 from tests.documents.helpers import wait_for
 from tests.helpers import key_of
+from tests.web.helpers import sign_in
 
 SEARCH = "/api/v1/tenants/{t}/search"
 
@@ -299,3 +300,34 @@ async def test_a_rebuild_with_new_vectors_keeps_everything_sealed(
         )
         assert response.status_code == 200, response.text
         assert any(CANARY in hit["text"] for hit in response.json()["hits"]), mode
+
+
+async def test_sealed_chunks_are_read_and_curated_as_text(
+    api: Api, client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """The chunks API, an edit and the document page open sealed chunks with the tenant's key;
+    the rows stay sealed."""
+    await api.tenant("hr")
+    headers = await api.user("ed", hr="editor")
+    public = encode_id(IdKind.DOCUMENT, await _upload(client, headers, "hr"))
+    chunks_url = f"/api/v1/tenants/hr/documents/{public}/chunks"
+    listed = (await client.get(chunks_url, headers=headers)).json()["items"]
+    assert any(CANARY in c["text"] for c in listed)
+    assert listed[0]["headings"] == ["Travel policy 0"]
+    edited = await client.patch(
+        f"{chunks_url}/{listed[0]['id']}",
+        json={"text": f"The {CANARY} allowance now covers ferries."},
+        headers=headers,
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["text"].endswith("covers ferries.")
+    assert edited.json()["headings"] == ["Travel policy 0"]
+    assert any("ferries" in t for t in await _search(client, headers, "hr"))
+    plain, total = await _sealed_rows(app)
+    assert total > 0
+    assert plain == 0
+    await sign_in(client, "ed", "ed-password")
+    page = await client.get(f"/t/hr/documents/{public}")
+    assert page.status_code == 200
+    assert "covers ferries." in page.text
+    assert "cairn:enc" not in page.text
