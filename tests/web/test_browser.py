@@ -133,8 +133,13 @@ def shot(page: Page, language: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from served_world(tmp_path_factory, "web")
+
+
+def served_world(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[World]:
+    """A `cairn serve` with the birds tenant and its people, and a browser (a module's world)."""
     with model_stand_in() as model_url:
-        data_dir = tmp_path_factory.mktemp("web") / "data"
+        data_dir = tmp_path_factory.mktemp(name) / "data"
         with cairn_serve(data_dir, model_url) as served:
             _people(served.url)
             with sync_api.sync_playwright() as playwright:

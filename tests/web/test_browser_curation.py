@@ -12,19 +12,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect  # noqa: E402  (after the skips above)
 
-from tests.web.served import cairn_serve, model_stand_in
+# Through test_browser, which skips (with the reason) where chromium or Playwright is missing.
 from tests.web.test_browser import (
-    CHROMIUM,
-    LAUNCH_ARGS,
     WAIT_MS,
+    Page,
     World,
-    _people,
     _ready_document,
     _search,
+    expect,
+    served_world,
     shot,
-    sync_api,
 )
 
 HANDBOOK = (
@@ -44,18 +42,7 @@ HANDBOOK = (
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with model_stand_in() as model_url:
-        data_dir = tmp_path_factory.mktemp("curation") / "data"
-        with cairn_serve(data_dir, model_url) as served:
-            _people(served.url)
-            with sync_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM), args=LAUNCH_ARGS
-                )
-                try:
-                    yield World(served, browser)
-                finally:
-                    browser.close()
+    yield from served_world(tmp_path_factory, "curation")
 
 
 @pytest.fixture(scope="module")
