@@ -71,7 +71,7 @@ class CurationService:
         runtime: Runtime,
     ) -> Page[ChunkRead]:
         """A visible document's chunks in order, a page at a time (404 when not visible)."""
-        document = await self._visible(session, access, document_id)
+        document = await document_service.visible(session, access, document_id)
         rows, total = await chunk_repository.page(
             session, document.id, limit=page.limit, offset=page.offset
         )
@@ -255,19 +255,11 @@ class CurationService:
         vectors = await asyncio.to_thread(embedder.embed_passages, [passage])
         return np.asarray(vectors[0], dtype=np.float32)
 
-    async def _visible(
-        self, session: AsyncSession, access: TenantAccess, document_id: int
-    ) -> Document:
-        document = await document_service.get(session, access, document_id)
-        if document is None:
-            raise ResourceNotFound("Document not found")
-        return document
-
     async def _curatable(
         self, session: AsyncSession, access: TenantAccess, document_id: int
     ) -> Document:
         """A visible document whose chunks may change now: ready and not deleted (409)."""
-        document = await self._visible(session, access, document_id)
+        document = await document_service.visible(session, access, document_id)
         if document.deleted_at is not None:
             raise Conflict("The document is deleted; restore it before changing its chunks")
         if document.status != DocumentStatus.READY:

@@ -349,19 +349,20 @@ class DocumentService:
         self, session: AsyncSession, access: TenantAccess, document_id: int
     ) -> Sequence[Chunk]:
         """A visible document's chunks in order (404 when the document is not visible)."""
-        document = await self._visible(session, access, document_id)
+        document = await self.visible(session, access, document_id)
         return await document_repository.chunks(session, document.id)
 
     async def jobs(
         self, session: AsyncSession, access: TenantAccess, document_id: int
     ) -> Sequence[Job]:
         """A visible document's ingestion jobs, oldest first (404 when not visible)."""
-        document = await self._visible(session, access, document_id)
+        document = await self.visible(session, access, document_id)
         return await job_repository.for_document(session, document.id)
 
-    async def _visible(
+    async def visible(
         self, session: AsyncSession, access: TenantAccess, document_id: int
     ) -> Document:
+        """A document the caller may see (404 otherwise)."""
         document = await self.get(session, access, document_id)
         if document is None:
             raise ResourceNotFound("Document not found")
