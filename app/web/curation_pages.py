@@ -8,13 +8,12 @@ from typing import get_args
 from fastapi import APIRouter, Request, Response
 
 from app.container import container_of
-from app.documents.service import document_service
 from app.kit.authz import CurrentEnforcer
 from app.kit.db import ReadSession
-from app.kit.public_ids import IdKind, encode_id, public_ids
+from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import ChunkTemplate
 from app.knowledge_base.service import knowledge_base_service
-from app.web.routes import PageError, SignedIn, _in_tenant
+from app.web.routes import SignedIn, _in_tenant, document_in_page
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,12 +50,7 @@ async def chunks_page(
     session: ReadSession,
     enforcer: CurrentEnforcer,
 ) -> Response:
-    await _in_tenant(page, session, enforcer, tenant, "documents", "read")
-    assert page.access is not None
-    key = public_ids().decode(IdKind.DOCUMENT, document_id)
-    document = await document_service.get(session, page.access, key) if key else None
-    if document is None:
-        raise PageError(404)
+    document = await document_in_page(page, session, enforcer, tenant, document_id)
     return page.render(
         "chunks.html",
         section="documents",

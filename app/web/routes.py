@@ -42,6 +42,7 @@ from app.kit.public_ids import IdKind, encode_id, public_ids
 from app.kit.ratelimit import CallerQuotas, ClientAddress, SignInThrottle
 from app.kit.settings import Settings
 from app.knowledge_base.service import knowledge_base_service
+from app.models import Document
 from app.search.schemas import SearchMode, SearchResponse
 from app.search.service import search_service
 from app.search.visibility import Visibility
@@ -329,6 +330,20 @@ async def documents_page(
     return page.render("documents.html", section="documents")
 
 
+async def document_in_page(
+    page: Page, session: AsyncSession, enforcer: Enforcer, tenant: str, document_id: str
+) -> Document:
+    """The tenant's document a page shows, read as the signed-in person may (404 page when the
+    id is malformed, another tenant's, or not visible to them)."""
+    await _in_tenant(page, session, enforcer, tenant, "documents", "read")
+    assert page.access is not None
+    key = public_ids().decode(IdKind.DOCUMENT, document_id)
+    document = await document_service.get(session, page.access, key) if key else None
+    if document is None:
+        raise PageError(404)
+    return document
+
+
 @router.get("/t/{tenant}/documents/{document_id}")
 async def document_page(
     tenant: str,
@@ -339,12 +354,8 @@ async def document_page(
     enforcer: CurrentEnforcer,
     chunk: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    await _in_tenant(page, session, enforcer, tenant, "documents", "read")
+    document = await document_in_page(page, session, enforcer, tenant, document_id)
     assert page.access is not None
-    key = public_ids().decode(IdKind.DOCUMENT, document_id)
-    document = await document_service.get(session, page.access, key) if key else None
-    if document is None:
-        raise PageError(404)
     shown = (await document_service.read_models(session, [document]))[0]
     rows = await document_service.chunks(session, page.access, document.id)
     # Opened with the tenant's key (sealed at rest when encryption is on); a re-parse's staged
