@@ -1,8 +1,9 @@
 """Cairn's chat API over the answer service: a `ChatRequest` read into a `Question` that keeps
 its turn in a session, and the answer written back as a `ChatResponse` or as Server-Sent
-Events (`delta` {text}; then, when the faithfulness check changed or distrusts what was
-streamed, `correction` {answer, grounded, check, note}; then `done` with the response, or
-`error` with SPEC.md's error body)."""
+Events: `progress` {stage: "writing" | "checking", tokens} while the model writes and its text
+is checked (none of its words: they are shown only once checked); then `delta` {text} with the
+checked answer; then `done` with the response (its `state`, `check` and `note`), or `error`
+with SPEC.md's error body."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from typing import cast, get_args
 
 from sse_starlette import ServerSentEvent
 
-from app.chat.answers import Answered, Prepared, Question, StoredSession, answer_service
+from app.chat.answers import (
+    Answered,
+    Prepared,
+    Progress,
+    Question,
+    StoredSession,
+    answer_service,
+)
 from app.chat.citations import Citation
 from app.chat.schemas import (
     ChatRequest,
@@ -24,6 +32,7 @@ from app.chat.schemas import (
     Rating,
 )
 from app.chat.service import WITHHELD, TranscriptEntry
+from app.chat.states import state_of
 from app.kit.errors import CairnError, error_body
 from app.models import AnswerFeedback, ChatCitation
 
@@ -81,6 +90,7 @@ def message_out(entry: TranscriptEntry, feedback: AnswerFeedback | None = None) 
         withheld=entry.withheld,
         grounded=message.grounded if shown else None,
         check=stored_outcome(message.check_outcome) if shown else None,
+        state=state_of(message.check_outcome, message.grounded) if shown else None,
         note=message.note if shown else None,
         feedback=feedback_out(feedback) if entry.role == "assistant" else None,
     )
@@ -96,44 +106,22 @@ def chat_response(answered: Answered) -> ChatResponse:
         finish_reason="length" if answer.finish_reason == "length" else "stop",
         grounded=answer.grounded,
         check=answer.check,
+        state=answer.state,
         note=answer.note,
     )
 
 
-def corrected(answered: Answered, streamed: str) -> bool:
-    """Whether the `streamed` text is not the final answer or is not to be trusted: the
-    check replaced it (a quote, a second try, loops cut out, markers renumbered to name its
-    citations) or flagged it. (An answer served from the cache streams its final text:
-    nothing to correct unless it is flagged.)"""
-    answer = answered.answer
-    # Spacing alone (the model's trailing white space before an added quote) changes nothing.
-    return answer.text.split() != streamed.split() or answer.check == "unsupported"
-
-
-def correction_event(answered: Answered) -> ServerSentEvent:
-    """`correction`: what replaces (or qualifies) the text streamed before it."""
-    answer = answered.answer
-    body = {
-        "answer": answer.text,
-        "grounded": answer.grounded,
-        "check": answer.check,
-        "note": answer.note,
-    }
-    return ServerSentEvent(json.dumps(body, ensure_ascii=False), event="correction")
-
-
 async def chat_events(prepared: Prepared) -> AsyncIterator[ServerSentEvent]:
     """The streamed answer as events; closing this stops the generation."""
-    streamed: list[str] = []
     try:
         async with answer_service.stream(prepared) as items:
             async for item in items:
                 if isinstance(item, Answered):
-                    if corrected(item, "".join(streamed)):
-                        yield correction_event(item)
                     yield ServerSentEvent(chat_response(item).model_dump_json(), event="done")
+                elif isinstance(item, Progress):
+                    body = {"stage": item.stage, "tokens": item.tokens}
+                    yield ServerSentEvent(json.dumps(body), event="progress")
                 else:
-                    streamed.append(item)
                     text = json.dumps({"text": item}, ensure_ascii=False)
                     yield ServerSentEvent(text, event="delta")
     except CairnError as exc:

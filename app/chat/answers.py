@@ -18,6 +18,7 @@ import dataclasses
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +31,7 @@ from app.chat.language import Language, detect_language, nothing_found
 from app.chat.prompt import Passage, Turn, build_messages, fit_prompt, shape_passages
 from app.chat.repository import chat_repository
 from app.chat.service import chat_service
+from app.chat.states import AnswerState, state_of
 from app.generation.base import ChatMessage, GenerationLimits, Generator
 from app.generation.limits import Requester, complete_async, limits_from_settings, queued_for
 from app.generation.provider import GeneratorProvider
@@ -141,6 +143,11 @@ class Answer:
     # The supporting quote that ends `text` (`chat.answer_quote`); "" when none does.
     quote: str = ""
 
+    @property
+    def state(self) -> AnswerState:
+        """What the reader is told this answer is (app/chat/states.py)."""
+        return state_of(self.check, self.grounded) or "unverified"
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -168,6 +175,15 @@ class Prepared:
     def session_id(self) -> int | None:
         """The chat session the question continues, if any."""
         return self.stored.id if self.stored else None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a streamed answer has got before its text may be shown: the model is
+    `writing` (`tokens` pieces so far), or its text is being `checking` against the passages."""
+
+    stage: Literal["writing", "checking"]
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -289,30 +305,29 @@ class AnswerService:
     @contextlib.asynccontextmanager
     async def stream(
         self, prepared: Prepared
-    ) -> AsyncIterator[AsyncGenerator[str | Answered, None]]:
-        """The answer as it is generated: text deltas, then the `Answered` once its turn is
-        stored and audited (in a transaction of its own: the request's sessions are closed by
-        then). Leaving the block before that, or on an error, stops the generation and audits
-        the answer as unfinished, detached from the caller's task, which may be cancelled."""
+    ) -> AsyncIterator[AsyncGenerator[Progress | str | Answered, None]]:
+        """The answer as it is made: `Progress` while the model writes and while its text is
+        checked, then the checked text (one `str`), then the `Answered` once its turn is stored
+        and audited (in a transaction of its own: the request's sessions are closed by then).
+        The model's words never go out before the check has passed them: a draft the check
+        replaces is never shown as the answer, not even for a moment. Leaving the block before
+        the end, or on an error, stops the generation and audits the answer as unfinished,
+        detached from the caller's task, which may be cancelled."""
         finished = False
 
-        async def items() -> AsyncGenerator[str | Answered, None]:
+        async def items() -> AsyncGenerator[Progress | str | Answered, None]:
             nonlocal finished
             parts: list[str] = []
+            drafting = prepared.cached is None and prepared.generator is not None
             async with contextlib.aclosing(self._deltas(prepared)) as deltas:
                 async for delta in deltas:
                     parts.append(delta)
-                    yield delta
-            # The deltas went out as the model wrote them and cannot be taken back: the check,
-            # the citations and the markers rewritten to name them (app/chat/citations.py) need
-            # the whole text. The final text goes out in the `Answered` (the API's `correction`
-            # and `done`) and is what the turn stores and the cache keeps.
+                    if drafting:
+                        yield Progress("writing", len(parts))
+            if drafting:
+                yield Progress("checking", len(parts))
             answer = await self._finish(prepared, "".join(parts))
-            said = "".join(parts).strip()
-            if answer.text != said and answer.text.startswith(said):
-                # What the check adds after the model's words (the supporting quote) goes out
-                # as the last delta: an addition, not a correction.
-                yield answer.text[len(said) :]
+            yield answer.text
             await self._remember(prepared, answer)
             database = prepared.runtime.database
             async with database.sessionmaker() as session, session.begin():

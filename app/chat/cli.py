@@ -1,17 +1,27 @@
-"""`cairn ask "question" --tenant T`: a grounded answer streamed to the console, then its
-citations (registered in app/cli.py). For operators checking the generator and the corpus."""
+"""`cairn ask "question" --tenant T`: a grounded answer once checked, headed by what it is
+(app/chat/states.py), then its citations (registered in app/cli.py). For operators checking
+the generator and the corpus."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Annotated
 
 import typer
 
-from app.chat.answers import Answer, Answered, AnswerRuntime, Caller, Question, answer_service
+from app.chat.answers import (
+    Answer,
+    Answered,
+    AnswerRuntime,
+    Caller,
+    Progress,
+    Question,
+    answer_service,
+)
 from app.chat.citations import Citation
-from app.chat.language import CORRECTION_HEADING
+from app.chat.states import state_label
 from app.kit.console import prepared
 from app.kit.errors import CairnError
 from app.kit.public_ids import IdKind, encode_id
@@ -21,8 +31,8 @@ from app.kit.settings import Settings, get_settings
 async def run_ask(
     settings: Settings, question: str, *, tenant: str, as_user: str | None, top_k: int | None
 ) -> Answer:
-    """Answer as the operator (every sensitivity) or with a user's role, printing the text
-    as it is generated; audited like an answer through the API."""
+    """Answer as the operator (every sensitivity) or with a user's role, printing the answer
+    once checked, headed by its state; audited like an answer through the API."""
     from app.container import Container
     from app.search.cli import resolve_caller
 
@@ -40,21 +50,22 @@ async def run_ask(
                 session, Caller(actor, visibility, via="cli"), question=asked, runtime=runtime
             )
         answered: Answered | None = None
-        streamed: list[str] = []
+        live = sys.stderr.isatty()
         async with answer_service.stream(prepared) as items:
             async for item in items:
                 if isinstance(item, Answered):
                     answered = item
-                else:
-                    streamed.append(item)
-                    typer.echo(item, nl=False)
-        typer.echo("")
+                elif isinstance(item, Progress) and live:
+                    # The model's words are shown only once checked (as in the web page): a
+                    # terminal is told meanwhile how far it has got.
+                    typer.echo(f"\r… {item.stage} ({item.tokens} tokens)", nl=False, err=True)
         if answered is None:
             raise RuntimeError("the answer stream ended without its answer")
-        # The same check as the APIs: a replaced or distrusted answer is corrected here.
+        if live:
+            typer.echo("\r\033[K", nl=False, err=True)
         answer = answered.answer
-        if answer.text != "".join(streamed).strip():
-            typer.echo(f"{CORRECTION_HEADING[answered.language]}: {answer.text}")
+        typer.echo(f"[{state_label(answer.state, answered.language)}]")
+        typer.echo(answer.text)
         if answer.note:
             typer.echo(answer.note)
         return answer

@@ -89,11 +89,13 @@ QUOTED_PREFIX: dict[Language, str] = {
     "other": "According to the documents: ",
 }
 QUOTED_NOTE: dict[Language, str] = {
-    "zh": "生成的回答与文档不符，已改为引用文档原文。",
-    "en": "The generated answer was not supported by the documents; the documents are quoted "
-    "instead.",
-    "other": "The generated answer was not supported by the documents; the documents are "
-    "quoted instead.",
+    "zh": "模型的回答无法与文档核对，因此这里显示文档中最接近问题的原句；"
+    "请自行判断它是否回答了问题。",
+    "en": "The model's answer could not be checked against the documents, so the documents' "
+    "own sentence closest to the question is shown instead; judge whether it answers it.",
+    "other": "The model's answer could not be checked against the documents, so the "
+    "documents' own sentence closest to the question is shown instead; judge whether it "
+    "answers it.",
 }
 # How a grounded answer shows its supporting quote (`chat.answer_quote`).
 QUOTE_LABEL: dict[Language, str] = {

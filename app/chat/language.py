@@ -62,12 +62,6 @@ REFUSED: dict[Language, str] = {
 }
 
 SOURCES_HEADING: dict[Language, str] = {"zh": "来源", "en": "Sources", "other": "Sources"}
-# Heads the corrected answer that ends a streamed one the faithfulness check replaced.
-CORRECTION_HEADING: dict[Language, str] = {
-    "zh": "更正",
-    "en": "Correction",
-    "other": "Correction",
-}
 
 
 def refused(language: Language) -> str:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.chat.states import AnswerState
 from app.kit.bounds import MAX_REQUESTED_TOKENS, MAX_TOP_K
 from app.kit.public_ids import ChatMessageId, ChatSessionId, ChatSessionRef, ChunkId, DocumentId
 
@@ -72,6 +73,10 @@ class ChatResponse(BaseModel):
     # false when nothing relevant was found, the model declined, or the check failed.
     grounded: bool
     check: CheckOutcome = "unchecked"
+    # What the reader is told the answer is (app/chat/states.py; README "How answers are
+    # checked"): the model's checked words, the documents' own sentence instead, nothing
+    # found, or (only when the check is off or cannot quote) the model's words unverified.
+    state: AnswerState = "unverified"
     # Why the answer is not the model's own text or is not trusted, for the reader.
     note: str | None = None
 
@@ -130,6 +135,7 @@ class MessageOut(BaseModel):
     # questions, withheld answers and answers stored before these were kept.
     grounded: bool | None = None
     check: CheckOutcome | None = None
+    state: AnswerState | None = None
     note: str | None = None
     # Your rating of this answer, if you gave one (answers only).
     feedback: FeedbackOut | None = None

@@ -1,8 +1,13 @@
 """OpenAI's chat-completions format over the answer service. A request is read into a stateless
 `Question` (the client sends the conversation every time); the answer goes back as a
 `chat.completion` or as `chat.completion.chunk` events and `[DONE]`, its text ending with the
-check's note (and, when a streamed answer was corrected, the correction), the numbered sources
-with their supporting quotes, and a `citations` field alongside."""
+check's note, the numbered sources with their supporting quotes, and `citations`, `state` and
+`check` fields alongside.
+
+A client of this API cannot show states, so a streamed answer sends only checked text: the
+role at once, then nothing (the stream's keep-alive comments) while the model writes and its
+text is checked, then the checked answer, its note (a quoted or unverified answer says so in
+words) and its sources as content, then a last chunk with the extension fields."""
 
 from __future__ import annotations
 
@@ -15,12 +20,13 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from app.chat.adapter import citation_out, corrected
-from app.chat.answers import Answered, Prepared, Question, answer_service
+from app.chat.adapter import citation_out
+from app.chat.answers import Answered, Prepared, Progress, Question, answer_service
 from app.chat.citations import sources_block
-from app.chat.language import CORRECTION_HEADING, SOURCES_HEADING
+from app.chat.language import SOURCES_HEADING
 from app.chat.prompt import Turn
-from app.chat.schemas import CitationOut
+from app.chat.schemas import CheckOutcome, CitationOut
+from app.chat.states import AnswerState
 from app.kit.errors import BadRequest, CairnError, error_body
 from app.openai_compat.schemas import (
     AssistantMessage,
@@ -79,8 +85,12 @@ class CompletionHeader:
         delta: dict[str, Any],
         finish_reason: str | None = None,
         citations: list[CitationOut] | None = None,
+        state: AnswerState | None = None,
+        check: CheckOutcome | None = None,
     ) -> ServerSentEvent:
-        body = chunk(self.id, self.created, self.model, delta, finish_reason, citations)
+        body = chunk(
+            self.id, self.created, self.model, delta, finish_reason, citations, state, check
+        )
         return ServerSentEvent(json.dumps(body, ensure_ascii=False))
 
 
@@ -93,16 +103,6 @@ def _note(answered: Answered) -> str:
     """The check's note under the answer text (a plain-text client has nowhere else)."""
     note = answered.answer.note
     return f"\n\n{note}" if note else ""
-
-
-def _correction(answered: Answered, streamed: str) -> str:
-    """What ends a streamed answer the check replaced or flagged: the corrected answer (or
-    only the note when the text stands but is not trusted)."""
-    answer = answered.answer
-    if answer.text.split() == streamed.split():
-        return _note(answered)
-    heading = CORRECTION_HEADING[answered.language]
-    return f"\n\n{heading}: {answer.text}{_note(answered)}"
 
 
 def completion(answered: Answered, header: CompletionHeader) -> ChatCompletion:
@@ -125,6 +125,8 @@ def completion(answered: Answered, header: CompletionHeader) -> ChatCompletion:
             total_tokens=answer.prompt_tokens + answer.completion_tokens,
         ),
         citations=[citation_out(c) for c in answer.citations],
+        state=answer.state,
+        check=answer.check,
     )
 
 
@@ -136,19 +138,23 @@ async def completion_chunks(
     try:
         async with answer_service.stream(prepared) as items:
             yield header.event({"role": "assistant", "content": ""})
-            streamed: list[str] = []
             async for item in items:
+                if isinstance(item, Progress):
+                    continue
                 if isinstance(item, str):
-                    streamed.append(item)
                     yield header.event({"content": item})
                     continue
-                if corrected(item, "".join(streamed)):
-                    yield header.event({"content": _correction(item, "".join(streamed))})
-                sources = _sources(item)
-                if sources:
-                    yield header.event({"content": sources})
+                ending = _note(item) + _sources(item)
+                if ending:
+                    yield header.event({"content": ending})
                 citations = [citation_out(c) for c in item.answer.citations]
-                yield header.event({}, finish_reason="stop", citations=citations)
+                yield header.event(
+                    {},
+                    finish_reason="stop",
+                    citations=citations,
+                    state=item.answer.state,
+                    check=item.answer.check,
+                )
         yield ServerSentEvent("[DONE]")
     except CairnError as exc:
         yield ServerSentEvent(json.dumps(error_body(exc.code, exc.message)))

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.chat.schemas import CitationOut
+from app.chat.schemas import CheckOutcome, CitationOut
+from app.chat.states import AnswerState
 from app.kit.bounds import MAX_REQUESTED_TOKENS, MAX_TOP_K
 
 MAX_MESSAGES = 500
@@ -93,8 +94,11 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
-    # Cairn's extension: the passages the numbered references in the text point to.
+    # Cairn's extensions: the passages the numbered references in the text point to, and
+    # what the reader is told the answer is (app/chat/states.py) with the check's outcome.
     citations: list[CitationOut]
+    state: AnswerState
+    check: CheckOutcome
 
 
 def chunk(
@@ -104,6 +108,8 @@ def chunk(
     delta: dict[str, Any],
     finish_reason: str | None = None,
     citations: list[CitationOut] | None = None,
+    state: AnswerState | None = None,
+    check: CheckOutcome | None = None,
 ) -> dict[str, Any]:
     """One `chat.completion.chunk` of a streamed answer."""
     body: dict[str, Any] = {
@@ -115,4 +121,8 @@ def chunk(
     }
     if citations is not None:
         body["citations"] = [c.model_dump() for c in citations]
+    if state is not None:
+        body["state"] = state
+    if check is not None:
+        body["check"] = check
     return body

@@ -57,6 +57,7 @@ async def test_answer_cites_the_passages_it_was_given(
         "finish_reason",
         "grounded",
         "check",
+        "state",
         "note",
     }
     assert body["grounded"] is True
@@ -254,11 +255,17 @@ async def test_streaming_sends_deltas_then_the_answer(
             elif line.startswith("data:"):
                 events.append((event, json.loads(line.split(":", 1)[1])))
     kinds = [kind for kind, _ in events]
-    assert kinds[-1] == "done"
-    assert set(kinds[:-1]) == {"delta"}
-    text = "".join(data["text"] for kind, data in events if kind == "delta")
+    # How far the model has got, never its words; then the checked answer and `done`.
+    assert kinds[-2:] == ["delta", "done"]
+    assert set(kinds[:-2]) == {"progress"}
+    writing = [data for kind, data in events if kind == "progress"]
+    assert [p["stage"] for p in writing][-1] == "checking"
+    assert [p["tokens"] for p in writing[:-1]] == list(range(1, len(writing)))
+    text = events[-2][1]["text"]
     done = events[-1][1]
-    assert done["answer"] == text.strip()
+    assert done["answer"] == text
+    # This world's check is off: the model's words, labelled as not verified.
+    assert (done["check"], done["state"]) == ("unchecked", "unverified")
     assert world.docs["vacation"] in {c["document_id"] for c in done["citations"]}
     listed = (await client.get(SESSIONS.format(t="hr"), headers=world.users["viewer"])).json()
     assert [s["id"] for s in listed["items"]] == [done["session_id"]]

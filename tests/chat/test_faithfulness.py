@@ -469,22 +469,26 @@ async def test_a_misnumbered_marker_is_rewritten_in_the_answer(
     assert (answered["grounded"], answered["check"], answered["note"]) == (True, "supported", None)
 
 
-async def test_a_streamed_misnumbered_marker_is_rewritten_in_done(
+async def test_a_streamed_misnumbered_marker_is_never_streamed(
     app: FastAPI, client: httpx.AsyncClient, world: World
 ) -> None:
     model, response = await _ask_misnumbered(app, client, world, stream=True)
     events = _events(response.text)
-    # What was streamed went out as written; the correction and `done` carry the rewrite.
-    streamed = "".join(json.loads(d)["text"] for k, d in events if k == "delta")
-    assert streamed == f"每位员工每年享有二十五天带薪年假[{model.wrong}][99]。"
-    assert [k for k, _ in events][-2:] == ["correction", "done"]
+    # Nothing of the model's draft goes out: progress while it writes, then only the checked
+    # text, rewritten to name its citation, then `done`.
+    kinds = [k for k, _ in events]
+    assert kinds[-2:] == ["delta", "done"], kinds
+    assert set(kinds[:-2]) == {"progress"}
+    assert json.loads(events[-3][1])["stage"] == "checking"
     rewritten = f"每位员工每年享有二十五天带薪年假[{model.right}]。{NIANJIA_QUOTE} [{model.right}]"
-    assert json.loads(events[-2][1])["answer"] == rewritten
+    assert json.loads(events[-2][1])["text"] == rewritten
+    assert f"[{model.wrong}]" not in response.text.replace(f"[{model.right}]", "")
     done = json.loads(events[-1][1])
-    assert done["answer"] == rewritten
+    assert (done["answer"], done["state"], done["check"]) == (rewritten, "answered", "supported")
     assert [c["ref"] for c in done["citations"]] == [model.right]
     _, answered = await _stored(client, world, done["session_id"])
     assert (answered["content"], answered["check"]) == (rewritten, "supported")
+    assert answered["state"] == "answered"
 
 
 def _events(text: str) -> list[tuple[str, str]]:
@@ -498,7 +502,7 @@ def _events(text: str) -> list[tuple[str, str]]:
     return events
 
 
-async def test_a_streamed_answer_ends_with_its_correction(
+async def test_a_rejected_draft_is_never_streamed(
     app: FastAPI, client: httpx.AsyncClient, world: World
 ) -> None:
     scripted = _script(app, "每位员工每年享有三十天带薪年假[1]。", "二十五天[1]")
@@ -510,31 +514,39 @@ async def test_a_streamed_answer_ends_with_its_correction(
     )
     events = _events(response.text)
     kinds = [k for k, _ in events]
-    assert kinds[-2:] == ["correction", "done"], kinds
-    streamed = "".join(json.loads(d)["text"] for k, d in events if k == "delta")
-    assert streamed == "每位员工每年享有三十天带薪年假[1]。"
-    correction = json.loads(events[-2][1])
-    assert correction == {
-        "answer": f"二十五天[1]{NIANJIA_QUOTE} [1]",
-        "grounded": True,
-        "check": "regenerated",
-        "note": None,
-    }
-    assert json.loads(events[-1][1])["answer"] == f"二十五天[1]{NIANJIA_QUOTE} [1]"
+    assert kinds[-2:] == ["delta", "done"], kinds
+    assert "correction" not in kinds
+    # The wrong number was written, checked and rejected: it never reached the client.
+    assert "三十" not in response.text
+    assert json.loads(events[-2][1])["text"] == f"二十五天[1]{NIANJIA_QUOTE} [1]"
+    done = json.loads(events[-1][1])
+    assert done["answer"] == f"二十五天[1]{NIANJIA_QUOTE} [1]"
+    assert (done["grounded"], done["check"], done["state"]) == (True, "regenerated", "answered")
     # The second try was asked with the stricter instruction.
     assert "逐字复制" in scripted.prompts[1][-1].content
 
 
-async def test_a_supported_stream_has_no_correction(
+async def test_a_quoted_stream_says_so_and_keeps_saying_so(
     app: FastAPI, client: httpx.AsyncClient, world: World
 ) -> None:
-    _script(app, "每位员工每年享有二十五天带薪年假[1]。")
+    _script(app, "每位员工每年享有三十天带薪年假[1]。")
     response = await client.post(
         "/api/v1/tenants/hr/chat",
         json={"question": QUESTION_ZH, "stream": True},
         headers=world.users["viewer"],
     )
-    assert "correction" not in [k for k, _ in _events(response.text)]
+    assert "三十" not in response.text
+    done = json.loads(_events(response.text)[-1][1])
+    assert (done["check"], done["state"], done["grounded"]) == ("quoted", "quoted", False)
+    assert done["answer"].startswith(QUOTED_PREFIX["zh"])
+    assert "无法与文档核对" in done["note"]
+    # Read again from history: the same state, check and note.
+    _, answered = await _stored(client, world, done["session_id"])
+    assert (answered["state"], answered["check"], answered["note"]) == (
+        "quoted",
+        "quoted",
+        done["note"],
+    )
 
 
 async def test_openai_api_goes_through_the_same_check(
@@ -551,7 +563,8 @@ async def test_openai_api_goes_through_the_same_check(
     assert "三十" not in content
     # The note and the quote are in the text a plain client shows; the sources do not
     # repeat a quote the answer already gives.
-    assert "已改为引用文档原文" in content
+    assert "无法与文档核对" in content
+    assert response.json()["state"] == "quoted"
     assert content.count("年假制度：每位员工每年享有二十五天带薪年假。") == 1
     # Another wording: the same question again would be served from the answer cache.
     again = {
@@ -563,8 +576,11 @@ async def test_openai_api_goes_through_the_same_check(
     )
     chunks = [json.loads(d) for _, d in _events(streamed.text) if d != "[DONE]" and "choices" in d]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert text.startswith("每位员工每年享有三十天带薪年假[1]。")
-    assert "更正: " + QUOTED_PREFIX["zh"] in text
+    # A plain client gets only checked text: the quote with its note, never the draft.
+    assert text.startswith(QUOTED_PREFIX["zh"])
+    assert "三十" not in text
+    assert "无法与文档核对" in text
+    assert (chunks[-1]["state"], chunks[-1]["check"]) == ("quoted", "quoted")
 
 
 async def test_the_quote_can_come_from_any_prompt_passage() -> None:
@@ -657,7 +673,7 @@ async def test_the_quote_block_follows_a_grounded_answer_only() -> None:
     assert (quoted.quote, flagged.quote) == ("", "")
 
 
-async def test_a_streamed_grounded_answer_ends_with_its_quote_as_a_delta(
+async def test_a_streamed_grounded_answer_ends_with_its_quote(
     app: FastAPI, client: httpx.AsyncClient, world: World
 ) -> None:
     _script(app, "每位员工每年享有二十五天带薪年假[1]。")
@@ -668,11 +684,11 @@ async def test_a_streamed_grounded_answer_ends_with_its_quote_as_a_delta(
     )
     events = _events(response.text)
     deltas = [json.loads(d)["text"] for k, d in events if k == "delta"]
-    # The quote is an addition, not a correction: what was streamed is the final answer.
-    assert deltas[-1] == NIANJIA_QUOTE + " [1]"
+    # The checked answer goes out whole, its supporting quote at its end.
+    assert deltas == [f"每位员工每年享有二十五天带薪年假[1]。{NIANJIA_QUOTE} [1]"]
     assert [k for k, _ in events][-1] == "done"
-    assert "correction" not in [k for k, _ in events]
     assert json.loads(events[-1][1])["answer"] == "".join(deltas)
+    assert json.loads(events[-1][1])["state"] == "answered"
     # The OpenAI-compatible stream: the same delta, and sources that do not repeat the quote.
     request = {
         "model": "cairn:hr",

@@ -292,11 +292,11 @@ def test_walk_through(world: World, tmp_path: Path) -> None:
     expect(cite).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#transcript .answer-text")).to_contain_text("early spring")
     expect(page.locator("#session-list li")).to_have_count(1)
-    # Nothing visible answers this: shown as not grounded, without asking the model.
+    # Nothing visible answers this: labelled "not found", without asking the model.
     page.click("#new-chat")
     page.fill("#question", "xylophone quantum zebra?")
     page.click("#ask")
-    expect(page.locator("#transcript .not-grounded")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#transcript .state-not_found")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#session-list li")).to_have_count(2)
     page.locator("#session-list button", has_text="When does the pelican").click()
     cite = page.locator("#transcript .citations a.cite").first

@@ -489,7 +489,16 @@
       }
     }
 
-    function answerNode(text, citations, grounded, withheld, message) {
+    // What the reader is told an answer is (app/chat/states.py): checked model words, the
+    // documents' own sentence instead, nothing found, or unverified. Live and from history
+    // alike, from the state stored with the turn; an answer stored before states has none.
+    function stateBadge(state) {
+      if (!state) return null;
+      const kind = { answered: "ok", quoted: "info", not_found: "muted", unverified: "warn" }[state] || "warn";
+      return el("p", { class: "badge state state-" + state + " " + kind, "data-state": state, text: T("state." + state) });
+    }
+
+    function answerNode(text, citations, state, withheld, message, note) {
       const body = el("div", { class: "answer-text" });
       const byRef = new Map((citations || []).map((c) => [c.ref, c]));
       // The answer is text; only [n] markers of real citations become links.
@@ -505,9 +514,14 @@
         last = match.index + match[0].length;
       }
       body.append(text.slice(last));
-      const wrap = el("div", { class: "msg assistant" }, body);
+      const wrap = el("div", { class: "msg assistant" });
+      const badge = withheld ? null : stateBadge(state);
+      // The label comes first: a reader sees what the answer is before reading it.
+      if (badge) wrap.append(badge);
+      wrap.append(body);
       if (withheld) wrap.append(el("p", { class: "badge warn", text: T("withheld") }));
-      if (grounded === false) wrap.append(el("p", { class: "badge warn not-grounded", text: T("not_grounded") }));
+      // A stored unverified answer already ends with its note (the server keeps it there).
+      if (note && !withheld && !text.includes(note)) wrap.append(el("p", { class: "muted state-note", text: note }));
       if (citations && citations.length) {
         wrap.append(el("ol", { class: "citations" }, citations.map((c) => el("li", {},
           el("a", { class: "cite", href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + c.document_id + "?chunk=" + c.chunk_id + "#" + c.chunk_id, text: "[" + c.ref + "] " + c.title }),
@@ -545,7 +559,7 @@
         remember(id);
         transcript.replaceChildren(...detail.messages.map((m) => m.role === "user"
           ? el("div", { class: "msg user", text: m.content })
-          : answerNode(m.content, m.citations, undefined, m.withheld, m)));
+          : answerNode(m.content, m.citations, m.state, m.withheld, m, m.note)));
         loadSessions();
       } catch (e) {
         failWith(e);
@@ -564,7 +578,10 @@
       $("#question").value = "";
       $("#ask").disabled = true;
       transcript.append(el("div", { class: "msg user", text: question }));
-      const live = el("div", { class: "msg assistant streaming" });
+      // While the model writes and its words are checked, only how far it has got is shown:
+      // its draft is never on screen, so nothing the check replaces is ever read as the answer.
+      const progress = el("p", { class: "progress-text", text: T("chat.writing", { tokens: 0 }) });
+      const live = el("div", { class: "msg assistant streaming", "aria-busy": "true" }, progress);
       transcript.append(live);
       const body = { question, stream: true };
       if (sessionId) body.session_id = sessionId;
@@ -583,8 +600,8 @@
         // Server-Sent Events over fetch (EventSource cannot POST): `delta`, then `done` or `error`.
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
+        // `delta` carries the checked text just before `done`, which shows it with its label.
         let buffer = "";
-        let text = "";
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
@@ -601,14 +618,14 @@
             }
             if (!data.length) continue;
             const payload = JSON.parse(data.join("\n"));
-            if (event === "delta") {
-              text += payload.text;
-              live.textContent = text;
+            if (event === "progress") {
+              progress.textContent = payload.stage === "checking"
+                ? T("chat.checking") : T("chat.writing", { tokens: payload.tokens });
             } else if (event === "done") {
               sessionId = payload.session_id;
               remember(sessionId);
-              live.replaceWith(answerNode(payload.answer, payload.citations, payload.grounded, false,
-                payload.message_id ? { id: payload.message_id, feedback: null } : null));
+              live.replaceWith(answerNode(payload.answer, payload.citations, payload.state, false,
+                payload.message_id ? { id: payload.message_id, feedback: null } : null, payload.note));
             } else if (event === "error") {
               throw new ApiError(500, payload);
             }
@@ -617,11 +634,12 @@
         loadSessions();
       } catch (e) {
         if (e.name === "AbortError") {
-          // Stopped: what came so far stays, marked as stopped, never as a finished answer
-          // (the server stores no half answer).
+          // Stopped: no answer (nothing unchecked was shown), marked as stopped; the server
+          // stores no half answer.
           live.classList.remove("streaming");
           live.classList.add("stopped");
-          live.append(el("p", { class: "badge warn", text: T("chat.stopped") }));
+          live.removeAttribute("aria-busy");
+          live.replaceChildren(el("p", { class: "badge warn", text: T("chat.stopped") }));
           loadSessions();
           return;
         }
