@@ -61,7 +61,7 @@ from app.receipts.service import VERSION_SUBJECT, Verification, receipt_service
 from app.search.index import tokenize
 from app.search.index.erasure import Recorder, files_holding, query_current_shards, remove_chunks
 from app.search.index.shard_repository import shard_repository
-from app.search.index.tokenize import StemmerName
+from app.search.index.tokenize import STEMMERS, StemmerName
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +359,11 @@ class PurgeService:
         """The document's own words and vectors, asked of the current shards unfiltered."""
         async with runtime.database.read_sessionmaker() as session:
             current = await shard_repository.versions(session, tenant_id)
-        terms = _telling_terms(trace.texts, runtime.settings.index.bm25_stemmer)
+        # Asked as either stemmer would have made them: a knowledge base may have chosen
+        # its own, and while its keyword index is rebuilt its shards hold both kinds.
+        terms = sorted(
+            {term for stemmer in STEMMERS for term in _telling_terms(trace.texts, stemmer)}
+        )
         surfaced = await asyncio.to_thread(
             query_current_shards,
             runtime.settings.index_dir,
@@ -530,7 +534,7 @@ def _remembered_ids(progress: dict[str, object], trace: ChunkTrace) -> np.ndarra
 
 def _telling_terms(texts: list[str], stemmer: StemmerName = "english") -> list[str]:
     """The document's least frequent distinct terms (rarest first), which identify it best.
-    Tokenized as the shards were (the configured stemmer), or no term could ever match."""
+    Tokenized as the shards were (with their stemmer), or no term could ever match."""
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update(tokenize(text, stemmer=stemmer))

@@ -19,6 +19,7 @@ from app.jobs.registry import JobRegistry, Renew
 from app.jobs.repository import job_repository
 from app.jobs.runner import simple_handler
 from app.jobs.runtime import Runtime
+from app.knowledge_base.bm25_rebuild import run_bm25_rebuild
 from app.models import Job
 from app.search.index.erasure import compact_shards
 from ingest.priority import BackgroundThreads
@@ -110,4 +111,9 @@ async def build_registry(
         await run_reparse(runtime, job)
 
     registry.register(JobKind.REPARSE, simple_handler(runtime, worker, reparse))
+
+    async def bm25_rebuild(job: Job) -> None:
+        await run_bm25_rebuild(runtime, job)
+
+    registry.register(JobKind.BM25_REBUILD, simple_handler(runtime, worker, bm25_rebuild))
     return registry, pipeline

@@ -22,6 +22,9 @@ class JobKind(StrEnum):
     ROTATE_TENANT_KEY = "rotate_tenant_key"
     # Re-chunking a knowledge base's documents with its current settings (app/documents/reparse.py).
     REPARSE = "reparse"
+    # Re-tokenizing a knowledge base's BM25 shards with its stemmer in force
+    # (app/knowledge_base/bm25_rebuild.py).
+    BM25_REBUILD = "bm25_rebuild"
 
 
 @dataclass(frozen=True)

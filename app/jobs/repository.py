@@ -116,7 +116,7 @@ class JobRepository:
     async def open_for_subject(
         self, session: AsyncSession, kind: str, subject_id: int
     ) -> Job | None:
-        """A job of this kind on this subject that has not finished, if any."""
+        """The newest job of this kind on this subject that has not finished, if any."""
         return await session.scalar(
             select(Job)
             .where(
@@ -124,7 +124,17 @@ class JobRepository:
                 Job.subject_id == subject_id,
                 Job.status.in_(("queued", "running")),
             )
+            .order_by(Job.id.desc())
             .limit(1)
+        )
+
+    async def record_progress(
+        self, session: AsyncSession, job_id: int, *, done: int, total: int, payload: str
+    ) -> None:
+        """A step of a job of several steps is done: how many, of how many, and where a
+        retried job resumes."""
+        await session.execute(
+            update(Job).where(Job.id == job_id).values(done=done, total=total, payload=payload)
         )
 
     async def stale_ids(

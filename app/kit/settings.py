@@ -138,7 +138,9 @@ class IndexSettings(BaseModel):
     flush_max_share: float = Field(default=0.1, gt=0, le=1)
     # BM25 tokenizer (app/search/index/tokenize.py). Both are recorded in every BM25 shard
     # (its analyzer id); after changing either, re-tokenize with `cairn index rebuild`.
-    # Snowball stemming of English words (Chinese is segmented by jieba either way).
+    # Snowball stemming of English words (Chinese is segmented by jieba either way): the
+    # default of knowledge bases that chose none (their `bm25.stemmer`, app/knowledge_base);
+    # each shard is searched with the stemmer it was made with.
     bm25_stemmer: Literal["english", "none"] = "english"
     # A chunk's headings (document title first) are indexed this many times before its text
     # (0 = chunk text only).

@@ -41,14 +41,21 @@ async def get_settings(
 
 @router.patch("/settings", response_model=KnowledgeBaseSettings)
 async def update_settings(
+    request: Request,
     data: KnowledgeBaseSettingsUpdate,
     access: SettingsWrite,
     session: Session,
     settings: AppSettings,
+    background: BackgroundTasks,
 ) -> KnowledgeBaseSettings:
-    """Change chunking (for documents parsed from now on: re-parse to apply it to the others)
-    or retrieval defaults (for the next search)."""
-    return await knowledge_base_service.update(session, access, data, settings)
+    """Change chunking (for documents parsed from now on: re-parse to apply it to the others),
+    retrieval defaults (for the next search) or the BM25 stemmer (new chunks at once; the
+    existing keyword index is rebuilt in the background, job `rebuild_job_id`, while searches
+    go on)."""
+    updated, queued = await knowledge_base_service.update(session, access, data, settings)
+    if queued is not None:
+        background.add_task(container_of(request).dispatcher.enqueue, queued.id)
+    return updated
 
 
 @router.post("/documents/reparse", status_code=202, response_model=JobAccepted)

@@ -22,31 +22,46 @@ def _object(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# The sections of a knowledge base's settings, each a JSON object in its own column.
+SECTIONS = ("chunking", "retrieval", "bm25")
+
+
 class KnowledgeBaseRepository:
-    async def stored(
-        self, session: AsyncSession, tenant_id: int
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(chunking, retrieval): the keys the knowledge base set itself."""
+    async def stored(self, session: AsyncSession, tenant_id: int) -> dict[str, dict[str, Any]]:
+        """Per section (`SECTIONS`), the keys the knowledge base set itself."""
         row = await session.get(TenantSettings, tenant_id)
-        if row is None:
-            return {}, {}
-        return _object(row.chunking), _object(row.retrieval)
+        return {
+            section: _object(getattr(row, section) if row is not None else None)
+            for section in SECTIONS
+        }
+
+    async def stored_stemmer(self, session: AsyncSession, tenant_id: int) -> str | None:
+        """The BM25 stemmer the knowledge base chose (None: the server's). Read by the index
+        writer on every write, under the tenant's writer lock: one primary-key read."""
+        raw = await session.scalar(
+            select(TenantSettings.bm25).where(TenantSettings.tenant_id == tenant_id)
+        )
+        value = _object(raw).get("stemmer")
+        return value if isinstance(value, str) else None
 
     async def store(
         self,
         session: AsyncSession,
         tenant_id: int,
+        sections: dict[str, dict[str, Any]],
         *,
-        chunking: dict[str, Any],
-        retrieval: dict[str, Any],
         user_id: int | None,
     ) -> None:
         row = await session.get(TenantSettings, tenant_id)
         if row is None:
             row = TenantSettings(tenant_id=tenant_id)
             session.add(row)
-        row.chunking = json.dumps(chunking, ensure_ascii=False, sort_keys=True)
-        row.retrieval = json.dumps(retrieval, ensure_ascii=False, sort_keys=True)
+        for section in SECTIONS:
+            setattr(
+                row,
+                section,
+                json.dumps(sections.get(section, {}), ensure_ascii=False, sort_keys=True),
+            )
         row.updated_at = utcnow()
         row.updated_by = user_id
 

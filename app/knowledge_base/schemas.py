@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from app.kit.public_ids import DocumentRef, JobId
 from app.kit.settings import ChunkTemplate
+from app.search.index.tokenize import StemmerName
 from app.search.schemas import MAX_TOP_K, SearchMode
 
 # Token budgets a knowledge base may choose (count_tokens units, ingest/chunking.py): below
@@ -68,11 +69,25 @@ class RetrievalSettings(BaseModel):
     min_score: float | None = Field(ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False)
 
 
+class BM25Settings(BaseModel):
+    """How the keyword (BM25) index turns text into terms. Chinese is segmented with jieba
+    whatever the stemmer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # English Snowball stemming ("running" finds "runs"), or words matched as written.
+    stemmer: StemmerName
+
+
 class KnowledgeBaseSettings(BaseModel):
     chunking: ChunkingSettings
     retrieval: RetrievalSettings
+    bm25: BM25Settings
     # Which keys the knowledge base set itself; the others follow the server's configuration.
     overridden: list[str] = Field(default_factory=list)
+    # The keyword-index rebuild under way (queued or running), if any: a PATCH that changed
+    # `bm25.stemmer` returns the one it queued. Its progress: GET …/jobs/{id}.
+    rebuild_job_id: JobId | None = None
 
 
 class ChunkingUpdate(BaseModel):
@@ -93,6 +108,12 @@ class RetrievalUpdate(BaseModel):
     min_score: float | None = Field(default=None, ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False)
 
 
+class BM25Update(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stemmer: StemmerName | None = None
+
+
 class KnowledgeBaseSettingsUpdate(BaseModel):
     """Only the keys given change; `reset` lists keys (`chunking.size`, …) to return to the
     server's default."""
@@ -101,6 +122,7 @@ class KnowledgeBaseSettingsUpdate(BaseModel):
 
     chunking: ChunkingUpdate | None = None
     retrieval: RetrievalUpdate | None = None
+    bm25: BM25Update | None = None
     reset: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
         default_factory=list, max_length=16
     )

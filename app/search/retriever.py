@@ -43,11 +43,18 @@ from app.kit.db import Database
 from app.kit.envelope import DataKey
 from app.kit.errors import ServiceUnavailable
 from app.kit.metrics import EMBEDDING_SECONDS, SEARCH_SECONDS
-from app.kit.settings import EmbeddingConfig, IndexSettings, SearchSettings, Settings
+from app.kit.settings import EmbeddingConfig, SearchSettings, Settings
 from app.search.dedupe import Candidate, Deduplicator
 from app.search.embedding_cache import QueryEmbeddingCache
 from app.search.fusion import Ranking, fuse
-from app.search.index import analyzer_id, merge_results, search_bm25, search_shard, tokenize
+from app.search.index import (
+    merge_results,
+    query_stemmer,
+    search_bm25,
+    search_shard,
+    tokenize,
+)
+from app.search.index.tokenize import StemmerName
 from app.search.repository import search_repository
 from app.search.rerank import Reranker, load_reranker
 from app.search.schemas import SearchMode
@@ -106,12 +113,13 @@ class _Masked:
     # and filtering is exact and, for the few a curator switches off, far cheaper than an
     # allow-list of every other chunk inside FAISS.
     dropped: IdArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # The query's BM25 tokens for this shard, made with the stemmer its analyzer records.
+    tokens: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Prepared:
     masked: list[_Masked]  # shards with at least one visible chunk
-    tokens: list[str]  # the query's BM25 tokens
 
 
 @dataclass(frozen=True)
@@ -132,18 +140,12 @@ class Retriever:
         *,
         embedding: EmbeddingConfig | None = None,
         reranker: Reranker | None = None,
-        index: IndexSettings | None = None,
         query_cache: QueryEmbeddingCache | None = None,
     ) -> None:
         self.settings = settings
         self.cache = cache
         self.query_cache = query_cache
         self.embedding = embedding or EmbeddingConfig()
-        # The BM25 tokenizer: queries are tokenized as the shards were (checked per search).
-        self.index_settings = index or IndexSettings()
-        self.analyzer = analyzer_id(
-            self.index_settings.bm25_stemmer, self.index_settings.bm25_heading_repeat
-        )
         self.reranker = reranker
         # The shard cache's database: the reads of a search are made in its worker thread.
         self.engine = cache.database.blocking_read_engine
@@ -173,7 +175,6 @@ class Retriever:
             cache,
             embedding=settings.embedding,
             reranker=load_reranker(settings.search.rerank),
-            index=settings.index,
             query_cache=QueryEmbeddingCache(
                 store, settings.embedding, ttl=settings.cache.query_embedding_ttl_seconds
             )
@@ -261,7 +262,7 @@ class Retriever:
             if not prepared.masked:
                 return []
             while True:
-                candidates = self._candidates(index, prepared.masked, query, prepared.tokens, depth)
+                candidates = self._candidates(index, prepared.masked, query, depth)
                 ids, scores = self._fuse(candidates)
                 dedupe = Deduplicator(
                     max_per_document=self.settings.max_chunks_per_document,
@@ -296,14 +297,17 @@ class Retriever:
                 code="embedder_mismatch",
             )
 
-    def _check_analyzer(self, index: TenantIndex) -> None:
+    @staticmethod
+    def _check_analyzer(index: TenantIndex) -> None:
+        """Each BM25 shard is searched with the query tokenized as that shard's analyzer
+        records (a knowledge base's shards differ while its new stemmer is applied); a shard
+        from another tokenizer version cannot be, and is refused."""
         for shard in index.shards:
-            if shard.bm25 is not None and shard.bm25.analyzer != self.analyzer:
+            if shard.bm25 is not None and query_stemmer(shard.bm25.analyzer) is None:
                 raise ServiceUnavailable(
-                    f"This tenant's BM25 index was tokenized by {shard.bm25.analyzer}; the "
-                    f"configured tokenizer is {self.analyzer}. Configure the old tokenizer "
-                    "again, or re-tokenize the tenant with `cairn index rebuild --tenant SLUG` "
-                    "(stored vectors are kept; no re-embedding).",
+                    f"This tenant's BM25 index was tokenized by {shard.bm25.analyzer}, which "
+                    "this version no longer makes. Re-tokenize the tenant with `cairn index "
+                    "rebuild --tenant SLUG` (stored vectors are kept; no re-embedding).",
                     code="tokenizer_mismatch",
                 )
 
@@ -315,9 +319,9 @@ class Retriever:
         disabled: IdArray,
         query: SearchQuery,
     ) -> _Prepared:
-        """Each shard with its allowed ids (shards with none dropped), and the BM25 tokens.
-        Exactly one of ``visible`` (filtered searches) and ``hidden`` is given; ``disabled``
-        chunks are never allowed."""
+        """Each shard with its allowed ids (shards with none dropped) and the query's BM25
+        tokens for it. Exactly one of ``visible`` (filtered searches) and ``hidden`` is
+        given; ``disabled`` chunks are never allowed."""
 
         def allowed_in(shard: LoadedShard) -> IdArray | None:
             if visible is not None:
@@ -325,20 +329,31 @@ class Retriever:
             assert hidden is not None
             return allowed_ids_except(shard.chunk_ids, shard.document_of, shard.documents, hidden)
 
+        # At most one tokenization per stemmer in use (two while a rebuild runs).
+        by_stemmer: dict[StemmerName, list[str]] = {}
+
+        def tokens_for(shard: LoadedShard) -> list[str]:
+            if not query.uses_bm25 or shard.bm25 is None:
+                return []
+            stemmer = query_stemmer(shard.bm25.analyzer)
+            if stemmer is None:  # checked before the search; changed since: no terms
+                return []
+            if stemmer not in by_stemmer:
+                by_stemmer[stemmer] = tokenize(query.text, stemmer=stemmer)
+            return by_stemmer[stemmer]
+
         masked = [
-            _Masked(shard, allowed, present(shard.chunk_ids, disabled))
+            _Masked(shard, allowed, present(shard.chunk_ids, disabled), tokens_for(shard))
             for shard in index.shards
             if (allowed := allowed_in(shard)) is None or allowed.size
         ]
-        stemmer = self.index_settings.bm25_stemmer
-        return _Prepared(masked, tokenize(query.text, stemmer=stemmer) if query.uses_bm25 else [])
+        return _Prepared(masked)
 
     def _candidates(
         self,
         index: TenantIndex,
         masked: Sequence[_Masked],
         query: SearchQuery,
-        tokens: list[str],
         depth: int,
     ) -> _Candidates:
         """Top-``depth`` BM25 and vector candidates over every shard (blocking: in a thread).
@@ -353,7 +368,7 @@ class Retriever:
         rankings: list[Ranking] = []
         weights: list[float] = []
         if query.uses_bm25:
-            rankings.append(self._bm25(index, masked, tokens, depth))
+            rankings.append(self._bm25(index, masked, depth))
             weights.append(query.weights[0] if query.weights else self.settings.bm25_weight)
         if query.uses_vectors:
             assert vector is not None
@@ -366,14 +381,17 @@ class Retriever:
         return _Candidates(rankings, weights, exhausted)
 
     @staticmethod
-    def _bm25(index: TenantIndex, masked: Sequence[_Masked], tokens: list[str], k: int) -> Ranking:
-        if not tokens or index.stats is None:
+    def _bm25(index: TenantIndex, masked: Sequence[_Masked], k: int) -> Ranking:
+        """BM25 over every shard with its own query tokens. The corpus statistics span all
+        shards: while shards of two stemmers coexist, a term's document frequency counts only
+        the shards that make it, so scores are close to, not exactly, one index's."""
+        if index.stats is None:
             return _EMPTY
         per_shard: list[Ranking] = []
         for m in masked:
-            if m.shard.bm25 is not None:
+            if m.shard.bm25 is not None and m.tokens:
                 scores, ids = search_bm25(
-                    m.shard.bm25, index.stats, tokens, k + m.dropped.size, m.allowed
+                    m.shard.bm25, index.stats, m.tokens, k + m.dropped.size, m.allowed
                 )
                 per_shard.append(_without(scores, ids, m.dropped))
         return merge_results(per_shard, k) if per_shard else _EMPTY

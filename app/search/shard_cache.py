@@ -367,10 +367,10 @@ class ShardCache:
             return None  # not searched yet: the first search loads it
         base = entry.index
         old = next((s for s in base.shards if s.shard_no == write.shard_no), None)
-        if write.base_version == 0:
+        if write.base_versions == (0, 0):
             if old is not None:
                 return None  # a rebuild reusing shard numbers: load as usual
-        elif old is None or old.key != (write.shard_no, write.base_version, write.base_version):
+        elif old is None or old.key != (write.shard_no, *write.base_versions):
             return None
         key = (write.shard_no, write.version, write.version)
         chunk_ids = np.unique(np.concatenate([index_ids(write.vector), write.bm25.ids]))

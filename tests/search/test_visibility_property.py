@@ -201,7 +201,6 @@ async def run_world(world: World, factory: DatabaseFactory, index_root: Path) ->
                 version_poll_seconds=0,
             ),
             ShardCache(database, index_root, max_bytes=1 << 30, poll_seconds=0),
-            index=index_settings,
         )
         for spec in world.queries:
             roles = world.users[spec.user % len(world.users)]

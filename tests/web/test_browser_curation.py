@@ -1,7 +1,8 @@
 """Curation in a real Chromium against a real `cairn serve`: the knowledge-base settings page
-(keyboard only), re-parse with live progress, editing a chunk and finding the new text by
-search at once (not the old), disabling one and seeing it leave search and chat, in English
-and Chinese, with screenshots at 1280 and 390 px in light and dark.
+(keyboard only), re-parse with live progress, the keyword-index language with the rebuild's
+progress, editing a chunk and finding the new text by search at once (not the old), disabling
+one and seeing it leave search and chat, in English and Chinese, with screenshots at 1280 and
+390 px in light and dark.
 
 Skipped, with the reason shown, when Playwright or /usr/bin/chromium is missing."""
 
@@ -155,6 +156,51 @@ def test_settings_by_keyboard_and_reparse_with_live_progress(world: World, handb
         page.goto("/t/birds/settings")
         shot(page, "en", f"settings-{width}-{scheme}")
         assert page.evaluate("document.documentElement.scrollWidth") <= width
+    context.close()
+
+
+def test_keyword_index_language_by_keyboard_with_rebuild_progress(
+    world: World, handbook: str
+) -> None:
+    context, page = world.context("keeper")
+    patches: list[str] = []
+    page.on("request", lambda r: patches.append(r.url) if r.method == "PATCH" else None)
+    page.goto("/t/birds/settings")
+    expect(page.locator("#kb-stemmer")).to_have_value("english")
+    expect(page.locator("#kb-stemmer-help")).to_contain_text("always segmented with jieba")
+    expect(page.locator("#bm25-progress")).to_be_hidden()
+    page.keyboard.press("Tab")  # the skip link
+    _tab_to(page, "kb-stemmer")
+    # Arrow keys choose; they never save.
+    page.keyboard.press("ArrowDown")  # English → no stemming
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#kb-stemmer")).to_have_value("none")
+    assert patches == []
+    _tab_to(page, "kb-save")
+    with page.expect_response(re.compile(r"/settings$")) as saved:
+        page.keyboard.press("Enter")
+    assert saved.value.status == 200, saved.value.text()
+    assert saved.value.json()["bm25"] == {"stemmer": "none"}
+    assert saved.value.json()["rebuild_job_id"]
+    expect(page.locator("#bm25-progress")).to_be_visible()
+    expect(page.locator("#bm25-text")).to_contain_text(
+        "Keyword index rebuilt: 1 of 1 shards", timeout=WAIT_MS
+    )
+    assert len(patches) == 1
+
+    # In Chinese, the choice in force; back to English stemming (the searches of the other
+    # tests expect it), with the rebuild's progress in Chinese.
+    _language(page, "zh-Hans")
+    page.goto("/t/birds/settings")
+    expect(page.locator("#kb-stemmer")).to_have_value("none")
+    expect(page.locator("#kb-stemmer option:checked")).to_have_text("不做词干化：按原样匹配单词")
+    expect(page.locator("#kb-stemmer-help")).to_contain_text("jieba 分词")
+    page.select_option("#kb-stemmer", "english")
+    with page.expect_response(re.compile(r"/settings$")) as saved:
+        page.click("#kb-save")
+    assert saved.value.status == 200, saved.value.text()
+    expect(page.locator("#bm25-text")).to_contain_text("关键词索引已重建", timeout=WAIT_MS)
     context.close()
 
 

@@ -27,10 +27,11 @@ from app.search.index.errors import (
     ShardError,
     ShardFormatError,
     StaleCorpusStats,
+    StemmerMismatch,
     TokenizerMismatch,
 )
 from app.search.index.results import merge_results
-from app.search.index.tokenize import analyzer_id, document_tokens, tokenize
+from app.search.index.tokenize import analyzer_id, document_tokens, query_stemmer, tokenize
 from app.search.index.vector_shard import (
     VectorShardConfig,
     add_vectors,
@@ -57,6 +58,7 @@ __all__ = [
     "ShardError",
     "ShardFormatError",
     "StaleCorpusStats",
+    "StemmerMismatch",
     "TokenizerMismatch",
     "VectorShardConfig",
     "add_documents",
@@ -77,6 +79,7 @@ __all__ = [
     "load_shard",
     "maybe_upgrade",
     "merge_results",
+    "query_stemmer",
     "reconstruct_all",
     "remove_bm25_ids",
     "remove_stale_temps",

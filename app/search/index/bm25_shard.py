@@ -13,8 +13,9 @@ the union of the shards' documents:
   idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / avgdl))``.
 
 A shard records the analyzer (tokenizer version and options, ``tokenize.analyzer_id``) that
-made its tokens; ``check_analyzer`` refuses one made by another, since its terms would not
-match the query's. Files written before analyzers were recorded read as ``LEGACY_ANALYZER``.
+made its tokens; ``check_analyzer`` refuses to add to one made by another, since one query
+could never match both kinds of tokens. Files written before analyzers were recorded read as
+``LEGACY_ANALYZER``.
 
 A query reads only the posting columns of its terms. Shards are immutable: ``add_documents``
 and ``remove_ids`` return new shards and never modify arrays a reader may still be using.
@@ -40,11 +41,12 @@ from app.search.index.errors import (
     ShardError,
     ShardFormatError,
     StaleCorpusStats,
+    StemmerMismatch,
     TokenizerMismatch,
 )
 from app.search.index.results import merge_results
 from app.search.index.sealing import Sealer, read_sealed
-from app.search.index.tokenize import LEGACY_ANALYZER, analyzer_id
+from app.search.index.tokenize import LEGACY_ANALYZER, analyzer_id, parse_analyzer
 
 __all__ = [
     "BM25Shard",
@@ -217,14 +219,26 @@ def _empty_shard(analyzer: str) -> BM25Shard:
 
 
 def check_analyzer(shard: BM25Shard, expected: str, *, where: str = "") -> None:
-    """Raise ``TokenizerMismatch`` unless ``shard`` was built by the analyzer ``expected``."""
-    if shard.analyzer != expected:
-        raise TokenizerMismatch(
-            f"A BM25 shard{where} was tokenized by {shard.analyzer!r}; the configured tokenizer "
-            f"is {expected!r}. Re-tokenize the tenant with `cairn index rebuild --tenant SLUG` "
-            "(rebuilds the shards from the stored chunk text and vectors; no re-embedding), or "
-            "configure the old tokenizer again."
+    """Raise ``TokenizerMismatch`` unless ``shard`` was built by the analyzer ``expected``
+    (``StemmerMismatch`` when only the stemmer differs)."""
+    if shard.analyzer == expected:
+        return
+    have, want = parse_analyzer(shard.analyzer), parse_analyzer(expected)
+    if (
+        have is not None
+        and want is not None
+        and (have.version, have.heading_repeat) == (want.version, want.heading_repeat)
+    ):
+        raise StemmerMismatch(
+            f"A BM25 shard{where} was tokenized with the stemmer {have.stemmer!r}; "
+            f"{want.stemmer!r} is configured for it."
         )
+    raise TokenizerMismatch(
+        f"A BM25 shard{where} was tokenized by {shard.analyzer!r}; the configured tokenizer "
+        f"is {expected!r}. Re-tokenize the tenant with `cairn index rebuild --tenant SLUG` "
+        "(rebuilds the shards from the stored chunk text and vectors; no re-embedding), or "
+        "configure the old tokenizer again."
+    )
 
 
 def add_documents(

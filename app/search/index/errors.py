@@ -32,3 +32,9 @@ class StaleCorpusStats(ShardError):
 
 class TokenizerMismatch(ShardError):
     """A BM25 shard was tokenized by another analyzer than the configured one."""
+
+
+class StemmerMismatch(TokenizerMismatch):
+    """A BM25 shard was tokenized like the configured analyzer except for its stemmer (a
+    knowledge base chose another one): its tokens can be made again from the stored chunk
+    text, which the writer does before adding to it."""

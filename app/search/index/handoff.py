@@ -28,7 +28,8 @@ class ShardWrite:
 
     tenant_id: int
     shard_no: int
-    base_version: int  # the version the chunks were added to (0: a new shard)
+    # The (vector, BM25) versions the chunks were added to ((0, 0): a new shard).
+    base_versions: tuple[int, int]
     version: int
     vector: Any
     bm25: BM25Shard

@@ -26,6 +26,30 @@ class ShardRepository:
         )
         return list(rows)
 
+    async def shard_numbers(
+        self, session: AsyncSession, tenant_id: int, kind: str, *, after: int = -1
+    ) -> list[int]:
+        """The numbers of the tenant's shards of this kind above `after`, in order."""
+        rows = await session.scalars(
+            select(IndexShard.shard_no)
+            .where(
+                IndexShard.tenant_id == tenant_id,
+                IndexShard.kind == kind,
+                IndexShard.shard_no > after,
+            )
+            .order_by(IndexShard.shard_no)
+        )
+        return list(rows)
+
+    async def count(self, session: AsyncSession, tenant_id: int, kind: str) -> int:
+        """How many shards of this kind the tenant has."""
+        found = await session.scalar(
+            select(func.count(IndexShard.id)).where(
+                IndexShard.tenant_id == tenant_id, IndexShard.kind == kind
+            )
+        )
+        return int(found or 0)
+
     def shards_blocking(self, session: SyncSession, tenant_id: int) -> Sequence[IndexShard]:
         """Every shard row of the tenant, on a synchronous session (the shard cache's reads)."""
         rows = session.scalars(

@@ -9,8 +9,11 @@ PyStemmer: what bm25s and Lucene's EnglishAnalyzer do), so "cells" finds "cell" 
 
 A BM25 shard records the analyzer that built it (``analyzer_id``: the tokenizer version, the
 stemmer and how many times headings were indexed). Query tokens only match document tokens
-made by the same analyzer, so a shard built by another one is refused with a rebuild hint
-rather than silently searched (see ``TokenizerMismatch``).
+made by the same stemmer, so a query is tokenized for each shard with that shard's stemmer
+(``query_stemmer``; a tenant's shards may differ while its keyword index is rebuilt with a
+knowledge base's new stemmer). A shard made by another tokenizer version cannot be matched by
+this code at all and is refused with a rebuild hint rather than silently searched (see
+``TokenizerMismatch``).
 
 Chinese runs use ``jieba.cut_for_search`` rather than ``jieba.lcut``: besides the precise
 segmentation it also emits the shorter dictionary words inside long words (中华人民共和国
@@ -26,17 +29,22 @@ import re
 import threading
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
     "CHINESE_STOP_WORDS",
     "ENGLISH_STOP_WORDS",
     "LEGACY_ANALYZER",
+    "STEMMERS",
     "TOKENIZER_VERSION",
+    "Analyzer",
     "StemmerName",
     "analyzer_id",
     "document_tokens",
     "load_segmenter",
+    "parse_analyzer",
+    "query_stemmer",
     "stem_english",
     "tokenize",
 ]
@@ -44,11 +52,43 @@ __all__ = [
 #: Bumped whenever the same text and options could give other tokens.
 TOKENIZER_VERSION = 2
 StemmerName = Literal["english", "none"]
+STEMMERS: tuple[StemmerName, ...] = ("english", "none")
 
 
 def analyzer_id(stemmer: StemmerName = "english", heading_repeat: int = 1) -> str:
     """The name recorded in a BM25 shard for the tokens this code and these options make."""
     return f"cairn-bm25/{TOKENIZER_VERSION} stem={stemmer} headings={heading_repeat}"
+
+
+@dataclass(frozen=True)
+class Analyzer:
+    """The parts of an ``analyzer_id``."""
+
+    version: int
+    stemmer: StemmerName
+    heading_repeat: int
+
+
+_ANALYZER = re.compile(r"^cairn-bm25/(\d+) stem=(\w+) headings=(\d+)$")
+
+
+def parse_analyzer(name: str) -> Analyzer | None:
+    """The parts of an analyzer id (None for a name this code never wrote)."""
+    match = _ANALYZER.match(name)
+    if match is None or match.group(2) not in STEMMERS:
+        return None
+    stemmer: StemmerName = "english" if match.group(2) == "english" else "none"
+    return Analyzer(int(match.group(1)), stemmer, int(match.group(3)))
+
+
+def query_stemmer(analyzer: str) -> StemmerName | None:
+    """The stemmer a query is tokenized with to match a shard made by ``analyzer``; None when
+    this code cannot make that analyzer's tokens (another tokenizer version). Headings only
+    change what a document's tokens are, not how a word is turned into one."""
+    parsed = parse_analyzer(analyzer)
+    if parsed is None or parsed.version != TOKENIZER_VERSION:
+        return None
+    return parsed.stemmer
 
 
 #: What shards written before the analyzer was recorded were built with (no stemming, chunk

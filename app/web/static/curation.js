@@ -1,4 +1,5 @@
-// Curation pages: a knowledge base's settings (with re-parse progress) and a document's chunks.
+// Curation pages: a knowledge base's settings (with keyword-index rebuild and re-parse
+// progress) and a document's chunks.
 // Builds on the helpers app.js exposes as window.cairn; text reaches the page through
 // textContent only, like everywhere else.
 "use strict";
@@ -18,12 +19,19 @@
     return text.split("\n").map((s) => s.replace(/\\n/g, "\n")).filter((s) => s.length > 0);
   }
 
+  // The keyword-index rebuild a stemmer change started (also shown to whoever opens the page
+  // while it runs).
+  const REBUILD = { box: "#bm25-progress", bar: "#bm25-bar", text: "#bm25-text", messages: "kb.bm25" };
+
   function settingsPage() {
     const form = $("#kb-form");
     const template = $("#kb-template");
+    const stemmer = $("#kb-stemmer");
     template.addEventListener("change", () => {
       $("#kb-template-help").textContent = T("kb.template.help." + template.value);
     });
+    const running = $("#bm25-progress").dataset.job;
+    if (running && /^job_[0-9a-f]{32}$/.test(running)) follow(running, 1, REBUILD);
     const save = $("#kb-save");
     if (!save) {
       for (const input of form.querySelectorAll("input, select, textarea")) input.disabled = true;
@@ -33,6 +41,7 @@
       ev.preventDefault();
       const chunking = {};
       const retrieval = {};
+      const bm25 = {};
       if (changed(template)) chunking.template = template.value;
       if (changed($("#kb-size"))) chunking.size = Number($("#kb-size").value);
       if (changed($("#kb-overlap"))) chunking.overlap = Number($("#kb-overlap").value);
@@ -45,10 +54,12 @@
       if (changed($("#kb-min-score"))) {
         retrieval.min_score = $("#kb-min-score").value === "" ? null : Number($("#kb-min-score").value);
       }
+      if (changed(stemmer)) bm25.stemmer = stemmer.value;
       const body = {};
       if (Object.keys(chunking).length) body.chunking = chunking;
       if (Object.keys(retrieval).length) body.retrieval = retrieval;
-      if (!body.chunking && !body.retrieval) { toast(T("kb.unchanged")); return; }
+      if (Object.keys(bm25).length) body.bm25 = bm25;
+      if (!body.chunking && !body.retrieval && !body.bm25) { toast(T("kb.unchanged")); return; }
       try {
         const saved = await api("PATCH", tenantApi("/settings"), body);
         // What is now in force becomes the form's starting point.
@@ -61,7 +72,9 @@
         $("#kb-w-bm25").value = $("#kb-w-bm25").dataset.initial = String(saved.retrieval.weights.bm25);
         $("#kb-w-vector").value = $("#kb-w-vector").dataset.initial = String(saved.retrieval.weights.vector);
         $("#kb-min-score").dataset.initial = saved.retrieval.min_score === null ? "" : String(saved.retrieval.min_score);
+        stemmer.dataset.initial = saved.bm25.stemmer;
         toast(T("saved"));
+        if (body.bm25 && saved.rebuild_job_id) follow(saved.rebuild_job_id, 1, REBUILD);
         $("#kb-note").textContent = body.chunking ? T("kb.chunking_changed") : "";
         if (body.chunking && $("#reparse-start")) $("#reparse-start").focus();
       } catch (e) { failWith(e); }
@@ -71,43 +84,48 @@
     if (!start) return;
     // Arriving from the documents page's "Re-parse selected": that job's progress.
     const jobId = new URLSearchParams(window.location.search).get("job");
+    const reparse = {
+      box: "#reparse-progress", bar: "#reparse-bar", text: "#reparse-text", messages: "kb.reparse",
+      ended: () => { start.disabled = false; },
+    };
     if (jobId && /^job_[0-9a-f]{32}$/.test(jobId)) {
       start.disabled = true;
-      follow(jobId, 1);
+      follow(jobId, 1, reparse);
     }
     start.addEventListener("click", async () => {
       if (!window.confirm(T("kb.reparse.confirm"))) return;
       start.disabled = true;
       try {
         const job = await api("POST", tenantApi("/documents/reparse"), { keep_curated: $("#reparse-keep").checked });
-        follow(job.job_id, job.total);
+        follow(job.job_id, job.total, reparse);
       } catch (e) { start.disabled = false; failWith(e); }
     });
   }
 
-  function follow(jobId, total) {
-    const box = $("#reparse-progress");
-    const bar = $("#reparse-bar");
-    const text = $("#reparse-text");
+  // A background job's progress, polled until it ends: `ui` names the box, bar and status
+  // text, the messages' key prefix (…progress / …done / …failed) and what to do at the end.
+  function follow(jobId, total, ui) {
+    const box = $(ui.box);
+    const bar = $(ui.bar);
+    const text = $(ui.text);
+    const ended = ui.ended || (() => {});
+    ui.following = jobId; // a newer job shown in the same box stops this one's polling
     box.hidden = false;
     bar.max = Math.max(total, 1);
     const tick = async () => {
+      if (ui.following !== jobId) return;
       let job;
       try { job = await api("GET", tenantApi("/jobs/" + encodeURIComponent(jobId))); }
-      catch (e) { failWith(e); $("#reparse-start").disabled = false; return; }
+      catch (e) { failWith(e); ended(); return; }
       bar.max = Math.max(job.total, 1);
       bar.value = job.done;
-      if (job.status === "done") {
-        text.textContent = T("kb.reparse.done", { done: job.done, total: job.total });
-        $("#reparse-start").disabled = false;
+      const counts = { done: job.done, total: job.total };
+      if (job.status === "done" || job.status === "failed") {
+        text.textContent = T(ui.messages + "." + job.status, counts);
+        ended();
         return;
       }
-      if (job.status === "failed") {
-        text.textContent = T("kb.reparse.failed", { done: job.done, total: job.total });
-        $("#reparse-start").disabled = false;
-        return;
-      }
-      text.textContent = T("kb.reparse.progress", { done: job.done, total: job.total });
+      text.textContent = T(ui.messages + ".progress", counts);
       setTimeout(tick, 700);
     };
     tick();

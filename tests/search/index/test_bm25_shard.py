@@ -341,7 +341,7 @@ def _strip_analyzer(path: Path) -> None:
 
 def test_analyzer_is_recorded_kept_and_checked(tmp_path: Path) -> None:
     from app.search.index.bm25_shard import check_analyzer
-    from app.search.index.errors import TokenizerMismatch
+    from app.search.index.errors import StemmerMismatch, TokenizerMismatch
     from app.search.index.tokenize import LEGACY_ANALYZER, analyzer_id
 
     plain = analyzer_id("none", 0)
@@ -357,6 +357,9 @@ def test_analyzer_is_recorded_kept_and_checked(tmp_path: Path) -> None:
     check_analyzer(load_bm25_shard(path), plain)
     with pytest.raises(TokenizerMismatch, match="cairn index rebuild --tenant"):
         check_analyzer(load_bm25_shard(path), analyzer_id())
+    # Only the stemmer differs (a knowledge base chose another): the writer can re-tokenize.
+    with pytest.raises(StemmerMismatch, match="'none'; 'english' is configured"):
+        check_analyzer(load_bm25_shard(path), analyzer_id("english", 0))
     # A file from before analyzers were recorded reads as the legacy analyzer, is still
     # readable (so it can be rebuilt), and is refused against any current one.
     _strip_analyzer(path)

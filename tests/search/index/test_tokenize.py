@@ -185,3 +185,19 @@ def test_analyzer_id_names_every_option() -> None:
     assert len(ids) == 6
     assert tokenize_module.LEGACY_ANALYZER not in ids
     assert str(tokenize_module.TOKENIZER_VERSION) in tokenize_module.analyzer_id()
+
+
+def test_a_query_is_tokenized_with_the_stemmer_its_shard_records() -> None:
+    for stemmer in ("english", "none"):
+        for repeat in (0, 1, 3):
+            name = tokenize_module.analyzer_id(stemmer, repeat)
+            parsed = tokenize_module.parse_analyzer(name)
+            assert parsed == tokenize_module.Analyzer(
+                tokenize_module.TOKENIZER_VERSION, stemmer, repeat
+            )
+            # Headings change a document's tokens only, not how a query word becomes one.
+            assert tokenize_module.query_stemmer(name) == stemmer
+    # Another tokenizer version (or a name this code never wrote) cannot be matched.
+    assert tokenize_module.query_stemmer(tokenize_module.LEGACY_ANALYZER) is None
+    assert tokenize_module.query_stemmer("cairn-bm25/2 stem=french headings=1") is None
+    assert tokenize_module.parse_analyzer("bm25s") is None
