@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,15 +27,59 @@ ADMIN_PASSWORD = "web-admin-password-for-tests"
 ANSWER = "The pelican migration starts in early spring along the river delta [1]."
 
 
+# A question about paternity leave gets a fabricated number (the documents say 15 days), a
+# piece at a time with pauses, so that a page that showed a draft would show it.
+FABRICATED = {
+    "en": ["Male employees ", "get 25 days ", "of paternity ", "leave [1]."],
+    "zh": ["男性员工", "的陪产假", "为25天", "[1]。"],
+}
+_QUESTION = re.compile(r"<question>\n(.*?)\n</question>", re.DOTALL)
+
+
+_PASSAGE = re.compile(r'<passage number="(\d+)"[^>]*>\n(.*?)\n</passage>', re.DOTALL)
+
+
+def _last(body: dict[str, object]) -> str:
+    messages = body.get("messages")
+    return str(messages[-1].get("content", "")) if isinstance(messages, list) and messages else ""
+
+
+def _asked(body: dict[str, object]) -> str:
+    """The question of Cairn's prompt (its last message), not the passages around it."""
+    found = _QUESTION.search(_last(body))
+    return str(found.group(1)) if found else ""
+
+
+def _ref(body: dict[str, object], needle: str) -> str:
+    """The number of the prompt's passage holding `needle` (what a good model would cite)."""
+    for number, text in _PASSAGE.findall(_last(body)):
+        if needle in text:
+            return str(number)
+    return "1"
+
+
+def _pieces(body: dict[str, object]) -> list[str]:
+    asked = _asked(body)
+    if "陪产假" in asked:
+        return [p.replace("[1]", f"[{_ref(body, '陪产假')}]") for p in FABRICATED["zh"]]
+    if "paternity" in asked.lower():
+        return [p.replace("[1]", f"[{_ref(body, 'aternity')}]") for p in FABRICATED["en"]]
+    answer = ANSWER.replace("[1]", f"[{_ref(body, 'early spring')}]")
+    return [word + " " for word in answer.split(" ")]
+
+
 def _model_app() -> Starlette:
     async def completions(request: Request) -> Response:
         body = await request.json()
+        asked = _asked(body)
+        pieces = _pieces(body)
+        fabricated = "陪产假" in asked or "paternity" in asked.lower()
         if not body.get("stream"):
             return JSONResponse(
                 {
                     "choices": [
                         {
-                            "message": {"role": "assistant", "content": ANSWER},
+                            "message": {"role": "assistant", "content": "".join(pieces)},
                             "finish_reason": "stop",
                         }
                     ],
@@ -42,14 +87,14 @@ def _model_app() -> Starlette:
                 }
             )
 
-        # A question that says "slowly" streams a word a second (a Stop button test).
-        slow = any("slowly" in str(m.get("content", "")).lower() for m in body.get("messages", []))
+        # A question that says "slowly" streams a word a second (a Stop button test); a
+        # fabricated answer a piece every 0.4 s.
+        pause = 1.0 if "slowly" in asked.lower() else 0.4 if fabricated else 0.0
 
         async def events() -> AsyncIterator[str]:
-            for word in ANSWER.split(" "):
-                if slow:
-                    await asyncio.sleep(1.0)
-                chunk = {"choices": [{"delta": {"content": word + " "}, "finish_reason": None}]}
+            for piece in pieces:
+                await asyncio.sleep(pause)
+                chunk = {"choices": [{"delta": {"content": piece}, "finish_reason": None}]}
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
 

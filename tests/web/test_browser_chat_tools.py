@@ -202,3 +202,79 @@ def test_chat_tools(world: World, notes: str, language: str, user: str) -> None:
         assert response.status == 403
     admin_context.close()
     context.close()
+
+
+LEAVE = (
+    "# Leave policy\n\n"
+    "Paternity leave: male employees get 15 days of paid paternity leave.\n\n"
+    "陪产假：男性员工享有15天带薪陪产假。\n"
+).encode()
+# Records every text the transcript ever shows, however briefly, from before the question is
+# asked until the answer is in.
+WATCH = """() => {
+  window.__seen = [];
+  const transcript = document.querySelector("#transcript");
+  new MutationObserver(() => window.__seen.push(transcript.innerText)).observe(
+    transcript, { childList: true, subtree: true, characterData: true });
+}"""
+
+
+@pytest.fixture(scope="module")
+def leave(world: World) -> str:
+    return _ready_document(world, "Leave policy", LEAVE)
+
+
+@pytest.mark.parametrize(("language", "user"), [("en", "vi"), ("zh-Hans", "keeper")])
+def test_answer_states(world: World, notes: str, leave: str, language: str, user: str) -> None:
+    """The stand-in model streams a fabricated number slowly: the page shows how far it has
+    got, never the number, then the documents' own sentence labelled as a quote; the label
+    stays after a reload and from the conversation list. A checked answer is labelled so."""
+    m = words(language)
+    context, page = world.context(user)
+    page.goto("/t/birds/chat")
+    _language(page, language)
+
+    # ("When …" asks for a date, which the stand-in's answer does not give: quoted.)
+    where = "Where does the pelican migration start?"
+    page.fill("#question", where)
+    page.click("#ask")
+    answered = page.locator("#transcript .msg.assistant").last
+    expect(answered.locator(".state-answered")).to_have_text(
+        m["js.state.answered"], timeout=WAIT_MS
+    )
+    expect(answered.locator(".answer-text")).to_contain_text("early spring")
+
+    page.click("#new-chat")
+    page.evaluate(WATCH)
+    question = (
+        "男性员工的陪产假有几天？"
+        if language == "zh-Hans"
+        else "How many days of paternity leave do male employees get?"
+    )
+    page.fill("#question", question)
+    page.click("#ask")
+    progress = page.locator("#transcript .msg.streaming .progress-text")
+    expect(progress).to_be_visible(timeout=WAIT_MS)
+    quoted = page.locator("#transcript .msg.assistant .state-quoted")
+    expect(quoted).to_have_text(m["js.state.quoted"], timeout=WAIT_MS)
+    answer = page.locator("#transcript .msg.assistant .answer-text").last
+    expect(answer).to_contain_text("15")
+    seen = page.evaluate("window.__seen")
+    assert seen, "the transcript never changed"
+    fabricated = "25天" if language == "zh-Hans" else "25 days"
+    assert not [text for text in seen if fabricated in text], "a fabricated draft was shown"
+    assert any(m["js.chat.writing"].split("{")[0] in text for text in seen), seen
+    if language == "en":
+        shot(page, language, "chat-quoted")
+
+    # The label is the turn's, not the moment's: after a reload and from the list.
+    page.reload()
+    expect(page.locator("#transcript .state-quoted")).to_have_text(m["js.state.quoted"])
+    expect(page.locator("#transcript .state-answered")).to_have_count(0)
+    page.click("#new-chat")
+    page.locator("#session-list button", has_text=question[:20]).click()
+    expect(page.locator("#transcript .state-quoted")).to_be_visible()
+    page.locator("#session-list button", has_text=where).first.click()
+    expect(page.locator("#transcript .state-answered")).to_be_visible()
+    assert world.alerts() == []
+    context.close()
