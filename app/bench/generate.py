@@ -1,7 +1,8 @@
 """`cairn bench generate`: generation speed of the in-process backends on the bundled model.
 
-fp32 vs int8 on the transformers backend (the bundled Qwen2.5-Coder-0.5B GGUF dequantized to
-float32 by transformers, then dynamically quantized to int8), and llama.cpp on the GGUF itself
+fp32 vs int8 on the transformers backend (the bundled GGUF that `generator.bundled` names,
+Qwen2.5-Coder-0.5B by default, dequantized to float32 by transformers, then dynamically
+quantized to int8), and llama.cpp on the GGUF itself
 when llama-cpp-python is installed. Each backend runs in a fresh process, so its peak memory
 is its own; greedy decoding, so int8 and fp32 answers can be compared word for word.
 """
@@ -21,7 +22,8 @@ from typing import Any
 
 from app.bench.report import section, write_section
 from app.generation.base import ChatMessage, GenerationLimits
-from app.kit.settings import Settings
+from app.generation.bundled import BUNDLED_MODELS, BundledModel, ensure_bundled_gguf
+from app.kit.settings import BundledModelName, Settings
 
 # Short fixture questions: one plain fact, one code answer, one retrieval-style prompt (a
 # passage and a question about it, the shape the chat service sends).
@@ -139,17 +141,16 @@ def _in_fresh_process(
     return VariantRun(**raw, questions=questions)
 
 
-def prepare_bundled(models_dir: Path) -> tuple[float, float | None, bool]:
+def prepare_bundled(models_dir: Path, model: BundledModel) -> tuple[float, float | None, bool]:
     """Assemble and convert the bundled model if needed: (assemble seconds, convert seconds,
     whether the conversion was cached already: then its seconds are those it recorded)."""
-    from app.generation.bundled import BUNDLED_GGUF_SHA256, ensure_bundled_gguf
     from app.generation.gguf_cache import MARKER, cached_checkpoint_dir, convert_gguf, is_converted
 
     started = time.perf_counter()
-    gguf = ensure_bundled_gguf(models_dir)
+    gguf = ensure_bundled_gguf(models_dir, model)
     assembled = time.perf_counter() - started
     cache = models_dir / "gguf-cache"
-    checkpoint = cached_checkpoint_dir(cache, gguf, BUNDLED_GGUF_SHA256)
+    checkpoint = cached_checkpoint_dir(cache, gguf, model.sha256)
     if is_converted(checkpoint):
         try:
             recorded = json.loads((checkpoint / MARKER).read_text()).get("seconds")
@@ -157,7 +158,7 @@ def prepare_bundled(models_dir: Path) -> tuple[float, float | None, bool]:
             recorded = None
         return assembled, float(recorded) if recorded is not None else None, True
     started = time.perf_counter()
-    convert_gguf(gguf, cache, content_id=BUNDLED_GGUF_SHA256)
+    convert_gguf(gguf, cache, content_id=model.sha256)
     return assembled, time.perf_counter() - started, False
 
 
@@ -169,6 +170,7 @@ def _clip(text: str, width: int = 90) -> str:
 def render(
     runs: list[VariantRun],
     *,
+    model: BundledModel,
     max_new_tokens: int,
     assemble_seconds: float,
     convert_seconds: float | None,
@@ -178,7 +180,8 @@ def render(
 ) -> str:
     """The BENCHMARKS.md section body."""
     lines = [
-        "Bundled Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF). transformers rows: the GGUF "
+        f"Bundled {model.name} GGUF (`generator.bundled = {model.key}`). transformers rows: "
+        "the GGUF "
         "dequantized to float32 by transformers (`fp32`), then every `nn.Linear` but the MLP "
         "down projections (`generator.int8_skip_modules`) dynamically quantized to int8 with "
         "per-channel weight scales (`int8`); llama.cpp reads the Q4_K_M file itself. Greedy "
@@ -226,7 +229,8 @@ def render(
         else f"{convert_seconds:.0f} s" + (" (recorded when it was converted)" if cached else "")
     )
     lines.append(
-        f"- First start: assembling the GGUF from its six packages and checking its sha256 "
+        f"- First start: assembling the GGUF from its {model.part_count} packages and checking "
+        "its sha256 "
         f"{'was done before' if cached else f'{assemble_seconds:.1f} s'}; converting it for "
         f"transformers {conversion}, cached under `data/models/gguf-cache/`, so later starts "
         "only load the checkpoint (the load column)."
@@ -244,14 +248,19 @@ def render(
 
 
 def run_benchmark(
-    data_dir: Path, *, max_new_tokens: int, llamacpp: bool
+    data_dir: Path,
+    *,
+    max_new_tokens: int,
+    llamacpp: bool,
+    bundled: BundledModelName = "qwen2.5-coder-0.5b",
 ) -> tuple[str, list[VariantRun]]:
     """Measure every available variant; the section body and the raw runs."""
     from app.generation.llamacpp_backend import is_available
 
     models_dir = data_dir / "models"
     load_start = os.getloadavg()[0]
-    assemble_seconds, convert_seconds, cached = prepare_bundled(models_dir)
+    model = BUNDLED_MODELS[bundled]
+    assemble_seconds, convert_seconds, cached = prepare_bundled(models_dir, model)
     variants: list[tuple[str, dict[str, Any]]] = [
         ("transformers fp32", {"backend": "transformers", "quantization": "none"}),
         ("transformers int8", {"backend": "transformers", "quantization": "int8"}),
@@ -264,11 +273,14 @@ def run_benchmark(
             "llama.cpp: not measured, llama-cpp-python is not installed "
             "(`pip install 'cairn[llamacpp]'`)."
         )
+    for _, config in variants:
+        config["bundled"] = bundled
     runs = [
         _in_fresh_process(label, config, data_dir, max_new_tokens) for label, config in variants
     ]
     body = render(
         runs,
+        model=model,
         max_new_tokens=max_new_tokens,
         assemble_seconds=assemble_seconds,
         convert_seconds=convert_seconds,
@@ -280,9 +292,15 @@ def run_benchmark(
 
 
 def bench_generate(base: Settings, *, max_new_tokens: int, llamacpp: bool, output: Path) -> str:
-    """Run the generation benchmark on the data directory's bundled model; record it in
-    `output`. The assembled GGUF and its converted checkpoint stay there for the server."""
-    body, _ = run_benchmark(base.data_dir, max_new_tokens=max_new_tokens, llamacpp=llamacpp)
+    """Run the generation benchmark on the data directory's bundled model (`generator.bundled`);
+    record it in `output`. The assembled GGUF and its converted checkpoint stay there for the
+    server."""
+    body, _ = run_benchmark(
+        base.data_dir,
+        max_new_tokens=max_new_tokens,
+        llamacpp=llamacpp,
+        bundled=base.generator.bundled,
+    )
     command = f"cairn bench generate --max-new-tokens {max_new_tokens}"
     if not llamacpp:
         command += " --no-llamacpp"

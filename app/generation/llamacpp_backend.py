@@ -26,7 +26,7 @@ from app.generation.base import (
     StopSignal,
     as_dicts,
 )
-from app.generation.bundled import BUNDLED_MODEL_NAME, ensure_bundled_gguf
+from app.generation.bundled import BUNDLED_MODELS, ensure_bundled_gguf
 from app.kit.settings import GeneratorSettings
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class LlamaCppGenerator(InProcessGenerator):
             raise GeneratorUnavailable(INSTALL_HINT) from exc
         started = time.monotonic()
         if settings.model_path is None:
-            path, label = ensure_bundled_gguf(models_dir), BUNDLED_MODEL_NAME
+            bundled = BUNDLED_MODELS[settings.bundled]
+            path, label = ensure_bundled_gguf(models_dir, bundled), bundled.name
         else:
             path = Path(settings.model_path).expanduser()
             label = path.name

@@ -28,7 +28,7 @@ from app.generation.base import (
     StopSignal,
     as_dicts,
 )
-from app.generation.bundled import BUNDLED_GGUF_SHA256, BUNDLED_MODEL_NAME, ensure_bundled_gguf
+from app.generation.bundled import BUNDLED_MODELS, ensure_bundled_gguf
 from app.generation.gguf_cache import convert_gguf
 from app.kit.settings import GeneratorSettings
 
@@ -41,14 +41,15 @@ logger = logging.getLogger(__name__)
 def resolve_checkpoint(settings: GeneratorSettings, models_dir: Path) -> tuple[Path, str]:
     """The model directory to load and a short label naming it.
 
-    No model_path: the bundled GGUF, assembled and converted once. A `.gguf` file: converted
-    once. A directory: loaded as it is.
+    No model_path: the bundled GGUF `settings.bundled`, assembled and converted once. A `.gguf`
+    file: converted once. A directory: loaded as it is.
     """
     cache = models_dir / "gguf-cache"
     if settings.model_path is None:
-        gguf = ensure_bundled_gguf(models_dir)
-        checkpoint = convert_gguf(gguf, cache, content_id=BUNDLED_GGUF_SHA256)
-        return checkpoint, BUNDLED_MODEL_NAME
+        bundled = BUNDLED_MODELS[settings.bundled]
+        gguf = ensure_bundled_gguf(models_dir, bundled)
+        checkpoint = convert_gguf(gguf, cache, content_id=bundled.sha256)
+        return checkpoint, bundled.name
     path = Path(settings.model_path).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
         return convert_gguf(path, cache), path.name

