@@ -7,7 +7,12 @@ and each answer is scored:
 
 - gold span: the answer as shown (citation markers removed, NFKC, case, spaces and
   punctuation ignored) contains one of the question's gold spans; "in own words": the same
-  for the answer without the supporting quote it ends with (`chat.answer_quote`);
+  for the model's words alone, without the supporting quote it ends with
+  (`chat.answer_quote`), a quote given instead of the model's answer counting as wrong;
+- own-words F1: CMRC 2018's F1 of the model's own words against the best gold span (Chinese
+  characters and English words as tokens, the longest common substring as the overlap; a
+  quote instead, a refusal or nothing found counts 0);
+- quoted instead: the share of answers the check replaced by the documents' sentence;
 - gold passage cited: a citation names the question's judged document;
 - unsupported: the answer as shown fails the faithfulness check against its cited passages
   (app/chat/faithfulness.py), whatever the configured `chat.unsupported_answer` did;
@@ -29,8 +34,10 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import math
 import random
 import re
+import resource
 import statistics
 import threading
 import time
@@ -44,7 +51,7 @@ from pydantic import BaseModel
 from rich.progress import Progress
 from sqlalchemy import select
 
-from app.chat.answers import AnswerRuntime, Caller, Question, answer_service
+from app.chat.answers import Answer, AnswerRuntime, Caller, Question, answer_service
 from app.chat.citations import strip_markers
 from app.chat.faithfulness import check, is_refusal
 from app.container import Container
@@ -233,6 +240,9 @@ class Record:
     unsupported: bool = False
     refused: bool = False
 
+    # CMRC F1 of the model's own words (0 for a quote instead, a refusal, nothing found).
+    own_f1: float = 0.0
+
     @property
     def grounded_wrong(self) -> bool:
         return self.grounded and not self.gold_span
@@ -253,6 +263,11 @@ class Metrics:
     gold_span_own: float = 0.0
     # Generations taken from an earlier variant (its time is not in median_seconds).
     reused: int = 0
+    own_f1: float = 0.0
+    quoted: float = 0.0
+    p90_seconds: float = 0.0
+    # The process's peak resident memory when the variant finished (MiB; ru_maxrss).
+    peak_mib: float = 0.0
 
 
 def summarise(variant: str, records: Sequence[Record]) -> Metrics:
@@ -276,21 +291,97 @@ def summarise(variant: str, records: Sequence[Record]) -> Metrics:
         statistics.median(r.seconds for r in records) if records else 0.0,
         dict(sorted(outcomes.items())),
         rate([r.gold_span_own for r in records]),
+        own_f1=sum(r.own_f1 for r in records) / n if n else 0.0,
+        quoted=rate([r.check == "quoted" for r in records]),
+        p90_seconds=_percentile([r.seconds for r in records], 0.9),
+        peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
+
+
+def _percentile(values: Sequence[float], share: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
+
+
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def cmrc_tokens(text: str) -> list[str]:
+    """CMRC 2018's mixed segmentation: each Chinese character a token, other runs of letters
+    and digits a token each, punctuation and spaces dropped (NFKC, lower case)."""
+    tokens: list[str] = []
+    run = ""
+    for char in unicodedata.normalize("NFKC", text).lower():
+        if _CJK.match(char) or not (char.isalnum()):
+            if run:
+                tokens.append(run)
+                run = ""
+            if _CJK.match(char):
+                tokens.append(char)
+        else:
+            run += char
+    if run:
+        tokens.append(run)
+    return tokens
+
+
+def _common_run(a: Sequence[str], b: Sequence[str]) -> int:
+    """The length of the longest common contiguous run of tokens (CMRC's find_lcs)."""
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            if x == y:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def cmrc_f1(prediction: str, gold: Sequence[str]) -> float:
+    """CMRC 2018's F1: the best over the gold spans of the longest common run's precision and
+    recall."""
+    said = cmrc_tokens(prediction)
+    best = 0.0
+    for span in gold:
+        wanted = cmrc_tokens(span)
+        common = _common_run(wanted, said)
+        if not common:
+            continue
+        precision, recall = common / len(said), common / len(wanted)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def own_words(answer: Answer) -> str:
+    """The model's own words of an answer: "" for a quote instead, a refusal or nothing found;
+    otherwise the text without its supporting quote, citation markers and the check's note."""
+    if answer.state != "answered" and answer.state != "unverified":
+        return ""
+    text = answer.text.removesuffix(answer.quote)
+    if answer.note:
+        text = text.replace(answer.note, "")
+    return strip_markers(text).strip()
 
 
 def markdown(metrics: Sequence[Metrics]) -> str:
     """The table of variants."""
     head = (
-        "| variant | answers | gold span | gold span in own words | gold passage cited | "
-        "unsupported | grounded but wrong | refusal | median s/answer | check outcomes |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "| variant | answers | gold span as shown | gold span in own words | own-words F1 | "
+        "quoted instead | grounded but wrong | gold passage cited | unsupported | refusal | "
+        "median s/answer | p90 s/answer | peak MiB | check outcomes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
+    reused = " (r)"
     rows = [
         f"| {m.variant} | {m.answers} | {m.gold_span:.3f} | {m.gold_span_own:.3f} | "
-        f"{m.gold_cited:.3f} | "
-        f"{m.unsupported:.3f} | {m.grounded_wrong:.3f} | {m.refusal:.3f} | "
-        f"{m.median_seconds:.2f}{' (r)' if m.reused else ''} | "
+        f"{m.own_f1:.3f} | {m.quoted:.3f} | {m.grounded_wrong:.3f} | {m.gold_cited:.3f} | "
+        f"{m.unsupported:.3f} | {m.refusal:.3f} | "
+        f"{m.median_seconds:.2f}{reused if m.reused else ''} | "
+        f"{m.p90_seconds:.2f}{reused if m.reused else ''} | {m.peak_mib:.0f} | "
         + ", ".join(f"{k} {v}" for k, v in m.outcomes.items())
         + " |"
         for m in metrics
@@ -415,7 +506,9 @@ async def ask(
     )
     record.quote = answer.quote
     record.gold_span = contains_gold(answer.text, record.gold)
-    record.gold_span_own = contains_gold(answer.text.removesuffix(answer.quote), record.gold)
+    own = own_words(answer)
+    record.gold_span_own = bool(own) and contains_gold(own, record.gold)
+    record.own_f1 = round(cmrc_f1(own, record.gold), 4) if own else 0.0
     record.gold_cited = bool(set(record.cited_documents) & set(record.gold_document))
     record.refused = refused
     record.unsupported = (

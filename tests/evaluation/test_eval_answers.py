@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from app.chat.answers import Answer
 from app.evaluation.answers import (
     Record,
     apply_overrides,
+    cmrc_f1,
     contains_gold,
     corpus_subset,
     evaluate_answers,
     load_gold,
     markdown,
+    own_words,
     parse_variant,
     sample_queries,
     summarise,
@@ -80,7 +83,40 @@ def test_rates_are_shares_of_all_answers() -> None:
     assert metrics.outcomes == {"refused": 1, "supported": 2, "unsupported": 1}
     table = markdown([metrics])
     assert metrics.gold_span_own == 0.25
-    assert "| v | 4 | 0.500 | 0.250 | 0.500 | 0.250 | 0.250 | 0.250 | 2.50 |" in table
+    assert metrics.quoted == 0.0
+    assert metrics.p90_seconds == 10.0
+    assert metrics.peak_mib > 0
+    assert "| v | 4 | 0.500 | 0.250 | 0.000 | 0.000 | 0.250 | 0.500 | 0.250 | 0.250 | 2.50 |" in (
+        table
+    )
+
+
+def test_cmrc_f1_and_own_words() -> None:
+    # CMRC 2018's F1: characters of Chinese, words of English, the longest common run.
+    assert cmrc_f1("31459人", ["居民总数为31459人。"]) == pytest.approx(
+        2 * 1 * (2 / 7) / (1 + 2 / 7)
+    )
+    assert cmrc_f1("根据2002年人口普查的数据，居民总数为31459人。", ["居民总数为31459人"]) > 0.5
+    assert cmrc_f1("The answer is Paris", ["Paris"]) == pytest.approx(2 * 0.25 / 1.25)
+    assert cmrc_f1("", ["x"]) == 0.0
+    assert cmrc_f1("完全不同", ["黄色"]) == 0.0
+    supported = Answer(
+        "二十五天[1]。\n\n原文：“每位员工享有二十五天。” [1]",
+        [],
+        "stop",
+        grounded=True,
+        check="supported",
+        quote="\n\n原文：“每位员工享有二十五天。” [1]",
+    )
+    assert own_words(supported).replace(" ", "") == "二十五天。"
+    # A quote given instead of the model's answer is not its own words.
+    quoted = Answer("根据文档：每位员工享有二十五天。[1]", [], "stop", False, check="quoted")
+    assert own_words(quoted) == ""
+    flagged = Answer("三十天[1]\n\nNote", [], "stop", False, check="unsupported", note="Note")
+    assert own_words(flagged) == "三十天"
+    records = [_record(check="quoted", own_f1=0.0), _record(own_f1=0.5)]
+    metrics = summarise("v", records)
+    assert (metrics.quoted, metrics.own_f1) == (0.5, 0.25)
 
 
 def test_variants_and_overrides(settings: Settings) -> None:
