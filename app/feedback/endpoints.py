@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from app.chat.adapter import feedback_out, stored_outcome
 from app.chat.endpoints import ChatAccess
 from app.chat.schemas import FeedbackIn, FeedbackOut
+from app.chat.states import state_of
 from app.feedback.schemas import RatedAnswer, RatedPassage, RatingFilter
 from app.feedback.service import RatedEntry, feedback_service
 from app.kit.authz import Authorizer, TenantAccess
@@ -63,6 +64,7 @@ def rated_answer(entry: RatedEntry) -> RatedAnswer:
         withheld=entry.withheld,
         grounded=message.grounded if shown else None,
         check=stored_outcome(message.check_outcome) if shown else None,
+        state=state_of(message.check_outcome, message.grounded) if shown else None,
         note=message.note if shown else None,
         passages=[
             RatedPassage(

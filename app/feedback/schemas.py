@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from app.chat.schemas import CheckOutcome, Rating
+from app.chat.states import AnswerState
 from app.kit.public_ids import ChatMessageId, DocumentId
 
 RatingFilter = Literal["up", "down"]
@@ -32,6 +33,8 @@ class RatedAnswer(BaseModel):
     withheld: bool
     grounded: bool | None
     check: CheckOutcome | None
+    # What the reader was told the answer is (app/chat/states.py).
+    state: AnswerState | None
     note: str | None
     passages: list[RatedPassage]
     rating: Rating

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from app.chat.states import state_of
 from app.feedback.service import feedback_service
 from app.kit.authz import CurrentEnforcer
 from app.kit.bounds import MAX_OFFSET
@@ -56,4 +57,5 @@ async def feedback_page(
         next_href=href(offset + FEEDBACK_PER_PAGE) if offset + FEEDBACK_PER_PAGE < total else None,
         first=offset + 1 if entries else 0,
         last=offset + len(entries),
+        state_of=state_of,
     )

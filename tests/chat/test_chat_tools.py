@@ -237,6 +237,7 @@ async def test_feedback_is_stored_replaced_removed_and_audited_without_words(
     assert item["answer"] == answer["answer"]
     assert (item["rating"], item["comment"]) == ("down", SECRET_COMMENT)
     assert item["check"] == answer["check"]
+    assert item["state"] == answer["state"]
     assert item["withheld"] is False
     assert [p["document_id"] for p in item["passages"]] == [
         c["document_id"] for c in answer["citations"]

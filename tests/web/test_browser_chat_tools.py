@@ -169,6 +169,7 @@ def test_chat_tools(world: World, notes: str, language: str, user: str) -> None:
     expect(rated.locator(".answer")).to_contain_text("early spring")
     expect(rated.locator(".passages")).to_contain_text("Pelican notes")
     expect(rated.locator(".check")).not_to_be_empty()
+    expect(rated.locator(".state")).to_have_attribute("data-state", re.compile("answered|quoted"))
     admin.select_option("#f-rating", "down")
     with admin.expect_navigation():
         admin.click("#feedback-filter button[type=submit]")
