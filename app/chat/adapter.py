@@ -22,6 +22,7 @@ from app.chat.answers import (
     answer_service,
 )
 from app.chat.citations import Citation
+from app.chat.repository import stored_highlight
 from app.chat.schemas import (
     ChatRequest,
     ChatResponse,
@@ -55,6 +56,7 @@ def citation_out(c: Citation | ChatCitation) -> CitationOut:
         title=c.title,
         snippet=c.snippet,
         quote=c.quote,
+        highlight=stored_highlight(c) if isinstance(c, ChatCitation) else list(c.highlight),
     )
 
 

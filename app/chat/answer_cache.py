@@ -43,7 +43,7 @@ from app.search.visibility import Visibility
 logger = logging.getLogger(__name__)
 
 # Bumped when what an entry holds, or how an answer is made from the same inputs, changes.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 KIND = "answer"
 
 T = TypeVar("T")
@@ -157,7 +157,10 @@ class AnswerCache:
             if entry["tenant"] != key.tenant_id or entry["format"] != CACHE_FORMAT:
                 raise ValueError("an entry of another tenant or format")
             fields = dict(entry["answer"])
-            fields["citations"] = [Citation(**c) for c in fields["citations"]]
+            fields["citations"] = [
+                Citation(**{**c, "highlight": tuple(c.get("highlight", ()))})
+                for c in fields["citations"]
+            ]
             cached = CachedAnswer(
                 build(fields),
                 entry["language"],

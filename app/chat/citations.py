@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.chat.prompt import Passage
-from app.chat.quotes import supporting_quote
+from app.chat.quotes import highlights, supporting_quote
 from app.search.index.tokenize import tokenize
 
 # [1], [1, 3], [1][2], 【1】, [passage 2], [Passage 1, 2], and the prose small models write
@@ -53,6 +53,8 @@ class Citation:
     snippet: str
     # The passage's sentence(s) that support the answer ("" when none matches).
     quote: str = ""
+    # The answer's words as the quote writes them (`quotes.highlights`): marked in the quote.
+    highlight: tuple[str, ...] = ()
 
 
 def strip_markers(answer: str) -> str:
@@ -230,34 +232,40 @@ def cite(
     subjects: bool = True,
 ) -> Cited:
     """The citations of an answer generated from these prompt passages, each with the
-    sentence(s) of its passage that support the answer, and the answer with every marker
-    naming one of them (`remark`): a marker's number is moved to the passage its sentence is
-    cited from, and one naming no prompt passage is removed. An answer without valid markers
-    is cited by its words and keeps no marker. `subjects`: a passage's title and heading
-    words count half choosing its supporting sentence (`chat.subject_words`)."""
+    sentence(s) of its passage that support the answer and the answer's words in them
+    (`highlight`), and the answer with every marker naming one of them (`remark`): a marker's
+    number is moved to the passage its sentence is cited from, and one naming no prompt
+    passage is removed. An answer without valid markers is cited by its words and keeps no
+    marker. `subjects`: a passage's title and heading words count half choosing its
+    supporting sentence (`chat.subject_words`)."""
     vocab = passage_words(passages)
     text, refs = remark(answer, vocab)
     refs = refs or overlapping_refs(answer, vocab)
     by_ref = {p.ref: p for p in passages}
     said = strip_markers(answer)
-    citations = [
-        Citation(
-            ref=ref,
-            document_id=by_ref[ref].document_id,
-            chunk_id=by_ref[ref].chunk_id,
-            title=by_ref[ref].title,
-            snippet=snippet(by_ref[ref].text, snippet_chars),
-            quote=supporting_quote(
-                said,
-                by_ref[ref].text,
-                question=question,
-                max_chars=snippet_chars,
-                subject=by_ref[ref].subject if subjects else "",
-            ),
+    citations: list[Citation] = []
+    for ref in refs:
+        if ref not in by_ref:
+            continue
+        passage = by_ref[ref]
+        quoted = supporting_quote(
+            said,
+            passage.text,
+            question=question,
+            max_chars=snippet_chars,
+            subject=passage.subject if subjects else "",
         )
-        for ref in refs
-        if ref in by_ref
-    ]
+        citations.append(
+            Citation(
+                ref=ref,
+                document_id=passage.document_id,
+                chunk_id=passage.chunk_id,
+                title=passage.title,
+                snippet=snippet(passage.text, snippet_chars),
+                quote=quoted,
+                highlight=tuple(highlights(said, quoted)),
+            )
+        )
     return Cited(text, citations)
 
 

@@ -38,11 +38,17 @@ from app.chat.citations import Citation, Cited, cite, snippet, strip_markers
 from app.chat.language import Language, refused
 from app.chat.prompt import Passage
 from app.chat.quotes import (
+    SCAFFOLD,
     best_sentences,
     contains,
     evidence,
+    highlights,
+    lead_text,
+    lead_words,
     normalise,
+    quote,
     sentences,
+    structure,
     supporting_index,
     words,
 )
@@ -66,14 +72,6 @@ _ASKS_NUMBER = re.compile(
     re.IGNORECASE,
 )
 _LATIN_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+")
-# Scaffolding an answer may wrap its content in; never content of its own.
-_SCAFFOLD = re.compile(
-    r"根据(?:文档|文章|段落|材料|原文)?[:：,，]?|文档(?:中|里)?(?:提到|显示|指出)?|答案(?:是|为)?"
-    r"|原文[:：]?|回答[:：]?"
-    r"|\baccording to (?:the )?(?:documents?|passages?|text)\b|\bthe answer is\b"
-    r"|\b(?:answer|quote|passage)s?\s*:",
-    re.IGNORECASE,
-)
 _REFUSAL = re.compile(
     r"(?:没有|未)(?:提到|提及|找到|包含|说明|给出)|无法(?:回答|确定|找到)|不能回答|文档中没有"
     r"|\b(?:do|does) not (?:answer|contain|mention|say|state)\b"
@@ -203,7 +201,7 @@ def check(
 ) -> Verdict:
     """Whether `answer` is supported by the `cited` passage texts (see the module doc);
     `expect_number`: a question asking for a number needs one in the answer."""
-    body = _SCAFFOLD.sub(" ", strip_markers(answer))
+    body = SCAFFOLD.sub(" ", strip_markers(answer))
     if not body.strip(" \n\t.。,，:：;；!！?？"):
         return Verdict(False, "empty")
     if not cited:
@@ -253,9 +251,17 @@ def focus(
     every word counts one)."""
     asked = set(words(question))
     best: tuple[int, Passage] | None = None
-    # In rank order (refs), whatever order the prompt showed them in.
+    # In rank order (refs), whatever order the prompt showed them in; a sentence that is
+    # never quoted (a heading, a header row) is read with the one it leads.
     for passage in sorted(passages, key=lambda p: p.ref):
-        score = max((len(set(words(s)) & asked) for s in sentences(passage.text)), default=0)
+        score = max(
+            (
+                len(lead_words(passage.text, i) & asked)
+                for i, s in enumerate(structure(passage.text))
+                if s.kind in ("text", "row")
+            ),
+            default=0,
+        )
         if score and (best is None or score > best[0]):
             best = (score, passage)
     if best is None:
@@ -269,15 +275,14 @@ def focus(
 def closest_sentence(
     question: str, passages: Sequence[Passage], *, count: int = 1, subjects: bool = True
 ) -> tuple[Passage, str] | None:
-    """The `focus` sentence and the `count` - 1 after it, with its passage; None when no
-    sentence shares a word with the question."""
+    """The `focus` sentence and up to `count` - 1 after it in its block (never across a
+    heading, list item or table row; a row with its header: `quotes.quote`), with its
+    passage; None when no sentence shares a word with the question."""
     found = focus(question, passages, subjects=subjects)
     if found is None:
         return None
     passage, index = found
-    parts = sentences(passage.text)
-    joiner = "" if re.search("[\u4e00-\u9fff]", parts[index]) else " "
-    return passage, joiner.join(parts[index : index + count])
+    return passage, quote(passage.text, index, count=count)
 
 
 def on_focus(
@@ -474,7 +479,7 @@ def numbers_beside_their_sentence(
     the answer is matched on its own, so an answer drawing on two sentences keeps the numbers
     of both."""
     loose: list[str] = []
-    for said in sentences(_SCAFFOLD.sub(" ", strip_markers(answer))):
+    for said in sentences(SCAFFOLD.sub(" ", strip_markers(answer))):
         if not _numbers(said) and not _HAN_NUMBER.search(said):
             continue
         own = set(words(said))
@@ -485,7 +490,8 @@ def numbers_beside_their_sentence(
             at = supporting_index(said, passage.text, question=question, subject=subject)
             if at is None:
                 continue
-            sentence = sentences(passage.text)[at]
+            # The sentence as it is read: a table row under its header, say.
+            sentence = lead_text(passage.text, at)
             shared = len(own & set(words(sentence)))
             if shared > best:
                 source, best = sentence, shared
@@ -510,5 +516,7 @@ def _quoted(
         title=passage.title,
         snippet=snippet(passage.text, settings.snippet_chars),
         quote=sentence,
+        # The answer is the quote: what is marked in it is what the question asked about.
+        highlight=tuple(highlights(question, sentence)),
     )
     return answer, citation

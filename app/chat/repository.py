@@ -4,6 +4,7 @@ a session of another user, or of another tenant, does not exist for the caller."
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -184,6 +185,7 @@ class ChatRepository:
                 title=c.title,
                 snippet=c.snippet,
                 quote=c.quote,
+                highlight=json.dumps(list(c.highlight), ensure_ascii=False),
             )
             for c in citations
         )
@@ -240,6 +242,18 @@ class ChatRepository:
         narrowed = dataclasses.replace(visibility, document_ids=tuple(sorted(document_ids)))
         statement = search_repository.visible_documents_statement(narrowed)
         return {int(i) for i in (await session.scalars(statement)).all()}
+
+
+def stored_highlight(citation: ChatCitation) -> list[str]:
+    """A stored citation's highlighted words ([] when the column holds no JSON list of
+    strings: written by hand, or by another version)."""
+    try:
+        terms = json.loads(citation.highlight or "[]")
+    except ValueError:
+        return []
+    if not isinstance(terms, list):
+        return []
+    return [t for t in terms if isinstance(t, str)]
 
 
 def _mentions(query: str) -> ColumnElement[bool]:

@@ -52,6 +52,9 @@ class CitationOut(BaseModel):
     snippet: str
     # The passage's sentence(s) that support the answer ("" when none was found).
     quote: str = ""
+    # Words of the answer (of the question, for a quoted answer) as the quote writes them:
+    # what a reader's eye should find in it. Empty for turns stored before they were kept.
+    highlight: list[str] = Field(default_factory=list)
 
 
 # What the faithfulness check did (README, "How answers are checked"): supported as

@@ -66,6 +66,8 @@ class ChatCitation(Base):
     snippet: Mapped[str] = mapped_column(Text)
     # The passage's sentence(s) that support the answer ("" for turns stored before quotes).
     quote: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The answer's words in the quote, a JSON list ("[]" for turns stored before 0018).
+    highlight: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
 
 
 class ChatMessageSource(Base):

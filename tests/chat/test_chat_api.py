@@ -70,7 +70,15 @@ async def test_answer_cites_the_passages_it_was_given(
     hr_docs = {world.docs[n] for n, d in DOCS.items() if d[0] == "hr"}
     assert cited <= hr_docs
     for citation in body["citations"]:
-        assert set(citation) == {"ref", "document_id", "chunk_id", "title", "snippet", "quote"}
+        assert set(citation) == {
+            "ref",
+            "document_id",
+            "chunk_id",
+            "title",
+            "snippet",
+            "quote",
+            "highlight",
+        }
         assert citation["snippet"]
     assert world.echo.calls == 1
 

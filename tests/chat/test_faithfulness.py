@@ -373,6 +373,9 @@ async def test_chat_api_replaces_a_fabricated_number(
     stored = detail.json()["messages"][-1]
     assert stored["content"] == body["answer"]
     assert stored["citations"][0]["quote"] == citation["quote"]
+    # The answer is the quote: what is marked in it is what the question asked about, kept.
+    assert {"员工", "每年", "享有"} <= set(citation["highlight"])
+    assert stored["citations"][0]["highlight"] == citation["highlight"]
     # And what the check made of it: quoted, not presented as grounded, with its note.
     assert body["grounded"] is False
     assert (stored["grounded"], stored["check"], stored["note"]) == (False, "quoted", body["note"])
@@ -390,6 +393,8 @@ async def test_chat_api_keeps_a_supported_answer(
     # The answer ends with its supporting quote, marked with its citation.
     assert body["answer"] == f"每位员工每年享有二十五天带薪年假[1]。{NIANJIA_QUOTE} [1]"
     assert "二十五天" in body["citations"][0]["quote"]
+    # The answer's words as the quote writes them, for the chat page to mark.
+    assert {"员工", "每年", "享有"} <= set(body["citations"][0]["highlight"])
 
 
 async def test_a_question_echo_is_flagged(
