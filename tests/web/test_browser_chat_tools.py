@@ -1,9 +1,10 @@
 """Chat tools in a real Chromium against a real `cairn serve`, in English and Chinese: Enter
-sends and Shift+Enter breaks the line; copy an answer; thumbs up with a comment that is still
-there after a reload; Back from a citation returns to the same transcript; rename (Escape
-cancels, Enter saves), search and delete conversations; Stop a streaming answer (marked
-stopped, not stored); the tenant admin's Feedback page in words. Screenshots at 1280 and
-390 px, light and dark.
+sends and Shift+Enter breaks the line; the asked words marked in its citation's quote
+(after a reload too); copy an answer; thumbs up with a comment that is still there after a
+reload; Back from a citation returns to the same transcript; rename (Escape cancels, Enter
+saves), search and delete conversations; Stop a streaming answer (marked stopped, not
+stored); the tenant admin's Feedback page in words. Screenshots at 1280 and 390 px, light and
+dark.
 
 Skipped, with the reason shown, when Playwright or /usr/bin/chromium is missing."""
 
@@ -72,6 +73,12 @@ def test_chat_tools(world: World, notes: str, language: str, user: str) -> None:
     # The open conversation is in the address.
     expect(page).to_have_url(re.compile(r"[?&]session=ses_[0-9a-f]+"))
     session_url = page.url
+    # The citation's quote with the words to look for marked: the answer has no time in it
+    # for a "when", so it is replaced by the quote, and the question's words are marked.
+    quote = answer.locator(".citations .quote")
+    expect(quote).to_contain_text("early spring along the river delta")
+    expect(quote.locator("mark").first).to_be_visible()
+    assert {"migration", "delta"} <= set(quote.locator("mark").all_inner_texts())
 
     # Copy: the clipboard holds the answer; the button says so.
     copy = answer.locator(".copy-answer")
@@ -95,6 +102,8 @@ def test_chat_tools(world: World, notes: str, language: str, user: str) -> None:
     expect(answer.locator(".feedback-state")).to_contain_text(f"Right on time ({tag})")
     expect(answer.locator(".rate-up")).to_have_attribute("aria-pressed", "true")
     expect(answer.locator(".rate-down")).to_have_attribute("aria-pressed", "false")
+    # The marks were stored with the turn.
+    assert "delta" in answer.locator(".citations .quote mark").all_inner_texts()
 
     # Back from a citation returns to the same conversation, transcript and all.
     answer.locator(".citations a.cite").first.click()

@@ -498,6 +498,30 @@
       return el("p", { class: "badge state state-" + state + " " + kind, "data-state": state, text: T("state." + state) });
     }
 
+    // A citation's supporting quote with the answer's words in it marked (`highlight`, as the
+    // server found them). Document text: built as text nodes and <mark> elements, never parsed
+    // as markup. Latin words are marked whole ("pay", not inside "repayment"), Chinese words
+    // wherever they stand, the longest first.
+    function quoteNode(c) {
+      const text = String(c.quote);
+      const node = el("blockquote", { class: "quote" });
+      const terms = [...new Set((c.highlight || []).filter((t) => typeof t === "string" && t.trim()))]
+        .sort((a, b) => b.length - a.length)
+        .map((t) => {
+          const escaped = t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+          return /\p{Script=Han}/u.test(t) ? escaped : "(?<![\\p{L}\\p{N}])" + escaped + "(?![\\p{L}\\p{N}])";
+        });
+      let last = 0;
+      if (terms.length) {
+        for (const match of text.matchAll(new RegExp(terms.join("|"), "giu"))) {
+          node.append(text.slice(last, match.index), el("mark", { text: match[0] }));
+          last = match.index + match[0].length;
+        }
+      }
+      node.append(text.slice(last));
+      return node;
+    }
+
     function answerNode(text, citations, state, withheld, message, note) {
       const body = el("div", { class: "answer-text" });
       const byRef = new Map((citations || []).map((c) => [c.ref, c]));
@@ -525,7 +549,8 @@
       if (citations && citations.length) {
         wrap.append(el("ol", { class: "citations" }, citations.map((c) => el("li", {},
           el("a", { class: "cite", href: "/t/" + encodeURIComponent(TENANT) + "/documents/" + c.document_id + "?chunk=" + c.chunk_id + "#" + c.chunk_id, text: "[" + c.ref + "] " + c.title }),
-          el("div", { class: "muted", text: c.snippet })))));
+          el("div", { class: "muted", text: c.snippet }),
+          c.quote ? quoteNode(c) : null))));
       }
       if (tools && message && !withheld) tools.answer(wrap, text, message);
       return wrap;
