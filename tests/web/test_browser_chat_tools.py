@@ -219,6 +219,22 @@ LEAVE = (
     "Paternity leave: male employees get 15 days of paid paternity leave.\n\n"
     "陪产假：男性员工享有15天带薪陪产假。\n"
 ).encode()
+SALARIES = {
+    "en": (
+        "Salary bands",
+        b"# Salary bands\n\nSalary bands for 2026.\n\n| Band | Salary range |\n|---|---|\n"
+        b"| B1 | 20k-25k |\n| B2 | 25k-30k |\n| B3 | 30k-40k |\n| B4 | 40k-55k |\n",
+        "Salary range for band B3?",
+        "Salary range",
+    ),
+    "zh-Hans": (
+        "薪资等级",
+        "# 薪资等级\n\n2026年薪资等级。\n\n| 职级 | 月薪范围 |\n|---|---|\n"
+        "| C1 | 8千-1万 |\n| C2 | 1万-1.5万 |\n| C3 | 1.5万-2万 |\n| C4 | 2万-3万 |\n".encode(),
+        "C3职级的月薪范围是多少？",
+        "月薪范围",
+    ),
+}
 # Records every text the transcript ever shows, however briefly, from before the question is
 # asked until the answer is in.
 WATCH = """() => {
@@ -286,5 +302,18 @@ def test_answer_states(world: World, notes: str, leave: str, language: str, user
     expect(page.locator("#transcript .state-quoted")).to_be_visible()
     page.locator("#session-list button", has_text=where).first.click()
     expect(page.locator("#transcript .state-answered")).to_be_visible()
+
+    # A table row is never shown without its header row: "band B3" is told from B1 and B2.
+    title, table, asked, header = SALARIES[language]
+    _ready_document(world, title, table)
+    page.click("#new-chat")
+    page.fill("#question", asked)
+    page.click("#ask")
+    shown = page.locator("#transcript .msg.assistant .answer-text").last
+    expect(shown).to_contain_text(header, timeout=WAIT_MS)
+    row = "30k-40k" if language == "en" else "1.5万-2万"
+    expect(shown).to_contain_text(row)
+    for other in ("20k-25k", "25k-30k", "8千-1万", "1万-1.5万"):
+        expect(shown).not_to_contain_text(other)
     assert world.alerts() == []
     context.close()
