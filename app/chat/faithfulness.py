@@ -243,12 +243,20 @@ def check(
 def focus(
     question: str, passages: Sequence[Passage], *, subjects: bool = True
 ) -> tuple[Passage, int] | None:
+    """The prompt's sentence closest to the question (`focus_sentences`, the first)."""
+    found = focus_sentences(question, passages, subjects=subjects)
+    return (found[0], found[1][0]) if found else None
+
+
+def focus_sentences(
+    question: str, passages: Sequence[Passage], *, subjects: bool = True, count: int = 1
+) -> tuple[Passage, list[int]] | None:
     """The prompt's sentence closest to the question, as its passage and index there; None
     when no sentence shares a word with it. The passage: the one with the sentence sharing
     most of the question's words (earlier-ranked passages win ties), its subject's words
     included, since they tell which document the question is about. The sentence within it:
     the one `best_sentences` picks, the subject's words counting half (`subjects`; else
-    every word counts one)."""
+    every word counts one); with `count`, that many, the closest first."""
     asked = set(words(question))
     best: tuple[int, Passage] | None = None
     # In rank order (refs), whatever order the prompt showed them in; a sentence that is
@@ -268,8 +276,8 @@ def focus(
         return None
     passage = best[1]
     subject = words(passage.subject) if subjects else []
-    picked = best_sentences(passage.text, asked, subject=subject)
-    return (passage, picked[0]) if picked else None
+    picked = best_sentences(passage.text, asked, subject=subject, count=count, ranked=True)
+    return (passage, picked) if picked else None
 
 
 def closest_sentence(
@@ -293,21 +301,23 @@ def on_focus(
     *,
     window: int,
     subjects: bool = True,
+    rank: int = 1,
 ) -> Citation | None:
     """The citation whose passage supports the answer with the sentence closest to the
-    question (`focus`) or one of the `window` sentences after it: the sentence the answer's
-    words come from is the one the question is about. None when no citation does."""
-    found = focus(question, passages, subjects=subjects)
+    question (`focus`; one of the `rank` closest) or one of the `window` sentences after it:
+    the sentence the answer's words come from is one the question is about. None when no
+    citation does."""
+    found = focus_sentences(question, passages, subjects=subjects, count=rank)
     if found is None:
         return None
-    passage, index = found
+    passage, indexes = found
     said = strip_markers(answer)
     subject = passage.subject if subjects else ""
     for c in citations:
         if c.ref != passage.ref:
             continue
         at = supporting_index(said, passage.text, question=question, subject=subject)
-        if at is not None and index <= at <= index + window:
+        if at is not None and any(index <= at <= index + window for index in indexes):
             return c
     return None
 
@@ -431,7 +441,7 @@ def _verdict(
         evidence(
             by_ref[c.ref].text,
             question,
-            count=settings.check_sentences,
+            count=settings.check_sentences and max(settings.check_sentences, settings.focus_rank),
             subject=by_ref[c.ref].subject if settings.subject_words else "",
         )
         + " "
@@ -455,6 +465,7 @@ def _verdict(
         passages,
         window=settings.focus_window,
         subjects=settings.subject_words,
+        rank=settings.focus_rank,
     )
     if on is None:
         return Verdict(False, "off_focus", verdict.support, verdict.missing)

@@ -262,9 +262,11 @@ def best_sentences(
     count: int = 1,
     also: Iterable[str] = (),
     subject: Iterable[str] = (),
+    ranked: bool = False,
 ) -> list[int]:
-    """Indexes (in text order) of the `count` sentences of `text` holding most of the `wanted`
-    words, ties broken by the `also` words, then by position; [] when none holds any.
+    """Indexes (in text order; `ranked`: best first) of the `count` sentences of `text`
+    holding most of the `wanted` words, ties broken by the `also` words, then by position;
+    [] when none holds any.
     Headings, header rows and rule lines are never chosen (`structure`).
 
     Wanted words that are `subject` words (the passage's title and headings) count as half a
@@ -295,7 +297,7 @@ def best_sentences(
         scored.append((score, len(every & also_set), -i))
     scored.sort(reverse=True)
     picked = [-i for hits, extra, i in scored[:count] if hits > 0 or extra > 0]
-    return sorted(picked)
+    return picked if ranked else sorted(picked)
 
 
 def evidence(text: str, question: str, *, count: int, subject: str = "") -> str:

@@ -75,6 +75,7 @@ RECORDED = (
     "chat.subject_words",
     "chat.require_focus",
     "chat.focus_window",
+    "chat.focus_rank",
     "chat.numbers_in_quote",
     "chat.answer_quote",
     "chat.prompt_style",

@@ -320,6 +320,10 @@ class ChatSettings(BaseModel):
     # the sentence that names the subject is not for that reason the one about what is asked.
     subject_words: bool = True
     focus_window: int = Field(default=0, ge=0, le=10)
+    # The focus is the `focus_rank` sentences of the focused passage closest to the question,
+    # not only the closest one (and the check's evidence as many): a model that answers from
+    # the second-closest sentence is not wrong for that. 1 = the closest only.
+    focus_rank: int = Field(default=1, ge=1, le=10)
     # With the focus required: every number of the answer must be in the sentence of the
     # focused passage that its own sentence of the answer comes from, not only near it.
     numbers_in_quote: bool = True

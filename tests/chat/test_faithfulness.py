@@ -124,6 +124,26 @@ def test_focus_on_the_sentences_about_the_question() -> None:
     assert _verdict("许多教堂[1]", question, citations, passage, focused).reason == "off_focus"
     after = ChatSettings(check_sentences=1, expect_number=False, focus_window=1)
     assert _verdict("许多教堂[1]", question, citations, passage, after).supported
+    # `focus_rank`: an answer from the second-closest sentence is on the focus; one from a
+    # sentence sharing nothing with the question is not.
+    birds = [
+        Passage(
+            1,
+            3,
+            3,
+            "Birds",
+            "Pelicans migrate north in early spring. The pelican colony nests on the sand "
+            "banks. Rain fell all week.",
+        )
+    ]
+    asked_birds = "When do pelicans migrate north?"
+    nests = "The pelican colony nests on the sand banks [1]."
+    rain = "Rain fell all week [1]."
+    quiet = ChatSettings(expect_number=False)
+    ranked = ChatSettings(expect_number=False, focus_rank=2)
+    assert _verdict(nests, asked_birds, _cite(nests, birds), birds, quiet).reason == "off_focus"
+    assert _verdict(nests, asked_birds, _cite(nests, birds), birds, ranked).supported
+    assert not _verdict(rain, asked_birds, _cite(rain, birds), birds, ranked).supported
     # A faithful copy of a passage about something else is no answer (the bundled model
     # answered a Gettysburg question with the Alice passage, word for word).
     alice = [
