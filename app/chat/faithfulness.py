@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.chat.citations import Citation, Cited, cite, snippet, strip_markers
-from app.chat.language import Language, refused
+from app.chat.language import Language, nothing_found, refused
 from app.chat.prompt import Passage
 from app.chat.quotes import (
     SCAFFOLD,
@@ -55,7 +55,9 @@ from app.chat.quotes import (
 from app.kit.settings import ChatSettings
 
 # What the answer service did with a generated answer (returned to clients as `check`).
-Outcome = Literal["supported", "regenerated", "quoted", "unsupported", "refused", "unchecked"]
+Outcome = Literal[
+    "supported", "regenerated", "quoted", "dropped", "unsupported", "refused", "unchecked"
+]
 Reason = Literal["ok", "empty", "echo", "number", "name", "terms", "uncited", "type", "off_focus"]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -395,6 +397,12 @@ async def review(
                 generated=text,
                 verdict=verdict,
             )
+        # Nothing to quote: no sentence of the passages is about the question. The model's
+        # words failed the check, so they are not shown (not even flagged): the reader is
+        # told that nothing answers it, in Cairn's own sentence.
+        return Checked(
+            nothing_found(language), [], False, "dropped", generated=text, verdict=verdict
+        )
     return Checked(
         first.text,
         first.citations,

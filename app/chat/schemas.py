@@ -60,7 +60,9 @@ class CitationOut(BaseModel):
 # What the faithfulness check did (README, "How answers are checked"): supported as
 # generated; regenerated with a stricter instruction; replaced by a quote of the documents;
 # unsupported (kept, not grounded, with a note); a refusal; or not checked.
-CheckOutcome = Literal["supported", "regenerated", "quoted", "unsupported", "refused", "unchecked"]
+CheckOutcome = Literal[
+    "supported", "regenerated", "quoted", "dropped", "unsupported", "refused", "unchecked"
+]
 
 
 class ChatResponse(BaseModel):

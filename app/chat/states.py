@@ -5,9 +5,12 @@ operator turned the check off or down), derived from the faithfulness check's ou
   supporting quote;
 - `quoted`: the model's answer could not be checked, so the documents' own sentence closest to
   the question is shown instead (evidence, not a vouched answer; never "no passage answers");
-- `not_found`: nothing the reader may see answers it (nothing relevant, or the model said so);
+- `not_found`: nothing the reader may see answers it (nothing relevant; the model said so; or
+  its answer failed the check and no sentence of the passages is about the question,
+  `dropped`);
 - `unverified`: the model's words, not checked (`chat.unsupported_answer = off`) or failing
-  the check where no quote could be found or the operator chose `flag`.
+  the check where the operator chose `flag`: only ever where an operator turned the check
+  off or down.
 
 The state is a function of what is stored with each turn (`check`, `grounded`), so the live
 answer, the history, the API, `/v1` and `cairn ask` all say the same thing for the same turn.
@@ -56,7 +59,7 @@ def state_of(check: str | None, grounded: bool | None) -> AnswerState | None:
         return "answered"
     if check == "quoted":
         return "quoted"
-    if check == "refused":
+    if check in ("refused", "dropped"):
         return "not_found"
     if check == "unsupported":
         return "unverified"

@@ -783,3 +783,26 @@ async def test_numbers_from_another_document_do_not_pass_the_focus() -> None:
     assert checked.outcome == "quoted"
     assert checked.verdict.reason == "number"
     assert "40人" in checked.text
+
+
+async def test_a_failed_answer_with_nothing_to_quote_is_not_shown() -> None:
+    # Seen with the bundled model: a question no passage is about, answered with a wrong
+    # sentence built from an unrelated passage; with nothing to quote it used to be shown,
+    # flagged. Now the reader is told that nothing answers it.
+    from app.chat.answers import Answer
+    from app.chat.language import NOTHING_FOUND
+
+    passages = [Passage(1, 1, 1, "handbook-zh.md", "每位员工每年享有25天带薪年假。")]
+    for mode in ("quote", "regenerate"):
+        checked = await review(
+            "公司停车政策是每年带薪年假[1]。",
+            question="公司的停车政策是什么？",
+            language="zh",
+            passages=passages,
+            settings=ChatSettings(unsupported_answer=mode),
+        )
+        assert (checked.outcome, checked.grounded, checked.citations) == ("dropped", False, [])
+        assert checked.text == NOTHING_FOUND["zh"]
+        assert checked.generated == "公司停车政策是每年带薪年假[1]。"
+        shown = Answer(checked.text, [], "stop", checked.grounded, check=checked.outcome)
+        assert shown.state == "not_found"
