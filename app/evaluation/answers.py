@@ -360,7 +360,7 @@ def cmrc_f1(prediction: str, gold: Sequence[str]) -> float:
 def own_words(answer: Answer) -> str:
     """The model's own words of an answer: "" for a quote instead, a refusal or nothing found;
     otherwise the text without its supporting quote, citation markers and the check's note."""
-    if answer.state != "answered" and answer.state != "unverified":
+    if answer.state not in ("answered", "unverified"):
         return ""
     text = answer.text.removesuffix(answer.quote)
     if answer.note:

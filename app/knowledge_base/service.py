@@ -201,18 +201,7 @@ class KnowledgeBaseService:
         shards = await shard_repository.count(session, tenant_id, "bm25")
         if shards == 0:
             return None
-        job = job_repository.add(
-            session,
-            Job(
-                kind=JobKind.BM25_REBUILD,
-                tenant_id=tenant_id,
-                subject_id=tenant_id,
-                payload=json.dumps({"after": -1}),
-                total=shards,
-            ),
-        )
-        await session.flush()
-        return job
+        return await _queue(session, JobKind.BM25_REBUILD, tenant_id, {"after": -1}, shards)
 
     async def request_reparse(
         self, session: AsyncSession, access: TenantAccess, data: ReparseRequest
@@ -234,19 +223,8 @@ class KnowledgeBaseService:
                 "No ready document to re-parse (documents still processing, failed or deleted "
                 "are left out)"
             )
-        job = job_repository.add(
-            session,
-            Job(
-                kind=JobKind.REPARSE,
-                tenant_id=tenant_id,
-                subject_id=tenant_id,
-                payload=json.dumps(
-                    {"document_ids": ids, "keep_curated": data.keep_curated, "after": 0}
-                ),
-                total=total,
-            ),
-        )
-        await session.flush()
+        payload = {"document_ids": ids, "keep_curated": data.keep_curated, "after": 0}
+        job = await _queue(session, JobKind.REPARSE, tenant_id, payload, total)
         await audit_service.record(
             session,
             action="documents.reparse",
@@ -273,6 +251,25 @@ def _first_error(exc: ValueError) -> str:
         where = ".".join(str(part) for part in first.get("loc", ()))
         return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))
     return str(exc)
+
+
+async def _queue(
+    session: AsyncSession, kind: JobKind, tenant_id: int, payload: dict[str, Any], total: int
+) -> Job:
+    """A knowledge-base job (its subject is the tenant), resumable from `payload`, with its
+    `total` steps; flushed so that it has its id."""
+    job = job_repository.add(
+        session,
+        Job(
+            kind=kind,
+            tenant_id=tenant_id,
+            subject_id=tenant_id,
+            payload=json.dumps(payload),
+            total=total,
+        ),
+    )
+    await session.flush()
+    return job
 
 
 knowledge_base_service = KnowledgeBaseService()
