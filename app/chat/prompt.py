@@ -141,6 +141,19 @@ EXAMPLE_ANSWER_ZH = "访客证是黄色的[2]。"
 # then the answer. A small model that has just copied the right words answers from them.
 EXAMPLE_EXTRACT_ANSWER = 'Quote: "Visitor badges are yellow" [2]\nAnswer: yellow [2].'
 EXAMPLE_EXTRACT_ANSWER_ZH = "原文：“访客证是黄色的”[2]\n答案：黄色[2]。"
+# Span first (`chat.prompt_style = "concise"`): the shortest words of the passage that answer,
+# copied as written, then the passage number; the check adds the sentence they come from
+# (`chat.answer_quote`). What extractive reading comprehension (CMRC 2018) scores, and what a
+# reader scans first.
+EXAMPLE_CONCISE_ANSWER = "yellow [2]"
+EXAMPLE_CONCISE_ANSWER_ZH = "黄色[2]"
+CONCISE_TASK: dict[Language, str] = {
+    "zh": "只写出段落中回答问题的最短词语（照原文抄写，不要写成句子），然后写出段落编号，例如[1]。",
+    "en": "Give only the shortest words of the passage that answer it, copied as written (not a"
+    " sentence), then the passage number, for example [1].",
+    "other": "Give only the shortest words of the passage that answer it, copied as written "
+    "(not a sentence), then the passage number, for example [1].",
+}
 EXTRACT_TASK: dict[Language, str] = {
     "zh": "先从段落中逐字摘抄能回答问题的原文（“原文：”），再给出简短的答案（“答案：”），"
     "并在末尾写出段落编号。",
@@ -163,7 +176,7 @@ STRICT_TASK: dict[Language, str] = {
 # Messages before the conversation's own: the rules, the example question and its answer.
 PREAMBLE = 3
 
-PromptStyle = Literal["plain", "extract", "strict"]
+PromptStyle = Literal["plain", "extract", "concise", "strict"]
 
 
 def ask_block(
@@ -178,6 +191,8 @@ def ask_block(
         task = f'The question is "{asked}". {STRICT_TASK[language]}'
     elif style == "extract":
         task = f'The question is "{asked}". {EXTRACT_TASK[language]}'
+    elif style == "concise":
+        task = f'The question is "{asked}". {CONCISE_TASK[language]}'
     else:
         task = (
             f'Answer the question "{asked}" briefly, using only the passages above, and cite '
@@ -196,10 +211,12 @@ def _example(language: Language, style: PromptStyle, native: bool) -> list[ChatM
     passages = EXAMPLE_PASSAGES_ZH if chinese else EXAMPLE_PASSAGES
     if style == "extract":
         answer = EXAMPLE_EXTRACT_ANSWER_ZH if chinese else EXAMPLE_EXTRACT_ANSWER
+    elif style == "concise":
+        answer = EXAMPLE_CONCISE_ANSWER_ZH if chinese else EXAMPLE_CONCISE_ANSWER
     else:
         answer = EXAMPLE_ANSWER_ZH if chinese else EXAMPLE_ANSWER
     # The plain example keeps its language-neutral task; the strict retry shows the plain one.
-    shown: PromptStyle = "extract" if style == "extract" else "plain"
+    shown: PromptStyle = style if style in ("extract", "concise") else "plain"
     return [
         ChatMessage("user", ask_block(question, passages, "zh" if chinese else "en", shown)),
         ChatMessage("assistant", answer),

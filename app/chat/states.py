@@ -24,8 +24,8 @@ from app.chat.language import Language
 
 AnswerState = Literal["answered", "quoted", "not_found", "unverified"]
 
-# How `cairn ask` and `/v1` (plain-text clients) head an answer; the web page has its own
-# catalogues (app/web/locales, `js.state.*`) with the same words.
+# How every client heads an answer: `cairn ask`, `/v1` (plain-text clients) and the web page,
+# whose catalogues take these as `js.state.*` (app/web/i18n.py).
 STATE_LABEL: dict[AnswerState, dict[Language, str]] = {
     "answered": {
         "zh": "已核对：回答与所引文档一致",

@@ -57,7 +57,13 @@ from app.chat.faithfulness import check, is_refusal
 from app.container import Container
 from app.evaluation.beir import BeirDataset, DatasetError, _jsonl
 from app.evaluation.runner import _tenant_id, document_filename, load_dataset
-from app.generation.base import ChatMessage, Completion, GenerationLimits, Generator
+from app.generation.base import (
+    ChatMessage,
+    Completion,
+    GenerationLimits,
+    GenerationTimeout,
+    Generator,
+)
 from app.generation.loader import load_generator
 from app.generation.provider import GeneratorProvider
 from app.kit.actor import SystemActor
@@ -471,10 +477,16 @@ async def ask(
         prepared = await answer_service.prepare(
             session, caller, question=Question(question), runtime=runtime
         )
-        answered = await answer_service.answer(session, prepared)
+        timed_out = False
+        try:
+            answer = (await answer_service.answer(session, prepared)).answer
+        except GenerationTimeout:
+            # What a user got: a 504 and no answer. It counts as a wrong, ungrounded answer
+            # that took the whole time limit (check "timeout"), and the run goes on.
+            timed_out = True
+            answer = Answer("", [], "timeout", grounded=False)
     replayed = (reusing.replayed_seconds if reusing is not None else 0.0) - replayed
     seconds = time.perf_counter() - started + replayed
-    answer = answered.answer
     by_ref = {p.ref: p for p in prepared.grounding.passages}
     # The passage text the model saw (possibly cut to sentences), as the check sees it.
     cited_texts = [by_ref[c.ref].text + " " + by_ref[c.ref].title for c in answer.citations]
@@ -493,7 +505,7 @@ async def ask(
         gold_document=sorted(dataset.qrels[query_id]),
         answer=answer.text,
         generated=answer.generated,
-        check=answer.check,
+        check="timeout" if timed_out else answer.check,
         grounded=answer.grounded,
         note=answer.note,
         cited_documents=[beir_ids.get(c.document_id, "?") for c in answer.citations],
@@ -514,6 +526,7 @@ async def ask(
     record.refused = refused
     record.unsupported = (
         not refused
+        and not timed_out
         and not check(
             answer.text, question, cited_texts, min_support=settings.chat.min_support
         ).supported

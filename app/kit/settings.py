@@ -330,8 +330,10 @@ class ChatSettings(BaseModel):
     # A grounded answer ends with its supporting quote ("原文：“…” [n]" / 'Source: "…" [n]'), so
     # that every client shows the evidence with the answer.
     answer_quote: bool = True
-    # "plain": answer with citations; "extract": copy the passage's words, then answer.
-    prompt_style: Literal["plain", "extract"] = "plain"
+    # "plain": answer with citations; "extract": copy the passage's words, then answer;
+    # "concise": only the shortest words of the passage that answer, then the passage number
+    # (the supporting sentence follows as the answer's quote, `answer_quote`).
+    prompt_style: Literal["plain", "extract", "concise"] = "plain"
     # Worked examples in the question's language (Chinese, English) instead of one English one.
     native_examples: bool = False
     # "rank": best passage first; "best_last": best passage next to the question.

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from app.chat.language import Language
+from app.chat.states import STATE_LABEL
 from app.web.session import LANG_COOKIE
 
 LOCALES_DIR = Path(__file__).parent / "locales"
@@ -20,12 +22,20 @@ LANGUAGES = ("en", "zh-Hans")
 DEFAULT_LANGUAGE = "en"
 
 
+# The answer language whose words a UI language shows for what chat itself says.
+_ANSWER_LANGUAGE: dict[str, Language] = {"en": "en", "zh-Hans": "zh"}
+
+
 @cache
 def catalogue(language: str) -> dict[str, str]:
-    """The messages of one language (English fills any key a translation lacks)."""
+    """The messages of one language (English fills any key a translation lacks). An answer's
+    state labels (`js.state.*`) are chat's own words (app/chat/states.py), the ones `cairn ask`
+    and `/v1` print, so that every client says the same thing of the same answer."""
     messages: dict[str, str] = json.loads((LOCALES_DIR / "en.json").read_text("utf-8"))
     if language != "en":
         messages = {**messages, **json.loads((LOCALES_DIR / f"{language}.json").read_text("utf-8"))}
+    spoken = _ANSWER_LANGUAGE.get(language, "en")
+    messages.update({f"js.state.{state}": words[spoken] for state, words in STATE_LABEL.items()})
     return messages
 
 

@@ -218,7 +218,10 @@ def test_snippets_and_sources_block() -> None:
 
 def test_prompt_levers() -> None:
     from app.chat.prompt import (
+        CONCISE_TASK,
         EXAMPLE_ANSWER_ZH,
+        EXAMPLE_CONCISE_ANSWER,
+        EXAMPLE_CONCISE_ANSWER_ZH,
         EXAMPLE_EXTRACT_ANSWER_ZH,
         EXTRACT_TASK,
         STRICT_TASK,
@@ -235,6 +238,16 @@ def test_prompt_levers() -> None:
     )
     assert extract[2].content == EXAMPLE_EXTRACT_ANSWER_ZH
     assert EXTRACT_TASK["zh"] in extract[-1].content
+    # Span first: the example answers with the passage's words alone, and so does the task.
+    concise = build_messages(
+        "年假有几天？", PASSAGES, language="zh", style="concise", native_examples=True
+    )
+    assert concise[2].content == EXAMPLE_CONCISE_ANSWER_ZH
+    assert CONCISE_TASK["zh"] in concise[1].content
+    assert CONCISE_TASK["zh"] in concise[-1].content
+    english = build_messages("How long?", PASSAGES, language="en", style="concise")
+    assert english[2].content == EXAMPLE_CONCISE_ANSWER
+    assert CONCISE_TASK["en"] in english[-1].content
     strict = build_messages("How long?", PASSAGES, language="en", style="strict")
     assert STRICT_TASK["en"] in strict[-1].content
     # The example keeps its plain task: the strict one is for the real question only.

@@ -208,3 +208,39 @@ async def test_a_run_through_the_answer_service_with_another_model(
         if line["check"] == "quoted":
             assert line["answer"].startswith("According to the documents: ")
             assert line["grounded"] is False
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_timed_out_answer_counts_as_failed_and_the_run_goes_on(
+    settings: Settings, tmp_path: Path, tiny_deepseek_v3: Path
+) -> None:
+    dataset = load_beir(EN_QA)
+    gold = load_gold(EN_QA)
+    picked = sample_queries(dataset, gold, size=2, seed=1)
+    report = await evaluate_answers(
+        settings,
+        corpus_subset(dataset, picked, distractors=2, seed=1),
+        gold,
+        tenant="evaltimeout",
+        query_ids=picked,
+        variants=[
+            (
+                "too slow",
+                {
+                    "generator.model_path": str(tiny_deepseek_v3),
+                    # Past the deadline before the first token: every answer is a 504.
+                    "generator.timeout_seconds": "0.000001",
+                },
+            )
+        ],
+        log_dir=tmp_path / "logs",
+    )
+    (metrics,) = report.metrics
+    assert metrics.answers == 2
+    assert metrics.outcomes == {"timeout": 2}
+    assert (metrics.gold_span, metrics.own_f1, metrics.grounded_wrong) == (0.0, 0.0, 0.0)
+    lines = [json.loads(line) for line in report.logs[0].read_text().splitlines()]
+    assert [(line["check"], line["answer"], line["grounded"]) for line in lines] == [
+        ("timeout", "", False),
+        ("timeout", "", False),
+    ]

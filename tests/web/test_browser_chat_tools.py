@@ -10,18 +10,16 @@ Skipped, with the reason shown, when Playwright or /usr/bin/chromium is missing.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect  # noqa: E402  (after the skips in test_browser)
 
+from app.web.i18n import catalogue
 from tests.web.test_browser import WAIT_MS, World, _ready_document, shot
 from tests.web.test_browser_curation import _language
 from tests.web.test_browser_curation import world as served_world
 
-LOCALES = Path(__file__).resolve().parents[2] / "app" / "web" / "locales"
 NOTES = (
     b"# Pelican notes\n\nThe pelican migration starts in early spring along the river delta. "
     b"Pelicans rest on the sand banks of the delta before they fly north.\n"
@@ -35,7 +33,8 @@ world = served_world
 
 
 def words(language: str) -> dict[str, str]:
-    return dict(json.loads((LOCALES / f"{language}.json").read_text(encoding="utf-8")))
+    # The served catalogue: the locale file plus chat's own state labels.
+    return dict(catalogue(language))
 
 
 @pytest.fixture(scope="module")
