@@ -432,9 +432,34 @@ def _with_quote(checked: Checked, language: Language, settings: ChatSettings) ->
     # The focused citation first; sorted() is stable, so the others keep their order.
     citations = sorted(checked.citations, key=lambda c: c.ref != focused)
     block = quote_block(citations, language)
-    if not block:
+    if not block or _holds(checked.text, next(c.quote for c in citations if c.quote)):
+        # The answer already gives its sentence (`prompt_style = span_sentence`): the same
+        # words again under "Source" would only repeat it.
         return checked
     return dataclasses.replace(checked, text=checked.text + block, quote=block)
+
+
+_SPAN_END = re.compile(r"[：:]")
+# Longer than this before the colon is a sentence, not answering words.
+MAX_SPAN_CHARS = 60
+
+
+def answer_span(text: str) -> str | None:
+    """The answering words of a "span: sentence" answer (`prompt_style = span_sentence`), the
+    text before its first colon; None when the answer is not of that shape."""
+    said = strip_markers(text).strip()
+    found = _SPAN_END.search(said)
+    if found is None:
+        return None
+    span, rest = said[: found.start()].strip(), said[found.end() :].strip()
+    return span if span and rest and len(span) <= MAX_SPAN_CHARS else None
+
+
+def _holds(text: str, quoted: str) -> bool:
+    """Whether the answer text contains the quote (spaces, case and markers aside)."""
+    said = "".join(normalise(strip_markers(text)).split())
+    wanted = "".join(normalise(quoted).split()).rstrip("。.")
+    return bool(wanted) and wanted in said
 
 
 def _verdict(
@@ -464,6 +489,13 @@ def _verdict(
         min_support=settings.min_support,
         expect_number=settings.expect_number,
     )
+    span = answer_span(text) if settings.prompt_style == "span_sentence" else None
+    if verdict.supported and span is not None:
+        # The sentence copied after the answering words would carry any span past
+        # `min_support`: the span is checked on its own, every word of it.
+        alone = check(span, question, cited, min_support=1.0, expect_number=settings.expect_number)
+        if not alone.supported:
+            return alone
     if not verdict.supported or not settings.require_focus:
         return verdict
     on = on_focus(

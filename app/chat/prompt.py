@@ -154,6 +154,21 @@ CONCISE_TASK: dict[Language, str] = {
     "other": "Give only the shortest words of the passage that answer it, copied as written "
     "(not a sentence), then the passage number, for example [1].",
 }
+# Span, then its sentence (`chat.prompt_style = "span_sentence"`): the answering words, then the
+# passage's sentence they come from, copied, so the reader sees the answer and its evidence in
+# the model's reply (no separate quote follows it).
+EXAMPLE_SPAN_SENTENCE_ANSWER = (
+    "Yellow: visitor badges are yellow and must be worn at all times [2]."
+)
+EXAMPLE_SPAN_SENTENCE_ANSWER_ZH = "黄色：访客证是黄色的，进入园区后必须一直佩戴[2]。"
+SPAN_SENTENCE_TASK: dict[Language, str] = {
+    "zh": "先写出回答问题的最短词语，再加冒号，照抄段落中包含它的那一句，最后写出段落编号，"
+    "例如[1]。",
+    "en": "First give the shortest words that answer it, then a colon and the passage's "
+    "sentence that holds them, copied as written, then the passage number, for example [1].",
+    "other": "First give the shortest words that answer it, then a colon and the passage's "
+    "sentence that holds them, copied as written, then the passage number, for example [1].",
+}
 EXTRACT_TASK: dict[Language, str] = {
     "zh": "先从段落中逐字摘抄能回答问题的原文（“原文：”），再给出简短的答案（“答案：”），"
     "并在末尾写出段落编号。",
@@ -176,7 +191,7 @@ STRICT_TASK: dict[Language, str] = {
 # Messages before the conversation's own: the rules, the example question and its answer.
 PREAMBLE = 3
 
-PromptStyle = Literal["plain", "extract", "concise", "strict"]
+PromptStyle = Literal["plain", "extract", "concise", "span_sentence", "strict"]
 
 
 def ask_block(
@@ -193,6 +208,8 @@ def ask_block(
         task = f'The question is "{asked}". {EXTRACT_TASK[language]}'
     elif style == "concise":
         task = f'The question is "{asked}". {CONCISE_TASK[language]}'
+    elif style == "span_sentence":
+        task = f'The question is "{asked}". {SPAN_SENTENCE_TASK[language]}'
     else:
         task = (
             f'Answer the question "{asked}" briefly, using only the passages above, and cite '
@@ -213,10 +230,12 @@ def _example(language: Language, style: PromptStyle, native: bool) -> list[ChatM
         answer = EXAMPLE_EXTRACT_ANSWER_ZH if chinese else EXAMPLE_EXTRACT_ANSWER
     elif style == "concise":
         answer = EXAMPLE_CONCISE_ANSWER_ZH if chinese else EXAMPLE_CONCISE_ANSWER
+    elif style == "span_sentence":
+        answer = EXAMPLE_SPAN_SENTENCE_ANSWER_ZH if chinese else EXAMPLE_SPAN_SENTENCE_ANSWER
     else:
         answer = EXAMPLE_ANSWER_ZH if chinese else EXAMPLE_ANSWER
     # The plain example keeps its language-neutral task; the strict retry shows the plain one.
-    shown: PromptStyle = style if style in ("extract", "concise") else "plain"
+    shown: PromptStyle = style if style in ("extract", "concise", "span_sentence") else "plain"
     return [
         ChatMessage("user", ask_block(question, passages, "zh" if chinese else "en", shown)),
         ChatMessage("assistant", answer),

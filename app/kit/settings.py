@@ -333,7 +333,7 @@ class ChatSettings(BaseModel):
     # "plain": answer with citations; "extract": copy the passage's words, then answer;
     # "concise": only the shortest words of the passage that answer, then the passage number
     # (the supporting sentence follows as the answer's quote, `answer_quote`).
-    prompt_style: Literal["plain", "extract", "concise"] = "plain"
+    prompt_style: Literal["plain", "extract", "concise", "span_sentence"] = "plain"
     # Worked examples in the question's language (Chinese, English) instead of one English one.
     native_examples: bool = False
     # "rank": best passage first; "best_last": best passage next to the question.

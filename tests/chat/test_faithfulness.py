@@ -806,3 +806,24 @@ async def test_a_failed_answer_with_nothing_to_quote_is_not_shown() -> None:
         assert checked.generated == "公司停车政策是每年带薪年假[1]。"
         shown = Answer(checked.text, [], "stop", checked.grounded, check=checked.outcome)
         assert shown.state == "not_found"
+
+
+async def test_an_answer_that_gives_its_sentence_gets_no_second_quote() -> None:
+    # `prompt_style = span_sentence`: the answering words, then the passage's own sentence.
+    badges = [
+        Passage(1, 10, 10, "badges.txt", "员工证是蓝色的。访客证是黄色的，进入园区后必须一直佩戴。")
+    ]
+    question = "访客证是什么颜色的？"
+    whole = "黄色：访客证是黄色的，进入园区后必须一直佩戴[1]。"
+    checked = await _review_in(badges, whole, question, prompt_style="span_sentence")
+    assert (checked.outcome, checked.grounded) == ("supported", True)
+    assert (checked.text, checked.quote) == (whole, "")
+    # The words alone are followed by the sentence they come from, as any answer is.
+    alone = await _review_in(badges, "黄色[1]", question)
+    assert alone.outcome == "supported"
+    assert alone.quote == "\n\n原文：“访客证是黄色的，进入园区后必须一直佩戴。” [1]"
+    # A wrong span before a copied sentence is still a wrong answer.
+    wrong_span = "蓝色：访客证是黄色的，进入园区后必须一直佩戴[1]。"
+    wrong = await _review_in(badges, wrong_span, question, prompt_style="span_sentence")
+    assert (wrong.outcome, wrong.grounded) == ("quoted", False)
+    assert wrong.verdict.missing == ("蓝色",)
