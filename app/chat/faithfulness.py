@@ -342,6 +342,8 @@ async def review(
     snippet_chars = settings.snippet_chars
     if settings.trim_repetition:
         text = trim_repetition(text)
+    if settings.prompt_style == "span_sentence":
+        text = one_sentence(text)
 
     def cited(answer: str) -> Cited:
         # The text given is the cited one: its markers name the citations given with it.
@@ -453,6 +455,33 @@ def answer_span(text: str) -> str | None:
         return None
     span, rest = said[: found.start()].strip(), said[found.end() :].strip()
     return span if span and rest and len(span) <= MAX_SPAN_CHARS else None
+
+
+_FIRST_STOP = re.compile(r"[。！？!?]|\.(?=\s|$)")
+_MARKERS = re.compile(r"(?:\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】])+")
+
+
+def one_sentence(text: str) -> str:
+    """A "span: sentence" answer cut after the first sentence that follows its colon, with
+    the citation markers right after that stop (or, when none follow it, those of the cut
+    tail): small models go on copying the passage past the sentence that holds the answer.
+    Any other answer is returned as it is."""
+    colon = _SPAN_END.search(text)
+    if colon is None or answer_span(text) is None:
+        return text
+    stop = _FIRST_STOP.search(text, colon.end())
+    if stop is None:
+        return text
+    end = stop.end()
+    # "…佩戴[2]。": the marker before the stop belongs to the sentence already.
+    trailing = _MARKERS.match(text, end)
+    if trailing is not None:
+        end = trailing.end()
+    kept, tail = text[:end].rstrip(), text[end:]
+    if tail.strip() and not _MARKERS.search(kept):
+        joiner = "" if re.search("[\u4e00-\u9fff]", kept) else " "
+        kept += joiner + "".join(m.group(0).strip() for m in _MARKERS.finditer(tail))
+    return kept
 
 
 def _holds(text: str, quoted: str) -> bool:

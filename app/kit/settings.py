@@ -332,7 +332,10 @@ class ChatSettings(BaseModel):
     answer_quote: bool = True
     # "plain": answer with citations; "extract": copy the passage's words, then answer;
     # "concise": only the shortest words of the passage that answer, then the passage number
-    # (the supporting sentence follows as the answer's quote, `answer_quote`).
+    # (the supporting sentence follows as the answer's quote, `answer_quote`);
+    # "span_sentence": the answering words, a colon, then the passage's sentence that holds
+    # them (the answer is cut after that sentence and its span checked word by word).
+    # Both span styles measured below plain on the bundled models (BENCHMARKS.md).
     prompt_style: Literal["plain", "extract", "concise", "span_sentence"] = "plain"
     # Worked examples in the question's language (Chinese, English) instead of one English one.
     native_examples: bool = False

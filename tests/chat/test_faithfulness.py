@@ -827,3 +827,20 @@ async def test_an_answer_that_gives_its_sentence_gets_no_second_quote() -> None:
     wrong = await _review_in(badges, wrong_span, question, prompt_style="span_sentence")
     assert (wrong.outcome, wrong.grounded) == ("quoted", False)
     assert wrong.verdict.missing == ("蓝色",)
+
+
+def test_a_span_answer_is_cut_after_its_sentence() -> None:
+    from app.chat.faithfulness import one_sentence
+
+    # The model goes on copying the passage: the answer ends with the sentence that holds
+    # the span, and keeps the marker of the cut tail.
+    copied = "乌拉圭蒙得维的亚：苏佩维埃尔生于乌拉圭蒙得维的亚。襁褓中，父母相继去世[1]。"
+    assert one_sentence(copied) == "乌拉圭蒙得维的亚：苏佩维埃尔生于乌拉圭蒙得维的亚。[1]"
+    assert one_sentence("黄色：访客证是黄色的[2]。另一句[3]。") == "黄色：访客证是黄色的[2]。"
+    assert (
+        one_sentence("Yellow: visitor badges are yellow. They are worn at all times [2].")
+        == "Yellow: visitor badges are yellow. [2]"
+    )
+    # Not of that shape: unchanged.
+    assert one_sentence("1974年 [1]") == "1974年 [1]"
+    assert one_sentence("一句话。另一句话[1]。") == "一句话。另一句话[1]。"
