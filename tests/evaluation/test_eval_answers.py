@@ -24,7 +24,7 @@ from app.evaluation.answers import (
     sample_queries,
     summarise,
 )
-from app.evaluation.beir import DatasetError, load_beir
+from app.evaluation.beir import BeirDataset, DatasetError, load_beir
 from app.kit.settings import Settings
 
 EN_QA = Path(__file__).parent / "fixtures" / "en-qa"
@@ -158,13 +158,19 @@ def test_fixture_sample_and_subset(tmp_path: Path) -> None:
         load_gold(tmp_path)
 
 
+def _two_questions() -> tuple[BeirDataset, dict[str, list[str]], list[str]]:
+    """Two en-qa questions with their passages and two distractors, and their gold spans."""
+    dataset = load_beir(EN_QA)
+    gold = load_gold(EN_QA)
+    picked = sample_queries(dataset, gold, size=2, seed=1)
+    return corpus_subset(dataset, picked, distractors=2, seed=1), gold, picked
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_run_through_the_answer_service_with_another_model(
     settings: Settings, tmp_path: Path, tiny_deepseek_v3: Path
 ) -> None:
-    dataset = load_beir(EN_QA)
-    gold = load_gold(EN_QA)
-    picked = sample_queries(dataset, gold, size=2, seed=1)
+    subset, gold, picked = _two_questions()
     other_model = {
         "generator.model_path": str(tiny_deepseek_v3),
         "generator.max_new_tokens": "8",
@@ -172,7 +178,7 @@ async def test_a_run_through_the_answer_service_with_another_model(
     }
     report = await evaluate_answers(
         settings,
-        corpus_subset(dataset, picked, distractors=2, seed=1),
+        subset,
         gold,
         tenant="evalen",
         query_ids=picked,
@@ -214,12 +220,10 @@ async def test_a_run_through_the_answer_service_with_another_model(
 async def test_a_timed_out_answer_counts_as_failed_and_the_run_goes_on(
     settings: Settings, tmp_path: Path, tiny_deepseek_v3: Path
 ) -> None:
-    dataset = load_beir(EN_QA)
-    gold = load_gold(EN_QA)
-    picked = sample_queries(dataset, gold, size=2, seed=1)
+    subset, gold, picked = _two_questions()
     report = await evaluate_answers(
         settings,
-        corpus_subset(dataset, picked, distractors=2, seed=1),
+        subset,
         gold,
         tenant="evaltimeout",
         query_ids=picked,
