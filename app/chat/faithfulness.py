@@ -243,28 +243,37 @@ def check(
 
 
 def focus(
-    question: str, passages: Sequence[Passage], *, subjects: bool = True
+    question: str, passages: Sequence[Passage], *, subjects: bool = True, by_subject: bool = False
 ) -> tuple[Passage, int] | None:
     """The prompt's sentence closest to the question (`focus_sentences`, the first)."""
-    found = focus_sentences(question, passages, subjects=subjects)
+    found = focus_sentences(question, passages, subjects=subjects, by_subject=by_subject)
     return (found[0], found[1][0]) if found else None
 
 
 def focus_sentences(
-    question: str, passages: Sequence[Passage], *, subjects: bool = True, count: int = 1
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    subjects: bool = True,
+    count: int = 1,
+    by_subject: bool = False,
 ) -> tuple[Passage, list[int]] | None:
     """The prompt's sentence closest to the question, as its passage and index there; None
     when no sentence shares a word with it. The passage: the one with the sentence sharing
     most of the question's words (earlier-ranked passages win ties), its subject's words
     included, since they tell which document the question is about. The sentence within it:
     the one `best_sentences` picks, the subject's words counting half (`subjects`; else
-    every word counts one); with `count`, that many, the closest first."""
+    every word counts one); with `count`, that many, the closest first. `by_subject`
+    (`chat.subject_picks_passage`): the question's words in a passage's title and headings
+    count too in choosing the passage, one each: "马飚毕业于哪所大学？" is about the passage
+    titled 马飚, not another person's that says 毕业于 … 大学."""
     asked = set(words(question))
     best: tuple[int, Passage] | None = None
     # In rank order (refs), whatever order the prompt showed them in; a sentence that is
     # never quoted (a heading, a header row) is read with the one it leads.
     for passage in sorted(passages, key=lambda p: p.ref):
-        score = max(
+        named = len(set(words(passage.subject)) & asked) if by_subject else 0
+        score = named + max(
             (
                 len(lead_words(passage.text, i) & asked)
                 for i, s in enumerate(structure(passage.text))
@@ -283,12 +292,17 @@ def focus_sentences(
 
 
 def closest_sentence(
-    question: str, passages: Sequence[Passage], *, count: int = 1, subjects: bool = True
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    count: int = 1,
+    subjects: bool = True,
+    by_subject: bool = False,
 ) -> tuple[Passage, str] | None:
     """The `focus` sentence and up to `count` - 1 after it in its block (never across a
     heading, list item or table row; a row with its header: `quotes.quote`), with its
     passage; None when no sentence shares a word with the question."""
-    found = focus(question, passages, subjects=subjects)
+    found = focus(question, passages, subjects=subjects, by_subject=by_subject)
     if found is None:
         return None
     passage, index = found
@@ -304,12 +318,15 @@ def on_focus(
     window: int,
     subjects: bool = True,
     rank: int = 1,
+    by_subject: bool = False,
 ) -> Citation | None:
     """The citation whose passage supports the answer with the sentence closest to the
     question (`focus`; one of the `rank` closest) or one of the `window` sentences after it:
     the sentence the answer's words come from is one the question is about. None when no
     citation does."""
-    found = focus_sentences(question, passages, subjects=subjects, count=rank)
+    found = focus_sentences(
+        question, passages, subjects=subjects, count=rank, by_subject=by_subject
+    )
     if found is None:
         return None
     passage, indexes = found
@@ -535,6 +552,7 @@ def _verdict(
         window=settings.focus_window,
         subjects=settings.subject_words,
         rank=settings.focus_rank,
+        by_subject=settings.subject_picks_passage,
     )
     if on is None:
         return Verdict(False, "off_focus", verdict.support, verdict.missing)
@@ -583,7 +601,11 @@ def _quoted(
     question: str, language: Language, passages: Sequence[Passage], settings: ChatSettings
 ) -> tuple[str, Citation] | None:
     found = closest_sentence(
-        question, passages, count=settings.quote_sentences, subjects=settings.subject_words
+        question,
+        passages,
+        count=settings.quote_sentences,
+        subjects=settings.subject_words,
+        by_subject=settings.subject_picks_passage,
     )
     if found is None:
         return None

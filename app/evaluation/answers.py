@@ -82,6 +82,7 @@ RECORDED = (
     "chat.require_focus",
     "chat.focus_window",
     "chat.focus_rank",
+    "chat.subject_picks_passage",
     "chat.numbers_in_quote",
     "chat.answer_quote",
     "chat.prompt_style",

@@ -320,6 +320,9 @@ class ChatSettings(BaseModel):
     # the sentence that names the subject is not for that reason the one about what is asked.
     subject_words: bool = True
     focus_window: int = Field(default=0, ge=0, le=10)
+    # Choosing the passage the focus is in, the question's words in a passage's title and
+    # headings count too (one each): the question names the document it is about.
+    subject_picks_passage: bool = False
     # The focus is the `focus_rank` sentences of the focused passage closest to the question,
     # not only the closest one (and the check's evidence as many): a model that answers from
     # the second-closest sentence is not wrong for that. 1 = the closest only.

@@ -844,3 +844,21 @@ def test_a_span_answer_is_cut_after_its_sentence() -> None:
     # Not of that shape: unchanged.
     assert one_sentence("1974年 [1]") == "1974年 [1]"
     assert one_sentence("一句话。另一句话[1]。") == "一句话。另一句话[1]。"
+
+
+def test_the_question_naming_a_document_picks_its_passage() -> None:
+    from app.chat.faithfulness import closest_sentence
+
+    # `chat.subject_picks_passage`: the question names the person; another person's passage
+    # shares more of its other words.
+    passages = [
+        Passage(1, 10, 10, "马飚", "1968年，他从中央民族学院政治系毕业。", ("马飚",)),
+        Passage(2, 11, 11, "张天霖", "张天霖毕业于真理大学运动管理学系。", ("张天霖",)),
+    ]
+    question = "马飚毕业于哪所大学？"
+    by_words = closest_sentence(question, passages)
+    assert by_words is not None
+    assert by_words[0].ref == 2
+    by_subject = closest_sentence(question, passages, by_subject=True)
+    assert by_subject is not None
+    assert (by_subject[0].ref, by_subject[1]) == (1, "1968年，他从中央民族学院政治系毕业。")
