@@ -192,6 +192,20 @@ STRICT_TASK: dict[Language, str] = {
 PREAMBLE = 3
 
 PromptStyle = Literal["plain", "extract", "concise", "span_sentence", "strict"]
+# The task each style but plain asks after the passages, in the question's language.
+STYLE_TASK: dict[PromptStyle, dict[Language, str]] = {
+    "strict": STRICT_TASK,
+    "extract": EXTRACT_TASK,
+    "concise": CONCISE_TASK,
+    "span_sentence": SPAN_SENTENCE_TASK,
+}
+# The worked example's answer (English, Chinese) for each style an example is shown in.
+EXAMPLE_ANSWERS: dict[PromptStyle, tuple[str, str]] = {
+    "plain": (EXAMPLE_ANSWER, EXAMPLE_ANSWER_ZH),
+    "extract": (EXAMPLE_EXTRACT_ANSWER, EXAMPLE_EXTRACT_ANSWER_ZH),
+    "concise": (EXAMPLE_CONCISE_ANSWER, EXAMPLE_CONCISE_ANSWER_ZH),
+    "span_sentence": (EXAMPLE_SPAN_SENTENCE_ANSWER, EXAMPLE_SPAN_SENTENCE_ANSWER_ZH),
+}
 
 
 def ask_block(
@@ -202,14 +216,8 @@ def ask_block(
 ) -> str:
     """The last user message: the question, its passages, the question again with the task."""
     asked = neutralise(question).strip()
-    if style == "strict":
-        task = f'The question is "{asked}". {STRICT_TASK[language]}'
-    elif style == "extract":
-        task = f'The question is "{asked}". {EXTRACT_TASK[language]}'
-    elif style == "concise":
-        task = f'The question is "{asked}". {CONCISE_TASK[language]}'
-    elif style == "span_sentence":
-        task = f'The question is "{asked}". {SPAN_SENTENCE_TASK[language]}'
+    if style in STYLE_TASK:
+        task = f'The question is "{asked}". {STYLE_TASK[style][language]}'
     else:
         task = (
             f'Answer the question "{asked}" briefly, using only the passages above, and cite '
@@ -226,16 +234,10 @@ def _example(language: Language, style: PromptStyle, native: bool) -> list[ChatM
     chinese = native and language == "zh"
     question = EXAMPLE_QUESTION_ZH if chinese else EXAMPLE_QUESTION
     passages = EXAMPLE_PASSAGES_ZH if chinese else EXAMPLE_PASSAGES
-    if style == "extract":
-        answer = EXAMPLE_EXTRACT_ANSWER_ZH if chinese else EXAMPLE_EXTRACT_ANSWER
-    elif style == "concise":
-        answer = EXAMPLE_CONCISE_ANSWER_ZH if chinese else EXAMPLE_CONCISE_ANSWER
-    elif style == "span_sentence":
-        answer = EXAMPLE_SPAN_SENTENCE_ANSWER_ZH if chinese else EXAMPLE_SPAN_SENTENCE_ANSWER
-    else:
-        answer = EXAMPLE_ANSWER_ZH if chinese else EXAMPLE_ANSWER
     # The plain example keeps its language-neutral task; the strict retry shows the plain one.
-    shown: PromptStyle = style if style in ("extract", "concise", "span_sentence") else "plain"
+    shown: PromptStyle = style if style in EXAMPLE_ANSWERS else "plain"
+    english, chinese_answer = EXAMPLE_ANSWERS[shown]
+    answer = chinese_answer if chinese else english
     return [
         ChatMessage("user", ask_block(question, passages, "zh" if chinese else "en", shown)),
         ChatMessage("assistant", answer),
