@@ -317,16 +317,16 @@ class AnswerService:
 
         async def items() -> AsyncGenerator[Progress | str | Answered, None]:
             nonlocal finished
-            parts: list[str] = []
-            drafting = prepared.cached is None and prepared.generator is not None
-            async with contextlib.aclosing(self._deltas(prepared)) as deltas:
-                async for delta in deltas:
-                    parts.append(delta)
-                    if drafting:
+            answer = self._settled(prepared)
+            if answer is None:
+                parts: list[str] = []
+                async with contextlib.aclosing(self._deltas(prepared)) as deltas:
+                    async for delta in deltas:
+                        parts.append(delta)
                         yield Progress("writing", len(parts))
-            if drafting:
                 yield Progress("checking", len(parts))
-            answer = await self._finish(prepared, "".join(parts))
+                draft = Answer("".join(parts).strip(), [], "stop", grounded=True)
+                answer = await self._checked(prepared, draft, None)
             yield answer.text
             await self._remember(prepared, answer)
             database = prepared.runtime.database
@@ -467,14 +467,23 @@ class AnswerService:
         )
         return bool(best) and best[0].score >= floor
 
-    async def _complete(self, prepared: Prepared, cancel: threading.Event | None) -> Answer:
-        """The whole answer (the generation runs in a thread; `cancel` stops it). Without
-        relevant passages the answer says so and no generator is needed."""
+    @staticmethod
+    def _settled(prepared: Prepared) -> Answer | None:
+        """The answer when no generation is needed: the cached one, or, without relevant
+        passages, Cairn's sentence that nothing answers; None when the model must write it."""
         if prepared.cached is not None:
             return prepared.cached
         grounding = prepared.grounding
         if not grounding.relevant:
             return Answer(nothing_found(grounding.language), [], "stop", grounded=False)
+        return None
+
+    async def _complete(self, prepared: Prepared, cancel: threading.Event | None) -> Answer:
+        """The whole answer (the generation runs in a thread; `cancel` stops it)."""
+        settled = self._settled(prepared)
+        if settled is not None:
+            return settled
+        grounding = prepared.grounding
         assert prepared.generator is not None, "a grounded answer needs a generator"
         completion = await complete_async(
             prepared.generator, grounding.messages, prepared.limits, cancel
@@ -490,29 +499,14 @@ class AnswerService:
         return await self._checked(prepared, answer, cancel)
 
     async def _deltas(self, prepared: Prepared) -> AsyncGenerator[str, None]:
-        """The answer as text deltas; closing the iterator stops the generation."""
-        if prepared.cached is not None:
-            yield prepared.cached.text
-            return
-        grounding = prepared.grounding
-        if not grounding.relevant:
-            yield nothing_found(grounding.language)
-            return
+        """The model's answer as text deltas (`_settled` found none); closing the iterator
+        stops the generation."""
         assert prepared.generator is not None, "a grounded answer needs a generator"
         # aclosing: when our consumer stops early, the generation is stopped right away.
-        streamed = prepared.generator.stream(grounding.messages, prepared.limits)
+        streamed = prepared.generator.stream(prepared.grounding.messages, prepared.limits)
         async with contextlib.aclosing(streamed) as deltas:
             async for delta in deltas:
                 yield delta
-
-    async def _finish(self, prepared: Prepared, text: str) -> Answer:
-        """The answer of a finished stream, checked, with its citations."""
-        if prepared.cached is not None:
-            return prepared.cached
-        text = text.strip()
-        if not prepared.grounding.relevant:
-            return Answer(text, [], "stop", grounded=False)
-        return await self._checked(prepared, Answer(text, [], "stop", grounded=True), None)
 
     async def _checked(
         self, prepared: Prepared, answer: Answer, cancel: threading.Event | None

@@ -26,12 +26,15 @@ from app.search.index.tokenize import tokenize
 
 # [1], [1, 3], [1][2], 【1】, [passage 2], [Passage 1, 2], and the prose small models write
 # instead: "passage 2", "passage number 1", "第1段".
+_BRACKETED = r"[\[【]\s*(?:passages?\s*)?(\d+(?:\s*[,，、;]\s*\d+)*)\s*[\]】]"
 _MARKER = re.compile(
-    r"[\[【]\s*(?:passages?\s*)?(\d+(?:\s*[,，、;]\s*\d+)*)\s*[\]】]"
-    r"|\bpassages?\s*(?:number|no\.?|#)?\s*(\d+(?:\s*(?:,|and)\s*\d+)*)"
+    _BRACKETED + r"|\bpassages?\s*(?:number|no\.?|#)?\s*(\d+(?:\s*(?:,|and)\s*\d+)*)"
     r"|第\s*(\d+)\s*[段条篇]",
     re.IGNORECASE,
 )
+# A run of bracketed markers with the spaces before them ("[2]", " [1][3]", "【1、2】"): what
+# follows a sentence's stop and still belongs to it.
+MARKER_RUN = re.compile(rf"(?:\s*{_BRACKETED})+", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+")
 # What separates the numbers of one marker ("1, 3", "1、3", "1 and 3"): kept when rewritten.
 _SEPARATOR = re.compile(r"\s*(?:[,，、;]|and)\s*", re.IGNORECASE)

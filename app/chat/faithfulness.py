@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from app.chat.citations import Citation, Cited, cite, snippet, strip_markers
+from app.chat.citations import MARKER_RUN, Citation, Cited, cite, snippet, strip_markers
 from app.chat.language import Language, nothing_found, refused
 from app.chat.prompt import Passage
 from app.chat.quotes import (
@@ -357,9 +357,11 @@ async def review(
     and, when unsupported, regenerated, replaced by a quote or flagged (module doc).
     `regenerate` generates once more with the stricter instruction; None: not possible."""
     snippet_chars = settings.snippet_chars
+    # A "span: sentence" answer: cut after its sentence, and its span checked on its own.
+    spans = settings.prompt_style == "span_sentence"
     if settings.trim_repetition:
         text = trim_repetition(text)
-    if settings.prompt_style == "span_sentence":
+    if spans:
         text = one_sentence(text)
 
     def cited(answer: str) -> Cited:
@@ -382,7 +384,7 @@ async def review(
     first = cited(text)
     if settings.unsupported_answer == "off":
         return Checked(first.text, first.citations, True, "unchecked")
-    verdict = _verdict(first.text, question, first.citations, passages, settings)
+    verdict = _verdict(first.text, question, first.citations, passages, settings, spans=spans)
     if verdict.supported:
         checked = Checked(first.text, first.citations, True, "supported", verdict=verdict)
         return _with_quote(checked, language, settings)
@@ -392,7 +394,9 @@ async def review(
             again = trim_repetition(again)
         if not is_refusal(again):
             second = cited(again)
-            retried = _verdict(second.text, question, second.citations, passages, settings)
+            retried = _verdict(
+                second.text, question, second.citations, passages, settings, spans=spans
+            )
             if retried.supported:
                 checked = Checked(
                     second.text,
@@ -435,10 +439,16 @@ async def review(
 def quote_block(citations: Sequence[Citation], language: Language) -> str:
     """What follows a grounded answer when `chat.answer_quote` is on: its first citation's
     supporting quote, marked with that citation ("" when no citation has a quote)."""
-    for c in citations:
-        if c.quote:
-            return f"\n\n{QUOTE_LABEL[language].format(quote=c.quote)} [{c.ref}]"
-    return ""
+    quoted = _first_quoted(citations)
+    return _block(quoted, language) if quoted is not None else ""
+
+
+def _first_quoted(citations: Sequence[Citation]) -> Citation | None:
+    return next((c for c in citations if c.quote), None)
+
+
+def _block(citation: Citation, language: Language) -> str:
+    return f"\n\n{QUOTE_LABEL[language].format(quote=citation.quote)} [{citation.ref}]"
 
 
 def _with_quote(checked: Checked, language: Language, settings: ChatSettings) -> Checked:
@@ -449,12 +459,12 @@ def _with_quote(checked: Checked, language: Language, settings: ChatSettings) ->
         return checked
     focused = checked.verdict.focused if checked.verdict else None
     # The focused citation first; sorted() is stable, so the others keep their order.
-    citations = sorted(checked.citations, key=lambda c: c.ref != focused)
-    block = quote_block(citations, language)
-    if not block or _holds(checked.text, next(c.quote for c in citations if c.quote)):
+    quoted = _first_quoted(sorted(checked.citations, key=lambda c: c.ref != focused))
+    if quoted is None or _holds(checked.text, quoted.quote):
         # The answer already gives its sentence (`prompt_style = span_sentence`): the same
         # words again under "Source" would only repeat it.
         return checked
+    block = _block(quoted, language)
     return dataclasses.replace(checked, text=checked.text + block, quote=block)
 
 
@@ -466,16 +476,23 @@ MAX_SPAN_CHARS = 60
 def answer_span(text: str) -> str | None:
     """The answering words of a "span: sentence" answer (`prompt_style = span_sentence`), the
     text before its first colon; None when the answer is not of that shape."""
-    said = strip_markers(text).strip()
-    found = _SPAN_END.search(said)
+    shaped = _span_shape(text)
+    return shaped[0] if shaped is not None else None
+
+
+def _span_shape(text: str) -> tuple[str, int] | None:
+    """(the answering words, where the sentence after their colon starts in `text`) of a
+    "span: sentence" answer; None when `text` is not of that shape. Markers hold no colon, so
+    the first colon of the text is that of the text without its markers."""
+    found = _SPAN_END.search(text)
     if found is None:
         return None
-    span, rest = said[: found.start()].strip(), said[found.end() :].strip()
-    return span if span and rest and len(span) <= MAX_SPAN_CHARS else None
+    span = strip_markers(text[: found.start()]).strip()
+    rest = strip_markers(text[found.end() :]).strip()
+    return (span, found.end()) if span and rest and len(span) <= MAX_SPAN_CHARS else None
 
 
 _FIRST_STOP = re.compile(r"[。！？!?]|\.(?=\s|$)")
-_MARKERS = re.compile(r"(?:\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】])+")
 
 
 def one_sentence(text: str) -> str:
@@ -483,21 +500,21 @@ def one_sentence(text: str) -> str:
     the citation markers right after that stop (or, when none follow it, those of the cut
     tail): small models go on copying the passage past the sentence that holds the answer.
     Any other answer is returned as it is."""
-    colon = _SPAN_END.search(text)
-    if colon is None or answer_span(text) is None:
+    shaped = _span_shape(text)
+    if shaped is None:
         return text
-    stop = _FIRST_STOP.search(text, colon.end())
+    stop = _FIRST_STOP.search(text, shaped[1])
     if stop is None:
         return text
     end = stop.end()
     # "…佩戴[2]。": the marker before the stop belongs to the sentence already.
-    trailing = _MARKERS.match(text, end)
+    trailing = MARKER_RUN.match(text, end)
     if trailing is not None:
         end = trailing.end()
     kept, tail = text[:end].rstrip(), text[end:]
-    if tail.strip() and not _MARKERS.search(kept):
+    if tail.strip() and not MARKER_RUN.search(kept):
         joiner = "" if re.search("[\u4e00-\u9fff]", kept) else " "
-        kept += joiner + "".join(m.group(0).strip() for m in _MARKERS.finditer(tail))
+        kept += joiner + "".join(m.group(0).strip() for m in MARKER_RUN.finditer(tail))
     return kept
 
 
@@ -514,7 +531,10 @@ def _verdict(
     citations: Sequence[Citation],
     passages: Sequence[Passage],
     settings: ChatSettings,
+    *,
+    spans: bool = False,
 ) -> Verdict:
+    """`spans`: the answer is meant to be "span: sentence" shaped (`review`)."""
     by_ref = {p.ref: p for p in passages}
     cited = [
         evidence(
@@ -535,7 +555,7 @@ def _verdict(
         min_support=settings.min_support,
         expect_number=settings.expect_number,
     )
-    span = answer_span(text) if settings.prompt_style == "span_sentence" else None
+    span = answer_span(text) if spans else None
     if verdict.supported and span is not None:
         # The sentence copied after the answering words would carry any span past
         # `min_support`: the span is checked on its own, every word of it.
