@@ -278,8 +278,9 @@ class Metrics:
     peak_mib: float = 0.0
 
 
-def summarise(variant: str, records: Sequence[Record]) -> Metrics:
-    """The rates over one variant's answers (each a share of all its answers)."""
+def summarise(variant: str, records: Sequence[Record], *, peak: bool = True) -> Metrics:
+    """The rates over one variant's answers (each a share of all its answers). `peak`: the
+    process's peak memory now is this variant's (0 when it is not: a row re-scored later)."""
     n = len(records)
 
     def rate(flags: Sequence[bool]) -> float:
@@ -302,8 +303,24 @@ def summarise(variant: str, records: Sequence[Record]) -> Metrics:
         own_f1=sum(r.own_f1 for r in records) / n if n else 0.0,
         quoted=rate([r.check == "quoted" for r in records]),
         p90_seconds=_percentile([r.seconds for r in records], 0.9),
-        peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak else 0.0,
     )
+
+
+def same_questions(answered: Mapping[str, Sequence[Record]]) -> list[Metrics]:
+    """For each variant stopped before the others (`--variant-minutes`), every variant that
+    answered more, scored on the same first questions only: a row "NAME (first N)" beside the
+    short one. Questions are asked in the same order under every variant, so the first N are
+    the same N."""
+    counts = sorted({len(records) for records in answered.values()})
+    rows: list[Metrics] = []
+    for n in counts[:-1]:
+        for name, records in answered.items():
+            if len(records) > n and n > 0:
+                row = summarise(f"{name} (first {n})", records[:n], peak=False)
+                row.reused = sum(r.replayed_seconds > 0 for r in records[:n])
+                rows.append(row)
+    return rows
 
 
 def _percentile(values: Sequence[float], share: float) -> float:
@@ -389,7 +406,8 @@ def markdown(metrics: Sequence[Metrics]) -> str:
         f"{m.own_f1:.3f} | {m.quoted:.3f} | {m.grounded_wrong:.3f} | {m.gold_cited:.3f} | "
         f"{m.unsupported:.3f} | {m.refusal:.3f} | "
         f"{m.median_seconds:.2f}{reused if m.reused else ''} | "
-        f"{m.p90_seconds:.2f}{reused if m.reused else ''} | {m.peak_mib:.0f} | "
+        f"{m.p90_seconds:.2f}{reused if m.reused else ''} | "
+        f"{f'{m.peak_mib:.0f}' if m.peak_mib else '–'} | "
         + ", ".join(f"{k} {v}" for k, v in m.outcomes.items())
         + " |"
         for m in metrics
@@ -544,6 +562,8 @@ class AnswerEvalReport:
     metrics: list[Metrics]
     settings: dict[str, dict[str, Any]]
     logs: list[Path]
+    # Variants stopped by `variant_seconds` before their last question: name -> answers.
+    stopped: dict[str, int] = field(default_factory=dict)
 
     def settings_table(self) -> str:
         names = list(self.settings)
@@ -567,8 +587,12 @@ async def evaluate_answers(
     log_dir: Path,
     reuse: bool = False,
     progress: Progress | None = None,
+    variant_seconds: float | None = None,
 ) -> AnswerEvalReport:
-    """Load the corpus (once) and ask every sampled question under each variant."""
+    """Load the corpus (once) and ask every sampled question under each variant.
+    `variant_seconds`: a variant asks no new question once it has run this long (it always
+    asks one); the report then also scores the longer variants on the same first questions
+    (`same_questions`)."""
     progress = progress or Progress(disable=True)
     container = Container(settings)
     database = container.database
@@ -582,6 +606,8 @@ async def evaluate_answers(
         metrics: list[Metrics] = []
         recorded: dict[str, dict[str, Any]] = {}
         logs: list[Path] = []
+        answered: dict[str, list[Record]] = {}
+        stopped: dict[str, int] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
         for name, overrides in variants:
             configured = apply_overrides(settings, overrides)
@@ -603,8 +629,13 @@ async def evaluate_answers(
             log = log_dir / f"answers-{dataset.name}-{_safe(name)}.jsonl"
             records: list[Record] = []
             task = progress.add_task(f"answers ({name})", total=len(query_ids))
+            started = time.monotonic()
             with log.open("w", encoding="utf-8") as out:
                 for query_id in query_ids:
+                    spent = time.monotonic() - started
+                    if records and variant_seconds is not None and spent >= variant_seconds:
+                        stopped[name] = len(records)
+                        break
                     record = await ask(
                         configured,
                         runtime,
@@ -625,8 +656,16 @@ async def evaluate_answers(
             summary.reused = (reusing[key].reused if key in reusing else 0) - reused_before
             metrics.append(summary)
             logs.append(log)
+            answered[name] = records
         return AnswerEvalReport(
-            dataset.name, len(beir_ids), len(query_ids), seconds, metrics, recorded, logs
+            dataset.name,
+            len(beir_ids),
+            len(query_ids),
+            seconds,
+            metrics + same_questions(answered),
+            recorded,
+            logs,
+            stopped,
         )
     finally:
         await container.close()

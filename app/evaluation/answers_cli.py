@@ -48,6 +48,15 @@ def answers_command(
             "compare (same process, same corpus, shared model); default: the configuration"
         ),
     ] = None,
+    variant_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=10_000,
+            help="stop each variant's questions after this many minutes (it asks at least "
+            "one); the table then adds the longer variants scored on the same first questions",
+        ),
+    ] = None,
     log_dir: Annotated[
         Path | None,
         typer.Option(help="per-question JSONL logs (default: DATA_DIR/eval)"),
@@ -109,9 +118,16 @@ def answers_command(
                 log_dir=log_dir or settings.data_dir / "eval",
                 reuse=reuse,
                 progress=progress,
+                variant_seconds=variant_minutes * 60 if variant_minutes is not None else None,
             )
         )
     table = markdown(report.metrics)
+    stopped = "".join(
+        f"\nVariant {name} stopped after {n} of {report.sampled} questions "
+        f"(--variant-minutes {variant_minutes:g})."
+        for name, n in report.stopped.items()
+    )
+    table += stopped
     typer.echo(table)
     typer.echo("")
     typer.echo(report.settings_table())

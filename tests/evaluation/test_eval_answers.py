@@ -21,6 +21,7 @@ from app.evaluation.answers import (
     markdown,
     own_words,
     parse_variant,
+    same_questions,
     sample_queries,
     summarise,
 )
@@ -89,6 +90,24 @@ def test_rates_are_shares_of_all_answers() -> None:
     assert "| v | 4 | 0.500 | 0.250 | 0.000 | 0.000 | 0.250 | 0.500 | 0.250 | 0.250 | 2.50 |" in (
         table
     )
+
+
+def test_a_variant_stopped_early_is_compared_on_its_own_questions() -> None:
+    right, wrong = _record(gold_span=True, seconds=1.0), _record(gold_span=False, seconds=9.0)
+    answered = {
+        "small": [right, wrong, wrong, right],
+        "large": [right, right],  # stopped after two questions
+        "cut at once": [],
+    }
+    rows = same_questions(answered)
+    # "small" on the two questions "large" answered; nothing against an empty variant.
+    assert [(m.variant, m.answers) for m in rows] == [("small (first 2)", 2)]
+    (row,) = rows
+    assert (row.gold_span, row.median_seconds) == (0.5, 5.0)
+    # A re-scored row's peak memory is not its own: shown as a dash.
+    assert row.peak_mib == 0.0
+    assert "| 9.00 | – |" in markdown(rows)
+    assert same_questions({"a": [right], "b": [wrong]}) == []
 
 
 def test_cmrc_f1_and_own_words() -> None:
@@ -248,3 +267,27 @@ async def test_a_timed_out_answer_counts_as_failed_and_the_run_goes_on(
         ("timeout", "", False),
         ("timeout", "", False),
     ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_time_limit_per_variant_stops_its_questions(
+    settings: Settings, tmp_path: Path, tiny_deepseek_v3: Path
+) -> None:
+    subset, gold, picked = _two_questions()
+    model = {"generator.model_path": str(tiny_deepseek_v3), "generator.max_new_tokens": "4"}
+    report = await evaluate_answers(
+        settings,
+        subset,
+        gold,
+        tenant="evallimit",
+        query_ids=picked,
+        variants=[("first", model), ("second", model)],
+        log_dir=tmp_path / "logs",
+        # Spent before the second question of each: one answer each, never none.
+        variant_seconds=1e-9,
+    )
+    assert report.stopped == {"first": 1, "second": 1}
+    assert [(m.variant, m.answers) for m in report.metrics] == [("first", 1), ("second", 1)]
+    for log in report.logs:
+        [line] = log.read_text().splitlines()
+        assert json.loads(line)["query_id"] == picked[0]
