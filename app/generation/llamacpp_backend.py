@@ -27,6 +27,7 @@ from app.generation.base import (
     as_dicts,
 )
 from app.generation.bundled import BUNDLED_MODELS, ensure_bundled_gguf
+from app.generation.llamacpp_probe import trial_run
 from app.kit.settings import GeneratorSettings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class LlamaCppGenerator(InProcessGenerator):
                     "reads GGUF only)"
                 )
         progress.stage("loading")
+        if not settings.device.startswith("cuda"):
+            # A build whose CPU kernels this machine cannot run dies by a signal: in a child.
+            trial_run(path, settings.threads)
         self._llama: Any = Llama(
             model_path=str(path),
             n_ctx=settings.context_length,

@@ -11,6 +11,7 @@ import pytest
 from app.generation import llamacpp_backend
 from app.generation.base import ChatMessage, GenerationLimits, GeneratorUnavailable
 from app.generation.llamacpp_backend import LlamaCppGenerator
+from app.generation.llamacpp_probe import trial_run
 from app.kit.settings import GeneratorSettings
 
 
@@ -44,7 +45,14 @@ class TestBundledOnLlamaCpp:
     @pytest.fixture(scope="class")
     @classmethod
     def llama(cls, models_dir: Path) -> LlamaCppGenerator:
-        return LlamaCppGenerator(GeneratorSettings(backend="llamacpp", threads=2), models_dir)
+        try:
+            return LlamaCppGenerator(GeneratorSettings(backend="llamacpp", threads=2), models_dir)
+        except GeneratorUnavailable as exc:
+            if "died with" not in str(exc):
+                raise
+            # The installed build cannot run on this CPU (seen: AMX kernels on a VM); the
+            # trial run above is what keeps that from ending the server.
+            pytest.skip(f"this llama.cpp build cannot run here: {exc}")
 
     def test_answers(self, llama: LlamaCppGenerator) -> None:
         completion = llama.complete(
@@ -60,3 +68,16 @@ class TestBundledOnLlamaCpp:
             deltas.append(delta)
             cancel.set()
         assert 1 <= len(deltas) <= 3
+
+
+def test_a_build_that_dies_in_its_trial_run_is_unavailable(tmp_path: Path) -> None:
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    # What a llama.cpp build with kernels this CPU cannot run does: the child dies by SIGILL.
+    dies = "import os, signal; os.kill(os.getpid(), signal.SIGILL)"
+    with pytest.raises(GeneratorUnavailable, match="died with SIGILL .* model.gguf"):
+        trial_run(gguf, 2, code=dies)
+    with pytest.raises(GeneratorUnavailable, match="failed a trial run .* ValueError: bad file"):
+        trial_run(gguf, None, code="raise ValueError('bad file')")
+    # A child that reads its arguments and exits cleanly passes.
+    trial_run(gguf, None, code="import sys; assert sys.argv[1].endswith('model.gguf')")
