@@ -142,6 +142,9 @@ class Answer:
     generated: str | None = None
     # The supporting quote that ends `text` (`chat.answer_quote`); "" when none does.
     quote: str = ""
+    # Why the check passed or failed the model's text (`faithfulness.Verdict.reason`: "ok",
+    # "off_focus", "number", ...); None when it was not checked. For reading eval logs.
+    reason: str | None = None
 
     @property
     def state(self) -> AnswerState:
@@ -546,6 +549,7 @@ class AnswerService:
             note=checked.note,
             generated=answer.text if checked.text != answer.text + checked.quote else None,
             quote=checked.quote,
+            reason=checked.verdict.reason if checked.verdict is not None else None,
         )
 
     async def _remember(self, prepared: Prepared, answer: Answer) -> None:

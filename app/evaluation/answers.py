@@ -250,6 +250,8 @@ class Record:
 
     # CMRC F1 of the model's own words (0 for a quote instead, a refusal, nothing found).
     own_f1: float = 0.0
+    # The check's reason for its verdict on the model's text (`Answer.reason`).
+    reason: str | None = None
 
     @property
     def grounded_wrong(self) -> bool:
@@ -535,6 +537,7 @@ async def ask(
             for p in sorted(prepared.grounding.passages, key=lambda p: p.ref)
         ],
         replayed_seconds=round(replayed, 3),
+        reason=answer.reason,
     )
     record.quote = answer.quote
     record.gold_span = contains_gold(answer.text, record.gold)

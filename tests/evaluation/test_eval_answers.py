@@ -226,6 +226,8 @@ async def test_a_run_through_the_answer_service_with_another_model(
         assert {"ref", "document", "text"} <= set(line["passages"][0])
         assert line["answer"].endswith(line["quote"])
         assert line["gold_span_own"] <= line["gold_span"]
+        # Why the check decided as it did, for reading the log: "ok" only for a pass.
+        assert (line["reason"] == "ok") == line["grounded"], line
     # Quoting the documents instead of the noise: verbatim quotes, shown as evidence rather
     # than as a grounded answer (chat.quote_grounded is off).
     quoted = [json.loads(line) for line in report.logs[1].read_text().splitlines()]
