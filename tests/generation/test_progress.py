@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.generation import progress
+from app.generation import llamacpp_backend, progress
 from app.generation.llamacpp_backend import LlamaCppGenerator
 from app.generation.progress import EXPECTED_SECONDS, Preparation
 from app.kit.settings import GeneratorSettings
@@ -152,6 +152,8 @@ def test_llamacpp_reports_its_stages_and_plans_no_conversion(
             seen.append((snapshot.state, snapshot.percent))
 
     monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=Llama))
+    # The trial run is a child process, which the stand-in cannot reach (it has its own test).
+    monkeypatch.setattr(llamacpp_backend, "trial_run", lambda gguf, threads: None)
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     settings = GeneratorSettings(backend="llamacpp", model_path=str(gguf))
